@@ -1,0 +1,140 @@
+"""The projector: one agency's share topics into the search index that agency holds.
+
+Offsets are committed only after the index transaction holding the batch has committed, and
+the index ignores any version it already has, so a crash at any point replays at most one
+batch and changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from consumers.index import SqliteIndex
+
+from mutualaid.deadletter import dead_letter
+from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
+from mutualaid.metrics import END_TO_END, EVENTS_IN, INDEX_WRITES
+from mutualaid.serde import (
+    DEAD_LETTER,
+    SHARED_EVENT,
+    AvroDeserializer,
+    AvroSerializer,
+    DeserializationError,
+    SchemaStore,
+    SerializationContext,
+    registry_client,
+)
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, Stage, check_ori, dlq_topic, share_topic
+
+log = logging.getLogger("mutualaid.projector")
+
+BATCH_SIZE = 500
+POLL_SECONDS = 0.5
+
+
+def index_path(settings: Settings, agency_ori: str) -> Path:
+    """Each agency's own index file: the agency holds it, nobody else reads it."""
+    return settings.data_dir / "index" / f"{check_ori(agency_ori).lower()}.sqlite"
+
+
+class Projector:
+    def __init__(self, settings: Settings, agency_ori: str) -> None:
+        self.agency_ori = check_ori(agency_ori)
+        self.index = SqliteIndex(index_path(settings, self.agency_ori))
+        self._topics = {share_topic(self.agency_ori, kind): kind for kind in Kind}
+        store = SchemaStore()
+        registry = registry_client(settings.schema_registry_url)
+        self._decode = {
+            kind: AvroDeserializer(store, SHARED_EVENT[kind], registry) for kind in Kind
+        }
+        self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        group = f"mutualaid-projector-{self.agency_ori.lower()}"
+        self._consumer = Consumer(consumer_config(settings, group))
+        self._dlq = Producer(producer_config(settings))
+        self._dlq_tracker = DeliveryTracker()
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer.subscribe(list(self._topics))
+        try:
+            while not stop.is_set():
+                self.step()
+        finally:
+            self._consumer.close()
+            self.index.close()
+
+    def step(self) -> int:
+        """Consume one batch, make it durable in the index, then commit. Returns rows changed."""
+        messages = self._consumer.consume(BATCH_SIZE, POLL_SECONDS)
+        if not messages:
+            return 0
+        events = [e for e in (self._decoded(m) for m in messages) if e is not None]
+        changed = self.index.apply(events)
+        self._dlq_tracker.wait(self._dlq)
+        self._commit(messages)
+        self._observe(events, changed)
+        return changed
+
+    def _decoded(self, msg: Message) -> dict | None:
+        if msg.error() is not None:
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error on %s: %s", msg.topic(), msg.error())
+            return None
+        kind = self._topics[msg.topic()]
+        EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
+        if msg.value() is None:
+            # Withdrawals travel as DELETE events; a null value only lets compaction drop the key.
+            return None
+        ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
+        try:
+            event = self._decode[kind](msg.value(), ctx)
+        except DeserializationError as exc:
+            self._dead(msg, "undecodable", str(exc))
+            return None
+        if event["disclosure"]["partner_ori"] != self.agency_ori:
+            self._dead(
+                msg,
+                "wrong_partner",
+                f"addressed to {event['disclosure']['partner_ori']} "
+                f"but found on {msg.topic()}; not indexed",
+            )
+            return None
+        return event
+
+    def _dead(self, msg: Message, error_type: str, reason: str) -> None:
+        topic = dlq_topic(Stage.CONSUMERS)
+        letter = dead_letter(
+            stage=Stage.CONSUMERS,
+            reason=reason,
+            error_type=error_type,
+            source=msg.topic(),
+            position=f"partition {msg.partition()} offset {msg.offset()}",
+            payload=msg.value(),
+            key=msg.key(),
+        )
+        value = self._encode_dead(letter, SerializationContext(topic))
+        self._dlq.produce(topic, value, msg.key(), on_delivery=self._dlq_tracker)
+        self._dlq_tracker.sent()
+
+    def _commit(self, messages: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for msg in messages:
+            if msg.error() is None:
+                last[(msg.topic(), msg.partition())] = msg.offset()
+        if last:
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _observe(self, events: list[dict], changed: int) -> None:
+        now = datetime.now(UTC)
+        for event in events:
+            envelope = event["envelope"]
+            END_TO_END.labels(kind=envelope["kind"]).observe(
+                (now - envelope["ingested_at"]).total_seconds()
+            )
+        if changed:
+            INDEX_WRITES.labels(agency=self.agency_ori).inc(changed)

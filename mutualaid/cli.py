@@ -1,0 +1,256 @@
+"""The ``mutualaid`` command.
+
+This module and ``mutualaid.up`` are the composition root: the only core modules that reach
+into producers/, streams/ and consumers/, and only inside the command that needs them, so that
+starting one stage never imports the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from mutualaid.configfile import ConfigError
+from mutualaid.settings import Settings, load_settings
+
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        return args.handler(settings, args)
+    except ConfigError as exc:
+        print(f"mutualaid: cannot start, fix the configuration first:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mutualaid", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="settings file (YAML); default: none")
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    up = sub.add_parser("up", help="run the whole embedded stack: broker, router, projectors")
+    up.add_argument("--demo", action="store_true", help="generate and publish demo ALPR data")
+    up.add_argument("--reads", type=int, default=5000, help="demo reads per agency")
+    up.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop once the demo data is indexed (for scripts)",
+    )
+    up.set_defaults(handler=_up)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
+    broker.add_argument("--port", type=int, help="default: broker_port setting (19092)")
+    broker.set_defaults(handler=_broker)
+
+    connect = sub.add_parser("connect", help="publish a source's records as events")
+    connect.add_argument("source_kind", choices=["alpr"], help="what kind of source")
+    connect.add_argument("--agency", required=True, help="ORI of the agency that owns the data")
+    connect.add_argument("--source", required=True, type=Path, help="the export file")
+    connect.add_argument("--mapping", type=Path, help="vendor column mapping (YAML)")
+    connect.add_argument("--name", help="checkpoint name (default: <ori>-<file name>)")
+    connect.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    connect.set_defaults(handler=_connect)
+
+    router = sub.add_parser("router", help="run the sharing router (faust)")
+    router.set_defaults(handler=_router)
+
+    project = sub.add_parser("project", help="project an agency's share topics into its index")
+    project.add_argument("--agency", required=True, help="ORI of the agency whose index to fill")
+    project.set_defaults(handler=_project)
+
+    search = sub.add_parser("search", help="search an agency's index (audited)")
+    search.add_argument("--agency", required=True, help="ORI of the agency searching")
+    search.add_argument("--plate", required=True, help="plate; * and ? are wildcards")
+    search.add_argument("--reason", default="", help="case or incident number (required)")
+    search.add_argument("--user", default=getpass.getuser(), help="who is searching")
+    search.add_argument("--json", action="store_true", help="print JSON lines")
+    search.set_defaults(handler=_search)
+
+    agreements = sub.add_parser("agreements", help="work with sharing agreements")
+    agreements_sub = agreements.add_subparsers(required=True, metavar="action")
+    check = agreements_sub.add_parser("check", help="validate the registry and every agreement")
+    check.set_defaults(handler=_agreements_check)
+    return parser
+
+
+def _registry_and_policy(settings: Settings):
+    from mutualaid.agencies import load_registry
+    from mutualaid.policy import load_policy
+
+    registry = load_registry(settings.agencies_file)
+    return registry, load_policy(settings.agreements_dir, registry)
+
+
+def _stop_event() -> threading.Event:
+    """Set on SIGTERM or Ctrl-C, so loops finish their batch and commit before exiting."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.up import run_up
+
+    return run_up(settings, demo=args.demo, reads=args.reads, exit_when_done=args.exit_when_done)
+
+
+def _broker(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.agencies import load_registry
+    from mutualaid.broker import BrokerError, EmbeddedBroker
+    from mutualaid.kafka import ensure_topics, wait_for_broker
+    from mutualaid.topics import topics_for
+
+    registry = load_registry(settings.agencies_file)
+    broker = EmbeddedBroker(
+        args.port or settings.broker_port, log=settings.data_dir / "logs" / "broker.log"
+    )
+    (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    try:
+        broker.start()
+    except BrokerError as exc:
+        print(f"mutualaid broker: {exc}", file=sys.stderr)
+        return 1
+    try:
+        created = ensure_topics(
+            wait_for_broker(broker.bootstrap_servers),
+            topics_for(registry.oris, settings.partitions),
+            settings.replication_factor,
+        )
+        print(
+            f"broker ready at {broker.bootstrap_servers} ({len(created)} topics created); "
+            "Ctrl-C stops it",
+            flush=True,
+        )
+        stop = _stop_event()
+        while not stop.wait(0.5):
+            if not broker.running():
+                print(
+                    "mutualaid broker: the broker process exited; see var/logs/broker.log",
+                    file=sys.stderr,
+                )
+                return 1
+    finally:
+        broker.stop()
+    return 0
+
+
+def _connect(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.agencies import load_registry
+    from mutualaid.kafka import wait_for_broker
+    from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+    from producers.runner import LineFile, Runner
+
+    ori = load_registry(settings.agencies_file).get(args.agency).ori
+    mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
+    source = LineFile(args.source)
+    try:
+        adapter = AlprCsvAdapter(mapping, source.header, ori)
+    except ValueError as exc:
+        print(f"mutualaid connect: {args.source}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    wait_for_broker(settings.bootstrap_servers)
+    from mutualaid.metrics import serve_metrics
+
+    serve_metrics(settings.metrics_port)
+    name = args.name or f"{ori.lower()}-{args.source.name}"
+    runner = Runner(
+        settings,
+        ori,
+        adapter,
+        source,
+        name=name,
+        on_progress=lambda p: print(p.line(name), flush=True),
+    )
+    progress = runner.run(stop=_stop_event(), follow=args.follow)
+    print(progress.line(name) + "  done", flush=True)
+    return 0
+
+
+def _router(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.app import run_router
+
+    registry, policy = _registry_and_policy(settings)
+    run_router(settings, registry, policy)
+    return 0
+
+
+def _project(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.projector import Projector
+    from mutualaid.agencies import load_registry
+    from mutualaid.kafka import wait_for_broker
+    from mutualaid.metrics import serve_metrics
+
+    ori = load_registry(settings.agencies_file).get(args.agency).ori
+    wait_for_broker(settings.bootstrap_servers)
+    serve_metrics(settings.metrics_port)
+    print(f"projecting share.{ori.lower()}.* into its index; Ctrl-C stops", flush=True)
+    Projector(settings, ori).run(_stop_event())
+    return 0
+
+
+def _search(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.search import PlateQuery, SearchRefused, search_plate
+    from mutualaid.agencies import load_registry
+
+    registry = load_registry(settings.agencies_file)
+    agency = registry.get(args.agency)
+    try:
+        query = PlateQuery(agency.ori, args.plate, args.user, args.reason)
+    except SearchRefused as exc:
+        print(f"mutualaid search: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    hits = search_plate(settings, query)
+    names = {a.ori: a.name for a in registry.agencies}
+    if args.json:
+        for hit in hits:
+            print(
+                json.dumps(
+                    {
+                        "source_ori": hit.source_ori,
+                        "record_id": hit.record_id,
+                        "occurred_at": hit.occurred_at.isoformat(),
+                        "body": hit.body,
+                    }
+                )
+            )
+        return 0
+    print(
+        f"{len(hits)} read(s) of {args.plate} visible to {agency.ori} ({agency.name}); "
+        f"search logged for {args.user}, reason {args.reason!r}"
+    )
+    for hit in hits:
+        body = hit.body or {}
+        place = body.get("camera_name") or body.get("camera_id") or "?"
+        print(
+            f"  {hit.occurred_at:%Y-%m-%d %H:%M:%S %Z}  {body.get('plate', '?'):<9} "
+            f"{body.get('plate_state') or '--'}  from {hit.source_ori} "
+            f"{names.get(hit.source_ori, '')}  at {place}  "
+            f"({body.get('latitude')}, {body.get('longitude')})"
+        )
+    return 0
+
+
+def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:
+    registry, policy = _registry_and_policy(settings)
+    print(
+        f"ok: {len(registry.agencies)} agencies in {settings.agencies_file}, "
+        f"{len(policy.agreements)} agreements in {settings.agreements_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

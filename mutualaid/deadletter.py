@@ -1,0 +1,39 @@
+"""Dead letters: an input a stage could not handle, kept with why and where it came from.
+
+Every stage builds them with ``dead_letter`` and counts them here; how they are written is the
+stage's own business (its producer), so the commit rules of each stage stay in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mutualaid.metrics import DEAD_LETTERS
+from mutualaid.topics import Stage
+
+
+def dead_letter(
+    *,
+    stage: Stage,
+    reason: str,
+    error_type: str,
+    source: str,
+    position: str,
+    payload: bytes | None,
+    key: bytes | None = None,
+    source_ori: str | None = None,
+    now: datetime | None = None,
+) -> dict:
+    """A ``mutualaid.DeadLetter`` record, counted in Prometheus by stage and error type."""
+    DEAD_LETTERS.labels(stage=str(stage), reason=error_type).inc()
+    return {
+        "stage": str(stage),
+        "reason": reason,
+        "error_type": error_type,
+        "source": source,
+        "position": position,
+        "source_ori": source_ori,
+        "key": key,
+        "payload": payload,
+        "failed_at": now or datetime.now(UTC),
+    }

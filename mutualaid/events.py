@@ -1,0 +1,76 @@
+"""The envelope every event carries, and the identities derived from it.
+
+Events travel as plain dicts shaped like their Avro schema (what fastavro reads and writes);
+these helpers are the one place their identities are computed, so a replay of the same source
+record yields the same event id and key everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict
+
+from mutualaid.topics import Kind, check_ori
+
+# A fixed namespace: event ids must be the same on every machine and every replay.
+EVENT_NAMESPACE = uuid.UUID("6b1f3c2e-6a0e-5d7b-9a57-8e0f4f1c2d10")
+
+Op = Literal["UPSERT", "DELETE"]
+
+
+class Envelope(TypedDict):
+    event_id: str
+    source_ori: str
+    source_system: str
+    kind: str
+    op: Op
+    record_id: str
+    version: int
+    occurred_at: datetime
+    ingested_at: datetime
+    labels: list[str]
+    source_position: str | None
+
+
+def event_id(source_ori: str, kind: Kind, record_id: str, version: int) -> str:
+    return str(uuid.uuid5(EVENT_NAMESPACE, f"{source_ori}/{kind}/{record_id}/{version}"))
+
+
+def new_envelope(
+    *,
+    source_ori: str,
+    source_system: str,
+    kind: Kind,
+    record_id: str,
+    version: int,
+    occurred_at: datetime,
+    op: Op = "UPSERT",
+    labels: list[str] | None = None,
+    source_position: str | None = None,
+    now: datetime | None = None,
+) -> Envelope:
+    """An envelope with a deterministic event id; ``now`` is injectable for tests."""
+    ori = check_ori(source_ori)
+    return Envelope(
+        event_id=event_id(ori, kind, record_id, version),
+        source_ori=ori,
+        source_system=source_system,
+        kind=str(kind),
+        op=op,
+        record_id=record_id,
+        version=version,
+        occurred_at=occurred_at,
+        ingested_at=now or datetime.now(UTC),
+        labels=sorted(set(labels or [])),
+        source_position=source_position,
+    )
+
+
+def record_key(envelope: Envelope | dict[str, Any]) -> bytes:
+    """The Kafka key: every version of one record lands in one partition, in order.
+
+    The owner's ORI is part of it because partner topics mix records from many owners, whose
+    record ids may collide.
+    """
+    return f"{envelope['source_ori']}/{envelope['record_id']}".encode()

@@ -1,0 +1,34 @@
+"""Every Prometheus metric mutualaid exports, defined once (prefix ``mutualaid_``).
+
+Stages import the metric they update; the labels are fixed here so dashboards and alert rules
+can rely on them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+EVENTS_IN = Counter("mutualaid_events_in", "Items a stage read.", ["stage", "kind"])
+EVENTS_OUT = Counter(
+    "mutualaid_events_out", "Events a stage wrote and had acknowledged.", ["stage", "kind"]
+)
+DEAD_LETTERS = Counter(
+    "mutualaid_dead_letters", "Inputs sent to a dead-letter topic.", ["stage", "reason"]
+)
+SHARE_DECISIONS = Counter(
+    "mutualaid_share_decisions", "Router decisions per partner.", ["partner", "kind", "outcome"]
+)
+INDEX_WRITES = Counter("mutualaid_index_writes", "Index rows changed by a projector.", ["agency"])
+SEARCHES = Counter("mutualaid_searches", "Searches run against an agency's index.", ["agency"])
+END_TO_END = Histogram(
+    "mutualaid_end_to_end_latency_seconds",
+    "From a connector publishing an event to a partner's index holding it.",
+    ["kind"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose /metrics on ``port`` (0 turns it off). Each process of ``up`` gets its own port."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")

@@ -1,0 +1,244 @@
+"""Avro serialization for every event on the wire.
+
+Two framings, chosen by settings, and readers accept both:
+
+- **Single-object encoding** (the Avro spec's; the embedded default, no registry needed):
+  ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint + the Avro body. The writer
+  schema is looked up by fingerprint among the schemas in ``avro/`` (and ``avro/history/``, where
+  earlier versions are kept so old data stays readable).
+- **Confluent wire format** (with a schema registry): ``00`` + 4-byte big-endian schema id + body,
+  so any Kafka tool that speaks the registry can read our topics.
+
+Serializers are small callables ``(obj, ctx) -> bytes`` in the shape of confluent-kafka's; ``None``
+maps to a Kafka null (a tombstone) both ways. Every failure is one typed error that names the
+topic, partition and offset, because that is what an on-call engineer needs to find the record.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
+
+from mutualaid.topics import Kind
+
+AVRO_DIR = Path(__file__).resolve().parent.parent / "avro"
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+SOURCE_EVENT = {
+    Kind.ALPR_READ: "mutualaid.alpr.ReadEvent",
+    Kind.CAD_INCIDENT: "mutualaid.cad.IncidentEvent",
+    Kind.RMS_RECORD: "mutualaid.rms.RecordEvent",
+}
+SHARED_EVENT = {
+    Kind.ALPR_READ: "mutualaid.alpr.SharedReadEvent",
+    Kind.CAD_INCIDENT: "mutualaid.cad.SharedIncidentEvent",
+    Kind.RMS_RECORD: "mutualaid.rms.SharedRecordEvent",
+}
+DEAD_LETTER = "mutualaid.DeadLetter"
+
+
+class SerializationError(Exception):
+    """Any failure to encode or decode an event."""
+
+
+class DeserializationError(SerializationError):
+    """Bytes that could not be read as an event, with where they came from."""
+
+    def __init__(self, message: str, ctx: SerializationContext) -> None:
+        self.ctx = ctx
+        super().__init__(f"{message} (at {ctx.where()})")
+
+
+@dataclass(frozen=True)
+class SerializationContext:
+    """What a serializer may need to know about the record at hand."""
+
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+
+    def where(self) -> str:
+        return f"topic {self.topic} partition {self.partition} offset {self.offset}"
+
+
+class RegistryClient(Protocol):
+    """The two calls we need of confluent-kafka's SchemaRegistryClient."""
+
+    def register_schema(self, subject_name: str, schema: Any) -> int: ...
+
+    def get_schema(self, schema_id: int) -> Any: ...
+
+
+class SchemaStore:
+    """The Avro schemas in a directory, by full name and by fingerprint."""
+
+    def __init__(self, directory: Path = AVRO_DIR) -> None:
+        self._by_name: dict[str, dict] = {}
+        self._by_fingerprint: dict[bytes, dict] = {}
+        self._json: dict[str, str] = {}
+        self.directory = directory
+        for path in sorted(directory.glob("*.avsc")):
+            schema = load_schema(path)
+            name = schema_name(schema)
+            self._by_name[name] = schema
+            self._by_fingerprint[schema_fingerprint(schema)] = schema
+            # Self-contained, logical types and docs kept: what a schema registry should hold.
+            self._json[name] = json.dumps(load_schema(path, _write_hint=False))
+        # Earlier versions are readable, never written.
+        for path in sorted((directory / "history").glob("*/*.avsc")):
+            schema = load_schema(path)
+            self._by_fingerprint.setdefault(schema_fingerprint(schema), schema)
+
+    def get(self, name: str) -> dict:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise SerializationError(f"no schema named {name} in {self.directory}") from None
+
+    def registry_json(self, name: str) -> str:
+        self.get(name)
+        return self._json[name]
+
+    def by_fingerprint(self, fp: bytes) -> dict | None:
+        return self._by_fingerprint.get(fp)
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+
+def schema_name(schema: Mapping[str, Any]) -> str:
+    return schema["name"] if "." in schema["name"] else f"{schema['namespace']}.{schema['name']}"
+
+
+def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
+    """The CRC-64-AVRO fingerprint of the schema's canonical form, little-endian as on the wire."""
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+
+
+class AvroSerializer:
+    """Encodes dicts shaped like one schema; ``None`` becomes a Kafka null."""
+
+    def __init__(self, store: SchemaStore, name: str, registry: RegistryClient | None = None):
+        self._schema = store.get(name)
+        self._schema_json = store.registry_json(name)
+        self._registry = registry
+        self._header = SINGLE_OBJECT_MAGIC + schema_fingerprint(self._schema)
+        self._ids: dict[str, int] = {}
+
+    def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
+        if obj is None:
+            return None
+        out = io.BytesIO()
+        out.write(self._header if self._registry is None else self._confluent_header(ctx))
+        try:
+            fastavro.schemaless_writer(out, self._schema, obj)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SerializationError(
+                f"cannot encode as {schema_name(self._schema)} for {ctx.topic}: {exc}"
+            ) from exc
+        return out.getvalue()
+
+    def _confluent_header(self, ctx: SerializationContext) -> bytes:
+        subject = f"{ctx.topic}-value"
+        if subject not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
+            schema = Schema(self._schema_json, "AVRO")
+            self._ids[subject] = self._registry.register_schema(subject, schema)
+        return CONFLUENT_MAGIC + struct.pack(">I", self._ids[subject])
+
+
+class AvroDeserializer:
+    """Decodes either framing into dicts shaped like the reader schema ``name``.
+
+    The writer schema comes from the framing; Avro's resolution rules bridge the two, so a
+    reader that knows a newer version of a schema still reads what older writers wrote.
+    """
+
+    def __init__(self, store: SchemaStore, name: str, registry: RegistryClient | None = None):
+        self._store = store
+        self._reader = store.get(name)
+        self._registry = registry
+        self._registry_schemas: dict[int, dict] = {}
+
+    def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict | None:
+        if data is None:
+            return None
+        writer, body = self._writer_and_body(data, ctx)
+        try:
+            record = fastavro.schemaless_reader(io.BytesIO(body), writer, self._reader)
+        except Exception as exc:  # fastavro raises many types on corrupt input; one type for ours
+            raise DeserializationError(
+                f"corrupt Avro body: {type(exc).__name__}: {exc}", ctx
+            ) from exc
+        if not isinstance(record, dict):
+            raise DeserializationError("Avro body is not a record", ctx)
+        return record
+
+    def _writer_and_body(self, data: bytes, ctx: SerializationContext) -> tuple[dict, bytes]:
+        if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
+            writer = self._store.by_fingerprint(data[2:10])
+            if writer is None:
+                raise DeserializationError(
+                    f"unknown schema fingerprint {data[2:10].hex()}: written with a schema this "
+                    "reader does not have (add it to avro/history/ to read it)",
+                    ctx,
+                )
+            return writer, data[10:]
+        if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
+            (schema_id,) = struct.unpack(">I", data[1:5])
+            return self._registry_schema(schema_id, ctx), data[5:]
+        raise DeserializationError(
+            f"not an Avro event: starts with {data[:4].hex() or 'nothing'}, expected c301 "
+            "(single-object) or 00 (schema registry)",
+            ctx,
+        )
+
+    def _registry_schema(self, schema_id: int, ctx: SerializationContext) -> dict:
+        if schema_id in self._registry_schemas:
+            return self._registry_schemas[schema_id]
+        if self._registry is None:
+            raise DeserializationError(
+                f"framed for a schema registry (schema id {schema_id}) but no "
+                "schema_registry_url is configured",
+                ctx,
+            )
+        try:
+            found = self._registry.get_schema(schema_id)
+            schema = fastavro.parse_schema(json.loads(found.schema_str))
+        except Exception as exc:  # registry errors, bad JSON, bad schema: all unreadable here
+            raise DeserializationError(f"schema id {schema_id}: {exc}", ctx) from exc
+        self._registry_schemas[schema_id] = schema
+        return schema
+
+
+def registry_client(url: str | None) -> RegistryClient | None:
+    """confluent-kafka's client for ``url`` (``mock://`` works in-process), or None."""
+    if not url:
+        return None
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    # new_client, unlike the constructor, serves mock:// from memory (for tests and dry runs).
+    return SchemaRegistryClient.new_client({"url": url})
+
+
+def write_fingerprints(store: SchemaStore) -> Path:
+    """Record today's fingerprints, so a test can tell when a schema changes unarchived."""
+    target = store.directory / "fingerprints.json"
+    prints = {name: schema_fingerprint(store.get(name)).hex() for name in store.names}
+    target.write_text(json.dumps(prints, indent=2) + "\n")
+    return target
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_fingerprints(SchemaStore())}")

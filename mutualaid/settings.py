@@ -1,0 +1,95 @@
+"""One settings model for every process: defaults, then a YAML file, then MUTUALAID_* variables.
+
+The defaults run the embedded stack from a clone's root. Pointing ``bootstrap_servers`` at a
+real Kafka cluster (and ``schema_registry_url`` at a registry) is all production changes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
+
+ENV_PREFIX = "MUTUALAID_"
+CONFIG_ENV = "MUTUALAID_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent-compatible schema registry URL; unset means Avro single-object "
+        "encoding against the schemas in avro/",
+    )
+    broker_port: int = Field(19092, ge=1, le=65535, description="port of the embedded broker")
+    partitions: int = Field(4, ge=1, le=256, description="partitions per topic created")
+    replication_factor: int = Field(
+        1, ge=1, le=7, description="copies of each topic; 3 in production"
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="consumer group session timeout; a first join waits ~half"
+    )
+    data_dir: Path = Field(Path("var"), description="where checkpoints and indexes are kept")
+    agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
+    agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
+    metrics_port: int = Field(
+        9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file is passed as init values; the environment must still win over it.
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from ``path`` (or $MUTUALAID_CONFIG, if set) and the environment.
+
+    Raises ConfigError naming the file (or variable), line and field of every bad value.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    data, lines = read_yaml(path) if path is not None else ({}, {})
+    if data is None:
+        data = {}
+    source = path or Path("(environment)")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    1,
+                    "",
+                    "expected a mapping of settings",
+                    "write one `name: value` per line",
+                )
+            ]
+        )
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = problems_from(exc, Settings, source, lines)
+        raise ConfigError([_name_env_var(p, data) for p in problems]) from None
+
+
+def _name_env_var(problem: Problem, file_data: dict) -> Problem:
+    """A bad value that came from the environment should name the variable, not the file."""
+    var = ENV_PREFIX + problem.field.upper()
+    if problem.field in file_data or var not in os.environ:
+        return problem
+    return Problem(Path(f"${var}"), None, problem.field, problem.message, problem.fix)

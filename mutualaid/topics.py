@@ -1,0 +1,87 @@
+"""Every topic name mutualaid uses, built in one place from an ORI and a kind.
+
+Nothing else in the code spells a topic name: a typo in one stage would otherwise be a silent
+data path to nowhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+ORI_PATTERN = re.compile(r"^[A-Z]{2}[A-Z0-9]{7}$")
+
+
+class Kind(StrEnum):
+    """The kinds of record agencies share. The value is the suffix used in topic names."""
+
+    CAD_INCIDENT = "cad.incident"
+    ALPR_READ = "alpr.read"
+    RMS_RECORD = "rms.record"
+
+
+class Stage(StrEnum):
+    PRODUCERS = "producers"
+    STREAMS = "streams"
+    CONSUMERS = "consumers"
+
+
+def check_ori(ori: str) -> str:
+    """Return the ORI upper-cased, or raise ValueError naming the expected shape."""
+    value = ori.strip().upper()
+    if not ORI_PATTERN.match(value):
+        raise ValueError(
+            f"{ori!r} is not an NCIC ORI: expected 9 characters, two letters (the state) "
+            "then seven letters or digits, e.g. CA0194200"
+        )
+    return value
+
+
+def source_topic(ori: str, kind: Kind) -> str:
+    """What an agency's connectors publish: src.<ori>.<kind>."""
+    return f"src.{check_ori(ori).lower()}.{kind}"
+
+
+def share_topic(partner_ori: str, kind: Kind) -> str:
+    """What a partner may read: share.<partner-ori>.<kind>."""
+    return f"share.{check_ori(partner_ori).lower()}.{kind}"
+
+
+def dlq_topic(stage: Stage) -> str:
+    return f"dlq.{stage}"
+
+
+AUDIT_DISSEMINATION = "audit.dissemination"
+AUDIT_SEARCH = "audit.search"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+def topics_for(oris: list[str], partitions: int) -> list[TopicSpec]:
+    """The topics a deployment with these agencies needs, with explicit partition counts.
+
+    Auto-created topics get whatever the broker defaults to, and faust refuses a table whose
+    changelog does not match its source's partition count, so every topic is created up front.
+    """
+    specs = [TopicSpec(dlq_topic(stage), 1) for stage in Stage]
+    specs += [TopicSpec(AUDIT_DISSEMINATION, partitions), TopicSpec(AUDIT_SEARCH, 1)]
+    for ori in oris:
+        for kind in Kind:
+            specs.append(TopicSpec(source_topic(ori, kind), partitions))
+            specs.append(TopicSpec(share_topic(ori, kind), partitions))
+    return specs
+
+
+def parse_source_topic(name: str) -> tuple[str, Kind]:
+    """'src.ca0990100.alpr.read' -> ('CA0990100', Kind.ALPR_READ); ValueError if not a source."""
+    prefix, _, rest = name.partition(".")
+    ori, _, kind = rest.partition(".")
+    if prefix != "src":
+        raise ValueError(f"{name!r} is not a source topic (src.<ori>.<kind>)")
+    return check_ori(ori), Kind(kind)

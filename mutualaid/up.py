@@ -1,0 +1,245 @@
+"""``mutualaid up``: the whole embedded stack on one machine, with demo data if asked.
+
+It starts the broker, then every stage as its own process (as production runs them), watches
+their progress through their own Prometheus endpoints, and on Ctrl-C stops them in reverse
+order. The embedded broker keeps data in memory, so each ``up`` starts with empty topics: the
+connectors' checkpoints are reset and the demo is published again; the indexes, which are
+idempotent by record id and version, end up the same.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mutualaid.agencies import Agency, load_registry
+from mutualaid.broker import BrokerError, EmbeddedBroker
+from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.policy import load_policy
+from mutualaid.processes import spawn, stop
+from mutualaid.settings import Settings
+from mutualaid.topics import topics_for
+
+DEMO_SEED = 2411
+DEMO_REASON = "case 24-001"
+STATUS_EVERY_SECONDS = 1.0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    finishes: bool = False  # connectors end when their file is done; the rest run until stopped
+
+
+@dataclass
+class Totals:
+    """What the children report through Prometheus, summed."""
+
+    published: float = 0
+    dead_letters: float = 0
+    routed_in: float = 0
+    shared: float = 0
+    projected: float = 0
+    by_name: dict[str, float] = field(default_factory=dict)
+
+
+def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) -> int:
+    registry = load_registry(settings.agencies_file)
+    load_policy(settings.agreements_dir, registry)  # refuse to start on a bad agreement
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    # A memory broker starts empty: positions saved against the previous one mean nothing.
+    shutil.rmtree(settings.data_dir / "checkpoints", ignore_errors=True)
+
+    started = time.monotonic()
+    broker = EmbeddedBroker(settings.broker_port, log=logs / "broker.log")
+    try:
+        broker.start()
+    except BrokerError as exc:
+        print(f"mutualaid up: {exc}", file=sys.stderr)
+        return 1
+    children: list[Child] = []
+    stopping = _stop_requested()
+    try:
+        ensure_topics(
+            wait_for_broker(broker.bootstrap_servers),
+            topics_for(registry.oris, settings.partitions),
+            settings.replication_factor,
+        )
+        print(f"broker      {broker.bootstrap_servers} (embedded Tansu, in memory)", flush=True)
+        env = {"MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        ports = iter(range(settings.metrics_port, settings.metrics_port + 1000))
+
+        def start(name: str, argv: list[str], finishes: bool = False) -> None:
+            port = next(ports)
+            proc = spawn(
+                [sys.executable, "-m", "mutualaid.cli", *argv],
+                log=logs / f"{name}.log",
+                env={**env, "MUTUALAID_METRICS_PORT": str(port)},
+            )
+            children.append(Child(name, proc, port, finishes))
+            print(
+                f"{name:<11} pid {proc.pid}, metrics http://127.0.0.1:{port}/metrics, "
+                f"log {logs / (name + '.log')}",
+                flush=True,
+            )
+
+        start("router", ["router"])
+        for agency in registry.agencies:
+            start(f"project-{agency.ori.lower()}", ["project", "--agency", agency.ori])
+        expected = 0
+        hot_plate = None
+        if demo:
+            files, hot_plate = write_demo(settings.data_dir / "demo", registry.agencies, reads)
+            for ori, path in files.items():
+                start(
+                    f"alpr-{ori.lower()}",
+                    ["connect", "alpr", "--agency", ori, "--source", str(path)],
+                    finishes=True,
+                )
+            expected = reads * len(files)
+        return _watch(children, started, expected, hot_plate, exit_when_done, stopping)
+    finally:
+        for child in reversed(children):
+            stop(child.proc, timeout=10.0)
+        broker.stop()
+        print("stopped: broker and all stages", flush=True)
+
+
+def _stop_requested() -> list[bool]:
+    flag = [False]
+
+    def handler(*_: object) -> None:
+        flag[0] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return flag
+
+
+def _watch(
+    children: list[Child],
+    started: float,
+    expected: int,
+    hot_plate: str | None,
+    exit_when_done: bool,
+    stopping: list[bool],
+) -> int:
+    first_searchable: float | None = None
+    done_at: float | None = None
+    while not stopping[0]:
+        time.sleep(STATUS_EVERY_SECONDS)
+        for child in children:
+            code = child.proc.poll()
+            if code is not None and (code != 0 or not child.finishes):
+                print(
+                    f"\n{child.name} exited with code {code}; see its log. Stopping.",
+                    file=sys.stderr,
+                )
+                return 1
+        totals = scrape(children)
+        elapsed = time.monotonic() - started
+        if first_searchable is None and totals.projected > 0:
+            first_searchable = elapsed
+        print(
+            f"[{elapsed:6.1f}s] published {totals.published:,.0f}"
+            f"{f'/{expected:,}' if expected else ''}  dead letters {totals.dead_letters:,.0f}  "
+            f"routed {totals.routed_in:,.0f} -> shared {totals.shared:,.0f}  "
+            f"indexed {totals.projected:,.0f}",
+            flush=True,
+        )
+        connectors_done = all(c.proc.poll() == 0 for c in children if c.finishes)
+        if (
+            expected
+            and done_at is None
+            and connectors_done
+            and totals.routed_in >= totals.published
+            and totals.projected >= totals.shared
+        ):
+            done_at = elapsed
+            print(
+                f"\nDemo data indexed after {done_at:.1f}s; first read searchable after "
+                f"{first_searchable or done_at:.1f}s. Try (in another terminal):\n"
+                f"  {_command()} search --agency CA0990100 --plate {hot_plate} "
+                f'--reason "{DEMO_REASON}"\n'
+                f"An agency without an agreement sees nothing:\n"
+                f"  {_command()} search --agency DC0990400 --plate {hot_plate} "
+                f'--reason "{DEMO_REASON}"\n'
+                "Ctrl-C stops everything.\n",
+                flush=True,
+            )
+            if exit_when_done:
+                return 0
+    return 0
+
+
+def _command() -> str:
+    found = shutil.which("mutualaid")
+    local = Path(sys.executable).parent / "mutualaid"
+    return "mutualaid" if found and Path(found) == local else str(local)
+
+
+def scrape(children: list[Child]) -> Totals:
+    """Sum the counters each child exposes; a child not yet serving counts as zero."""
+    totals = Totals()
+    for child in children:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=0.5
+            ) as response:
+                text = response.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.name.endswith("_total"):
+                    continue
+                stage = sample.labels.get("stage")
+                if sample.name == "mutualaid_events_out_total" and stage == "producers":
+                    totals.published += sample.value
+                elif sample.name == "mutualaid_events_in_total" and stage == "streams":
+                    totals.routed_in += sample.value
+                elif sample.name == "mutualaid_events_out_total" and stage == "streams":
+                    totals.shared += sample.value
+                elif sample.name == "mutualaid_events_in_total" and stage == "consumers":
+                    totals.projected += sample.value
+                elif sample.name == "mutualaid_dead_letters_total":
+                    totals.dead_letters += sample.value
+    return totals
+
+
+def write_demo(directory: Path, agencies: list[Agency], reads: int) -> tuple[dict[str, Path], str]:
+    """One ALPR export per agency with cameras, from a shared pool of vehicles.
+
+    The same vehicles pass cameras of several agencies, which is what makes sharing worth it.
+    Deterministic, so a second ``up --demo`` republishes the very same reads.
+    """
+    from producers.samples import cameras_for, plate_pool, write_alpr_csv
+
+    rng = random.Random(DEMO_SEED)
+    directory.mkdir(parents=True, exist_ok=True)
+    with_cameras = [a for a in agencies if a.jurisdiction is not None and a.type != "federal"]
+    pool = plate_pool(sorted({a.state for a in with_cameras}), 400, rng)
+    hot = pool[0]
+    weighted = pool + [hot] * 40  # one vehicle seen often, everywhere: the plate to search
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    files = {}
+    for agency in with_cameras:
+        j = agency.jurisdiction
+        cameras = cameras_for(agency.ori, (j.latitude, j.longitude), 6, rng)
+        path = directory / f"{agency.ori.lower()}-alpr.csv"
+        write_alpr_csv(path, agency.ori, cameras, weighted, reads, start, rng)
+        files[agency.ori] = path
+    return files, hot[0]

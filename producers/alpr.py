@@ -1,0 +1,216 @@
+"""ALPR connector: vendor CSV exports, mapped column by column onto ``mutualaid.alpr.Read``.
+
+There is no common ALPR export standard, so each vendor layout gets a small mapping file
+(``deploy/mappings/alpr/*.yaml``) naming which column holds which field, how times are written
+and in which zone, rather than code per vendor.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mutualaid.configfile import load_model
+from mutualaid.events import new_envelope
+from mutualaid.plates import normalize_plate
+from mutualaid.topics import Kind
+from producers.runner import Rejected, SourceItem
+
+DEFAULT_MAPPING = Path("deploy/mappings/alpr/mutualaid.yaml")
+
+
+class AlprField(StrEnum):
+    RECORD_ID = "record_id"
+    PLATE = "plate"
+    PLATE_STATE = "plate_state"
+    OCCURRED_AT = "occurred_at"
+    CONFIDENCE = "confidence"
+    CAMERA_ID = "camera_id"
+    CAMERA_NAME = "camera_name"
+    LATITUDE = "latitude"
+    LONGITUDE = "longitude"
+    HEADING = "heading"
+    VEHICLE_MAKE = "vehicle_make"
+    VEHICLE_MODEL = "vehicle_model"
+    VEHICLE_COLOR = "vehicle_color"
+    IMAGE_REF = "image_ref"
+
+
+TEXT_FIELDS = (
+    AlprField.CAMERA_ID,
+    AlprField.CAMERA_NAME,
+    AlprField.HEADING,
+    AlprField.VEHICLE_MAKE,
+    AlprField.VEHICLE_MODEL,
+    AlprField.VEHICLE_COLOR,
+    AlprField.IMAGE_REF,
+)
+
+
+class AlprMapping(BaseModel):
+    """Which vendor column holds which field of a read, and how to read its values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the layout's name, e.g. vigilant-csv")
+    source_system: str = Field(description="recorded on every event, e.g. alpr-csv:vigilant")
+    delimiter: str = Field(",", min_length=1, max_length=1, description="one character")
+    columns: dict[AlprField, str] = Field(
+        description="our field -> the vendor's column header; plate and occurred_at are required"
+    )
+    timezone: str = Field("UTC", description="IANA zone for times written without an offset")
+    timestamp_format: str | None = Field(
+        None, description="strptime pattern; leave out for ISO 8601"
+    )
+    confidence_scale: float = Field(
+        1.0, gt=0, description="what the vendor's full confidence is: 1 or 100"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as America/Chicago"
+            ) from None
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _required_columns(cls, columns: dict[AlprField, str]) -> dict[AlprField, str]:
+        missing = {AlprField.PLATE, AlprField.OCCURRED_AT} - set(columns)
+        if missing:
+            raise ValueError(f"columns must map {', '.join(sorted(missing))}")
+        return columns
+
+
+def load_mapping(path: Path) -> AlprMapping:
+    return load_model(path, AlprMapping)
+
+
+class AlprCsvAdapter:
+    """Turns one CSV line into one ALPR read event, or rejects it with the reason."""
+
+    kind = Kind.ALPR_READ
+
+    def __init__(self, mapping: AlprMapping, header: bytes, source_ori: str) -> None:
+        self.mapping = mapping
+        self.source_system = mapping.source_system
+        self.source_ori = source_ori
+        self.zone = ZoneInfo(mapping.timezone)
+        self.header = next(csv.reader([header.decode("utf-8-sig")], delimiter=mapping.delimiter))
+        absent = [c for c in mapping.columns.values() if c not in self.header]
+        if absent:
+            raise ValueError(
+                f"mapping {mapping.name!r} expects columns {absent} that the file's header "
+                f"({', '.join(self.header)}) does not have: wrong --mapping for this export?"
+            )
+
+    def to_event(self, item: SourceItem) -> dict:
+        row = self._row(item.raw)
+        plate = normalize_plate(self._text(row, AlprField.PLATE) or "")
+        if not plate:
+            raise Rejected("missing_plate", f"no plate in column {self._column(AlprField.PLATE)!r}")
+        occurred = self._time(row)
+        body = {
+            "plate": plate,
+            "plate_state": (self._text(row, AlprField.PLATE_STATE) or "").upper() or None,
+            "confidence": self._confidence(row),
+            "latitude": self._coordinate(row, AlprField.LATITUDE, 90),
+            "longitude": self._coordinate(row, AlprField.LONGITUDE, 180),
+            **{str(f): self._text(row, f) for f in TEXT_FIELDS},
+        }
+        record_id = self._text(row, AlprField.RECORD_ID) or self._derived_id(body, occurred)
+        envelope = new_envelope(
+            source_ori=self.source_ori,
+            source_system=self.source_system,
+            kind=self.kind,
+            record_id=record_id,
+            version=1,  # a read never changes; a correction is a delete plus a new read
+            occurred_at=occurred,
+            source_position=f"line {item.line}",
+        )
+        return {"envelope": envelope, "body": body}
+
+    def _row(self, raw: bytes) -> dict[str, str]:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Rejected(
+                "bad_encoding",
+                f"byte 0x{raw[exc.start]:02x} at position {exc.start} is not UTF-8; "
+                "export the file as UTF-8",
+            ) from None
+        values = next(csv.reader([text], delimiter=self.mapping.delimiter), [])
+        if len(values) != len(self.header):
+            raise Rejected(
+                "malformed_row",
+                f"expected {len(self.header)} columns as in the header, found {len(values)}",
+            )
+        return dict(zip(self.header, values, strict=True))
+
+    def _column(self, field: AlprField) -> str | None:
+        return self.mapping.columns.get(field)
+
+    def _text(self, row: dict[str, str], field: AlprField) -> str | None:
+        column = self._column(field)
+        value = row.get(column, "").strip() if column else ""
+        return value or None
+
+    def _time(self, row: dict[str, str]) -> datetime:
+        raw = self._text(row, AlprField.OCCURRED_AT) or ""
+        fmt = self.mapping.timestamp_format
+        try:
+            parsed = datetime.strptime(raw, fmt) if fmt else datetime.fromisoformat(raw)
+        except ValueError:
+            expected = f"the pattern {fmt}" if fmt else "ISO 8601, e.g. 2026-11-24T21:14:03-08:00"
+            raise Rejected(
+                "bad_timestamp",
+                f"{raw!r} in column {self._column(AlprField.OCCURRED_AT)!r} is not {expected}",
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)
+
+    def _number(self, row: dict[str, str], field: AlprField, error_type: str) -> float | None:
+        raw = self._text(row, field)
+        if raw is None:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise Rejected(
+                error_type, f"{raw!r} in column {self._column(field)!r} is not a number"
+            ) from None
+
+    def _coordinate(self, row: dict[str, str], field: AlprField, limit: float) -> float | None:
+        value = self._number(row, field, "bad_coordinates")
+        if value is not None and not -limit <= value <= limit:
+            raise Rejected(
+                "bad_coordinates", f"{value} in column {self._column(field)!r} is out of range"
+            )
+        return value
+
+    def _confidence(self, row: dict[str, str]) -> float | None:
+        value = self._number(row, AlprField.CONFIDENCE, "bad_confidence")
+        if value is None:
+            return None
+        scaled = value / self.mapping.confidence_scale
+        if not 0 <= scaled <= 1:
+            raise Rejected(
+                "bad_confidence",
+                f"{value} is outside 0..{self.mapping.confidence_scale:g}; "
+                "check confidence_scale in the mapping",
+            )
+        return scaled
+
+    def _derived_id(self, body: dict, occurred: datetime) -> str:
+        # Exports without a read id: the same read must get the same id on every replay.
+        basis = f"{body['camera_id']}|{body['plate']}|{occurred.isoformat()}"
+        return hashlib.sha256(basis.encode()).hexdigest()[:24]

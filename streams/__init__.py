@@ -1,0 +1,1 @@
+"""Stream processors: the sharing router (and, later, the hit matcher), on faust-streaming."""

@@ -1,0 +1,87 @@
+"""The faust application that runs the router.
+
+Delivery rule: a batch's offsets become committable only after every record the batch produced
+was acknowledged by the broker. faust acks a ``take_events`` batch when the loop asks for the
+next one, so the agent awaits all its sends before that. If a send fails, the process exits at
+once, without faust's shutdown commit: the batch is then consumed again after restart, and
+since outputs are keyed and versioned, partners see at worst a duplicate they ignore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import faust
+
+from mutualaid.agencies import Registry
+from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.metrics import serve_metrics
+from mutualaid.policy import Policy
+from mutualaid.serde import SchemaStore, registry_client
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, source_topic, topics_for
+from streams.router import Consumed, Router
+
+log = logging.getLogger("mutualaid.router")
+
+BATCH_SIZE = 500
+BATCH_WITHIN_SECONDS = 0.05
+EXIT_DELIVERY_FAILED = 70
+
+
+def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.App:
+    app = faust.App(
+        "mutualaid-router",
+        broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        datadir=str(settings.data_dir / "faust"),
+    )
+    router = Router(policy, SchemaStore(), registry_client(settings.schema_registry_url))
+    sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
+    topic = app.topic(
+        *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
+
+    @app.agent(topic, name="route")
+    async def route(stream: faust.Stream) -> None:
+        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
+            pending = []
+            for event in batch:
+                msg = event.message
+                consumed = Consumed(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+                for out in router.route(consumed):
+                    pending.append(
+                        await app.producer.send(out.topic, out.key, out.value, None, None, None)
+                    )
+            try:
+                await asyncio.gather(*pending)
+            except Exception:
+                log.critical(
+                    "broker did not acknowledge routed records; exiting so the batch "
+                    "is consumed again after restart",
+                    exc_info=True,
+                )
+                os._exit(EXIT_DELIVERY_FAILED)
+
+    return app
+
+
+def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:
+    """Create missing topics, then run the router until SIGTERM or Ctrl-C."""
+    admin = wait_for_broker(settings.bootstrap_servers)
+    ensure_topics(
+        admin, topics_for(registry.oris, settings.partitions), settings.replication_factor
+    )
+    serve_metrics(settings.metrics_port)
+    app = create_app(settings, registry, policy)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker.execute_from_commandline()

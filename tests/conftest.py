@@ -1,0 +1,154 @@
+"""Shared fixtures: one real Tansu broker per test session, and a fresh region per test.
+
+Every test gets its own agencies (random ORIs), hence its own topics and consumer groups on the
+shared broker, so tests never see each other's records.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.settings import Settings
+from mutualaid.topics import topics_for
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with EmbeddedBroker(free_port(), log=log) as running:
+        yield running
+
+
+def random_ori(state: str) -> str:
+    return state + "".join(random.choices(string.digits, k=7))
+
+
+@dataclass(frozen=True)
+class Region:
+    """A throwaway set of agencies and agreements, with settings pointing at them."""
+
+    settings: Settings
+    config_file: Path
+    local: str  # CA local PD, dispatch center
+    county: str  # CA county sheriff
+    neighbour: str  # NV local PD
+    federal: str  # federal task force: no agreement names it
+
+
+@pytest.fixture
+def region(tmp_path: Path, broker: EmbeddedBroker) -> Region:
+    local, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
+    agencies = [
+        {
+            "ori": local,
+            "name": "Test City PD",
+            "state": "CA",
+            "type": "local",
+            "dispatch_center": True,
+            "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 12},
+        },
+        {
+            "ori": county,
+            "name": "Test County SO",
+            "state": "CA",
+            "type": "county",
+            "jurisdiction": {"latitude": 38.89, "longitude": -120.05, "radius_km": 45},
+        },
+        {
+            "ori": neighbour,
+            "name": "Next State PD",
+            "state": "NV",
+            "type": "local",
+            "jurisdiction": {"latitude": 38.96, "longitude": -119.93, "radius_km": 10},
+        },
+        {"ori": federal, "name": "Federal Task Force", "state": "DC", "type": "federal"},
+    ]
+    agreements = [
+        {
+            "id": "local-to-county",
+            "version": 1,
+            "owner": local,
+            "partners": [county],
+            "kinds": ["alpr.read"],
+        },
+        {
+            "id": "neighbour-to-ca",
+            "version": 1,
+            "owner": neighbour,
+            "partners": [local, county],
+            "kinds": ["alpr.read"],
+        },
+    ]
+    (tmp_path / "agreements").mkdir()
+    (tmp_path / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
+    (tmp_path / "agreements" / "test.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
+    values = {
+        "bootstrap_servers": broker.bootstrap_servers,
+        "data_dir": str(tmp_path / "var"),
+        "agencies_file": str(tmp_path / "agencies.yaml"),
+        "agreements_dir": str(tmp_path / "agreements"),
+        "metrics_port": 0,
+    }
+    config_file = tmp_path / "mutualaid.yaml"
+    config_file.write_text(yaml.safe_dump(values))
+    settings = Settings(**values)
+    ensure_topics(
+        wait_for_broker(broker.bootstrap_servers),
+        topics_for([local, county, neighbour, federal], settings.partitions),
+        1,
+    )
+    return Region(settings, config_file, local, county, neighbour, federal)
+
+
+def read_topic(
+    bootstrap_servers: str,
+    topic: str,
+    until: Callable[[list[Message]], bool],
+    timeout: float = 30.0,
+) -> list[Message]:
+    """Every record on ``topic`` from the start, read until ``until(records)`` or the deadline.
+
+    Partitions are assigned directly (no group join to wait for). The end is decided by the
+    caller's condition, not by watermarks, which Tansu reports wrong after batched produces.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "test-reader",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not until(records):
+            for msg in consumer.consume(500, 0.2):
+                if msg.error() is None:
+                    records.append(msg)
+        return records
+    finally:
+        consumer.close()
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

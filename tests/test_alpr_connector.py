@@ -1,0 +1,146 @@
+"""The ALPR CSV connector: mapping, normalising, rejecting, and publishing exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from conftest import Region, read_topic
+
+from mutualaid.configfile import ConfigError
+from mutualaid.serde import DEAD_LETTER, SOURCE_EVENT, AvroDeserializer, SchemaStore
+from mutualaid.serde import SerializationContext as Ctx
+from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+from producers.checkpoint import CheckpointStore
+from producers.runner import LineFile, Rejected, Runner, SourceItem
+
+HEADER = (
+    b"read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,"
+    b"heading,make,model,color"
+)
+GOOD = b"R-1,7abc 123,ca,2026-11-24T21:14:03-08:00,0.93,CAM-1,Main & 5th,38.94,-119.98,N,,,Silver"
+
+
+def adapter(ori: str = "CA0990100") -> AlprCsvAdapter:
+    return AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), HEADER, ori)
+
+
+def item(raw: bytes, line: int = 2) -> SourceItem:
+    return SourceItem(raw, line, after=None)  # type: ignore[arg-type]
+
+
+def test_a_good_line_becomes_a_normalised_read() -> None:
+    event = adapter().to_event(item(GOOD))
+    body, envelope = event["body"], event["envelope"]
+    assert body["plate"] == "7ABC123"
+    assert body["plate_state"] == "CA"
+    assert body["confidence"] == pytest.approx(0.93)
+    assert (body["latitude"], body["longitude"]) == (38.94, -119.98)
+    assert body["vehicle_make"] is None and body["vehicle_color"] == "Silver"
+    assert envelope["occurred_at"] == datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC)
+    assert envelope["occurred_at"].utcoffset() == timezone(timedelta(hours=-8)).utcoffset(None)
+    assert (envelope["record_id"], envelope["version"], envelope["source_ori"]) == (
+        "R-1",
+        1,
+        "CA0990100",
+    )
+    assert envelope["source_position"] == "line 2"
+
+
+def test_replayed_line_gets_the_same_identity() -> None:
+    first, again = adapter().to_event(item(GOOD)), adapter().to_event(item(GOOD))
+    assert first["envelope"]["event_id"] == again["envelope"]["event_id"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_type", "reason"),
+    [
+        (
+            GOOD.replace(b"2026-11-24T21:14:03-08:00", b"24/11/2026 9pm"),
+            "bad_timestamp",
+            "'24/11/2026 9pm' in column 'read_at' is not ISO 8601",
+        ),
+        (GOOD.replace(b"7abc 123", b" - "), "missing_plate", "no plate in column 'plate'"),
+        (GOOD.replace(b"Main", b"M\xe4in"), "bad_encoding", "byte 0xe4 at position"),
+        (GOOD + b",extra", "malformed_row", "expected 13 columns as in the header, found 14"),
+        (GOOD.replace(b"38.94", b"138.94"), "bad_coordinates", "138.94 in column 'latitude'"),
+        (GOOD.replace(b"0.93", b"93"), "bad_confidence", "93.0 is outside 0..1"),
+    ],
+)
+def test_malformed_lines_are_rejected_with_a_reason(
+    raw: bytes, error_type: str, reason: str
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        adapter().to_event(item(raw))
+    assert caught.value.error_type == error_type
+    assert reason in caught.value.reason
+
+
+def test_mapping_that_does_not_fit_the_file_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"expects columns \['read_id'"):
+        AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), b"plate,time", "CA0990100")
+
+
+def test_bad_mapping_file_names_line_and_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "vendor.yaml"
+    bad.write_text(
+        "name: v\nsource_system: alpr-csv:v\ncolumns:\n  plate: Plate\ntimezone: Mars/Olympus\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_mapping(bad)
+    text = str(caught.value)
+    assert f"{bad}:5: timezone: 'Mars/Olympus' is not allowed" in text
+    assert "columns must map occurred_at" in text
+
+
+@pytest.mark.broker
+def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
+    region: Region, tmp_path: Path
+) -> None:
+    csv = tmp_path / "export.csv"
+    rows = [GOOD.replace(b"R-1", f"R-{i}".encode()) for i in range(1, 6)]
+    rows.insert(2, GOOD.replace(b"R-1", b"R-BAD").replace(b"2026-11-24T", b"yesterday "))
+    csv.write_bytes(HEADER + b"\n" + b"\n".join(rows) + b"\n")
+    ori = region.local
+
+    def run() -> None:
+        source = LineFile(csv)
+        Runner(
+            region.settings,
+            ori,
+            AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), source.header, ori),
+            source,
+            name="t",
+        ).run()
+
+    run()
+    store = SchemaStore()
+    topic = source_topic(ori, Kind.ALPR_READ)
+    events = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 5)
+    decode = AvroDeserializer(store, SOURCE_EVENT[Kind.ALPR_READ])
+    ids = sorted(decode(m.value(), Ctx(topic))["envelope"]["record_id"] for m in events)
+    assert ids == ["R-1", "R-2", "R-3", "R-4", "R-5"]
+
+    dlq = dlq_topic(Stage.PRODUCERS)
+    decode_dead = AvroDeserializer(store, DEAD_LETTER)
+
+    def mine(records: list) -> list[dict]:
+        letters = (decode_dead(m.value(), Ctx(dlq)) for m in records)
+        return [d for d in letters if d["source_ori"] == ori]
+
+    letters = mine(read_topic(region.settings.bootstrap_servers, dlq, lambda r: len(mine(r)) >= 1))
+    assert len(letters) == 1
+    assert letters[0]["error_type"] == "bad_timestamp"
+    assert letters[0]["position"] == "line 4"
+    assert letters[0]["source"].startswith(str(csv))
+    assert letters[0]["payload"].startswith(b"R-BAD,")
+
+    checkpoint = CheckpointStore(region.settings.data_dir / "checkpoints").load("t")
+    assert checkpoint is not None and checkpoint.offset == csv.stat().st_size
+    assert checkpoint.line == 7
+
+    run()  # from the checkpoint: nothing left to publish
+    again = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=2)
+    assert len(again) == 5
