@@ -1,0 +1,131 @@
+"""CSV export -> connector -> router -> projectors -> search, each a real process on a real broker."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Region, read_topic, wait_for
+from consumers.projector import index_path
+from mutualaid.processes import spawn, stop
+from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
+from mutualaid.topics import Stage, dlq_topic
+
+HEADER = "read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,heading,make,model,color"
+
+
+def csv_rows(rows: list[str]) -> str:
+    return HEADER + "\n" + "\n".join(rows) + "\n"
+
+
+def mutualaid(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def found(region: Region, agency: str, plate: str) -> list[tuple[str, str]]:
+    """(source ORI, record id) of every read the agency's search returns, sorted."""
+    result = mutualaid(
+        region,
+        "search",
+        "--agency",
+        agency,
+        "--plate",
+        plate,
+        "--reason",
+        "case 24-001",
+        "--user",
+        "det.rivera",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    return sorted((h["source_ori"], h["record_id"]) for h in hits)
+
+
+@pytest.fixture
+def stages(region: Region, tmp_path: Path) -> Iterator[None]:
+    """The router and a projector for every agency, as `mutualaid up` runs them."""
+    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+    argvs = {"router": ["router"]}
+    for ori in (region.local, region.county, region.neighbour, region.federal):
+        argvs[f"project-{ori}"] = ["project", "--agency", ori]
+    procs = [spawn(base + argv, log=tmp_path / f"{name}.log") for name, argv in argvs.items()]
+    yield
+    for proc in procs:
+        stop(proc, timeout=10)
+
+
+@pytest.mark.broker
+def test_reads_reach_exactly_the_partners_their_agreements_name(
+    region: Region, tmp_path: Path, stages: None
+) -> None:
+    local_csv = tmp_path / "local.csv"
+    local_csv.write_text(
+        csv_rows(
+            [
+                "L-1,7ABC123,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main & 5th,38.94,-119.98,N,Toyota,Camry,Silver",
+                "L-2,7abc-123,CA,2026-11-24T22:01:40-08:00,0.88,C2,Hwy 50 EB,38.93,-119.97,E,Toyota,Camry,Silver",
+                "L-3,8XYZ999,CA,2026-11-24T22:05:00-08:00,0.91,C2,Hwy 50 EB,38.93,-119.97,E,,,",
+                "L-4,,CA,2026-11-24T22:06:00-08:00,0.91,C2,Hwy 50 EB,38.93,-119.97,E,,,",
+            ]
+        )
+    )
+    neighbour_csv = tmp_path / "neighbour.csv"
+    neighbour_csv.write_text(
+        csv_rows(
+            [
+                "N-1,7ABC123,CA,2026-11-24T23:30:00-08:00,0.95,D1,Stateline,38.96,-119.94,W,Toyota,Camry,",
+            ]
+        )
+    )
+    for ori, path in ((region.local, local_csv), (region.neighbour, neighbour_csv)):
+        published = mutualaid(region, "connect", "alpr", "--agency", ori, "--source", str(path))
+        assert published.returncode == 0, published.stderr
+
+    local, county, neighbour = region.local, region.county, region.neighbour
+    everything = [(local, "L-1"), (local, "L-2"), (neighbour, "N-1")]
+    wait_for(
+        lambda: found(region, county, "7ABC123") == everything,
+        60,
+        "the county's index to hold both agencies' reads of 7ABC123",
+    )
+    assert found(region, county, "8XYZ999") == [(local, "L-3")]
+    # The city receives the neighbour's reads; its own stay in its own systems.
+    wait_for(
+        lambda: found(region, local, "7ABC123") == [(neighbour, "N-1")],
+        30,
+        "the city's index to hold the neighbour's read",
+    )
+    # Nobody shares with the federal task force or with the neighbour: default deny.
+    assert found(region, region.federal, "7ABC123") == []
+    assert found(region, neighbour, "7ABC123") == []
+
+    # The row without a plate is in the dead-letter topic, with its line; the rest flowed.
+    topic = dlq_topic(Stage.PRODUCERS)
+    decode = AvroDeserializer(SchemaStore(), DEAD_LETTER)
+
+    def letters(records: list) -> list[dict]:
+        decoded = (decode(m.value(), SerializationContext(topic)) for m in records)
+        return [d for d in decoded if d["source_ori"] == local]
+
+    dead = letters(read_topic(region.settings.bootstrap_servers, topic, lambda r: bool(letters(r))))
+    assert [(d["error_type"], d["position"]) for d in dead] == [("missing_plate", "line 5")]
+
+    # Searching is audited in the agency's own store, and refused without a reason.
+    with sqlite3.connect(index_path(region.settings, county)) as db:
+        audit = db.execute("select user, reason from search_audit").fetchall()
+    assert ("det.rivera", "case 24-001") in audit
+    refused = mutualaid(region, "search", "--agency", county, "--plate", "7ABC123")
+    assert refused.returncode == 3
+    assert "refused: every search needs a reason" in refused.stderr

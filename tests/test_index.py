@@ -1,0 +1,145 @@
+"""The partner index on a real SQLite file: idempotent, version-ordered, tombstone-aware."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from consumers.index import SqliteIndex, plate_key
+
+T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+
+
+def shared(
+    record_id: str,
+    plate: str | None,
+    *,
+    version: int = 1,
+    minutes: int = 0,
+    op: str = "UPSERT",
+    tier: str = "FULL",
+    owner: str = "NV0990300",
+) -> dict:
+    body = (
+        None
+        if op == "DELETE" or tier == "POINTER"
+        else {
+            "plate": plate,
+            "plate_state": "NV",
+            "camera_name": "Stateline",
+            "latitude": 38.96,
+            "longitude": -119.94,
+        }
+    )
+    return {
+        "envelope": {
+            "event_id": f"e-{record_id}-{version}",
+            "source_ori": owner,
+            "source_system": "t",
+            "kind": "alpr.read",
+            "op": op,
+            "record_id": record_id,
+            "version": version,
+            "occurred_at": T0 + timedelta(minutes=minutes),
+            "ingested_at": T0,
+            "labels": [],
+            "source_position": None,
+        },
+        "disclosure": {
+            "partner_ori": "CA0990100",
+            "agreement_id": "a",
+            "agreement_version": 1,
+            "tier": tier,
+            "contact": "Records 555-0300" if tier == "POINTER" else None,
+        },
+        "body": body,
+    }
+
+
+@pytest.fixture
+def index(tmp_path: Path) -> SqliteIndex:
+    return SqliteIndex(tmp_path / "idx" / "ca0990100.sqlite")
+
+
+def ids(hits: list) -> list[str]:
+    return [h.record_id for h in hits]
+
+
+def test_plate_key_folds_misreads() -> None:
+    assert plate_key("8O5-ZIS") == plate_key("b05 215") == "805215"
+    assert plate_key("7abc 123") == "7A8C123"
+
+
+def test_exact_first_then_misreads_newest_first(index: SqliteIndex) -> None:
+    index.apply(
+        [
+            shared("r1", "8OS123", minutes=1),
+            shared("r2", "BOS123", minutes=5),
+            shared("r3", "BO5I23", minutes=3),
+            shared("r4", "XYZ999"),
+        ]
+    )
+    assert ids(index.search_plate("BOS123")) == ["r2", "r3", "r1"]
+    assert ids(index.search_plate("xyz-999")) == ["r4"]
+
+
+def test_wildcards(index: SqliteIndex) -> None:
+    index.apply(
+        [
+            shared("r1", "7ABC123"),
+            shared("r2", "7ABD999", minutes=1),
+            shared("r3", "8ABC123", minutes=2),
+            shared("r4", "7XBC123"),
+        ]
+    )
+    assert ids(index.search_plate("7AB*")) == ["r2", "r1"]
+    assert ids(index.search_plate("?ABC123")) == ["r3", "r1"]
+
+
+def test_replay_changes_nothing(index: SqliteIndex) -> None:
+    batch = [shared("r1", "7ABC123"), shared("r2", "7ABC123", minutes=1)]
+    assert index.apply(batch) == 2
+    before = index.search_plate("7ABC123")
+    assert index.apply(batch) == 0
+    assert index.search_plate("7ABC123") == before
+
+
+def test_older_version_never_overwrites_newer(index: SqliteIndex) -> None:
+    index.apply([shared("r1", "NEW111", version=3)])
+    assert index.apply([shared("r1", "OLD111", version=2)]) == 0
+    assert ids(index.search_plate("NEW111")) == ["r1"]
+    assert index.search_plate("OLD111") == []
+
+
+def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: SqliteIndex) -> None:
+    index.apply([shared("r1", "7ABC123", version=1)])
+    assert index.apply([shared("r1", None, version=2, op="DELETE")]) == 1
+    assert index.search_plate("7ABC123") == [] and index.count() == 0
+    assert index.apply([shared("r1", "7ABC123", version=1)]) == 0
+    assert index.search_plate("7ABC123") == []
+    assert index.apply([shared("r1", "7ABC123", version=3)]) == 1
+    assert ids(index.search_plate("7ABC123")) == ["r1"]
+
+
+def test_pointer_tier_stores_no_body(index: SqliteIndex) -> None:
+    index.apply([shared("r1", "7ABC123", tier="POINTER")])
+    assert index.count() == 1
+    assert index.search_plate("7ABC123") == []  # a pointer carries no plate to search by
+
+
+def test_search_audit_requires_user_and_reason(index: SqliteIndex) -> None:
+    with pytest.raises(ValueError, match="user and a reason"):
+        index.record_search("det.rivera", "  ", {"plate": "X"}, 0)
+    index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
+
+
+def test_durable_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "a.sqlite"
+    first = SqliteIndex(path)
+    first.apply([shared("r1", "7ABC123")])
+    first.close()
+    again = SqliteIndex(path)
+    assert ids(again.search_plate("7ABC123")) == ["r1"]
+    assert again.search_plate("7ABC123")[0].body["camera_name"] == "Stateline"

@@ -1,0 +1,86 @@
+"""The quick start itself: `mutualaid up --demo`, a search while it runs, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import wait_for
+from mutualaid.broker import free_port
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent's wait is missing.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "MUTUALAID_BROKER_PORT": str(free_port()),
+        "MUTUALAID_METRICS_PORT": str(free_port()),
+        "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tmp_path / "up.log"
+    with open(log, "w") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "mutualaid.cli", "up", "--demo", "--reads", "400"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        text = wait_for(
+            lambda: (t := log.read_text()) if "Try (in another" in t else "",
+            120,
+            "the demo to be indexed",
+        )
+        command = re.search(r"search --agency CA0990100 --plate (\w+)", text)
+        assert command, text
+        search = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mutualaid.cli",
+                "search",
+                "--agency",
+                "CA0990100",
+                "--plate",
+                command.group(1),
+                "--reason",
+                "case 24-001",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+        assert search.returncode == 0, search.stderr
+        count = int(search.stdout.split()[0])
+        assert count > 0, search.stdout
+        assert " from CA0990200 " in search.stdout or " from NV0990300 " in search.stdout
+        assert " from CA0990100 " not in search.stdout  # own reads are not shared to itself
+        assert re.search(r"published 1,200/1,200 {2}dead letters 0", text)
+    finally:
+        up.send_signal(signal.SIGINT)
+        code = up.wait(timeout=60)
+    output = log.read_text()
+    pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
+    assert len(pids) == 1 + 4 + 3  # router, a projector per agency, a connector per camera agency
+    assert code == 0, output
+    assert "stopped: broker and all stages" in output
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in pids if alive(p)], "orphaned stage processes"
