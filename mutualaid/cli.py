@@ -25,6 +25,8 @@ EXIT_REFUSED = 3
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    # Piped into `head`, exit quietly like any Unix tool.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         settings = load_settings(args.config)
         return args.handler(settings, args)
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--mapping", type=Path, help="vendor column mapping (YAML)")
     connect.add_argument("--name", help="checkpoint name (default: <ori>-<file name>)")
     connect.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    connect.add_argument("--report", type=Path, help="write the final counts here as JSON")
     connect.set_defaults(handler=_connect)
 
     router = sub.add_parser("router", help="run the sharing router (faust)")
@@ -75,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--plate", required=True, help="plate; * and ? are wildcards")
     search.add_argument("--reason", default="", help="case or incident number (required)")
     search.add_argument("--user", default=getpass.getuser(), help="who is searching")
+    search.add_argument("--limit", type=int, default=25, help="most results shown (25)")
     search.add_argument("--json", action="store_true", help="print JSON lines")
     search.set_defaults(handler=_search)
 
@@ -176,6 +180,8 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     )
     progress = runner.run(stop=_stop_event(), follow=args.follow)
     print(progress.line(name) + "  done", flush=True)
+    if args.report:
+        args.report.write_text(json.dumps(progress.counts()))
     return 0
 
 
@@ -212,7 +218,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
     except SearchRefused as exc:
         print(f"mutualaid search: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    hits = search_plate(settings, query)
+    hits = search_plate(settings, query, limit=args.limit)
     names = {a.ori: a.name for a in registry.agencies}
     if args.json:
         for hit in hits:

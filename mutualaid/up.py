@@ -9,6 +9,7 @@ idempotent by record id and version, end up the same.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,7 +41,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     metrics_port: int
-    finishes: bool = False  # connectors end when their file is done; the rest run until stopped
+    report: Path | None = None  # connectors end when their file is done, leaving a report
 
 
 @dataclass
@@ -52,7 +53,6 @@ class Totals:
     routed_in: float = 0
     shared: float = 0
     projected: float = 0
-    by_name: dict[str, float] = field(default_factory=dict)
 
 
 def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) -> int:
@@ -82,14 +82,14 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
         env = {"MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
         ports = iter(range(settings.metrics_port, settings.metrics_port + 1000))
 
-        def start(name: str, argv: list[str], finishes: bool = False) -> None:
+        def start(name: str, argv: list[str], report: Path | None = None) -> None:
             port = next(ports)
             proc = spawn(
                 [sys.executable, "-m", "mutualaid.cli", *argv],
                 log=logs / f"{name}.log",
                 env={**env, "MUTUALAID_METRICS_PORT": str(port)},
             )
-            children.append(Child(name, proc, port, finishes))
+            children.append(Child(name, proc, port, report))
             print(
                 f"{name:<11} pid {proc.pid}, metrics http://127.0.0.1:{port}/metrics, "
                 f"log {logs / (name + '.log')}",
@@ -104,11 +104,10 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
         if demo:
             files, hot_plate = write_demo(settings.data_dir / "demo", registry.agencies, reads)
             for ori, path in files.items():
-                start(
-                    f"alpr-{ori.lower()}",
-                    ["connect", "alpr", "--agency", ori, "--source", str(path)],
-                    finishes=True,
-                )
+                report = logs / f"alpr-{ori.lower()}.json"
+                report.unlink(missing_ok=True)
+                argv = ["connect", "alpr", "--agency", ori, "--source", str(path)]
+                start(f"alpr-{ori.lower()}", [*argv, "--report", str(report)], report=report)
             expected = reads * len(files)
         return _watch(children, started, expected, hot_plate, exit_when_done, stopping)
     finally:
@@ -139,17 +138,21 @@ def _watch(
 ) -> int:
     first_searchable: float | None = None
     done_at: float | None = None
+    # A connector's endpoint goes away when it finishes: keep what it last reported.
+    last: dict[str, Totals] = {}
     while not stopping[0]:
         time.sleep(STATUS_EVERY_SECONDS)
         for child in children:
             code = child.proc.poll()
-            if code is not None and (code != 0 or not child.finishes):
+            if code is not None and (code != 0 or child.report is None):
                 print(
                     f"\n{child.name} exited with code {code}; see its log. Stopping.",
                     file=sys.stderr,
                 )
                 return 1
-        totals = scrape(children)
+        for child in children:
+            last[child.name] = observe(child) or last.get(child.name, Totals())
+        totals = add(list(last.values()))
         elapsed = time.monotonic() - started
         if first_searchable is None and totals.projected > 0:
             first_searchable = elapsed
@@ -160,7 +163,7 @@ def _watch(
             f"indexed {totals.projected:,.0f}",
             flush=True,
         )
-        connectors_done = all(c.proc.poll() == 0 for c in children if c.finishes)
+        connectors_done = all(c.proc.poll() == 0 for c in children if c.report)
         if (
             expected
             and done_at is None
@@ -186,38 +189,53 @@ def _watch(
 
 
 def _command() -> str:
-    found = shutil.which("mutualaid")
+    """How to run mutualaid from here: plain if it is on PATH, else the venv's, relative."""
     local = Path(sys.executable).parent / "mutualaid"
-    return "mutualaid" if found and Path(found) == local else str(local)
+    found = shutil.which("mutualaid")
+    if found and Path(found).resolve() == local.resolve():
+        return "mutualaid"
+    try:
+        return str(local.relative_to(Path.cwd()))
+    except ValueError:
+        return str(local)
 
 
-def scrape(children: list[Child]) -> Totals:
-    """Sum the counters each child exposes; a child not yet serving counts as zero."""
+def scrape(child: Child) -> Totals | None:
+    """The counters one child exposes, or None if it is not serving (yet, or any more)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=0.5
+        ) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
     totals = Totals()
-    for child in children:
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=0.5
-            ) as response:
-                text = response.read().decode()
-        except OSError:
-            continue
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if not sample.name.endswith("_total"):
-                    continue
-                stage = sample.labels.get("stage")
-                if sample.name == "mutualaid_events_out_total" and stage == "producers":
-                    totals.published += sample.value
-                elif sample.name == "mutualaid_events_in_total" and stage == "streams":
-                    totals.routed_in += sample.value
-                elif sample.name == "mutualaid_events_out_total" and stage == "streams":
-                    totals.shared += sample.value
-                elif sample.name == "mutualaid_events_in_total" and stage == "consumers":
-                    totals.projected += sample.value
-                elif sample.name == "mutualaid_dead_letters_total":
-                    totals.dead_letters += sample.value
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            stage = sample.labels.get("stage")
+            if sample.name == "mutualaid_events_out_total" and stage == "producers":
+                totals.published += sample.value
+            elif sample.name == "mutualaid_events_in_total" and stage == "streams":
+                totals.routed_in += sample.value
+            elif sample.name == "mutualaid_events_out_total" and stage == "streams":
+                totals.shared += sample.value
+            elif sample.name == "mutualaid_events_in_total" and stage == "consumers":
+                totals.projected += sample.value
+            elif sample.name == "mutualaid_dead_letters_total":
+                totals.dead_letters += sample.value
     return totals
+
+
+def observe(child: Child) -> Totals | None:
+    """A finished connector's final report, or what a running child's endpoint says."""
+    if child.report is not None and child.proc.poll() == 0:
+        final = json.loads(child.report.read_text())
+        return Totals(published=final["published"], dead_letters=final["rejected"])
+    return scrape(child)
+
+
+def add(parts: list[Totals]) -> Totals:
+    return Totals(**{f: sum(getattr(p, f) for p in parts) for f in Totals.__dataclass_fields__})
 
 
 def write_demo(directory: Path, agencies: list[Agency], reads: int) -> tuple[dict[str, Path], str]:
@@ -231,10 +249,11 @@ def write_demo(directory: Path, agencies: list[Agency], reads: int) -> tuple[dic
     rng = random.Random(DEMO_SEED)
     directory.mkdir(parents=True, exist_ok=True)
     with_cameras = [a for a in agencies if a.jurisdiction is not None and a.type != "federal"]
-    pool = plate_pool(sorted({a.state for a in with_cameras}), 400, rng)
+    pool = plate_pool(sorted({a.state for a in with_cameras}), 2000, rng)
     hot = pool[0]
-    weighted = pool + [hot] * 40  # one vehicle seen often, everywhere: the plate to search
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    weighted = pool + [hot] * 4  # one vehicle seen often, everywhere: the plate to search
+    # Reads come every 1-40 s (20 s on average): end them about now.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=20 * reads)
     files = {}
     for agency in with_cameras:
         j = agency.jurisdiction

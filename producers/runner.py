@@ -72,6 +72,9 @@ class Progress:
     rejected: int = 0
     started: float = field(default_factory=time.monotonic)
 
+    def counts(self) -> dict[str, int]:
+        return {"read": self.read, "published": self.published, "rejected": self.rejected}
+
     def line(self, name: str) -> str:
         rate = self.read / max(time.monotonic() - self.started, 1e-6)
         return (

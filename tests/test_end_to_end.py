@@ -1,4 +1,4 @@
-"""CSV export -> connector -> router -> projectors -> search, each a real process on a real broker."""
+"""CSV -> connector -> router -> projectors -> search: real processes on a real broker."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
+from confluent_kafka import Producer
 from conftest import Region, read_topic, wait_for
+
 from consumers.projector import index_path
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
-from mutualaid.topics import Stage, dlq_topic
+from mutualaid.topics import Kind, Stage, dlq_topic, share_topic, source_topic
+from producers import samples
 
-HEADER = "read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,heading,make,model,color"
+HEADER = ",".join(samples.HEADER)
 
 
 def csv_rows(rows: list[str]) -> str:
@@ -74,10 +76,10 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     local_csv.write_text(
         csv_rows(
             [
-                "L-1,7ABC123,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main & 5th,38.94,-119.98,N,Toyota,Camry,Silver",
-                "L-2,7abc-123,CA,2026-11-24T22:01:40-08:00,0.88,C2,Hwy 50 EB,38.93,-119.97,E,Toyota,Camry,Silver",
-                "L-3,8XYZ999,CA,2026-11-24T22:05:00-08:00,0.91,C2,Hwy 50 EB,38.93,-119.97,E,,,",
-                "L-4,,CA,2026-11-24T22:06:00-08:00,0.91,C2,Hwy 50 EB,38.93,-119.97,E,,,",
+                "L-1,7ABC123,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main,38.94,-119.98,N,Kia,Rio,",
+                "L-2,7abc-123,CA,2026-11-24T22:01:40-08:00,0.88,C2,Hwy 50,38.93,-119.97,E,Kia,Rio,",
+                "L-3,8XYZ999,CA,2026-11-24T22:05:00-08:00,0.91,C2,Hwy 50,38.93,-119.97,E,,,",
+                "L-4,,CA,2026-11-24T22:06:00-08:00,0.91,C2,Hwy 50,38.93,-119.97,E,,,",
             ]
         )
     )
@@ -89,6 +91,11 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
             ]
         )
     )
+    # Poison on the way in to the router and to a projector: each stage must park it and go on.
+    poison = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    poison.produce(source_topic(region.local, Kind.ALPR_READ), b"not avro", b"p1")
+    poison.produce(share_topic(region.county, Kind.ALPR_READ), b"\xc3\x01garbage", b"p2")
+    assert poison.flush(10) == 0
     for ori, path in ((region.local, local_csv), (region.neighbour, neighbour_csv)):
         published = mutualaid(region, "connect", "alpr", "--agency", ori, "--source", str(path))
         assert published.returncode == 0, published.stderr
@@ -121,6 +128,22 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
 
     dead = letters(read_topic(region.settings.bootstrap_servers, topic, lambda r: bool(letters(r))))
     assert [(d["error_type"], d["position"]) for d in dead] == [("missing_plate", "line 5")]
+
+    for stage, topic_name in (
+        (Stage.STREAMS, source_topic(region.local, Kind.ALPR_READ)),
+        (Stage.CONSUMERS, share_topic(region.county, Kind.ALPR_READ)),
+    ):
+        dlq = dlq_topic(stage)
+
+        def parked(records: list, dlq: str = dlq, source: str = topic_name) -> list[dict]:
+            decoded = (decode(m.value(), SerializationContext(dlq)) for m in records)
+            return [d for d in decoded if d["source"] == source]
+
+        letters_here = parked(
+            read_topic(region.settings.bootstrap_servers, dlq, lambda r: bool(parked(r)))
+        )
+        assert [d["error_type"] for d in letters_here] == ["undecodable"]
+        assert letters_here[0]["position"].startswith("partition ")
 
     # Searching is audited in the agency's own store, and refused without a reason.
     with sqlite3.connect(index_path(region.settings, county)) as db:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import wait_for
+
 from mutualaid.broker import free_port
 
 
@@ -41,11 +42,8 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
             env=env,
         )
     try:
-        text = wait_for(
-            lambda: (t := log.read_text()) if "Try (in another" in t else "",
-            120,
-            "the demo to be indexed",
-        )
+        wait_for(lambda: "Try (in another" in log.read_text(), 120, "the demo to be indexed")
+        text = log.read_text()
         command = re.search(r"search --agency CA0990100 --plate (\w+)", text)
         assert command, text
         search = subprocess.run(
