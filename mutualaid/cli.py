@@ -38,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mutualaid", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mutualaid",
+        description="Share CAD, ALPR and RMS records between public-safety agencies under "
+        "written sharing agreements.",
+    )
     parser.add_argument("--config", type=Path, help="settings file (YAML); default: none")
     sub = parser.add_subparsers(required=True, metavar="command")
 
@@ -236,6 +240,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"{len(hits)} read(s) of {args.plate} visible to {agency.ori} ({agency.name}); "
         f"search logged for {args.user}, reason {args.reason!r}"
+        + (f"; newest {args.limit} shown, --limit for more" if len(hits) == args.limit else "")
     )
     for hit in hits:
         body = hit.body or {}

@@ -1,0 +1,1 @@
+"""Benchmarks: `./run bench`. Figures are printed and saved under bench/results/."""

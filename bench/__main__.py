@@ -1,0 +1,127 @@
+"""Per-stage throughput, each as a ratio to a baseline measured in the same run.
+
+Timings on a shared 2-core machine are noisy; the ratio to the baseline (a bare fastavro decode
+and encode of the same event, the least any stage can do per event) is what to compare across
+runs. Results are saved as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fastavro
+
+from consumers.index import SqliteIndex
+from mutualaid.agencies import load_registry
+from mutualaid.policy import load_policy
+from mutualaid.serde import (
+    SHARED_EVENT,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.topics import Kind
+from producers import samples
+from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+from producers.runner import LineFile, SourceItem
+from streams.router import Consumed, Router
+
+EVENTS = 20_000
+RESULTS = Path(__file__).parent / "results"
+
+
+def rate(label: str, items: list, work: Callable[[object], object]) -> float:
+    start = time.perf_counter()
+    for item in items:
+        work(item)
+    per_second = len(items) / (time.perf_counter() - start)
+    print(f"  {label:<44} {per_second:>12,.0f} /s")
+    return per_second
+
+
+def alpr_lines(directory: Path) -> tuple[bytes, list[SourceItem]]:
+    rng = random.Random(7)
+    cameras = samples.cameras_for("NV0990300", (38.96, -119.93), 6, rng)
+    path = directory / "bench.csv"
+    samples.write_alpr_csv(
+        path,
+        "NV0990300",
+        cameras,
+        samples.plate_pool(["NV", "CA"], 2000, rng),
+        EVENTS,
+        datetime(2026, 11, 24, tzinfo=UTC),
+        rng,
+    )
+    source = LineFile(path)
+    items = list(source.items(source.start(None), follow=lambda: False))
+    return source.header, items
+
+
+def main() -> None:
+    store = SchemaStore()
+    registry = load_registry(Path("deploy/agencies.yaml"))
+    router = Router(load_policy(Path("deploy/agreements"), registry), store, None)
+    topic = "src.nv0990300.alpr.read"
+    ctx = SerializationContext(topic)
+    with tempfile.TemporaryDirectory() as tmp:
+        header, items = alpr_lines(Path(tmp))
+        adapter = AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), header, "NV0990300")
+        events = [adapter.to_event(i) for i in items]
+        encode = AvroSerializer(store, SOURCE_EVENT[Kind.ALPR_READ])
+        values = [encode(e, ctx) for e in events]
+        schema = store.get(SOURCE_EVENT[Kind.ALPR_READ])
+        decode_shared = AvroDeserializer(store, SHARED_EVENT[Kind.ALPR_READ])
+        shared = [
+            decode_shared(o.value, ctx)
+            for v in values[:EVENTS]
+            for o in router.route(Consumed(topic, 0, 0, None, v))
+        ][:EVENTS]
+
+        def baseline(value: bytes) -> None:
+            record = fastavro.schemaless_reader(io.BytesIO(value[10:]), schema, schema)
+            fastavro.schemaless_writer(io.BytesIO(), schema, record)
+
+        print(f"mutualaid bench: {EVENTS:,} ALPR events, Python {platform.python_version()}")
+        figures = {
+            "baseline_avro_decode_encode": rate("baseline: Avro decode + encode", values, baseline)
+        }
+        figures["connector_map_and_encode"] = rate(
+            "connector: CSV line -> Avro event", items, lambda i: encode(adapter.to_event(i), ctx)
+        )
+        figures["router_route"] = rate(
+            "router: decide + encode (2 partners each)",
+            values,
+            lambda v: router.route(Consumed(topic, 0, 0, None, v)),
+        )
+        index = SqliteIndex(Path(tmp) / "index.sqlite")
+        batches = [shared[i : i + 500] for i in range(0, len(shared), 500)]
+        start = time.perf_counter()
+        for batch in batches:
+            index.apply(batch)
+        figures["index_apply"] = len(shared) / (time.perf_counter() - start)
+        print(
+            f"  {'projector index: upsert (500 per commit)':<44} "
+            f"{figures['index_apply']:>12,.0f} /s"
+        )
+        index.close()
+    base = figures["baseline_avro_decode_encode"]
+    ratios = {k: round(v / base, 3) for k, v in figures.items()}
+    print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps({"events": EVENTS, "per_second": figures, "ratio": ratios}, indent=2))
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()
