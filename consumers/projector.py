@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from consumers.index import SqliteIndex
 
+from consumers.index import SqliteIndex
 from mutualaid.deadletter import dead_letter
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import END_TO_END, EVENTS_IN, INDEX_WRITES

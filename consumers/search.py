@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from consumers.index import Hit, SqliteIndex
-
 from consumers.projector import index_path
 from mutualaid.metrics import SEARCHES
 from mutualaid.plates import normalize_plate

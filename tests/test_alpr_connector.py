@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import Region, read_topic
 
+from conftest import Region, read_topic
 from mutualaid.configfile import ConfigError
 from mutualaid.serde import DEAD_LETTER, SOURCE_EVENT, AvroDeserializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx

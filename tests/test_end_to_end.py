@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from conftest import Region, read_topic, wait_for
 
+from conftest import Region, read_topic, wait_for
 from consumers.projector import index_path
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from conftest import wait_for
-
 from mutualaid.broker import free_port
 
 
