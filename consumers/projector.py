@@ -15,9 +15,11 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from consumers.index import SqliteIndex
+from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import dead_letter
+from mutualaid.disclosure import restore, sealed_from_avro
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
-from mutualaid.metrics import END_TO_END, EVENTS_IN, INDEX_WRITES
+from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_WRITES
 from mutualaid.serde import (
     DEAD_LETTER,
     SHARED_EVENT,
@@ -46,6 +48,7 @@ class Projector:
     def __init__(self, settings: Settings, agency_ori: str) -> None:
         self.agency_ori = check_ori(agency_ori)
         self.index = SqliteIndex(index_path(settings, self.agency_ori))
+        self.keyring = load_keyring(self.agency_ori, settings.private_keys_dir)
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in Kind}
         store = SchemaStore()
         registry = registry_client(settings.schema_registry_url)
@@ -103,7 +106,29 @@ class Projector:
                 f"but found on {msg.topic()}; not indexed",
             )
             return None
-        return event
+        return self._opened(msg, event)
+
+    def _opened(self, msg: Message, event: dict) -> dict | None:
+        """The event with its sealed fields decrypted back into the body, or None if they
+        cannot be opened (wrong key, tampering): counted, dead-lettered, never indexed half."""
+        sealed = event["disclosure"]["sealed"]
+        if sealed is None or event["body"] is None:
+            return event
+        try:
+            values = self.keyring.open_fields(
+                sealed_from_avro(sealed), event_id=event["envelope"]["event_id"]
+            )
+        except DecryptionError:
+            DECRYPT_FAILURES.labels(agency=self.agency_ori).inc()
+            self._dead(
+                msg,
+                "decrypt_failed",
+                f"sealed fields (key {sealed['key_id']}) do not "
+                f"open with {self.agency_ori}'s keys {self.keyring.key_ids}: wrong key, "
+                "or the record was altered",
+            )
+            return None
+        return {**event, "body": restore(event["body"], values)}
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
         topic = dlq_topic(Stage.CONSUMERS)

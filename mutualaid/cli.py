@@ -90,6 +90,27 @@ def _parser() -> argparse.ArgumentParser:
     agreements_sub = agreements.add_subparsers(required=True, metavar="action")
     check = agreements_sub.add_parser("check", help="validate the registry and every agreement")
     check.set_defaults(handler=_agreements_check)
+    explain = agreements_sub.add_parser("explain", help="show the decision for one event")
+    explain.add_argument(
+        "--event",
+        required=True,
+        type=Path,
+        help="the event as JSON: {envelope: {...}, body: {...}}",
+    )
+    explain.add_argument("--partner", help="only this partner (default: every partner named)")
+    explain.set_defaults(handler=_agreements_explain)
+
+    keys = sub.add_parser("keys", help="manage encryption keys")
+    keys_sub = keys.add_subparsers(required=True, metavar="action")
+    for action, text in (
+        ("generate", "create the agency's first key pair"),
+        ("rotate", "add a newer key pair; older ones still decrypt"),
+    ):
+        command = keys_sub.add_parser(action, help=text)
+        command.add_argument("--agency", required=True, help="ORI of the agency")
+        command.set_defaults(handler=_keys_generate)
+    hash_key = keys_sub.add_parser("hash-key", help="create the router's keyed-hash secret")
+    hash_key.set_defaults(handler=_keys_hash)
     return parser
 
 
@@ -190,10 +211,15 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _router(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.disclosure import MissingKey
     from streams.app import run_router
 
     registry, policy = _registry_and_policy(settings)
-    run_router(settings, registry, policy)
+    try:
+        run_router(settings, registry, policy)
+    except MissingKey as exc:
+        print(f"mutualaid router: cannot start: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 
@@ -260,6 +286,65 @@ def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:
         f"ok: {len(registry.agencies)} agencies in {settings.agencies_file}, "
         f"{len(policy.agreements)} agreements in {settings.agreements_dir}"
     )
+    return 0
+
+
+def _agreements_explain(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.events import event_from_json
+
+    registry, policy = _registry_and_policy(settings)
+    try:
+        event = event_from_json(args.event)
+    except ValueError as exc:
+        print(f"mutualaid agreements explain: {args.event}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    decisions = policy.decide(event)
+    if args.partner:
+        partner = registry.get(args.partner).ori
+        decisions = [d for d in decisions if d.partner_ori == partner]
+        if not decisions:
+            print(
+                f"{partner}: DENIED (default deny: no agreement of "
+                f"{event['envelope']['source_ori']} for {event['envelope']['kind']} names it)"
+            )
+            return 0
+    if not decisions:
+        print("no agreement covers this owner and kind: nobody receives it (default deny)")
+    for decision in decisions:
+        print(f"{decision.partner_ori}: {decision.outcome}")
+        for step in decision.steps:
+            print(f"  - {step}")
+    return 0
+
+
+def _keys_generate(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.crypto import generate_keypair
+
+    ori = _registry_and_policy(settings)[0].get(args.agency).ori
+    key_id = generate_keypair(ori, settings.public_keys_dir, settings.private_keys_dir)
+    print(
+        f"{ori}: new key {key_id}\n"
+        f"  private (keep on this agency's machines only): "
+        f"{settings.private_keys_dir / ori.lower() / (key_id + '.pem')}\n"
+        f"  public (give to the routers that share with {ori}): "
+        f"{settings.public_keys_dir / f'{ori.lower()}.{key_id}.pub'}"
+    )
+    return 0
+
+
+def _keys_hash(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.crypto import generate_hash_key
+
+    try:
+        generate_hash_key(settings.hash_key_file)
+    except FileExistsError:
+        print(
+            f"mutualaid keys: {settings.hash_key_file} exists; not overwritten (hashes made "
+            "with it would stop matching)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"hash key written to {settings.hash_key_file} (mode 0600)")
     return 0
 
 

@@ -7,8 +7,10 @@ record yields the same event id and key everywhere.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from mutualaid.topics import Kind, check_ori
@@ -74,3 +76,24 @@ def record_key(envelope: Envelope | dict[str, Any]) -> bytes:
     record ids may collide.
     """
     return f"{envelope['source_ori']}/{envelope['record_id']}".encode()
+
+
+def event_from_json(path: Path) -> dict:
+    """An event written by hand as JSON (for `agreements explain`), times as ISO 8601."""
+    try:
+        data = json.loads(path.read_text())
+        envelope = data["envelope"]
+        for name in ("occurred_at", "ingested_at"):
+            value = envelope.get(name) or datetime.now(UTC).isoformat()
+            parsed = datetime.fromisoformat(value)
+            envelope[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        envelope["source_ori"] = check_ori(envelope["source_ori"])
+        envelope.setdefault("labels", [])
+        Kind(envelope["kind"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"not an event ({type(exc).__name__}: {exc}); expected JSON with envelope.source_ori, "
+            "envelope.kind, envelope.occurred_at (ISO 8601), envelope.labels and a body"
+        ) from None
+    data.setdefault("body", None)
+    return data

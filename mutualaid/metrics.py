@@ -18,6 +18,17 @@ DEAD_LETTERS = Counter(
 SHARE_DECISIONS = Counter(
     "mutualaid_share_decisions", "Router decisions per partner.", ["partner", "kind", "outcome"]
 )
+FIELDS_ENCRYPTED = Counter(
+    "mutualaid_fields_encrypted", "Fields sealed for a partner.", ["partner"]
+)
+POLICY_SECONDS = Histogram(
+    "mutualaid_policy_evaluation_seconds",
+    "Time to decide one event for every partner.",
+    buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01),
+)
+DECRYPT_FAILURES = Counter(
+    "mutualaid_decrypt_failures", "Sealed fields a partner could not open.", ["agency"]
+)
 INDEX_WRITES = Counter("mutualaid_index_writes", "Index rows changed by a projector.", ["agency"])
 SEARCHES = Counter("mutualaid_searches", "Searches run against an agency's index.", ["agency"])
 END_TO_END = Histogram(

@@ -44,6 +44,7 @@ SHARED_EVENT = {
     Kind.RMS_RECORD: "mutualaid.rms.SharedRecordEvent",
 }
 DEAD_LETTER = "mutualaid.DeadLetter"
+AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
 
 
 class SerializationError(Exception):

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="where checkpoints and indexes are kept")
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
+    public_keys_dir: Path = Field(
+        Path("var/keys/public"), description="partners' public keys (<ori>.<key id>.pub)"
+    )
+    private_keys_dir: Path = Field(
+        Path("var/keys/private"), description="this site's agencies' private keys, never shared"
+    )
+    hash_key_file: Path = Field(
+        Path("var/keys/hash.key"), description="secret for keyed hashes (agreement action hash)"
+    )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )

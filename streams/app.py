@@ -16,6 +16,7 @@ import os
 import faust
 
 from mutualaid.agencies import Registry
+from mutualaid.crypto import load_hash_key, newest_public_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy
@@ -45,7 +46,14 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         web_enabled=False,
         datadir=str(settings.data_dir / "faust"),
     )
-    router = Router(policy, SchemaStore(), registry_client(settings.schema_registry_url))
+    keys = {ori: newest_public_key(ori, settings.public_keys_dir) for ori in registry.oris}
+    router = Router(
+        policy,
+        SchemaStore(),
+        registry_client(settings.schema_registry_url),
+        public_keys={ori: key for ori, key in keys.items() if key is not None},
+        hash_key=load_hash_key(settings.hash_key_file),
+    )
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -77,11 +85,11 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
 
 def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:
     """Create missing topics, then run the router until SIGTERM or Ctrl-C."""
+    app = create_app(settings, registry, policy)  # refuses to start without the keys it needs
     admin = wait_for_broker(settings.bootstrap_servers)
     ensure_topics(
         admin, topics_for(registry.oris, settings.partitions), settings.replication_factor
     )
     serve_metrics(settings.metrics_port)
-    app = create_app(settings, registry, policy)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)
     worker.execute_from_commandline()

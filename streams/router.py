@@ -1,19 +1,32 @@
-"""The sharing router: every source event, every partner, one decision each.
+"""The sharing router: every source event, every partner an agreement names, one decision each.
 
 ``Router.route`` is the whole decision for one record as a pure function from the consumed
-bytes to the records to produce, so it can be tested and benchmarked without a broker. The faust
-agent in ``streams.app`` only moves bytes in and out and decides when offsets may be committed.
+bytes to the records to produce (shares, one audit record per decision, or one dead letter),
+so it can be tested and benchmarked without a broker. The faust agent in ``streams.app`` only
+moves bytes in and out and decides when offsets may be committed.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import dead_letter
+from mutualaid.disclosure import FieldReport, MissingKey, disclose
 from mutualaid.events import record_key
-from mutualaid.metrics import EVENTS_IN, EVENTS_OUT, SHARE_DECISIONS
-from mutualaid.policy import Decision, Policy
+from mutualaid.metrics import (
+    EVENTS_IN,
+    EVENTS_OUT,
+    FIELDS_ENCRYPTED,
+    POLICY_SECONDS,
+    SHARE_DECISIONS,
+)
+from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy
 from mutualaid.serde import (
+    AUDIT_DISSEMINATION_SCHEMA,
     DEAD_LETTER,
     SHARED_EVENT,
     SOURCE_EVENT,
@@ -24,7 +37,16 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import Kind, Stage, dlq_topic, parse_source_topic, share_topic
+from mutualaid.topics import (
+    AUDIT_DISSEMINATION,
+    Kind,
+    Stage,
+    dlq_topic,
+    parse_source_topic,
+    share_topic,
+)
+
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True)
@@ -46,14 +68,54 @@ class Consumed:
 
 
 class Router:
-    def __init__(self, policy: Policy, store: SchemaStore, registry: RegistryClient | None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        store: SchemaStore,
+        registry: RegistryClient | None,
+        *,
+        public_keys: dict[str, PublicKey],
+        hash_key: bytes | None,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
         self.policy = policy
+        self.public_keys = public_keys
+        self.hash_key = hash_key
+        self.clock = clock
         self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in Kind}
         self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in Kind}
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
+        self._actions = {
+            (a.id, kind): a.actions_for(kind, store.get(BODY_SCHEMA[kind]))
+            for a in policy.agreements
+            for kind in a.kinds
+        }
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Refuse to start if an agreement would need a key that is not there."""
+        for agreement in self.policy.agreements:
+            actions = {
+                a for kind in agreement.kinds for a in self._actions[(agreement.id, kind)].values()
+            }
+            if FieldAction.HASH in actions and self.hash_key is None:
+                raise MissingKey(
+                    f"agreement {agreement.id} hashes fields but there is no hash "
+                    "key: run `mutualaid keys hash-key` (see hash_key_file)"
+                )
+            if FieldAction.ENCRYPT not in actions:
+                continue
+            for partner in self.policy.partners_of(agreement):
+                if partner not in self.public_keys:
+                    raise MissingKey(
+                        f"agreement {agreement.id} encrypts fields for {partner}, which has no "
+                        "public key in public_keys_dir: on the partner's side run `mutualaid keys "
+                        f"generate --agency {partner}` and install its .pub file here"
+                    )
 
     def route(self, record: Consumed) -> list[Output]:
-        """The records to produce for one consumed record: shares, or one dead letter."""
+        """The records to produce for one consumed record."""
         ctx = SerializationContext(record.topic, record.partition, record.offset)
         try:
             owner, kind = parse_source_topic(record.topic)
@@ -80,25 +142,67 @@ class Router:
                     f"{record.topic}; each agency publishes only to its own topics",
                 )
             ]
-        outputs = [self._share(kind, event, ctx, d) for d in self.policy.decide(envelope)]
-        EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(len(outputs))
+        started = time.perf_counter()
+        decisions = self.policy.decide(event, self.clock())
+        POLICY_SECONDS.observe(time.perf_counter() - started)
+        outputs = []
+        for decision in decisions:
+            report = FieldReport()
+            if decision.shares:
+                shared, report = self._share(kind, event, decision)
+                outputs.append(
+                    Output(
+                        share_topic(decision.partner_ori, kind),
+                        record_key(envelope),
+                        self._encode[kind](shared, ctx),
+                    )
+                )
+            outputs.append(self._audit(event, decision, report))
+            SHARE_DECISIONS.labels(
+                partner=decision.partner_ori, kind=str(kind), outcome=decision.outcome.lower()
+            ).inc()
+        EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(
+            sum(1 for d in decisions if d.shares)
+        )
         return outputs
 
-    def _share(self, kind: Kind, event: dict, ctx: SerializationContext, d: Decision) -> Output:
-        SHARE_DECISIONS.labels(partner=d.partner_ori, kind=str(kind), outcome="shared").inc()
-        shared = {
-            "envelope": event["envelope"],
-            "disclosure": {
-                "partner_ori": d.partner_ori,
-                "agreement_id": d.agreement_id,
-                "agreement_version": d.agreement_version,
-                "tier": d.tier,
-                "contact": None,
-            },
-            "body": event["body"],
+    def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
+        assert decision.agreement is not None
+        shared, report = disclose(
+            event,
+            decision,
+            self._actions[(decision.agreement.id, kind)],
+            registry=self.policy.registry,
+            public_key=self.public_keys.get(decision.partner_ori),
+            hash_key=self.hash_key,
+        )
+        if report.encrypted:
+            FIELDS_ENCRYPTED.labels(partner=decision.partner_ori).inc(len(report.encrypted))
+        return shared, report
+
+    def _audit(self, event: dict, decision: Decision, report: FieldReport) -> Output:
+        envelope = event["envelope"]
+        agreement = decision.agreement
+        record = {
+            "event_id": envelope["event_id"],
+            "source_ori": envelope["source_ori"],
+            "kind": envelope["kind"],
+            "record_id": envelope["record_id"],
+            "version": envelope["version"],
+            "partner_ori": decision.partner_ori,
+            "decision": decision.outcome,
+            "agreement_id": agreement.id if agreement else None,
+            "agreement_version": agreement.version if agreement else None,
+            "reasons": list(decision.steps),
+            "fields_in_clear": report.in_clear,
+            "fields_withheld": report.withheld,
+            "fields_masked": report.masked,
+            "fields_hashed": report.hashed,
+            "fields_encrypted": report.encrypted,
+            "decided_at": self.clock(),
         }
-        topic = share_topic(d.partner_ori, kind)
-        return Output(topic, record_key(event["envelope"]), self._encode[kind](shared, ctx))
+        value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))
+        return Output(AUDIT_DISSEMINATION, record_key(envelope), value)
 
     def _dead(self, record: Consumed, error_type: str, reason: str) -> Output:
         topic = dlq_topic(Stage.STREAMS)

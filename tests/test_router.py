@@ -9,6 +9,7 @@ from mutualaid.agencies import load_registry
 from mutualaid.events import new_envelope, record_key
 from mutualaid.policy import load_policy
 from mutualaid.serde import (
+    AUDIT_DISSEMINATION_SCHEMA,
     DEAD_LETTER,
     SHARED_EVENT,
     SOURCE_EVENT,
@@ -22,7 +23,11 @@ from streams.router import Consumed, Router
 
 STORE = SchemaStore()
 ROUTER = Router(
-    load_policy(Path("deploy/agreements"), load_registry(Path("deploy/agencies.yaml"))), STORE, None
+    load_policy(Path("deploy/agreements"), load_registry(Path("deploy/agencies.yaml"))),
+    STORE,
+    None,
+    public_keys={},
+    hash_key=None,
 )
 AT = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
 
@@ -53,15 +58,30 @@ def dead(output) -> dict:
     return AvroDeserializer(STORE, DEAD_LETTER)(output.value, SerializationContext("dlq.streams"))
 
 
-def test_shares_go_to_each_partner_with_the_agreement_that_allowed_them() -> None:
+def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
     outputs = ROUTER.route(consumed("src.nv0990300.alpr.read", encode(read("NV0990300"))))
-    assert [o.topic for o in outputs] == ["share.ca0990100.alpr.read", "share.ca0990200.alpr.read"]
+    assert [o.topic for o in outputs] == [
+        "share.ca0990100.alpr.read",
+        "audit.dissemination",
+        "share.ca0990200.alpr.read",
+        "audit.dissemination",
+    ]
     decode = AvroDeserializer(STORE, SHARED_EVENT[Kind.ALPR_READ])
     first = decode(outputs[0].value, SerializationContext(outputs[0].topic))
     assert first["disclosure"]["partner_ori"] == "CA0990100"
     assert first["disclosure"]["agreement_id"] == "desert-springs-alpr"
     assert first["body"]["plate"] == "7ABC123"
+    assert first["envelope"]["source_position"] is None  # the owner's file paths stay home
     assert outputs[0].key == record_key(read("NV0990300")["envelope"])
+    audit = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)(
+        outputs[1].value, SerializationContext("audit.dissemination")
+    )
+    assert (audit["partner_ori"], audit["decision"], audit["agreement_id"]) == (
+        "CA0990100",
+        "SHARED",
+        "desert-springs-alpr",
+    )
+    assert audit["fields_in_clear"] == ["plate"]
 
 
 def test_no_agreement_no_output() -> None:

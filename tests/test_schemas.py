@@ -143,6 +143,10 @@ DISCLOSURE = {
     "agreement_version": 1,
     "tier": "FULL",
     "contact": None,
+    "withheld_fields": [],
+    "masked_fields": [],
+    "hashed_fields": [],
+    "sealed": None,
 }
 
 

@@ -1,0 +1,210 @@
+"""Field-level encryption for partners: seal on the router, open only with the partner's key.
+
+The one API is ``seal_fields`` / ``open_fields`` (in the spirit of ``cryptography.fernet``):
+callers never handle nonces, associated data or raw keys.
+
+- Each (event, partner) gets a fresh 256-bit data key. Every field is sealed with AES-256-GCM
+  under it, with associated data binding the event id, the partner and the field's concrete path,
+  so a ciphertext moved to another event, partner or field fails to open.
+- The data key is wrapped to the partner's X25519 public key (ephemeral-static ECDH, HKDF-SHA256,
+  AES-256-GCM), so the router holds only public keys and only the partner can unwrap.
+- Keys carry ids. Rotation the MultiFernet way: the newest public key writes, every private key
+  the partner still holds can read. Every failure to open is one opaque ``DecryptionError``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from mutualaid.topics import check_ori
+
+VERSION = b"mutualaid-fle-v1"
+NONCE_BYTES = 12
+
+
+class DecryptionError(Exception):
+    """A sealed field could not be opened: wrong key, tampered data, or moved ciphertext."""
+
+
+class KeyFileError(Exception):
+    """A key file is missing or unreadable; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    agency_ori: str
+    key_id: str
+    key: X25519PublicKey
+
+
+@dataclass(frozen=True)
+class SealedField:
+    path: str
+    nonce: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What travels with the event: the wrapped data key and the sealed fields."""
+
+    key_id: str
+    ephemeral_public: bytes
+    wrap_nonce: bytes
+    wrapped_key: bytes
+    fields: tuple[SealedField, ...]
+
+
+def _field_aad(event_id: str, partner_ori: str, path: str) -> bytes:
+    return b"|".join([VERSION, b"field", event_id.encode(), partner_ori.encode(), path.encode()])
+
+
+def _wrap_aad(event_id: str, partner_ori: str, key_id: str) -> bytes:
+    return b"|".join([VERSION, b"wrap", event_id.encode(), partner_ori.encode(), key_id.encode()])
+
+
+def _kek(shared_secret: bytes, ephemeral_public: bytes, key_id: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=ephemeral_public,
+        info=VERSION + b"|kek|" + key_id.encode(),
+    ).derive(shared_secret)
+
+
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def seal_fields(values: dict[str, bytes], *, event_id: str, partner: PublicKey) -> Sealed:
+    """Seal each (concrete path -> plaintext) for ``partner`` and this event only."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    fields = []
+    for path, plaintext in values.items():
+        nonce = os.urandom(NONCE_BYTES)
+        aad = _field_aad(event_id, partner.agency_ori, path)
+        fields.append(SealedField(path, nonce, AESGCM(data_key).encrypt(nonce, plaintext, aad)))
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = _raw(ephemeral.public_key())
+    kek = _kek(ephemeral.exchange(partner.key), ephemeral_public, partner.key_id)
+    wrap_nonce = os.urandom(NONCE_BYTES)
+    wrapped = AESGCM(kek).encrypt(
+        wrap_nonce, data_key, _wrap_aad(event_id, partner.agency_ori, partner.key_id)
+    )
+    return Sealed(partner.key_id, ephemeral_public, wrap_nonce, wrapped, tuple(fields))
+
+
+class PrivateKeyring:
+    """The private keys one agency holds, by key id: every one of them can still read."""
+
+    def __init__(self, agency_ori: str, keys: dict[str, X25519PrivateKey]) -> None:
+        self.agency_ori = check_ori(agency_ori)
+        self._keys = keys
+
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def open_fields(self, sealed: Sealed, *, event_id: str) -> dict[str, bytes]:
+        """The plaintext of every sealed field, or DecryptionError; nothing half-opened."""
+        key = self._keys.get(sealed.key_id)
+        if key is None:
+            raise DecryptionError("cannot open sealed fields")
+        try:
+            peer = X25519PublicKey.from_public_bytes(sealed.ephemeral_public)
+            kek = _kek(key.exchange(peer), sealed.ephemeral_public, sealed.key_id)
+            data_key = AESGCM(kek).decrypt(
+                sealed.wrap_nonce,
+                sealed.wrapped_key,
+                _wrap_aad(event_id, self.agency_ori, sealed.key_id),
+            )
+            return {
+                f.path: AESGCM(data_key).decrypt(
+                    f.nonce, f.ciphertext, _field_aad(event_id, self.agency_ori, f.path)
+                )
+                for f in sealed.fields
+            }
+        except (InvalidTag, ValueError):
+            raise DecryptionError("cannot open sealed fields") from None
+
+
+# --- key files -------------------------------------------------------------------------------
+# Public keys: <public_dir>/<ori>.<key_id>.pub (PEM). Private keys: <private_dir>/<ori>/<key_id>.pem
+# (PEM, PKCS8, mode 0600), kept only on the agency's own machines.
+
+
+def new_key_id(now: datetime | None = None) -> str:
+    """Sortable, so the newest key is the greatest id."""
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-{os.urandom(3).hex()}"
+
+
+def generate_keypair(agency_ori: str, public_dir: Path, private_dir: Path) -> str:
+    """Write a new key pair for the agency; returns its key id. Older keys are kept."""
+    ori = check_ori(agency_ori)
+    key_id = new_key_id()
+    private = X25519PrivateKey.generate()
+    folder = private_dir / ori.lower()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    target = folder / f"{key_id}.pem"
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    public_dir.mkdir(parents=True, exist_ok=True)
+    (public_dir / f"{ori.lower()}.{key_id}.pub").write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key_id
+
+
+def newest_public_key(agency_ori: str, public_dir: Path) -> PublicKey | None:
+    """The key a router encrypts to now: the agency's newest public key, or None."""
+    ori = check_ori(agency_ori)
+    files = sorted(public_dir.glob(f"{ori.lower()}.*.pub"))
+    if not files:
+        return None
+    path = files[-1]
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, X25519PublicKey):
+        raise KeyFileError(f"{path} is not an X25519 public key; regenerate it with mutualaid keys")
+    return PublicKey(ori, path.name.removeprefix(f"{ori.lower()}.").removesuffix(".pub"), key)
+
+
+def load_keyring(agency_ori: str, private_dir: Path) -> PrivateKeyring:
+    ori = check_ori(agency_ori)
+    keys: dict[str, X25519PrivateKey] = {}
+    for path in sorted((private_dir / ori.lower()).glob("*.pem")):
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, X25519PrivateKey):
+            raise KeyFileError(f"{path} is not an X25519 private key")
+        keys[path.stem] = key
+    return PrivateKeyring(ori, keys)
+
+
+def generate_hash_key(path: Path) -> None:
+    """A 256-bit secret for keyed hashes, written once with mode 0600 (never overwritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(os.urandom(32).hex().encode())
+
+
+def load_hash_key(path: Path) -> bytes | None:
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        return None

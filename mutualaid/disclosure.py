@@ -1,0 +1,158 @@
+"""Turning one decision into what the partner receives: the shared event, and what left in clear.
+
+Applied on the router for every SHARED or POINTER decision. Field actions:
+
+- ``drop``: the value is withheld (null, or an empty list) and the path listed as withheld.
+- ``mask``: text shown as ``*****6789`` (the last four characters), for a human to recognise.
+- ``hash``: a keyed hash (HMAC-SHA256 under the router's hash key, hex): equal values match
+  across records and agencies holding the same key, the value itself is not revealed. Unkeyed
+  hashes of dates of birth or plates would be reversed by trying every value, hence the key.
+- ``encrypt``: sealed for the partner alone (``mutualaid.crypto``), null in the body.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mutualaid import fieldpaths
+from mutualaid.agencies import Registry
+from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
+from mutualaid.policy import Decision, FieldAction
+
+
+class MissingKey(Exception):
+    """An agreement encrypts or hashes, but the key it needs is not configured."""
+
+
+@dataclass
+class FieldReport:
+    in_clear: list[str] = field(default_factory=list)
+    withheld: list[str] = field(default_factory=list)
+    masked: list[str] = field(default_factory=list)
+    hashed: list[str] = field(default_factory=list)
+    encrypted: list[str] = field(default_factory=list)
+
+
+def mask(text: str) -> str:
+    return "*" * max(len(text) - 4, 0) + text[-4:] if len(text) > 4 else "*" * len(text)
+
+
+def keyed_hash(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def clear_paths(value: Any, prefix: str = "") -> list[str]:
+    """Concrete paths of every non-empty value left in a body."""
+    if isinstance(value, dict):
+        return [
+            p for k, v in value.items() for p in clear_paths(v, f"{prefix}.{k}" if prefix else k)
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in clear_paths(v, f"{prefix}[{i}]")]
+    return [] if value is None else [prefix]
+
+
+def disclose(
+    event: dict,
+    decision: Decision,
+    actions: dict[str, FieldAction],
+    *,
+    registry: Registry,
+    public_key: PublicKey | None,
+    hash_key: bytes | None,
+) -> tuple[dict, FieldReport]:
+    """The shared event for this decision, and the report of what happened to each field."""
+    envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
+    agreement = decision.agreement
+    assert agreement is not None and decision.shares
+    disclosure: dict[str, Any] = {
+        "partner_ori": decision.partner_ori,
+        "agreement_id": agreement.id,
+        "agreement_version": agreement.version,
+        "tier": "FULL" if decision.outcome == "SHARED" else "POINTER",
+        "contact": None,
+        "withheld_fields": [],
+        "masked_fields": [],
+        "hashed_fields": [],
+        "sealed": None,
+    }
+    report = FieldReport()
+    if decision.outcome == "POINTER" or event["body"] is None:
+        disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
+        shared = {"envelope": envelope, "disclosure": disclosure, "body": None}
+        return shared, report
+    body = copy.deepcopy(event["body"])
+    to_seal: dict[str, bytes] = {}
+    for path, action in actions.items():
+        for concrete, holder, key in list(fieldpaths.leaves(body, path)):
+            value = holder[key]
+            if value is None or value == []:
+                continue
+            if action == FieldAction.DROP:
+                holder[key] = [] if isinstance(value, list) else None
+                report.withheld.append(concrete)
+            elif action == FieldAction.MASK:
+                holder[key] = mask(value)
+                report.masked.append(concrete)
+            elif action == FieldAction.HASH:
+                if hash_key is None:
+                    raise MissingKey(
+                        f"agreement {agreement.id} hashes {path} but no hash key is "
+                        "configured; run `mutualaid keys hash-key`"
+                    )
+                holder[key] = keyed_hash(hash_key, value)
+                report.hashed.append(concrete)
+            elif action == FieldAction.ENCRYPT:
+                to_seal[concrete] = json.dumps(value, default=str).encode()
+                holder[key] = [] if isinstance(value, list) else None
+                report.encrypted.append(concrete)
+    if to_seal:
+        if public_key is None:
+            raise MissingKey(
+                f"agreement {agreement.id} encrypts fields for "
+                f"{decision.partner_ori}, which has no public key installed"
+            )
+        sealed = seal_fields(to_seal, event_id=envelope["event_id"], partner=public_key)
+        disclosure["sealed"] = sealed_to_avro(sealed)
+    disclosure["withheld_fields"] = report.withheld
+    disclosure["masked_fields"] = report.masked
+    disclosure["hashed_fields"] = report.hashed
+    report.in_clear = [
+        p for p in clear_paths(body) if p not in set(report.masked) | set(report.hashed)
+    ]
+    return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
+
+
+def sealed_to_avro(sealed: Sealed) -> dict:
+    return {
+        "key_id": sealed.key_id,
+        "ephemeral_public": sealed.ephemeral_public,
+        "wrap_nonce": sealed.wrap_nonce,
+        "wrapped_key": sealed.wrapped_key,
+        "fields": [
+            {"path": f.path, "nonce": f.nonce, "ciphertext": f.ciphertext} for f in sealed.fields
+        ],
+    }
+
+
+def sealed_from_avro(record: dict) -> Sealed:
+    return Sealed(
+        key_id=record["key_id"],
+        ephemeral_public=record["ephemeral_public"],
+        wrap_nonce=record["wrap_nonce"],
+        wrapped_key=record["wrapped_key"],
+        fields=tuple(SealedField(f["path"], f["nonce"], f["ciphertext"]) for f in record["fields"]),
+    )
+
+
+def restore(body: dict, values: dict[str, bytes]) -> dict:
+    """Put decrypted values back at their concrete paths (the partner's side)."""
+    restored = copy.deepcopy(body)
+    for path, raw in values.items():
+        fieldpaths.set_concrete(restored, path, json.loads(raw))
+    return restored
