@@ -144,7 +144,7 @@ class PrivateKeyring:
 
 def new_key_id(now: datetime | None = None) -> str:
     """Sortable, so the newest key is the greatest id."""
-    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-{os.urandom(3).hex()}"
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S%f}-{os.urandom(2).hex()}"
 
 
 def generate_keypair(agency_ori: str, public_dir: Path, private_dir: Path) -> str:

@@ -1,0 +1,107 @@
+"""Field encryption: only the partner opens it, only for this event and field, across rotation."""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mutualaid.crypto import (
+    DecryptionError,
+    generate_hash_key,
+    generate_keypair,
+    load_hash_key,
+    load_keyring,
+    newest_public_key,
+    seal_fields,
+)
+
+A, B = "CA0990200", "NV0990300"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    public, private = tmp_path / "public", tmp_path / "private"
+    generate_keypair(A, public, private)
+    generate_keypair(B, public, private)
+    return public, private
+
+
+def test_partner_opens_what_was_sealed_for_it(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    sealed = seal_fields(
+        {"persons[0].ssn": b'"123-45-6789"'}, event_id="e1", partner=newest_public_key(A, public)
+    )
+    assert b"123-45-6789" not in sealed.fields[0].ciphertext
+    assert load_keyring(A, private).open_fields(sealed, event_id="e1") == {
+        "persons[0].ssn": b'"123-45-6789"'
+    }
+
+
+def test_another_partners_key_cannot_open_it(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    sealed = seal_fields(
+        {"dob": b'"1990-01-01"'}, event_id="e1", partner=newest_public_key(A, public)
+    )
+    b_ring = load_keyring(B, private)
+    with pytest.raises(DecryptionError):
+        b_ring.open_fields(sealed, event_id="e1")
+    # Even relabelled with B's key id, A's wrap does not open with B's key.
+    with pytest.raises(DecryptionError):
+        b_ring.open_fields(replace(sealed, key_id=b_ring.key_ids[0]), event_id="e1")
+
+
+def test_moving_a_ciphertext_to_another_event_or_field_fails(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    ring = load_keyring(A, private)
+    sealed = seal_fields(
+        {"persons[0].ssn": b'"1"', "persons[1].ssn": b'"2"'},
+        event_id="e1",
+        partner=newest_public_key(A, public),
+    )
+    with pytest.raises(DecryptionError):
+        ring.open_fields(sealed, event_id="e2")
+    first, second = sealed.fields
+    swapped = replace(
+        sealed, fields=(replace(first, ciphertext=second.ciphertext, nonce=second.nonce), second)
+    )
+    with pytest.raises(DecryptionError):
+        ring.open_fields(swapped, event_id="e1")
+
+
+def test_tampering_fails(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    sealed = seal_fields({"ssn": b'"1"'}, event_id="e1", partner=newest_public_key(A, public))
+    flipped = bytes([sealed.fields[0].ciphertext[0] ^ 1]) + sealed.fields[0].ciphertext[1:]
+    tampered = replace(sealed, fields=(replace(sealed.fields[0], ciphertext=flipped),))
+    with pytest.raises(DecryptionError):
+        load_keyring(A, private).open_fields(tampered, event_id="e1")
+
+
+def test_rotation_newest_writes_every_key_reads(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    old_key = newest_public_key(A, public)
+    old = seal_fields({"ssn": b'"1"'}, event_id="e1", partner=old_key)
+    new_id = generate_keypair(A, public, private)
+    assert newest_public_key(A, public).key_id == new_id != old_key.key_id
+    new = seal_fields({"ssn": b'"2"'}, event_id="e2", partner=newest_public_key(A, public))
+    ring = load_keyring(A, private)
+    assert ring.open_fields(old, event_id="e1") == {"ssn": b'"1"'}
+    assert ring.open_fields(new, event_id="e2") == {"ssn": b'"2"'}
+
+
+def test_private_keys_are_owner_only_and_never_overwritten(
+    keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, private = keys
+    for pem in (private / A.lower()).glob("*.pem"):
+        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+    hash_file = tmp_path / "hash.key"
+    generate_hash_key(hash_file)
+    key = load_hash_key(hash_file)
+    assert key is not None and len(key) == 32
+    with pytest.raises(FileExistsError):
+        generate_hash_key(hash_file)
+    assert load_hash_key(hash_file) == key

@@ -1,0 +1,166 @@
+"""What leaves for a partner: field actions, and property tests that nothing leaks in clear."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from mutualaid.agencies import load_registry
+from mutualaid.crypto import generate_keypair, load_keyring, newest_public_key
+from mutualaid.disclosure import disclose, keyed_hash, restore, sealed_from_avro
+from mutualaid.events import new_envelope
+from mutualaid.policy import Agreement, Decision, FieldAction
+from mutualaid.serde import SHARED_EVENT, AvroSerializer, SchemaStore, SerializationContext
+from mutualaid.topics import Kind
+
+REGISTRY = load_registry(Path("deploy/agencies.yaml"))
+STORE = SchemaStore()
+AT = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+HASH_KEY = b"k" * 32
+PERSON_TEXT = ["last_name", "first_name", "dob", "ssn", "drivers_license", "address", "phone"]
+
+
+def rms_event(persons: list[dict], narrative: str) -> dict:
+    envelope = new_envelope(
+        source_ori="CA0990100",
+        source_system="t",
+        kind=Kind.RMS_RECORD,
+        record_id="r1",
+        version=1,
+        occurred_at=AT,
+        now=AT,
+    )
+    return {
+        "envelope": envelope,
+        "body": {"incident_number": "RB-1", "persons": persons, "narrative": narrative},
+    }
+
+
+def decision(fields: dict[str, str]) -> tuple[Decision, dict[str, FieldAction]]:
+    agreement = Agreement(
+        id="a",
+        version=1,
+        owner="CA0990100",
+        partners=["CA0990200"],
+        kinds=[Kind.RMS_RECORD],
+        fields=fields,
+    )
+    actions = agreement.actions_for(Kind.RMS_RECORD, STORE.get("mutualaid.rms.Record"))
+    return Decision("CA0990200", "SHARED", agreement), actions
+
+
+def test_each_action(tmp_path: Path) -> None:
+    generate_keypair("CA0990200", tmp_path / "pub", tmp_path / "priv")
+    person = {"last_name": "Ellis", "ssn": "123-45-6789", "dob": "1984-03-09", "phone": "555-0142"}
+    d, actions = decision(
+        {
+            "persons[].ssn": "encrypt",
+            "persons[].dob": "hash",
+            "persons[].last_name": "mask",
+            "persons[].phone": "drop",
+        }
+    )
+    shared, report = disclose(
+        rms_event([person], "n"),
+        d,
+        actions,
+        registry=REGISTRY,
+        public_key=newest_public_key("CA0990200", tmp_path / "pub"),
+        hash_key=HASH_KEY,
+    )
+    body = shared["body"]["persons"][0]
+    assert body == {
+        "last_name": "*llis",
+        "ssn": None,
+        "dob": keyed_hash(HASH_KEY, "1984-03-09"),
+        "phone": None,
+    }
+    assert (report.encrypted, report.hashed, report.masked, report.withheld) == (
+        ["persons[0].ssn"],
+        ["persons[0].dob"],
+        ["persons[0].last_name"],
+        ["persons[0].phone"],
+    )
+    assert report.in_clear == ["incident_number", "narrative"]
+    ring = load_keyring("CA0990200", tmp_path / "priv")
+    sealed = sealed_from_avro(shared["disclosure"]["sealed"])
+    values = ring.open_fields(sealed, event_id=shared["envelope"]["event_id"])
+    assert restore(shared["body"], values)["persons"][0]["ssn"] == "123-45-6789"
+
+
+def test_pointer_carries_no_body_and_whom_to_call() -> None:
+    agreement = Agreement(
+        id="a",
+        version=1,
+        owner="CA0990100",
+        partners=["CA0990200"],
+        kinds=[Kind.RMS_RECORD],
+        tier="pointer",
+    )
+    shared, report = disclose(
+        rms_event([{"ssn": "1"}], "secret"),
+        Decision("CA0990200", "POINTER", agreement),
+        {},
+        registry=REGISTRY,
+        public_key=None,
+        hash_key=None,
+    )
+    assert shared["body"] is None
+    assert shared["disclosure"]["tier"] == "POINTER"
+    assert shared["disclosure"]["contact"].startswith("Riverbend PD Records")
+    assert report.in_clear == []
+
+
+# Values long enough that finding one in the output bytes cannot be a coincidence.
+secret = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-", min_size=10, max_size=24)
+person_strategy = st.fixed_dictionaries({}, optional={f: secret for f in PERSON_TEXT})
+protective = st.sampled_from(["drop", "hash", "encrypt"])
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    persons=st.lists(person_strategy, max_size=4),
+    narrative=secret,
+    actions=st.dictionaries(
+        st.sampled_from([f"persons[].{f}" for f in PERSON_TEXT] + ["narrative"]), protective
+    ),
+)
+def test_no_protected_value_leaves_in_clear(
+    tmp_path_factory,
+    persons: list[dict],
+    narrative: str,
+    actions: dict[str, str],
+) -> None:
+    protected = [
+        p.get(path.split(".")[1]) for path in actions if path.startswith("persons") for p in persons
+    ] + ([narrative] if "narrative" in actions else [])
+    protected = [v for v in protected if v]
+    kept = [v for p in persons for f, v in p.items() if f"persons[].{f}" not in actions]
+    kept += [] if "narrative" in actions else [narrative]
+    # A protected value that also stands, unprotected, elsewhere would rightly be on the wire.
+    assume(not any(v in k for v in protected for k in kept))
+    keys = tmp_path_factory.mktemp("keys")
+    generate_keypair("CA0990200", keys / "pub", keys / "priv")
+    d, resolved = decision(actions)
+    event = rms_event(persons, narrative)
+    shared, _ = disclose(
+        event,
+        d,
+        resolved,
+        registry=REGISTRY,
+        public_key=newest_public_key("CA0990200", keys / "pub"),
+        hash_key=HASH_KEY,
+    )
+    wire = AvroSerializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(shared, SerializationContext("t"))
+    as_json = json.dumps(shared, default=str)
+    for value in protected:
+        assert value.encode() not in wire, f"{value!r} leaked onto the wire"
+        assert value not in as_json
+    for value in kept:
+        assert value.encode() in wire  # and what the agreement keeps does arrive
