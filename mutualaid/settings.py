@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
@@ -41,17 +42,28 @@ class Settings(BaseSettings):
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
     public_keys_dir: Path = Field(
-        Path("var/keys/public"), description="partners' public keys (<ori>.<key id>.pub)"
+        None,
+        description="partners' public keys (<ori>.<key id>.pub); default <data_dir>/keys/public",
     )
     private_keys_dir: Path = Field(
-        Path("var/keys/private"), description="this site's agencies' private keys, never shared"
+        None, description="this site's private keys, never shared; default <data_dir>/keys/private"
     )
     hash_key_file: Path = Field(
-        Path("var/keys/hash.key"), description="secret for keyed hashes (agreement action hash)"
+        None, description="secret for keyed hashes; default <data_dir>/keys/hash.key"
     )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_under_data_dir(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            keys = Path(values.get("data_dir") or "var") / "keys"
+            values.setdefault("public_keys_dir", keys / "public")
+            values.setdefault("private_keys_dir", keys / "private")
+            values.setdefault("hash_key_file", keys / "hash.key")
+        return values
 
     @classmethod
     def settings_customise_sources(

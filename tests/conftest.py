@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 import string
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.processes import spawn, stop
 from mutualaid.settings import Settings
 from mutualaid.topics import topics_for
 
@@ -152,3 +155,18 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@contextmanager
+def running_stages(region: Region, logs: Path, projected: list[str]) -> Iterator[None]:
+    """The router and a projector per agency in ``projected``, as `mutualaid up` runs them."""
+    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+    argvs = {"router": ["router"]}
+    for ori in projected:
+        argvs[f"project-{ori}"] = ["project", "--agency", ori]
+    procs = [spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            stop(proc, timeout=10)

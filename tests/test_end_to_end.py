@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from conftest import Region, read_topic, wait_for
+from conftest import Region, read_topic, running_stages, wait_for
 from consumers.projector import index_path
-from mutualaid.processes import spawn, stop
 from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, Stage, dlq_topic, share_topic, source_topic
 from producers import samples
@@ -57,15 +56,10 @@ def found(region: Region, agency: str, plate: str) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def stages(region: Region, tmp_path: Path) -> Iterator[None]:
-    """The router and a projector for every agency, as `mutualaid up` runs them."""
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
-    argvs = {"router": ["router"]}
-    for ori in (region.local, region.county, region.neighbour, region.federal):
-        argvs[f"project-{ori}"] = ["project", "--agency", ori]
-    procs = [spawn(base + argv, log=tmp_path / f"{name}.log") for name, argv in argvs.items()]
-    yield
-    for proc in procs:
-        stop(proc, timeout=10)
+    with running_stages(
+        region, tmp_path, [region.local, region.county, region.neighbour, region.federal]
+    ):
+        yield
 
 
 @pytest.mark.broker

@@ -1,0 +1,210 @@
+"""Sharing agreements on a real broker: who receives what, sealed fields, and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from conftest import Region, read_topic, running_stages, wait_for
+from consumers.projector import index_path
+from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring
+from mutualaid.disclosure import sealed_from_avro
+from mutualaid.events import new_envelope, record_key
+from mutualaid.serde import (
+    AUDIT_DISSEMINATION_SCHEMA,
+    SHARED_EVENT,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic, source_topic
+
+STORE = SchemaStore()
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def rms(owner: str, record_id: str, labels: list[str], ssn: str) -> dict:
+    envelope = new_envelope(
+        source_ori=owner,
+        source_system="test",
+        kind=Kind.RMS_RECORD,
+        record_id=record_id,
+        version=1,
+        occurred_at=NOW - timedelta(hours=2),
+        labels=labels,
+    )
+    person = {"role": "ARRESTEE", "last_name": "Doe", "dob": "2009-05-01", "ssn": ssn}
+    return {
+        "envelope": envelope,
+        "body": {
+            "incident_number": record_id,
+            "persons": [person],
+            "narrative": "shoplifting at Lake Pkwy market",
+        },
+    }
+
+
+def alpr(owner: str, record_id: str) -> dict:
+    envelope = new_envelope(
+        source_ori=owner,
+        source_system="test",
+        kind=Kind.ALPR_READ,
+        record_id=record_id,
+        version=1,
+        occurred_at=NOW,
+    )
+    return {
+        "envelope": envelope,
+        "body": {"plate": "7ABC123", "latitude": 38.94, "longitude": -119.98},
+    }
+
+
+def publish(region: Region, kind: Kind, events: list[dict]) -> None:
+    topic = source_topic(region.local, kind)
+    encode = AvroSerializer(STORE, SOURCE_EVENT[kind])
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for event in events:
+        producer.produce(
+            topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
+        )
+    assert producer.flush(10) == 0
+
+
+def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
+    topic = share_topic(partner, kind)
+    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
+    records = read_topic(
+        region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
+    )
+    return [decode(m.value(), SerializationContext(topic)) for m in records]
+
+
+@pytest.mark.broker
+def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> None:
+    s = region.settings
+    local, county, neighbour, federal = (
+        region.local,
+        region.county,
+        region.neighbour,
+        region.federal,
+    )
+    for ori in (county, neighbour, federal):
+        generate_keypair(ori, s.public_keys_dir, s.private_keys_dir)
+    everyone = [county, neighbour, federal]
+    (tmp_path / "agreements" / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "agreements": [
+                    {
+                        "id": "rms-regional",
+                        "version": 2,
+                        "owner": local,
+                        "partners": everyone,
+                        "kinds": ["rms.record"],
+                        "conditions": {
+                            "exclude_labels": ["juvenile", "sealed"],
+                            "partner_types": ["local", "county", "state"],
+                        },
+                        "fields": {"persons[].ssn": "encrypt", "persons[].dob": "encrypt"},
+                    },
+                    # State law: plate reads never leave the state, never go to federal agencies.
+                    {
+                        "id": "alpr-in-state",
+                        "version": 1,
+                        "owner": local,
+                        "partners": everyone,
+                        "kinds": ["alpr.read"],
+                        "conditions": {
+                            "same_state_only": True,
+                            "partner_types": ["local", "county"],
+                        },
+                    },
+                ]
+            }
+        )
+    )
+    adult, juvenile = (
+        rms(local, "R-ADULT", [], "123-45-6789"),
+        rms(local, "R-JUV", ["juvenile"], "987-65-4321"),
+    )
+    read = alpr(local, "A-1")
+    with running_stages(region, tmp_path, [county, neighbour]):
+        publish(region, Kind.RMS_RECORD, [adult, juvenile])
+        publish(region, Kind.ALPR_READ, [read])
+
+        audit_decode = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)
+
+        def audits(records: list) -> list[dict]:
+            decoded = (
+                audit_decode(m.value(), SerializationContext(AUDIT_DISSEMINATION)) for m in records
+            )
+            return [a for a in decoded if a["source_ori"] == local]
+
+        trail = audits(
+            read_topic(
+                s.bootstrap_servers, AUDIT_DISSEMINATION, lambda r: len(audits(r)) >= 9, timeout=60
+            )
+        )
+        decisions = Counter((a["record_id"], a["partner_ori"], a["decision"]) for a in trail)
+        assert decisions == Counter(
+            {
+                ("R-ADULT", county, "SHARED"): 1,
+                ("R-ADULT", neighbour, "SHARED"): 1,
+                ("R-ADULT", federal, "DENIED"): 1,
+                ("R-JUV", county, "DENIED"): 1,
+                ("R-JUV", neighbour, "DENIED"): 1,
+                ("R-JUV", federal, "DENIED"): 1,
+                ("A-1", county, "SHARED"): 1,
+                ("A-1", neighbour, "DENIED"): 1,
+                ("A-1", federal, "DENIED"): 1,
+            }
+        )
+        adult_to_county = next(
+            a for a in trail if (a["record_id"], a["partner_ori"]) == ("R-ADULT", county)
+        )
+        assert adult_to_county["fields_encrypted"] == ["persons[0].dob", "persons[0].ssn"]
+        assert "persons[0].ssn" not in adult_to_county["fields_in_clear"]
+        assert adult_to_county["agreement_version"] == 2
+
+        # The juvenile record reaches nobody; ALPR stays in state and away from federal partners.
+        county_rms = shared_on(region, county, Kind.RMS_RECORD, until=2, timeout=5)
+        assert [e["envelope"]["record_id"] for e in county_rms] == ["R-ADULT"]
+        neighbour_rms = shared_on(region, neighbour, Kind.RMS_RECORD, until=2, timeout=3)
+        assert [e["envelope"]["record_id"] for e in neighbour_rms] == ["R-ADULT"]
+        assert shared_on(region, federal, Kind.RMS_RECORD, until=1, timeout=2) == []
+        assert [
+            e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, until=1)
+        ] == ["A-1"]
+        assert shared_on(region, neighbour, Kind.ALPR_READ, until=1, timeout=2) == []
+        assert shared_on(region, federal, Kind.ALPR_READ, until=1, timeout=2) == []
+
+        # On the county's topic the SSN is sealed for the county alone.
+        (copy,) = county_rms
+        assert copy["body"]["persons"][0]["ssn"] is None
+        sealed = sealed_from_avro(copy["disclosure"]["sealed"])
+        event_id = copy["envelope"]["event_id"]
+        opened = load_keyring(county, s.private_keys_dir).open_fields(sealed, event_id=event_id)
+        assert json.loads(opened["persons[0].ssn"]) == "123-45-6789"
+        with pytest.raises(DecryptionError):
+            load_keyring(neighbour, s.private_keys_dir).open_fields(sealed, event_id=event_id)
+        with pytest.raises(DecryptionError):  # moved onto another event
+            load_keyring(county, s.private_keys_dir).open_fields(
+                sealed, event_id=juvenile["envelope"]["event_id"]
+            )
+
+        # The county's projector decrypted it into the county's own index.
+        def indexed_ssn() -> str | None:
+            with sqlite3.connect(index_path(s, county)) as db:
+                row = db.execute("select body from records where record_id='R-ADULT'").fetchone()
+            return json.loads(row[0])["persons"][0]["ssn"] if row else None
+
+        assert wait_for(indexed_ssn, 30, "the county index to hold R-ADULT") == "123-45-6789"
