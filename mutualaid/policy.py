@@ -212,6 +212,10 @@ class Decision:
     def shares(self) -> bool:
         return self.outcome != "DENIED"
 
+    @property
+    def agreement_ref(self) -> tuple[str, int] | None:
+        return (self.agreement.id, self.agreement.version) if self.agreement else None
+
 
 def _location(body: dict | None) -> tuple[float, float] | None:
     if not body:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     hash_key_file: Path = Field(
         None, description="secret for keyed hashes; default <data_dir>/keys/hash.key"
     )
+    router_store: str = Field(
+        "memory://",
+        description="faust table store: memory:// rebuilds from the changelog at start; "
+        "rocksdict:// keeps it on disk (pip install rocksdict) for large deployments",
+    )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )

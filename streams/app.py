@@ -36,7 +36,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     app = faust.App(
         "mutualaid-router",
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
-        store="memory://",
+        store=settings.router_store,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_session_timeout=settings.session_timeout_ms / 1000,
@@ -54,6 +54,8 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
     )
+    # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
+    holders = app.Table("holders", partitions=settings.partitions, key_type=str, value_type=dict)
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
@@ -64,9 +66,13 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
             pending = []
             for event in batch:
+                # take_events does not set the current event per item, and the table writes
+                # its changelog to the current event's partition (so the state moves with the
+                # partition on rebalance): set it, through faust's own (private) setter.
+                stream._set_current_event(event)
                 msg = event.message
                 consumed = Consumed(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-                for out in router.route(consumed):
+                for out in router.route(consumed, holders):
                     pending.append(
                         await app.producer.send(out.topic, out.key, out.value, None, None, None)
                     )

@@ -9,7 +9,7 @@ moves bytes in and out and decides when offsets may be committed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -47,6 +47,13 @@ from mutualaid.topics import (
 )
 
 Clock = Callable[[], datetime]
+Holders = MutableMapping[str, dict]
+# Labels that withdraw a record from every partner, whatever the agreements say.
+WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
+
+
+def holder_key(envelope: dict) -> str:
+    return f"{envelope['kind']}/{envelope['source_ori']}/{envelope['record_id']}"
 
 
 @dataclass(frozen=True)
@@ -114,8 +121,12 @@ class Router:
                         f"generate --agency {partner}` and install its .pub file here"
                     )
 
-    def route(self, record: Consumed) -> list[Output]:
-        """The records to produce for one consumed record."""
+    def route(self, record: Consumed, holders: Holders) -> list[Output]:
+        """The records to produce for one consumed record.
+
+        ``holders`` remembers which partners hold each record (a faust table in the app), so a
+        later delete, seal or narrowing can be sent to exactly those partners.
+        """
         ctx = SerializationContext(record.topic, record.partition, record.offset)
         try:
             owner, kind = parse_source_topic(record.topic)
@@ -142,13 +153,25 @@ class Router:
                     f"{record.topic}; each agency publishes only to its own topics",
                 )
             ]
+        return self._disseminate(kind, event, ctx, holders)
+
+    def _disseminate(
+        self, kind: Kind, event: dict, ctx: SerializationContext, holders: Holders
+    ) -> list[Output]:
+        """Share with every partner the policy allows; withdraw from every partner that held
+        the record and no longer may (deleted, sealed, or no longer qualifying)."""
+        envelope = event["envelope"]
+        key = holder_key(envelope)
+        held: dict[str, list] = dict(holders.get(key) or {})
+        withdrawing = envelope["op"] == "DELETE" or WITHDRAWING_LABELS & set(envelope["labels"])
         started = time.perf_counter()
-        decisions = self.policy.decide(event, self.clock())
+        decisions = [] if withdrawing else self.policy.decide(event, self.clock())
         POLICY_SECONDS.observe(time.perf_counter() - started)
-        outputs = []
+        outputs, holding = [], {}
         for decision in decisions:
             report = FieldReport()
             if decision.shares:
+                assert decision.agreement is not None
                 shared, report = self._share(kind, event, decision)
                 outputs.append(
                     Output(
@@ -157,14 +180,75 @@ class Router:
                         self._encode[kind](shared, ctx),
                     )
                 )
-            outputs.append(self._audit(event, decision, report))
+                holding[decision.partner_ori] = [decision.agreement.id, decision.agreement.version]
+            outputs.append(
+                self._audit(
+                    event,
+                    decision.partner_ori,
+                    decision.outcome,
+                    decision.agreement_ref,
+                    list(decision.steps),
+                    report,
+                )
+            )
             SHARE_DECISIONS.labels(
                 partner=decision.partner_ori, kind=str(kind), outcome=decision.outcome.lower()
             ).inc()
-        EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(
-            sum(1 for d in decisions if d.shares)
-        )
+        denied = {d.partner_ori: d.steps[-1] for d in decisions if not d.shares}
+        for partner, (agreement_id, version) in held.items():
+            if partner in holding:
+                continue
+            reason = (
+                "deleted at the source"
+                if envelope["op"] == "DELETE"
+                else "sealed or expunged at the source"
+                if withdrawing
+                else f"no longer qualifies: {denied.get(partner, 'no agreement names it')}"
+            )
+            outputs += self._withdraw(kind, event, ctx, partner, (agreement_id, version), reason)
+        if holding != held:
+            if holding:
+                holders[key] = holding
+            else:
+                holders.pop(key, None)
+        EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(len(holding))
         return outputs
+
+    def _withdraw(
+        self,
+        kind: Kind,
+        event: dict,
+        ctx: SerializationContext,
+        partner: str,
+        agreement: tuple[str, int],
+        reason: str,
+    ) -> list[Output]:
+        """A DELETE for the partner's index, a tombstone for compaction, and the audit record."""
+        envelope = {**event["envelope"], "op": "DELETE", "source_position": None}
+        withdrawal = {
+            "envelope": envelope,
+            "disclosure": {
+                "partner_ori": partner,
+                "agreement_id": agreement[0],
+                "agreement_version": agreement[1],
+                "tier": "FULL",
+                "contact": None,
+                "withheld_fields": [],
+                "masked_fields": [],
+                "hashed_fields": [],
+                "sealed": None,
+            },
+            "body": None,
+        }
+        topic = share_topic(partner, kind)
+        SHARE_DECISIONS.labels(partner=partner, kind=str(kind), outcome="withdrawn").inc()
+        return [
+            Output(topic, record_key(envelope), self._encode[kind](withdrawal, ctx)),
+            Output(topic, record_key(envelope), None),
+            self._audit(
+                event, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
+            ),
+        ]
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
         assert decision.agreement is not None
@@ -180,20 +264,27 @@ class Router:
             FIELDS_ENCRYPTED.labels(partner=decision.partner_ori).inc(len(report.encrypted))
         return shared, report
 
-    def _audit(self, event: dict, decision: Decision, report: FieldReport) -> Output:
+    def _audit(
+        self,
+        event: dict,
+        partner: str,
+        outcome: str,
+        agreement: tuple[str, int] | None,
+        reasons: list[str],
+        report: FieldReport,
+    ) -> Output:
         envelope = event["envelope"]
-        agreement = decision.agreement
         record = {
             "event_id": envelope["event_id"],
             "source_ori": envelope["source_ori"],
             "kind": envelope["kind"],
             "record_id": envelope["record_id"],
             "version": envelope["version"],
-            "partner_ori": decision.partner_ori,
-            "decision": decision.outcome,
-            "agreement_id": agreement.id if agreement else None,
-            "agreement_version": agreement.version if agreement else None,
-            "reasons": list(decision.steps),
+            "partner_ori": partner,
+            "decision": outcome,
+            "agreement_id": agreement[0] if agreement else None,
+            "agreement_version": agreement[1] if agreement else None,
+            "reasons": reasons,
             "fields_in_clear": report.in_clear,
             "fields_withheld": report.withheld,
             "fields_masked": report.masked,

@@ -59,7 +59,7 @@ def dead(output) -> dict:
 
 
 def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
-    outputs = ROUTER.route(consumed("src.nv0990300.alpr.read", encode(read("NV0990300"))))
+    outputs = ROUTER.route(consumed("src.nv0990300.alpr.read", encode(read("NV0990300"))), {})
     assert [o.topic for o in outputs] == [
         "share.ca0990100.alpr.read",
         "audit.dissemination",
@@ -85,11 +85,11 @@ def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
 
 
 def test_no_agreement_no_output() -> None:
-    assert ROUTER.route(consumed("src.dc0990400.alpr.read", encode(read("DC0990400")))) == []
+    assert ROUTER.route(consumed("src.dc0990400.alpr.read", encode(read("DC0990400"))), {}) == []
 
 
 def test_an_event_claiming_another_owner_is_dead_lettered() -> None:
-    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", encode(read("NV0990300"))))
+    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", encode(read("NV0990300"))), {})
     letter = dead(out)
     assert letter["error_type"] == "wrong_topic"
     assert letter["position"] == "partition 2 offset 17"
@@ -97,7 +97,7 @@ def test_an_event_claiming_another_owner_is_dead_lettered() -> None:
 
 
 def test_garbage_is_dead_lettered_with_its_bytes() -> None:
-    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", b"not avro"))
+    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", b"not avro"), {})
     letter = dead(out)
     assert letter["error_type"] == "undecodable"
     assert "not an Avro event" in letter["reason"]
@@ -105,5 +105,118 @@ def test_garbage_is_dead_lettered_with_its_bytes() -> None:
 
 
 def test_a_tombstone_on_a_source_topic_is_dead_lettered() -> None:
-    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", None))
+    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", None), {})
     assert dead(out)["error_type"] == "null_value"
+
+
+def withdrawal_router(tmp_path: Path) -> Router:
+    (tmp_path / "a.yaml").write_text(
+        "agreements:\n"
+        "  - id: desert-out\n"
+        "    version: 1\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990100, CA0990200]\n"
+        "    kinds: [alpr.read]\n"
+        "  - id: desert-to-county-no-juveniles\n"
+        "    version: 4\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990200]\n"
+        "    kinds: [rms.record]\n"
+        "    conditions: {exclude_labels: [juvenile]}\n"
+    )
+    registry = load_registry(Path("deploy/agencies.yaml"))
+    return Router(load_policy(tmp_path, registry), STORE, None, public_keys={}, hash_key=None)
+
+
+def version_of(owner: str, kind: Kind, op: str, version: int, labels: list[str]) -> bytes:
+    envelope = new_envelope(
+        source_ori=owner,
+        source_system="t",
+        kind=kind,
+        record_id="r1",
+        version=version,
+        occurred_at=AT,
+        now=AT,
+        op=op,
+        labels=labels,
+    )
+    body = None if op == "DELETE" else {"plate": "7ABC123"} if kind == Kind.ALPR_READ else {}
+    encoder = AvroSerializer(STORE, SOURCE_EVENT[kind])
+    return encoder({"envelope": envelope, "body": body}, SerializationContext("t"))
+
+
+def summary(outputs: list) -> list[tuple[str, str]]:
+    """(topic, what) for each output: the shared op, 'tombstone', or the audit decision."""
+    out = []
+    for o in outputs:
+        if o.value is None:
+            out.append((o.topic, "tombstone"))
+        elif o.topic == "audit.dissemination":
+            audit = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)(
+                o.value, SerializationContext("a")
+            )
+            out.append((o.topic, f"{audit['partner_ori']} {audit['decision']}"))
+        else:
+            kind = Kind(o.topic.split(".", 2)[2])
+            shared = AvroDeserializer(STORE, SHARED_EVENT[kind])(o.value, SerializationContext("s"))
+            out.append((o.topic, shared["envelope"]["op"]))
+    return out
+
+
+def test_a_delete_is_sent_to_exactly_the_partners_that_hold_the_record(tmp_path: Path) -> None:
+    router, holders = withdrawal_router(tmp_path), {}
+    topic = "src.nv0990300.alpr.read"
+    router.route(consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders)
+    assert holders == {
+        "alpr.read/NV0990300/r1": {"CA0990100": ["desert-out", 1], "CA0990200": ["desert-out", 1]}
+    }
+    outputs = router.route(
+        consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "DELETE", 2, [])), holders
+    )
+    assert summary(outputs) == [
+        ("share.ca0990100.alpr.read", "DELETE"),
+        ("share.ca0990100.alpr.read", "tombstone"),
+        ("audit.dissemination", "CA0990100 WITHDRAWN"),
+        ("share.ca0990200.alpr.read", "DELETE"),
+        ("share.ca0990200.alpr.read", "tombstone"),
+        ("audit.dissemination", "CA0990200 WITHDRAWN"),
+    ]
+    assert holders == {}
+    # Deleting again, or deleting what nobody received, sends nothing.
+    again = version_of("NV0990300", Kind.ALPR_READ, "DELETE", 3, [])
+    assert router.route(consumed(topic, again), holders) == []
+
+
+def test_sealing_withdraws_and_a_new_label_narrows(tmp_path: Path) -> None:
+    router, holders = withdrawal_router(tmp_path), {}
+    topic = "src.nv0990300.rms.record"
+    first = router.route(
+        consumed(topic, version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 1, [])), holders
+    )
+    assert summary(first) == [
+        ("share.ca0990200.rms.record", "UPSERT"),
+        ("audit.dissemination", "CA0990200 SHARED"),
+    ]
+    # A new version now labelled juvenile no longer qualifies: the county gets a withdrawal.
+    narrowed = router.route(
+        consumed(topic, version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 2, ["juvenile"])),
+        holders,
+    )
+    assert summary(narrowed) == [
+        ("audit.dissemination", "CA0990200 DENIED"),
+        ("share.ca0990200.rms.record", "DELETE"),
+        ("share.ca0990200.rms.record", "tombstone"),
+        ("audit.dissemination", "CA0990200 WITHDRAWN"),
+    ]
+    assert holders == {}
+    router.route(
+        consumed(topic, version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 3, [])), holders
+    )
+    sealed = router.route(
+        consumed(topic, version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 4, ["sealed"])), holders
+    )
+    assert summary(sealed) == [
+        ("share.ca0990200.rms.record", "DELETE"),
+        ("share.ca0990200.rms.record", "tombstone"),
+        ("audit.dissemination", "CA0990200 WITHDRAWN"),
+    ]

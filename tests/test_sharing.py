@@ -204,7 +204,49 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
         # The county's projector decrypted it into the county's own index.
         def indexed_ssn() -> str | None:
             with sqlite3.connect(index_path(s, county)) as db:
-                row = db.execute("select body from records where record_id='R-ADULT'").fetchone()
+                row = db.execute(
+                    "select body from records where record_id='R-ADULT' and deleted=0"
+                ).fetchone()
             return json.loads(row[0])["persons"][0]["ssn"] if row else None
 
         assert wait_for(indexed_ssn, 30, "the county index to hold R-ADULT") == "123-45-6789"
+
+        # Sealed at the source: every partner that had it gets a DELETE and a tombstone.
+        sealed_version = rms(local, "R-ADULT", ["sealed"], "123-45-6789")
+        sealed_version["envelope"] = new_envelope(
+            source_ori=local,
+            source_system="test",
+            kind=Kind.RMS_RECORD,
+            record_id="R-ADULT",
+            version=2,
+            occurred_at=NOW,
+            labels=["sealed"],
+        )
+        publish(region, Kind.RMS_RECORD, [sealed_version])
+        for partner in (county, neighbour):
+            topic = share_topic(partner, Kind.RMS_RECORD)
+            records = read_topic(s.bootstrap_servers, topic, lambda r: len(r) >= 3, timeout=30)
+            assert [m.value() is None for m in records] == [False, False, True]
+            withdrawal = AvroDeserializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(
+                records[1].value(), SerializationContext(topic)
+            )
+            assert (
+                withdrawal["envelope"]["op"],
+                withdrawal["envelope"]["version"],
+                withdrawal["body"],
+            ) == ("DELETE", 2, None)
+        assert (
+            wait_for(
+                lambda: indexed_ssn() is None and "gone",
+                30,
+                "the county index to drop the sealed record",
+            )
+            == "gone"
+        )
+        trail = audits(
+            read_topic(
+                s.bootstrap_servers, AUDIT_DISSEMINATION, lambda r: len(audits(r)) >= 11, timeout=30
+            )
+        )
+        withdrawn = sorted(a["partner_ori"] for a in trail if a["decision"] == "WITHDRAWN")
+        assert withdrawn == sorted([county, neighbour])
