@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 import faust
 
 from mutualaid.agencies import Registry
+from mutualaid.configfile import ConfigError
 from mutualaid.crypto import load_hash_key, newest_public_key
+from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.metrics import serve_metrics
-from mutualaid.policy import Policy
+from mutualaid.policy import Policy, load_policy
 from mutualaid.serde import SchemaStore, registry_client
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, source_topic, topics_for
@@ -30,9 +33,12 @@ log = logging.getLogger("mutualaid.router")
 BATCH_SIZE = 500
 BATCH_WITHIN_SECONDS = 0.05
 EXIT_DELIVERY_FAILED = 70
+AGREEMENTS_POLL_SECONDS = 2.0
 
 
 def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.App:
+    datadir = settings.data_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # faust fails at start if it is missing
     app = faust.App(
         "mutualaid-router",
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
@@ -44,7 +50,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(datadir),
     )
     keys = {ori: newest_public_key(ori, settings.public_keys_dir) for ori in registry.oris}
     router = Router(
@@ -60,6 +66,29 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
+
+    watched = [agreements_fingerprint(settings.agreements_dir)]
+
+    @app.timer(AGREEMENTS_POLL_SECONDS)
+    async def reload_agreements() -> None:
+        """Pick up edited agreements between two events; a broken edit keeps the old ones."""
+        current = agreements_fingerprint(settings.agreements_dir)
+        if current == watched[0]:
+            return
+        watched[0] = current
+        try:
+            router.use_policy(load_policy(settings.agreements_dir, registry))
+        except (ConfigError, MissingKey) as exc:
+            log.error(
+                "agreements changed but were NOT applied; still using the previous "
+                "ones until this is fixed:\n%s",
+                exc,
+            )
+            return
+        log.warning(
+            "agreements reloaded: %s",
+            ", ".join(f"{a.id} v{a.version}" for a in router.policy.agreements),
+        )
 
     @app.agent(topic, name="route")
     async def route(stream: faust.Stream) -> None:
@@ -87,6 +116,12 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
                 os._exit(EXIT_DELIVERY_FAILED)
 
     return app
+
+
+def agreements_fingerprint(directory: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob("*.yaml")
+    )
 
 
 def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:

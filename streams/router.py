@@ -85,26 +85,35 @@ class Router:
         hash_key: bytes | None,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
-        self.policy = policy
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
+        self._store = store
         self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in Kind}
         self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in Kind}
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
-        self._actions = {
-            (a.id, kind): a.actions_for(kind, store.get(BODY_SCHEMA[kind]))
+        self.use_policy(policy)
+
+    def use_policy(self, policy: Policy) -> None:
+        """Start deciding with ``policy``, or raise MissingKey and keep deciding with the old.
+
+        ``route`` is synchronous, so a swap falls between two events, never inside one: each
+        event is decided wholly under one version of the agreements.
+        """
+        actions = {
+            (a.id, kind): a.actions_for(kind, self._store.get(BODY_SCHEMA[kind]))
             for a in policy.agreements
             for kind in a.kinds
         }
-        self._check_keys()
+        self._check_keys(policy, actions)
+        self.policy, self._actions = policy, actions
 
-    def _check_keys(self) -> None:
-        """Refuse to start if an agreement would need a key that is not there."""
-        for agreement in self.policy.agreements:
+    def _check_keys(self, policy: Policy, all_actions: dict) -> None:
+        """Refuse a policy if an agreement would need a key that is not there."""
+        for agreement in policy.agreements:
             actions = {
-                a for kind in agreement.kinds for a in self._actions[(agreement.id, kind)].values()
+                a for kind in agreement.kinds for a in all_actions[(agreement.id, kind)].values()
             }
             if FieldAction.HASH in actions and self.hash_key is None:
                 raise MissingKey(
@@ -113,7 +122,7 @@ class Router:
                 )
             if FieldAction.ENCRYPT not in actions:
                 continue
-            for partner in self.policy.partners_of(agreement):
+            for partner in policy.partners_of(agreement):
                 if partner not in self.public_keys:
                     raise MissingKey(
                         f"agreement {agreement.id} encrypts fields for {partner}, which has no "

@@ -250,3 +250,48 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
         )
         withdrawn = sorted(a["partner_ori"] for a in trail if a["decision"] == "WITHDRAWN")
         assert withdrawn == sorted([county, neighbour])
+
+
+@pytest.mark.broker
+def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_path: Path) -> None:
+    local, county, neighbour = region.local, region.county, region.neighbour
+    agreements = tmp_path / "agreements" / "test.yaml"
+
+    def write(version: int, partners: list[str]) -> None:
+        agreements.write_text(
+            yaml.safe_dump(
+                {
+                    "agreements": [
+                        {
+                            "id": "alpr",
+                            "version": version,
+                            "owner": local,
+                            "partners": partners,
+                            "kinds": ["alpr.read"],
+                        }
+                    ]
+                }
+            )
+        )
+
+    write(1, [county])
+    with running_stages(region, tmp_path, []):
+        publish(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        assert [
+            e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, until=1)
+        ] == ["A-1"]
+        write(2, [county, neighbour])
+
+        def applied() -> bool:
+            log = (tmp_path / "router.log").read_text()
+            return "agreements reloaded: alpr v2" in log
+
+        wait_for(applied, 30, "the router to reload the edited agreement")
+        publish(region, Kind.ALPR_READ, [alpr(local, "A-2")])
+        to_county = shared_on(region, county, Kind.ALPR_READ, until=2)
+        assert [e["envelope"]["record_id"] for e in to_county] == ["A-1", "A-2"]
+        assert [e["disclosure"]["agreement_version"] for e in to_county] == [1, 2]
+        to_neighbour = shared_on(region, neighbour, Kind.ALPR_READ, until=1)
+        assert [e["envelope"]["record_id"] for e in to_neighbour] == ["A-2"]
+        # Nothing sent twice while the agreements changed underneath.
+        assert len(shared_on(region, county, Kind.ALPR_READ, until=3, timeout=3)) == 2
