@@ -7,6 +7,7 @@ runs. Results are saved as JSON under bench/results/.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import platform
@@ -18,9 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fastavro
+import yaml
 
 from consumers.index import SqliteIndex
-from mutualaid.agencies import load_registry
+from mutualaid.agencies import Registry, load_registry
+from mutualaid.crypto import generate_keypair, newest_public_key
+from mutualaid.events import new_envelope
 from mutualaid.policy import load_policy
 from mutualaid.serde import (
     SHARED_EVENT,
@@ -67,10 +71,70 @@ def alpr_lines(directory: Path) -> tuple[bytes, list[SourceItem]]:
     return source.header, items
 
 
+def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict[str, float]:
+    """The router on RMS records to two partners, with and without two encrypted fields each."""
+    rng = random.Random(11)
+    topic = "src.ca0990100.rms.record"
+    encode = AvroSerializer(store, SOURCE_EVENT[Kind.RMS_RECORD])
+    values = []
+    for n in range(EVENTS // 4):
+        envelope = new_envelope(
+            source_ori="CA0990100",
+            source_system="bench",
+            kind=Kind.RMS_RECORD,
+            record_id=f"R-{n}",
+            version=1,
+            occurred_at=datetime.now(UTC),
+        )
+        person = {
+            "role": "OFFENDER",
+            "last_name": "Doe",
+            "dob": "1990-01-01",
+            "ssn": f"{rng.randint(100, 999)}-45-{rng.randint(1000, 9999)}",
+        }
+        body = {"incident_number": f"RB-{n}", "persons": [person], "narrative": "theft" * 20}
+        values.append(encode({"envelope": envelope, "body": body}, SerializationContext(topic)))
+    for ori in ("CA0990200", "NV0990300"):
+        generate_keypair(ori, tmp / "pub", tmp / "priv")
+    keys = {o: newest_public_key(o, tmp / "pub") for o in ("CA0990200", "NV0990300")}
+    figures = {}
+    for label, fields in (
+        ("plain", {}),
+        ("encrypted", {"persons[].ssn": "encrypt", "persons[].dob": "encrypt"}),
+    ):
+        folder = tmp / f"agreements-{label}"
+        folder.mkdir()
+        (folder / "a.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "agreements": [
+                        {
+                            "id": "rms",
+                            "version": 1,
+                            "owner": "CA0990100",
+                            "kinds": ["rms.record"],
+                            "partners": ["CA0990200", "NV0990300"],
+                            "fields": fields,
+                        }
+                    ]
+                }
+            )
+        )
+        router = Router(load_policy(folder, registry), store, None, public_keys=keys, hash_key=None)
+        figures[f"router_rms_{label}"] = rate(
+            f"router: RMS to 2 partners, {label}",
+            values,
+            lambda v, r=router: r.route(Consumed(topic, 0, 0, None, v), {}),
+        )
+    return figures
+
+
 def main() -> None:
     store = SchemaStore()
     registry = load_registry(Path("deploy/agencies.yaml"))
-    router = Router(load_policy(Path("deploy/agreements"), registry), store, None)
+    router = Router(
+        load_policy(Path("deploy/agreements"), registry), store, None, public_keys={}, hash_key=None
+    )
     topic = "src.nv0990300.alpr.read"
     ctx = SerializationContext(topic)
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +148,8 @@ def main() -> None:
         shared = [
             decode_shared(o.value, ctx)
             for v in values[:EVENTS]
-            for o in router.route(Consumed(topic, 0, 0, None, v))
+            for o in router.route(Consumed(topic, 0, 0, None, v), {})
+            if o.topic.startswith("share.")
         ][:EVENTS]
 
         def baseline(value: bytes) -> None:
@@ -101,7 +166,7 @@ def main() -> None:
         figures["router_route"] = rate(
             "router: decide + encode (2 partners each)",
             values,
-            lambda v: router.route(Consumed(topic, 0, 0, None, v)),
+            lambda v: router.route(Consumed(topic, 0, 0, None, v), {}),
         )
         index = SqliteIndex(Path(tmp) / "index.sqlite")
         batches = [shared[i : i + 500] for i in range(0, len(shared), 500)]
@@ -114,6 +179,7 @@ def main() -> None:
             f"{figures['index_apply']:>12,.0f} /s"
         )
         index.close()
+        figures |= router_encryption(Path(tmp), store, registry)
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
@@ -124,4 +190,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=EVENTS, help=f"events per row ({EVENTS:,})")
+    EVENTS = parser.parse_args().events
     main()

@@ -86,7 +86,8 @@ def disclose(
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
         shared = {"envelope": envelope, "disclosure": disclosure, "body": None}
         return shared, report
-    body = copy.deepcopy(event["body"])
+    # Only a body that field actions will change needs its own copy.
+    body = copy.deepcopy(event["body"]) if actions else event["body"]
     to_seal: dict[str, bytes] = {}
     for path, action in actions.items():
         for concrete, holder, key in list(fieldpaths.leaves(body, path)):

@@ -44,6 +44,7 @@ SHARED_EVENT = {
     Kind.RMS_RECORD: "mutualaid.rms.SharedRecordEvent",
 }
 DEAD_LETTER = "mutualaid.DeadLetter"
+MAX_DETAIL = 200
 AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
 
 
@@ -179,8 +180,10 @@ class AvroDeserializer:
         try:
             record = fastavro.schemaless_reader(io.BytesIO(body), writer, self._reader)
         except Exception as exc:  # fastavro raises many types on corrupt input; one type for ours
+            # fastavro's messages can embed whole schemas: keep what a log line can carry.
+            detail = str(exc)[:MAX_DETAIL]
             raise DeserializationError(
-                f"corrupt Avro body: {type(exc).__name__}: {exc}", ctx
+                f"corrupt Avro body: {type(exc).__name__}: {detail}", ctx
             ) from exc
         if not isinstance(record, dict):
             raise DeserializationError("Avro body is not a record", ctx)

@@ -1,0 +1,30 @@
+"""The benchmark command runs and saves its figures (the figures themselves are not judged here)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_prints_and_saves_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--events", "400"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    saved = Path(result.stdout.strip().splitlines()[-1].removeprefix("saved "))
+    figures = json.loads(saved.read_text())
+    saved.unlink()
+    assert figures["events"] == 400
+    assert set(figures["per_second"]) == {
+        "baseline_avro_decode_encode",
+        "connector_map_and_encode",
+        "router_route",
+        "index_apply",
+        "router_rms_plain",
+        "router_rms_encrypted",
+    }
+    assert all(rate > 0 for rate in figures["per_second"].values())
+    assert figures["ratio"]["baseline_avro_decode_encode"] == 1.0
