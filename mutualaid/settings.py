@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     hash_key_file: Path = Field(
         None, description="secret for keyed hashes; default <data_dir>/keys/hash.key"
     )
+    router_id: str = Field(
+        "mutualaid-router",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="the router's consumer group and table prefix; one per independent router",
+    )
     router_store: str = Field(
         "memory://",
         description="faust table store: memory:// rebuilds from the changelog at start; "

@@ -40,7 +40,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust fails at start if it is missing
     app = faust.App(
-        "mutualaid-router",
+        settings.router_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
         store=settings.router_store,
         topic_partitions=settings.partitions,
@@ -61,7 +61,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         hash_key=load_hash_key(settings.hash_key_file),
     )
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
-    holders = app.Table("holders", partitions=settings.partitions, key_type=str, value_type=dict)
+    holders = app.Table("holders", partitions=settings.partitions, key_type=str)
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

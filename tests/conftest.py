@@ -102,6 +102,8 @@ def region(tmp_path: Path, broker: EmbeddedBroker) -> Region:
         "agencies_file": str(tmp_path / "agencies.yaml"),
         "agreements_dir": str(tmp_path / "agreements"),
         "metrics_port": 0,
+        # Its own router group and tables: tests share one broker.
+        "router_id": f"router-{local.lower()}",
     }
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
@@ -164,6 +166,7 @@ def running_stages(region: Region, logs: Path, projected: list[str]) -> Iterator
     argvs = {"router": ["router"]}
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
+    logs.mkdir(parents=True, exist_ok=True)
     procs = [spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()]
     try:
         yield

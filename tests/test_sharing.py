@@ -295,3 +295,45 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
         assert [e["envelope"]["record_id"] for e in to_neighbour] == ["A-2"]
         # Nothing sent twice while the agreements changed underneath.
         assert len(shared_on(region, county, Kind.ALPR_READ, until=3, timeout=3)) == 2
+
+
+@pytest.mark.broker
+def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path: Path) -> None:
+    local, county = region.local, region.county
+    (tmp_path / "agreements" / "test.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "agreements": [
+                    {
+                        "id": "alpr",
+                        "version": 1,
+                        "owner": local,
+                        "partners": [county],
+                        "kinds": ["alpr.read"],
+                    }
+                ]
+            }
+        )
+    )
+    with running_stages(region, tmp_path / "first", []):
+        publish(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        assert len(shared_on(region, county, Kind.ALPR_READ, until=1)) == 1
+    deleted = alpr(local, "A-1")
+    deleted["envelope"] = new_envelope(
+        source_ori=local,
+        source_system="test",
+        kind=Kind.ALPR_READ,
+        record_id="A-1",
+        version=2,
+        occurred_at=NOW,
+        op="DELETE",
+    )
+    deleted["body"] = None
+    with running_stages(region, tmp_path / "second", []):
+        publish(region, Kind.ALPR_READ, [deleted])
+        records = shared_on(region, county, Kind.ALPR_READ, until=3)
+        assert [e and (e["envelope"]["op"], e["envelope"]["version"]) for e in records] == [
+            ("UPSERT", 1),
+            ("DELETE", 2),
+            None,
+        ]  # None: the tombstone
