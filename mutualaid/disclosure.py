@@ -57,6 +57,15 @@ def clear_paths(value: Any, prefix: str = "") -> list[str]:
     return [] if value is None else [prefix]
 
 
+def _need(hash_key: bytes | None, agreement_id: str, path: str) -> bytes:
+    if hash_key is None:
+        raise MissingKey(
+            f"agreement {agreement_id} hashes {path} but no hash key is "
+            "configured; run `mutualaid keys hash-key`"
+        )
+    return hash_key
+
+
 def disclose(
     event: dict,
     decision: Decision,
@@ -101,17 +110,15 @@ def disclose(
                 holder[key] = mask(value)
                 report.masked.append(concrete)
             elif action == FieldAction.HASH:
-                if hash_key is None:
-                    raise MissingKey(
-                        f"agreement {agreement.id} hashes {path} but no hash key is "
-                        "configured; run `mutualaid keys hash-key`"
-                    )
-                holder[key] = keyed_hash(hash_key, value)
+                holder[key] = keyed_hash(_need(hash_key, agreement.id, path), value)
                 report.hashed.append(concrete)
-            elif action == FieldAction.ENCRYPT:
+            elif action in (FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED):
                 to_seal[concrete] = json.dumps(value, default=str).encode()
                 holder[key] = [] if isinstance(value, list) else None
                 report.encrypted.append(concrete)
+                if action == FieldAction.ENCRYPT_INDEXED:
+                    holder[key] = keyed_hash(_need(hash_key, agreement.id, path), value)
+                    report.hashed.append(concrete)
     if to_seal:
         if public_key is None:
             raise MissingKey(

@@ -42,6 +42,9 @@ class FieldAction(StrEnum):
     MASK = "mask"
     HASH = "hash"
     ENCRYPT = "encrypt"
+    # Encrypt, and leave a keyed hash (a blind index) in the field, so a partner can match the
+    # value exactly (a case's SSN, a DL number) without decrypting anything.
+    ENCRYPT_INDEXED = "encrypt_indexed"
 
 
 class Tier(StrEnum):
@@ -133,7 +136,8 @@ class Agreement(BaseModel):
     conditions: Conditions = Field(Conditions(), description="conditions every record must meet")
     fields: dict[str, FieldAction] = Field(
         {},
-        description="field path -> keep, drop, mask, hash or encrypt, e.g. persons[].ssn: encrypt",
+        description="field path -> keep, drop, mask, hash, encrypt or encrypt_indexed, "
+        "e.g. persons[].ssn: encrypt",
     )
     description: str = Field("", description="what it is for, in words a supervisor would use")
 
@@ -164,9 +168,11 @@ class Agreement(BaseModel):
                     errors.append(f"{kind}: {exc}" if len(kinds) > 1 else str(exc))
             if not types:
                 problems.append("; ".join(errors))
-            elif action in (FieldAction.MASK, FieldAction.HASH) and not all(
-                fieldpaths.is_string(t) for t in types
-            ):
+            elif action in (
+                FieldAction.MASK,
+                FieldAction.HASH,
+                FieldAction.ENCRYPT_INDEXED,
+            ) and not all(fieldpaths.is_string(t) for t in types):
                 problems.append(
                     f"{path!r}: {action} works on text fields only; use drop or encrypt"
                 )

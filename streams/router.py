@@ -115,12 +115,12 @@ class Router:
             actions = {
                 a for kind in agreement.kinds for a in all_actions[(agreement.id, kind)].values()
             }
-            if FieldAction.HASH in actions and self.hash_key is None:
+            if actions & {FieldAction.HASH, FieldAction.ENCRYPT_INDEXED} and self.hash_key is None:
                 raise MissingKey(
                     f"agreement {agreement.id} hashes fields but there is no hash "
                     "key: run `mutualaid keys hash-key` (see hash_key_file)"
                 )
-            if FieldAction.ENCRYPT not in actions:
+            if not actions & {FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED}:
                 continue
             for partner in policy.partners_of(agreement):
                 if partner not in self.public_keys:

@@ -92,6 +92,27 @@ def test_each_action(tmp_path: Path) -> None:
     assert restore(shared["body"], values)["persons"][0]["ssn"] == "123-45-6789"
 
 
+def test_encrypt_indexed_matches_without_decrypting(tmp_path: Path) -> None:
+    generate_keypair("CA0990200", tmp_path / "pub", tmp_path / "priv")
+    d, actions = decision({"persons[].ssn": "encrypt_indexed"})
+    shared, report = disclose(
+        rms_event([{"ssn": "123-45-6789"}], "n"),
+        d,
+        actions,
+        registry=REGISTRY,
+        public_key=newest_public_key("CA0990200", tmp_path / "pub"),
+        hash_key=HASH_KEY,
+    )
+    # The blind index in the body: equal SSNs give equal values, the SSN itself is not there.
+    assert shared["body"]["persons"][0]["ssn"] == keyed_hash(HASH_KEY, "123-45-6789")
+    assert report.encrypted == report.hashed == ["persons[0].ssn"]
+    ring = load_keyring("CA0990200", tmp_path / "priv")
+    values = ring.open_fields(
+        sealed_from_avro(shared["disclosure"]["sealed"]), event_id=shared["envelope"]["event_id"]
+    )
+    assert restore(shared["body"], values)["persons"][0]["ssn"] == "123-45-6789"
+
+
 def test_pointer_carries_no_body_and_whom_to_call() -> None:
     agreement = Agreement(
         id="a",
@@ -118,7 +139,7 @@ def test_pointer_carries_no_body_and_whom_to_call() -> None:
 # Values long enough that finding one in the output bytes cannot be a coincidence.
 secret = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-", min_size=10, max_size=24)
 person_strategy = st.fixed_dictionaries({}, optional={f: secret for f in PERSON_TEXT})
-protective = st.sampled_from(["drop", "hash", "encrypt"])
+protective = st.sampled_from(["drop", "hash", "encrypt", "encrypt_indexed"])
 
 
 @settings(

@@ -14,11 +14,14 @@ from confluent_kafka import Producer
 
 from conftest import Region, read_topic, running_stages, wait_for
 from consumers.projector import index_path
-from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring
-from mutualaid.disclosure import sealed_from_avro
+from mutualaid.agencies import load_registry
+from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
+from mutualaid.disclosure import disclose, sealed_from_avro
 from mutualaid.events import new_envelope, record_key
+from mutualaid.policy import Agreement, Decision
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
+    DEAD_LETTER,
     SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
@@ -26,7 +29,7 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic, source_topic
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind, Stage, dlq_topic, share_topic, source_topic
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -339,3 +342,53 @@ def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path:
             ("DELETE", 2),
             None,
         ]  # None: the tombstone
+
+
+@pytest.mark.broker
+def test_a_record_the_partner_cannot_open_is_dead_lettered_not_indexed(
+    region: Region, tmp_path: Path
+) -> None:
+    s = region.settings
+    county, neighbour = region.county, region.neighbour
+    for ori in (county, neighbour):
+        generate_keypair(ori, s.public_keys_dir, s.private_keys_dir)
+    event = rms(region.local, "R-WRONG-KEY", [], "123-45-6789")
+    agreement = Agreement(
+        id="a",
+        version=1,
+        owner=region.local,
+        partners=[county],
+        kinds=[Kind.RMS_RECORD],
+        fields={"persons[].ssn": "encrypt"},
+    )
+    actions = agreement.actions_for(Kind.RMS_RECORD, STORE.get("mutualaid.rms.Record"))
+    # Addressed to the county but sealed to the neighbour's key: as if misrouted or forged.
+    shared, _ = disclose(
+        event,
+        Decision(county, "SHARED", agreement),
+        actions,
+        registry=load_registry(s.agencies_file),
+        public_key=newest_public_key(neighbour, s.public_keys_dir),
+        hash_key=None,
+    )
+    topic = share_topic(county, Kind.RMS_RECORD)
+    producer = Producer({"bootstrap.servers": s.bootstrap_servers})
+    producer.produce(
+        topic,
+        AvroSerializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(shared, SerializationContext(topic)),
+        record_key(event["envelope"]),
+    )
+    assert producer.flush(10) == 0
+    with running_stages(region, tmp_path, [county]):
+        dlq = dlq_topic(Stage.CONSUMERS)
+        decode = AvroDeserializer(STORE, DEAD_LETTER)
+
+        def mine(records: list) -> list[dict]:
+            letters = (decode(m.value(), SerializationContext(dlq)) for m in records)
+            return [d for d in letters if d["source"] == topic]
+
+        (letter,) = mine(read_topic(s.bootstrap_servers, dlq, lambda r: bool(mine(r))))
+    assert letter["error_type"] == "decrypt_failed"
+    assert f"do not open with {county}'s keys" in letter["reason"]
+    with sqlite3.connect(index_path(s, county)) as db:
+        assert db.execute("select count(*) from records").fetchone() == (0,)
