@@ -265,3 +265,12 @@ def test_explain_prints_every_step(tmp_path: Path) -> None:
         "  - ok: DC0990400 is named as a partner",
         "  - denied: partner is federal; allowed: local, county",
     ]
+
+
+def test_the_readme_example_agreement_is_valid(tmp_path: Path) -> None:
+    readme = Path("README.md").read_text()
+    start = readme.index("agreements:\n  - id: riverbend-rms-regional")
+    (tmp_path / "example.yaml").write_text(readme[start : readme.index("```", start)])
+    (agreement,) = load_policy(tmp_path, REGISTRY).agreements
+    assert agreement.fields["persons[].ssn"] == "encrypt"
+    assert agreement.conditions.within_km == 50
