@@ -57,6 +57,21 @@ def clear_paths(value: Any, prefix: str = "") -> list[str]:
     return [] if value is None else [prefix]
 
 
+def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FULL") -> dict:
+    """A ``mutualaid.Disclosure`` with nothing withheld, masked, hashed or sealed yet."""
+    return {
+        "partner_ori": partner_ori,
+        "agreement_id": agreement[0],
+        "agreement_version": agreement[1],
+        "tier": tier,
+        "contact": None,
+        "withheld_fields": [],
+        "masked_fields": [],
+        "hashed_fields": [],
+        "sealed": None,
+    }
+
+
 def _need(hash_key: bytes | None, agreement_id: str, path: str) -> bytes:
     if hash_key is None:
         raise MissingKey(
@@ -79,17 +94,11 @@ def disclose(
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
     agreement = decision.agreement
     assert agreement is not None and decision.shares
-    disclosure: dict[str, Any] = {
-        "partner_ori": decision.partner_ori,
-        "agreement_id": agreement.id,
-        "agreement_version": agreement.version,
-        "tier": "FULL" if decision.outcome == "SHARED" else "POINTER",
-        "contact": None,
-        "withheld_fields": [],
-        "masked_fields": [],
-        "hashed_fields": [],
-        "sealed": None,
-    }
+    disclosure = new_disclosure(
+        decision.partner_ori,
+        decision.agreement_ref,
+        "FULL" if decision.outcome == "SHARED" else "POINTER",
+    )
     report = FieldReport()
     if decision.outcome == "POINTER" or event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None

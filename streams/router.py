@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import dead_letter
-from mutualaid.disclosure import FieldReport, MissingKey, disclose
+from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
 from mutualaid.events import record_key
 from mutualaid.metrics import (
     EVENTS_IN,
@@ -236,17 +236,7 @@ class Router:
         envelope = {**event["envelope"], "op": "DELETE", "source_position": None}
         withdrawal = {
             "envelope": envelope,
-            "disclosure": {
-                "partner_ori": partner,
-                "agreement_id": agreement[0],
-                "agreement_version": agreement[1],
-                "tier": "FULL",
-                "contact": None,
-                "withheld_fields": [],
-                "masked_fields": [],
-                "hashed_fields": [],
-                "sealed": None,
-            },
+            "disclosure": new_disclosure(partner, agreement),
             "body": None,
         }
         topic = share_topic(partner, kind)
