@@ -8,15 +8,18 @@ its version, so an older upsert that arrives late cannot bring the record back.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
 from mutualaid.plates import normalize_plate
+from mutualaid.policy import distance_km
 
 # Characters ALPR cameras confuse, folded onto one of each pair.
 _MISREADS = str.maketrans({"O": "0", "I": "1", "B": "8", "S": "5", "Z": "2"})
@@ -39,17 +42,32 @@ create table if not exists records (
     latitude real,
     longitude real,
     body text,
+    incident_number text,
     unique (source_ori, kind, record_id)
 );
 create index if not exists records_plate on records (plate) where deleted = 0;
 create index if not exists records_plate_key on records (plate_key) where deleted = 0;
+create index if not exists records_incident on records (incident_number) where deleted = 0;
+create index if not exists records_time on records (occurred_at) where deleted = 0;
 create virtual table if not exists records_text using fts5(text);
+create table if not exists persons (
+    id integer primary key,
+    record integer not null references records (id),
+    last_name text,
+    first_name text,
+    dob text
+);
+create index if not exists persons_record on persons (record);
+create index if not exists persons_dob on persons (dob);
+create virtual table if not exists person_names using fts5(name, tokenize='trigram');
 create table if not exists search_audit (
+    id integer primary key,
     at text not null,
     user text not null,
     reason text not null,
     query_json text not null,
-    result_count integer not null
+    result_count integer not null,
+    published integer not null default 0
 );
 """
 
@@ -91,9 +109,63 @@ def _json_default(value: Any) -> str:
     raise TypeError(f"cannot store {type(value).__name__} in an index body")
 
 
+@dataclass(frozen=True)
+class Criteria:
+    """What to look for; every criterion given must match (AND)."""
+
+    plate: str | None = None  # misread-tolerant; * and ? are wildcards
+    name: str | None = None  # "last" or "first last"; tolerant of small misspellings
+    dob: str | None = None  # YYYY-MM-DD
+    incident_number: str | None = None
+    text: str | None = None  # words anywhere in the record (FTS5 syntax)
+    since: datetime | None = None
+    until: datetime | None = None
+    source_ori: str | None = None
+    kind: str | None = None
+    near: tuple[float, float, float] | None = None  # latitude, longitude, km
+    limit: int = 100
+
+    def is_empty(self) -> bool:
+        return not any(
+            (self.plate, self.name, self.dob, self.incident_number, self.text, self.near)
+        )
+
+
+def _location(body: dict) -> tuple[float | None, float | None]:
+    where = body.get("location") if isinstance(body.get("location"), dict) else body
+    return where.get("latitude"), where.get("longitude")
+
+
+def _name_similarity(wanted: str, first: str | None, last: str | None) -> float:
+    wanted_parts = wanted.lower().split()
+    have = [(first or "").lower(), (last or "").lower()]
+    if len(wanted_parts) == 1:
+        return SequenceMatcher(None, wanted_parts[0], have[1]).ratio()
+    return SequenceMatcher(None, " ".join(wanted_parts), " ".join(have)).ratio()
+
+
+FORMAT_VERSION = 2
+
+
+def _set_aside_old_format(path: Path) -> None:
+    """An index in an older format is renamed (kept: it holds search audit rows) and rebuilt."""
+    if not path.exists():
+        return
+    with sqlite3.connect(path) as db:
+        version = db.execute("pragma user_version").fetchone()[0]
+    if version != FORMAT_VERSION:
+        path.rename(path.with_name(f"{path.name}.format{version}"))
+        for suffix in ("-wal", "-shm"):
+            path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+NAME_SIMILARITY = 0.8
+
+
 class SqliteIndex:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _set_aside_old_format(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # WAL lets searches read while the projector writes; synchronous=FULL makes a
         # committed batch survive power loss, which offsets are committed on the strength of.
@@ -102,6 +174,7 @@ class SqliteIndex:
         self._db.execute("pragma synchronous=full")
         self._db.execute("pragma busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        self._db.execute(f"pragma user_version={FORMAT_VERSION}")
 
     def apply(self, events: Sequence[dict]) -> int:
         """Apply a batch of shared events in one transaction; returns rows changed."""
@@ -127,7 +200,9 @@ class SqliteIndex:
         if row is not None and row[1] >= env["version"]:
             return 0
         deleted = env["op"] == "DELETE"
-        plate = None if deleted or not body else body.get("plate")
+        body = None if deleted else body
+        plate = body.get("plate") if body else None
+        latitude, longitude = _location(body) if body else (None, None)
         values = {
             "version": env["version"],
             "deleted": int(deleted),
@@ -137,10 +212,11 @@ class SqliteIndex:
             "agreement_id": disclosure["agreement_id"],
             "plate": plate,
             "plate_key": plate_key(plate) if plate else None,
-            "plate_state": None if deleted or not body else body.get("plate_state"),
-            "latitude": None if deleted or not body else body.get("latitude"),
-            "longitude": None if deleted or not body else body.get("longitude"),
-            "body": None if deleted or body is None else json.dumps(body, default=_json_default),
+            "plate_state": body.get("plate_state") if body else None,
+            "latitude": latitude,
+            "longitude": longitude,
+            "body": json.dumps(body, default=_json_default) if body else None,
+            "incident_number": body.get("incident_number") if body else None,
         }
         if row is None:
             columns = ["source_ori", "kind", "record_id", *values]
@@ -156,30 +232,97 @@ class SqliteIndex:
                 (*values.values(), rowid),
             )
             self._db.execute("delete from records_text where rowid=?", (rowid,))
-        if not deleted and body:
+            for (person,) in self._db.execute("select id from persons where record=?", (rowid,)):
+                self._db.execute("delete from person_names where rowid=?", (person,))
+            self._db.execute("delete from persons where record=?", (rowid,))
+        if body:
             self._db.execute(
                 "insert into records_text (rowid, text) values (?, ?)",
                 (rowid, " ".join(_strings(body))),
             )
+            for person in body.get("persons") or []:
+                self._add_person(rowid, person)
         return 1
 
-    def search_plate(self, plate: str, *, limit: int = 100) -> list[Hit]:
-        """Exact matches first, then likely misreads, then wildcard (* ?) matches; newest first."""
-        if "*" in plate or "?" in plate:
-            pattern = re.sub(r"[^0-9A-Z*?]", "", plate.upper()).replace("*", "%").replace("?", "_")
-            rows = self._db.execute(
-                "select * from records where deleted=0 and plate like ? "
-                "order by occurred_at desc limit ?",
-                (pattern, limit),
-            ).fetchall()
-        else:
-            wanted = normalize_plate(plate)
-            rows = self._db.execute(
-                "select *, case when plate=? then 0 else 1 end as rank from records "
-                "where deleted=0 and plate_key=? order by rank, occurred_at desc limit ?",
-                (wanted, plate_key(wanted), limit),
-            ).fetchall()
-        return [self._hit(r) for r in rows]
+    def _add_person(self, rowid: int, person: dict) -> None:
+        first, last = person.get("first_name"), person.get("last_name")
+        person_id = self._db.execute(
+            "insert into persons (record, last_name, first_name, dob) values (?, ?, ?, ?)",
+            (rowid, last, first, person.get("dob")),
+        ).lastrowid
+        name = " ".join(n for n in (first, last) if n)
+        if name:
+            self._db.execute(
+                "insert into person_names (rowid, name) values (?, ?)", (person_id, name)
+            )
+
+    def search(self, c: Criteria) -> list[Hit]:
+        """Records matching every criterion: exact plates first, then misreads; newest first."""
+        where, args, rank, rank_args = ["r.deleted = 0"], [], "", []
+        if c.plate and ("*" in c.plate or "?" in c.plate):
+            pattern = re.sub(r"[^0-9A-Z*?]", "", c.plate.upper())
+            where.append("r.plate like ?")
+            args.append(pattern.replace("*", "%").replace("?", "_"))
+        elif c.plate:
+            wanted = normalize_plate(c.plate)
+            where.append("r.plate_key = ?")
+            args.append(plate_key(wanted))
+            rank, rank_args = "case when r.plate = ? then 0 else 1 end, ", [wanted]
+        if c.incident_number:
+            where.append("r.incident_number = ?")
+            args.append(c.incident_number.strip())
+        if c.text:
+            where.append("r.id in (select rowid from records_text where records_text match ?)")
+            args.append(c.text)
+        if c.dob:
+            where.append("r.id in (select record from persons where dob = ?)")
+            args.append(c.dob)
+        if c.name:
+            # Candidates share a trigram with the surname; similarity then decides.
+            surname = c.name.split()[-1].lower()
+            grams = {surname[i : i + 3] for i in range(len(surname) - 2)} or {surname}
+            where.append(
+                "r.id in (select p.record from persons p join person_names n "
+                "on n.rowid = p.id where person_names match ?)"
+            )
+            args.append(" OR ".join(f'"{g}"' for g in sorted(grams)))
+        for column, op, value in (("occurred_at", ">=", c.since), ("occurred_at", "<=", c.until)):
+            if value is not None:
+                where.append(f"r.{column} {op} ?")
+                args.append(value.astimezone(UTC).isoformat())
+        for column, value in (("source_ori", c.source_ori), ("kind", c.kind)):
+            if value:
+                where.append(f"r.{column} = ?")
+                args.append(value)
+        if c.near:
+            lat, lon, km = c.near
+            dlat, dlon = km / 111.0, km / (111.0 * max(math.cos(math.radians(lat)), 0.01))
+            where.append("r.latitude between ? and ? and r.longitude between ? and ?")
+            args += [lat - dlat, lat + dlat, lon - dlon, lon + dlon]
+        # SQL narrows with indexes; the exact distance and name tests run on what is left.
+        rows = self._db.execute(
+            f"select r.* from records r where {' and '.join(where)} "
+            f"order by {rank}r.occurred_at desc",
+            [*args, *rank_args],
+        )
+        hits = []
+        for row in rows:
+            if c.near and distance_km((row["latitude"], row["longitude"]), c.near[:2]) > c.near[2]:
+                continue
+            if c.name and not self._name_matches(row["id"], c.name):
+                continue
+            hits.append(self._hit(row))
+            if len(hits) >= c.limit:
+                break
+        return hits
+
+    def _name_matches(self, rowid: int, wanted: str) -> bool:
+        people = self._db.execute(
+            "select first_name, last_name from persons where record = ?", (rowid,)
+        )
+        return any(
+            _name_similarity(wanted, first, last) >= NAME_SIMILARITY for first, last in people
+        )
 
     @staticmethod
     def _hit(r: sqlite3.Row) -> Hit:
@@ -199,12 +342,31 @@ class SqliteIndex:
         return self._db.execute("select count(*) from records where deleted=0").fetchone()[0]
 
     def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
-        """The agency's own log of who searched what, and why."""
+        """The agency's own log of who searched what, and why; also an outbox that the
+        projector publishes to ``audit.search``, so searching works while the broker is down
+        and the audit still arrives."""
         if not user.strip() or not reason.strip():
             raise ValueError("a search is logged only with a user and a reason")
         self._db.execute(
-            "insert into search_audit values (?, ?, ?, ?, ?)",
-            (datetime.now(UTC).isoformat(), user, reason, json.dumps(query), result_count),
+            "insert into search_audit (at, user, reason, query_json, result_count) "
+            "values (?, ?, ?, ?, ?)",
+            (
+                datetime.now(UTC).isoformat(),
+                user,
+                reason,
+                json.dumps(query, default=str),
+                result_count,
+            ),
+        )
+
+    def unpublished_searches(self, limit: int = 500) -> list[sqlite3.Row]:
+        return self._db.execute(
+            "select * from search_audit where published = 0 order by id limit ?", (limit,)
+        ).fetchall()
+
+    def mark_published(self, ids: list[int]) -> None:
+        self._db.executemany(
+            "update search_audit set published = 1 where id = ?", [(i,) for i in ids]
         )
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_WRITES
 from mutualaid.serde import (
     DEAD_LETTER,
+    SEARCH_AUDIT,
     SHARED_EVENT,
     AvroDeserializer,
     AvroSerializer,
@@ -31,7 +32,7 @@ from mutualaid.serde import (
     registry_client,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, check_ori, dlq_topic, share_topic
+from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, check_ori, dlq_topic, share_topic
 
 log = logging.getLogger("mutualaid.projector")
 
@@ -56,10 +57,11 @@ class Projector:
             kind: AvroDeserializer(store, SHARED_EVENT[kind], registry) for kind in Kind
         }
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        self._encode_search = AvroSerializer(store, SEARCH_AUDIT, registry)
         group = f"mutualaid-projector-{self.agency_ori.lower()}"
         self._consumer = Consumer(consumer_config(settings, group))
-        self._dlq = Producer(producer_config(settings))
-        self._dlq_tracker = DeliveryTracker()
+        self._producer = Producer(producer_config(settings))  # dead letters, search audits
+        self._delivery = DeliveryTracker()
 
     def run(self, stop: threading.Event) -> None:
         self._consumer.subscribe(list(self._topics))
@@ -72,15 +74,37 @@ class Projector:
 
     def step(self) -> int:
         """Consume one batch, make it durable in the index, then commit. Returns rows changed."""
+        self._publish_searches()
         messages = self._consumer.consume(BATCH_SIZE, POLL_SECONDS)
         if not messages:
             return 0
         events = [e for e in (self._decoded(m) for m in messages) if e is not None]
         changed = self.index.apply(events)
-        self._dlq_tracker.wait(self._dlq)
+        self._delivery.wait(self._producer)
         self._commit(messages)
         self._observe(events, changed)
         return changed
+
+    def _publish_searches(self) -> None:
+        """Empty the index's search-log outbox into audit.search; marked only once acked."""
+        rows = self.index.unpublished_searches()
+        for row in rows:
+            record = {
+                "agency_ori": self.agency_ori,
+                "search_id": row["id"],
+                "user": row["user"],
+                "reason": row["reason"],
+                "query_json": row["query_json"],
+                "result_count": row["result_count"],
+                "searched_at": datetime.fromisoformat(row["at"]),
+            }
+            value = self._encode_search(record, SerializationContext(AUDIT_SEARCH))
+            key = f"{self.agency_ori}/{row['id']}".encode()
+            self._producer.produce(AUDIT_SEARCH, value, key, on_delivery=self._delivery)
+            self._delivery.sent()
+        if rows:
+            self._delivery.wait(self._producer)
+            self.index.mark_published([row["id"] for row in rows])
 
     def _decoded(self, msg: Message) -> dict | None:
         if msg.error() is not None:
@@ -142,8 +166,8 @@ class Projector:
             key=msg.key(),
         )
         value = self._encode_dead(letter, SerializationContext(topic))
-        self._dlq.produce(topic, value, msg.key(), on_delivery=self._dlq_tracker)
-        self._dlq_tracker.sent()
+        self._producer.produce(topic, value, msg.key(), on_delivery=self._delivery)
+        self._delivery.sent()
 
     def _commit(self, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}

@@ -1,10 +1,15 @@
-"""Searching an agency's own index: always by a named user, for a stated reason, and logged."""
+"""Searching an agency's own index: always by a named user, for a stated reason, and logged.
+
+The log is written to the agency's own store in the same call, before any result is returned;
+the agency's projector then publishes it to ``audit.search`` (an outbox), so searching keeps
+working while the broker is unreachable and no search goes unaudited.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from consumers.index import Hit, SqliteIndex
+from consumers.index import Criteria, Hit, SqliteIndex
 from consumers.projector import index_path
 from mutualaid.metrics import SEARCHES
 from mutualaid.plates import normalize_plate
@@ -13,15 +18,15 @@ from mutualaid.topics import check_ori
 
 
 class SearchRefused(Exception):
-    """A search without the user or reason that policy requires; nothing was searched."""
+    """A search without the user, reason or criteria that policy requires; nothing was searched."""
 
 
 @dataclass(frozen=True)
-class PlateQuery:
+class SearchRequest:
     agency_ori: str
-    plate: str
     user: str
     reason: str
+    criteria: Criteria
 
     def __post_init__(self) -> None:
         if not self.user.strip():
@@ -30,17 +35,24 @@ class PlateQuery:
             raise SearchRefused(
                 "every search needs a reason, such as a case or incident number (--reason)"
             )
-        if not normalize_plate(self.plate.replace("*", "").replace("?", "")):
-            raise SearchRefused(f"{self.plate!r} has no letters or digits to search for")
+        if self.criteria.is_empty():
+            raise SearchRefused(
+                "say what to look for: a plate, name, date of birth, incident number, text or "
+                "a place (--near); time, agency and kind only narrow a search"
+            )
+        plate = self.criteria.plate
+        if plate is not None and not normalize_plate(plate.replace("*", "").replace("?", "")):
+            raise SearchRefused(f"{plate!r} has no letters or digits to search for")
 
 
-def search_plate(settings: Settings, query: PlateQuery, limit: int = 100) -> list[Hit]:
-    """Reads of a plate the agency may see, exact matches first, then likely misreads."""
-    ori = check_ori(query.agency_ori)
+def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
+    """The records the agency holds that match, after logging who searched and why."""
+    ori = check_ori(request.agency_ori)
     index = SqliteIndex(index_path(settings, ori))
     try:
-        hits = index.search_plate(query.plate, limit=limit)
-        index.record_search(query.user, query.reason, {"plate": query.plate}, len(hits))
+        hits = index.search(request.criteria)
+        query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
+        index.record_search(request.user, request.reason, query, len(hits))
     finally:
         index.close()
     SEARCHES.labels(agency=ori).inc()

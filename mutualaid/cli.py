@@ -13,10 +13,16 @@ import json
 import signal
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mutualaid.configfile import ConfigError
 from mutualaid.settings import Settings, load_settings
+from mutualaid.topics import Kind
+
+if TYPE_CHECKING:  # the stages are imported only by the command that runs them
+    from consumers.index import Hit
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -79,7 +85,16 @@ def _parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="search an agency's index (audited)")
     search.add_argument("--agency", required=True, help="ORI of the agency searching")
-    search.add_argument("--plate", required=True, help="plate; * and ? are wildcards")
+    search.add_argument("--plate", help="plate, tolerant of misreads; * and ? are wildcards")
+    search.add_argument("--name", help='person, "last" or "first last"; small misspellings ok')
+    search.add_argument("--dob", help="date of birth, YYYY-MM-DD")
+    search.add_argument("--incident", help="incident or report number")
+    search.add_argument("--text", help="words anywhere in the record, e.g. narratives")
+    search.add_argument("--near", help="LAT,LON,KM: within KM of a point")
+    search.add_argument("--since", type=datetime.fromisoformat, help="from this time (ISO 8601)")
+    search.add_argument("--until", type=datetime.fromisoformat, help="up to this time")
+    search.add_argument("--from-agency", help="only records of this owner ORI")
+    search.add_argument("--kind", choices=[str(k) for k in Kind], help="only this kind")
     search.add_argument("--reason", default="", help="case or incident number (required)")
     search.add_argument("--user", default=getpass.getuser(), help="who is searching")
     search.add_argument("--limit", type=int, default=25, help="most results shown (25)")
@@ -238,46 +253,91 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _search(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.search import PlateQuery, SearchRefused, search_plate
+    from consumers.index import Criteria
+    from consumers.search import SearchRefused, SearchRequest, run_search
     from mutualaid.agencies import load_registry
 
     registry = load_registry(settings.agencies_file)
     agency = registry.get(args.agency)
     try:
-        query = PlateQuery(agency.ori, args.plate, args.user, args.reason)
-    except SearchRefused as exc:
+        criteria = Criteria(
+            plate=args.plate,
+            name=args.name,
+            dob=args.dob,
+            incident_number=args.incident,
+            text=args.text,
+            near=_near(args.near),
+            since=args.since,
+            until=args.until,
+            source_ori=registry.get(args.from_agency).ori if args.from_agency else None,
+            kind=args.kind,
+            limit=args.limit,
+        )
+        request = SearchRequest(agency.ori, args.user, args.reason, criteria)
+    except (SearchRefused, ValueError, KeyError) as exc:
         print(f"mutualaid search: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    hits = search_plate(settings, query, limit=args.limit)
-    names = {a.ori: a.name for a in registry.agencies}
+    hits = run_search(settings, request)
     if args.json:
         for hit in hits:
             print(
                 json.dumps(
                     {
                         "source_ori": hit.source_ori,
+                        "kind": hit.kind,
                         "record_id": hit.record_id,
+                        "version": hit.version,
                         "occurred_at": hit.occurred_at.isoformat(),
+                        "tier": hit.tier,
+                        "contact": hit.contact,
                         "body": hit.body,
                     }
                 )
             )
         return 0
+    names = {a.ori: a.name for a in registry.agencies}
     print(
-        f"{len(hits)} read(s) of {args.plate} visible to {agency.ori} ({agency.name}); "
-        f"search logged for {args.user}, reason {args.reason!r}"
+        f"{len(hits)} record(s) visible to {agency.ori} ({agency.name}); search logged for "
+        f"{args.user}, reason {args.reason!r}"
         + (f"; newest {args.limit} shown, --limit for more" if len(hits) == args.limit else "")
     )
     for hit in hits:
-        body = hit.body or {}
-        place = body.get("camera_name") or body.get("camera_id") or "?"
         print(
-            f"  {hit.occurred_at:%Y-%m-%d %H:%M:%S %Z}  {body.get('plate', '?'):<9} "
-            f"{body.get('plate_state') or '--'}  from {hit.source_ori} "
-            f"{names.get(hit.source_ori, '')}  at {place}  "
-            f"({body.get('latitude')}, {body.get('longitude')})"
+            f"  {hit.occurred_at:%Y-%m-%d %H:%M:%S %Z}  {hit.kind:<12} from {hit.source_ori} "
+            f"{names.get(hit.source_ori, '')}: {_summary(hit)}"
         )
     return 0
+
+
+def _near(text: str | None) -> tuple[float, float, float] | None:
+    if not text:
+        return None
+    try:
+        lat, lon, km = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--near {text!r}: expected LAT,LON,KM such as 38.94,-119.98,5") from None
+    return lat, lon, km
+
+
+def _summary(hit: Hit) -> str:
+    """One line a dispatcher can read: what the record says, or whom to call."""
+    body = hit.body
+    if body is None:
+        return f"record {hit.record_id} exists; details on request: {hit.contact or 'the owner'}"
+    if hit.kind == "alpr.read":
+        place = body.get("camera_name") or body.get("camera_id") or "?"
+        return (
+            f"{body.get('plate', '?')} {body.get('plate_state') or '--'} at {place} "
+            f"({body.get('latitude')}, {body.get('longitude')})"
+        )
+    people = ", ".join(
+        " ".join(filter(None, (p.get("first_name"), p.get("last_name"))))
+        for p in body.get("persons") or []
+    )
+    what = body.get("incident_type_description") or ", ".join(
+        o.get("description") or o.get("nibrs_code") or "" for o in body.get("offenses") or []
+    )
+    return f"{body.get('incident_number') or hit.record_id} {what} {people}".strip()
 
 
 def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:

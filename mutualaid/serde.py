@@ -46,6 +46,7 @@ SHARED_EVENT = {
 DEAD_LETTER = "mutualaid.DeadLetter"
 MAX_DETAIL = 200
 AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
+SEARCH_AUDIT = "mutualaid.SearchAudit"
 
 
 class SerializationError(Exception):

@@ -14,8 +14,14 @@ from confluent_kafka import Producer
 
 from conftest import Region, read_topic, running_stages, wait_for
 from consumers.projector import index_path
-from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
-from mutualaid.topics import Kind, Stage, dlq_topic, share_topic, source_topic
+from mutualaid.serde import (
+    DEAD_LETTER,
+    SEARCH_AUDIT,
+    AvroDeserializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, dlq_topic, share_topic, source_topic
 from producers import samples
 
 HEADER = ",".join(samples.HEADER)
@@ -143,6 +149,18 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     with sqlite3.connect(index_path(region.settings, county)) as db:
         audit = db.execute("select user, reason from search_audit").fetchall()
     assert ("det.rivera", "case 24-001") in audit
+    # ... and published from there to audit.search by the county's projector.
+    decode_search = AvroDeserializer(SchemaStore(), SEARCH_AUDIT)
+
+    def searches(records: list) -> list[dict]:
+        decoded = (decode_search(m.value(), SerializationContext(AUDIT_SEARCH)) for m in records)
+        return [d for d in decoded if d["agency_ori"] == county]
+
+    published = searches(
+        read_topic(region.settings.bootstrap_servers, AUDIT_SEARCH, lambda r: bool(searches(r)))
+    )
+    assert {(d["user"], d["reason"]) for d in published} == {("det.rivera", "case 24-001")}
+    assert json.loads(published[0]["query_json"])["plate"] in ("7ABC123", "8XYZ999")
     refused = mutualaid(region, "search", "--agency", county, "--plate", "7ABC123")
     assert refused.returncode == 3
     assert "refused: every search needs a reason" in refused.stderr

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from consumers.index import SqliteIndex, plate_key
+from consumers.index import Criteria, SqliteIndex, plate_key
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -81,8 +82,8 @@ def test_exact_first_then_misreads_newest_first(index: SqliteIndex) -> None:
             shared("r4", "XYZ999"),
         ]
     )
-    assert ids(index.search_plate("BOS123")) == ["r2", "r3", "r1"]
-    assert ids(index.search_plate("xyz-999")) == ["r4"]
+    assert ids(index.search(Criteria(plate="BOS123"))) == ["r2", "r3", "r1"]
+    assert ids(index.search(Criteria(plate="xyz-999"))) == ["r4"]
 
 
 def test_wildcards(index: SqliteIndex) -> None:
@@ -94,39 +95,39 @@ def test_wildcards(index: SqliteIndex) -> None:
             shared("r4", "7XBC123"),
         ]
     )
-    assert ids(index.search_plate("7AB*")) == ["r2", "r1"]
-    assert ids(index.search_plate("?ABC123")) == ["r3", "r1"]
+    assert ids(index.search(Criteria(plate="7AB*"))) == ["r2", "r1"]
+    assert ids(index.search(Criteria(plate="?ABC123"))) == ["r3", "r1"]
 
 
 def test_replay_changes_nothing(index: SqliteIndex) -> None:
     batch = [shared("r1", "7ABC123"), shared("r2", "7ABC123", minutes=1)]
     assert index.apply(batch) == 2
-    before = index.search_plate("7ABC123")
+    before = index.search(Criteria(plate="7ABC123"))
     assert index.apply(batch) == 0
-    assert index.search_plate("7ABC123") == before
+    assert index.search(Criteria(plate="7ABC123")) == before
 
 
 def test_older_version_never_overwrites_newer(index: SqliteIndex) -> None:
     index.apply([shared("r1", "NEW111", version=3)])
     assert index.apply([shared("r1", "OLD111", version=2)]) == 0
-    assert ids(index.search_plate("NEW111")) == ["r1"]
-    assert index.search_plate("OLD111") == []
+    assert ids(index.search(Criteria(plate="NEW111"))) == ["r1"]
+    assert index.search(Criteria(plate="OLD111")) == []
 
 
 def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: SqliteIndex) -> None:
     index.apply([shared("r1", "7ABC123", version=1)])
     assert index.apply([shared("r1", None, version=2, op="DELETE")]) == 1
-    assert index.search_plate("7ABC123") == [] and index.count() == 0
+    assert index.search(Criteria(plate="7ABC123")) == [] and index.count() == 0
     assert index.apply([shared("r1", "7ABC123", version=1)]) == 0
-    assert index.search_plate("7ABC123") == []
+    assert index.search(Criteria(plate="7ABC123")) == []
     assert index.apply([shared("r1", "7ABC123", version=3)]) == 1
-    assert ids(index.search_plate("7ABC123")) == ["r1"]
+    assert ids(index.search(Criteria(plate="7ABC123"))) == ["r1"]
 
 
 def test_pointer_tier_stores_no_body(index: SqliteIndex) -> None:
     index.apply([shared("r1", "7ABC123", tier="POINTER")])
     assert index.count() == 1
-    assert index.search_plate("7ABC123") == []  # a pointer carries no plate to search by
+    assert index.search(Criteria(plate="7ABC123")) == []  # a pointer carries no plate to search by
 
 
 def test_search_audit_requires_user_and_reason(index: SqliteIndex) -> None:
@@ -141,5 +142,98 @@ def test_durable_across_reopen(tmp_path: Path) -> None:
     first.apply([shared("r1", "7ABC123")])
     first.close()
     again = SqliteIndex(path)
-    assert ids(again.search_plate("7ABC123")) == ["r1"]
-    assert again.search_plate("7ABC123")[0].body["camera_name"] == "Stateline"
+    assert ids(again.search(Criteria(plate="7ABC123"))) == ["r1"]
+    assert again.search(Criteria(plate="7ABC123"))[0].body["camera_name"] == "Stateline"
+
+
+def rms_record(
+    record_id: str,
+    persons: list[dict],
+    *,
+    narrative: str,
+    minutes: int = 0,
+    where: tuple[float, float] = (38.94, -119.98),
+    owner: str = "CA0990200",
+) -> dict:
+    event = shared(record_id, None, minutes=minutes, owner=owner)
+    event["envelope"]["kind"] = "rms.record"
+    event["body"] = {
+        "incident_number": f"INC-{record_id}",
+        "persons": persons,
+        "narrative": narrative,
+        "location": {"latitude": where[0], "longitude": where[1]},
+    }
+    return event
+
+
+@pytest.fixture
+def reports(index: SqliteIndex) -> SqliteIndex:
+    index.apply(
+        [
+            rms_record(
+                "a",
+                [{"first_name": "Jordan", "last_name": "Ellis", "dob": "1984-03-09"}],
+                narrative="silver Camry taken from driveway",
+                minutes=10,
+            ),
+            rms_record(
+                "b",
+                [{"first_name": "Maria", "last_name": "Johnson", "dob": "1990-07-01"}],
+                narrative="catalytic converter cut from truck",
+                minutes=20,
+                where=(38.60, -120.40),
+            ),
+            rms_record(
+                "c",
+                [{"first_name": "Mario", "last_name": "Jonson", "dob": "1979-01-15"}],
+                narrative="shoplifting, Lake Pkwy market",
+                minutes=30,
+                owner="NV0990300",
+            ),
+            shared("p1", "7ABC123", minutes=5),
+        ]
+    )
+    return index
+
+
+def test_person_name_tolerates_misspelling(reports: SqliteIndex) -> None:
+    assert ids(reports.search(Criteria(name="Johnson"))) == ["c", "b"]
+    # Close enough to both Maria Johnson and Mario Jonson: a dispatcher sees both, newest first.
+    assert ids(reports.search(Criteria(name="Maria Jonhson"))) == ["c", "b"]
+    assert ids(reports.search(Criteria(name="Jordan Elis"))) == ["a"]
+    assert ids(reports.search(Criteria(name="Elis"))) == ["a"]
+    assert reports.search(Criteria(name="Smith")) == []
+
+
+def test_dob_incident_and_text(reports: SqliteIndex) -> None:
+    assert ids(reports.search(Criteria(dob="1984-03-09"))) == ["a"]
+    assert ids(reports.search(Criteria(incident_number="INC-b"))) == ["b"]
+    assert ids(reports.search(Criteria(text="camry"))) == ["a"]
+    assert ids(reports.search(Criteria(text="converter OR shoplifting"))) == ["c", "b"]
+
+
+def test_filters_narrow_a_search(reports: SqliteIndex) -> None:
+    everything = Criteria(text="Lake OR camry OR converter")
+    assert ids(reports.search(everything)) == ["c", "b", "a"]
+    assert ids(reports.search(replace(everything, source_ori="NV0990300"))) == ["c"]
+    assert ids(
+        reports.search(
+            replace(everything, since=T0 + timedelta(minutes=15), until=T0 + timedelta(minutes=25))
+        )
+    ) == ["b"]
+    assert ids(reports.search(replace(everything, kind="alpr.read"))) == []
+
+
+def test_distance_from_a_point(reports: SqliteIndex) -> None:
+    # b is ~50 km away from the others.
+    assert ids(reports.search(Criteria(near=(38.94, -119.98, 5)))) == ["c", "a", "p1"]
+    assert ids(reports.search(Criteria(near=(38.60, -120.40, 5)))) == ["b"]
+
+
+def test_search_audit_is_an_outbox(index: SqliteIndex) -> None:
+    index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
+    index.record_search("det.cho", "case 24-002", {"name": "Ellis"}, 0)
+    pending = index.unpublished_searches()
+    assert [(r["user"], r["result_count"]) for r in pending] == [("det.rivera", 2), ("det.cho", 0)]
+    index.mark_published([pending[0]["id"]])
+    assert [r["user"] for r in index.unpublished_searches()] == ["det.cho"]
