@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import weakref
 from pathlib import Path
 
 import faust
+from faust.streams import _current_event as faust_current_event
 
 from mutualaid.agencies import Registry
 from mutualaid.configfile import ConfigError
@@ -95,10 +97,11 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
             pending = []
             for event in batch:
-                # take_events does not set the current event per item, and the table writes
-                # its changelog to the current event's partition (so the state moves with the
-                # partition on rebalance): set it, through faust's own (private) setter.
-                stream._set_current_event(event)
+                # The table writes its changelog to the current event's partition (so the
+                # state moves with the partition on rebalance), but take_events does not set
+                # it per item. Set only the context variable the table reads: the stream's own
+                # current_event is what take_events' background filler reads, and must not move.
+                faust_current_event.set(weakref.ref(event))
                 msg = event.message
                 consumed = Consumed(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
                 for out in router.route(consumed, holders):
