@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -69,6 +70,12 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
         assert " from CA0990200 " in search.stdout or " from NV0990300 " in search.stdout
         assert " from CA0990100 " not in search.stdout  # own reads are not shared to itself
         assert re.search(r"published 1,200/1,200 {2}dead letters 0", text)
+        # Each CA agency receives the other's 400 reads and Desert Springs' 400; nobody else.
+        counts = {}
+        for ori in ("ca0990100", "ca0990200", "nv0990300", "dc0990400"):
+            with sqlite3.connect(tmp_path / "var" / "index" / f"{ori}.sqlite") as db:
+                counts[ori] = db.execute("select count(*) from records").fetchone()[0]
+        assert counts == {"ca0990100": 800, "ca0990200": 800, "nv0990300": 0, "dc0990400": 0}
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
