@@ -147,6 +147,13 @@ def _name_similarity(wanted: str, first: str | None, last: str | None) -> float:
 FORMAT_VERSION = 2
 
 
+def _newer(envelope: dict, row: sqlite3.Row) -> bool:
+    """Higher versions win; at the same version a delete (a recall) wins over the copy."""
+    if envelope["version"] != row["version"]:
+        return envelope["version"] > row["version"]
+    return envelope["op"] == "DELETE" and not row["deleted"]
+
+
 def _set_aside_old_format(path: Path) -> None:
     """An index in an older format is renamed (kept: it holds search audit rows) and rebuilt."""
     if not path.exists():
@@ -195,9 +202,11 @@ class SqliteIndex:
         env, disclosure, body = event["envelope"], event["disclosure"], event["body"]
         key = (env["source_ori"], env["kind"], env["record_id"])
         row = self._db.execute(
-            "select id, version from records where source_ori=? and kind=? and record_id=?", key
+            "select id, version, deleted from records "
+            "where source_ori=? and kind=? and record_id=?",
+            key,
         ).fetchone()
-        if row is not None and row[1] >= env["version"]:
+        if row is not None and not _newer(env, row):
             return 0
         deleted = env["op"] == "DELETE"
         body = None if deleted else body

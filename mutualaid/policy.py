@@ -297,24 +297,9 @@ class Policy:
         def denied(reason: str, outcome: Outcome = "DENIED") -> Decision:
             return Decision(partner_ori, outcome, a, (*steps, f"{outcome.lower()}: {reason}"))
 
-        if c.partner_types is not None:
-            if partner.type not in c.partner_types:
-                return denied(f"partner is {partner.type}; allowed: {', '.join(c.partner_types)}")
-            steps.append(f"ok: partner type {partner.type} is allowed")
-        if c.same_state_only:
-            if partner.state != owner.state:
-                return denied(
-                    f"partner is in {partner.state}, owner in {owner.state}: same state only"
-                )
-            steps.append(f"ok: partner is in {owner.state}, as the owner")
-        labels = sorted(set(envelope["labels"]) & set(c.exclude_labels))
-        if labels:
-            outcome: Outcome = "POINTER" if c.on_excluded_label == "pointer" else "DENIED"
-            return denied(
-                f"record is labelled {', '.join(labels)}, which this agreement excludes", outcome
-            )
-        if c.exclude_labels:
-            steps.append(f"ok: none of the excluded labels ({', '.join(c.exclude_labels)})")
+        gate = self._partner_gate(a, owner, partner, envelope["labels"], steps)
+        if gate is not None:
+            return denied(*gate)
         reason = self._offense_check(c, body)
         if reason is not None:
             return denied(reason)
@@ -335,6 +320,53 @@ class Policy:
                 partner_ori, "POINTER", a, (*steps, "pointer: agreement tier is pointer")
             )
         return Decision(partner_ori, "SHARED", a, (*steps, "shared"))
+
+    @staticmethod
+    def _partner_gate(
+        a: Agreement, owner: Agency, partner: Agency, labels: list[str], steps: list[str]
+    ) -> tuple[str, Outcome] | None:
+        """The conditions that depend on who the partner is and how the record is labelled, not
+        on its contents: (reason, outcome) if one fails, else None (passed steps appended)."""
+        c = a.conditions
+        if c.partner_types is not None:
+            if partner.type not in c.partner_types:
+                return f"partner is {partner.type}; allowed: {', '.join(c.partner_types)}", "DENIED"
+            steps.append(f"ok: partner type {partner.type} is allowed")
+        if c.same_state_only:
+            if partner.state != owner.state:
+                return (
+                    f"partner is in {partner.state}, owner in {owner.state}: same state only",
+                    "DENIED",
+                )
+            steps.append(f"ok: partner is in {owner.state}, as the owner")
+        excluded = sorted(set(labels) & set(c.exclude_labels))
+        if excluded:
+            outcome: Outcome = "POINTER" if c.on_excluded_label == "pointer" else "DENIED"
+            return (
+                f"record is labelled {', '.join(excluded)}, which this agreement excludes",
+                outcome,
+            )
+        if c.exclude_labels:
+            steps.append(f"ok: none of the excluded labels ({', '.join(c.exclude_labels)})")
+        return None
+
+    def may_still_hold(
+        self, owner_ori: str, kind: str, partner_ori: str, labels: list[str]
+    ) -> str | None:
+        """After agreements change: None if some agreement still lets the partner hold a record
+        of this owner, kind and labels; else why not. Content conditions (place, age, offense)
+        are not re-judged here: they are, with everything else, at the record's next version."""
+        reasons = []
+        for agreement, partners in self._covering.get((owner_ori, kind), []):
+            if partner_ori not in partners:
+                continue
+            gate = self._partner_gate(
+                agreement, self._agencies[owner_ori], self._agencies[partner_ori], labels, []
+            )
+            if gate is None or gate[1] == "POINTER":
+                return None
+            reasons.append(f"{agreement.id} v{agreement.version}: {gate[0]}")
+        return "; ".join(reasons) or "no agreement names it any more"
 
     @staticmethod
     def _membership(a: Agreement, partner: Agency) -> str:

@@ -52,6 +52,11 @@ def dlq_topic(stage: Stage) -> str:
     return f"dlq.{stage}"
 
 
+def router_control_topic(router_id: str) -> str:
+    """The router's own control topic, partitioned like the source topics."""
+    return f"{router_id}.control"
+
+
 AUDIT_DISSEMINATION = "audit.dissemination"
 AUDIT_SEARCH = "audit.search"
 

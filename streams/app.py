@@ -27,7 +27,7 @@ from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy
 from mutualaid.serde import SchemaStore, registry_client
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, source_topic, topics_for
+from mutualaid.topics import Kind, TopicSpec, router_control_topic, source_topic, topics_for
 from streams.router import Consumed, Router
 
 log = logging.getLogger("mutualaid.router")
@@ -61,10 +61,12 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         registry_client(settings.schema_registry_url),
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
+        control_topic=router_control_topic(settings.router_id),
     )
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     holders = app.Table("holders", partitions=settings.partitions, key_type=str)
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
+    sources.append(router.control_topic)  # rechecks after a narrowing, co-partitioned
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
@@ -87,9 +89,16 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
                 exc,
             )
             return
+        rechecks = router.rechecks(holders)
+        sent = [
+            await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
+            for o in rechecks
+        ]
+        await asyncio.gather(*sent)
         log.warning(
-            "agreements reloaded: %s",
+            "agreements reloaded: %s; %d shared record(s) to recheck",
             ", ".join(f"{a.id} v{a.version}" for a in router.policy.agreements),
+            len(rechecks),
         )
 
     @app.agent(topic, name="route")
@@ -106,7 +115,9 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
                 consumed = Consumed(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
                 for out in router.route(consumed, holders):
                     pending.append(
-                        await app.producer.send(out.topic, out.key, out.value, None, None, None)
+                        await app.producer.send(
+                            out.topic, out.key, out.value, out.partition, None, None
+                        )
                     )
             try:
                 await asyncio.gather(*pending)
@@ -131,8 +142,11 @@ def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:
     """Create missing topics, then run the router until SIGTERM or Ctrl-C."""
     app = create_app(settings, registry, policy)  # refuses to start without the keys it needs
     admin = wait_for_broker(settings.bootstrap_servers)
+    control = TopicSpec(router_control_topic(settings.router_id), settings.partitions)
     ensure_topics(
-        admin, topics_for(registry.oris, settings.partitions), settings.replication_factor
+        admin,
+        [*topics_for(registry.oris, settings.partitions), control],
+        settings.replication_factor,
     )
     serve_metrics(settings.metrics_port)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import dead_letter
 from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
-from mutualaid.events import record_key
+from mutualaid.events import new_envelope, record_key
 from mutualaid.metrics import (
     EVENTS_IN,
     EVENTS_OUT,
@@ -61,6 +61,7 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes | None
+    partition: int | None = None  # None: the producer's partitioner decides
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,10 @@ class Router:
         *,
         public_keys: dict[str, PublicKey],
         hash_key: bytes | None,
+        control_topic: str = "mutualaid-router.control",
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
+        self.control_topic = control_topic
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
@@ -137,6 +140,8 @@ class Router:
         later delete, seal or narrowing can be sent to exactly those partners.
         """
         ctx = SerializationContext(record.topic, record.partition, record.offset)
+        if record.topic == self.control_topic:
+            return self._recheck(record, holders, ctx)
         try:
             owner, kind = parse_source_topic(record.topic)
             event = self._decode[kind](record.value, ctx)
@@ -162,16 +167,21 @@ class Router:
                     f"{record.topic}; each agency publishes only to its own topics",
                 )
             ]
-        return self._disseminate(kind, event, ctx, holders)
+        return self._disseminate(kind, event, ctx, holders, record.partition)
 
     def _disseminate(
-        self, kind: Kind, event: dict, ctx: SerializationContext, holders: Holders
+        self,
+        kind: Kind,
+        event: dict,
+        ctx: SerializationContext,
+        holders: Holders,
+        partition: int,
     ) -> list[Output]:
         """Share with every partner the policy allows; withdraw from every partner that held
         the record and no longer may (deleted, sealed, or no longer qualifying)."""
         envelope = event["envelope"]
         key = holder_key(envelope)
-        held: dict[str, list] = dict(holders.get(key) or {})
+        held: dict[str, list] = dict((holders.get(key) or {}).get("partners", {}))
         withdrawing = envelope["op"] == "DELETE" or WITHDRAWING_LABELS & set(envelope["labels"])
         started = time.perf_counter()
         decisions = [] if withdrawing else self.policy.decide(event, self.clock())
@@ -192,7 +202,7 @@ class Router:
                 holding[decision.partner_ori] = [decision.agreement.id, decision.agreement.version]
             outputs.append(
                 self._audit(
-                    event,
+                    envelope,
                     decision.partner_ori,
                     decision.outcome,
                     decision.agreement_ref,
@@ -214,26 +224,87 @@ class Router:
                 if withdrawing
                 else f"no longer qualifies: {denied.get(partner, 'no agreement names it')}"
             )
-            outputs += self._withdraw(kind, event, ctx, partner, (agreement_id, version), reason)
-        if holding != held:
-            if holding:
-                holders[key] = holding
-            else:
-                holders.pop(key, None)
+            outputs += self._withdraw(kind, envelope, ctx, partner, (agreement_id, version), reason)
+        if holding:
+            entry = {
+                "partition": partition,
+                "version": envelope["version"],
+                "labels": envelope["labels"],
+                "partners": holding,
+            }
+            if holders.get(key) != entry:
+                holders[key] = entry
+        elif held:
+            holders.pop(key, None)
         EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(len(holding))
+        return outputs
+
+    def rechecks(self, holders: Holders) -> list[Output]:
+        """After the agreements changed: one control record per held record that some partner
+        may no longer hold, to the partition the record lives on, so the withdrawal and the
+        table update happen in-stream there (see ``_recheck``)."""
+        outputs = []
+        for key, entry in list(holders.items()):
+            kind, owner, _ = key.split("/", 2)
+            if any(
+                self.policy.may_still_hold(owner, kind, partner, entry["labels"])
+                for partner in entry["partners"]
+            ):
+                outputs.append(
+                    Output(self.control_topic, key.encode(), b"recheck", entry["partition"])
+                )
+        return outputs
+
+    def _recheck(
+        self, record: Consumed, holders: Holders, ctx: SerializationContext
+    ) -> list[Output]:
+        key = (record.key or b"").decode()
+        entry = holders.get(key)
+        if entry is None:
+            return []  # withdrawn or deleted since the recheck was posted
+        kind, owner, record_id = key.split("/", 2)
+        envelope = new_envelope(
+            source_ori=owner,
+            source_system="mutualaid-router",
+            kind=Kind(kind),
+            record_id=record_id,
+            version=entry["version"],
+            occurred_at=self.clock(),
+            op="DELETE",
+            labels=entry["labels"],
+            now=self.clock(),
+        )
+        outputs, keep = [], {}
+        for partner, agreement in entry["partners"].items():
+            reason = self.policy.may_still_hold(owner, kind, partner, entry["labels"])
+            if reason is None:
+                keep[partner] = agreement
+                continue
+            outputs += self._withdraw(
+                Kind(kind),
+                envelope,
+                ctx,
+                partner,
+                tuple(agreement),
+                f"agreements narrowed: {reason}",
+            )
+        if keep:
+            holders[key] = {**entry, "partners": keep}
+        else:
+            holders.pop(key, None)
         return outputs
 
     def _withdraw(
         self,
         kind: Kind,
-        event: dict,
+        source: dict,
         ctx: SerializationContext,
         partner: str,
         agreement: tuple[str, int],
         reason: str,
     ) -> list[Output]:
         """A DELETE for the partner's index, a tombstone for compaction, and the audit record."""
-        envelope = {**event["envelope"], "op": "DELETE", "source_position": None}
+        envelope = {**source, "op": "DELETE", "source_position": None}
         withdrawal = {
             "envelope": envelope,
             "disclosure": new_disclosure(partner, agreement),
@@ -245,7 +316,7 @@ class Router:
             Output(topic, record_key(envelope), self._encode[kind](withdrawal, ctx)),
             Output(topic, record_key(envelope), None),
             self._audit(
-                event, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
+                envelope, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
             ),
         ]
 
@@ -265,14 +336,13 @@ class Router:
 
     def _audit(
         self,
-        event: dict,
+        envelope: dict,
         partner: str,
         outcome: str,
         agreement: tuple[str, int] | None,
         reasons: list[str],
         report: FieldReport,
     ) -> Output:
-        envelope = event["envelope"]
         record = {
             "event_id": envelope["event_id"],
             "source_ori": envelope["source_ori"],

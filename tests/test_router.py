@@ -168,7 +168,12 @@ def test_a_delete_is_sent_to_exactly_the_partners_that_hold_the_record(tmp_path:
     topic = "src.nv0990300.alpr.read"
     router.route(consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders)
     assert holders == {
-        "alpr.read/NV0990300/r1": {"CA0990100": ["desert-out", 1], "CA0990200": ["desert-out", 1]}
+        "alpr.read/NV0990300/r1": {
+            "partition": 2,
+            "version": 1,
+            "labels": [],
+            "partners": {"CA0990100": ["desert-out", 1], "CA0990200": ["desert-out", 1]},
+        }
     }
     outputs = router.route(
         consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "DELETE", 2, [])), holders
@@ -220,3 +225,32 @@ def test_sealing_withdraws_and_a_new_label_narrows(tmp_path: Path) -> None:
         ("share.ca0990200.rms.record", "tombstone"),
         ("audit.dissemination", "CA0990200 WITHDRAWN"),
     ]
+
+
+def test_narrowed_agreements_recall_records_already_shared(tmp_path: Path) -> None:
+    router, holders = withdrawal_router(tmp_path), {}
+    topic = "src.nv0990300.alpr.read"
+    router.route(consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders)
+    (tmp_path / "a.yaml").write_text(
+        "agreements:\n"
+        "  - id: desert-out\n"
+        "    version: 2\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990200]\n"
+        "    kinds: [alpr.read]\n"
+    )
+    router.use_policy(load_policy(tmp_path, load_registry(Path("deploy/agencies.yaml"))))
+    (control,) = router.rechecks(holders)
+    assert (control.topic, control.key, control.partition) == (
+        "mutualaid-router.control",
+        b"alpr.read/NV0990300/r1",
+        2,
+    )
+    outputs = router.route(Consumed(control.topic, 2, 0, control.key, control.value), holders)
+    assert summary(outputs) == [
+        ("share.ca0990100.alpr.read", "DELETE"),
+        ("share.ca0990100.alpr.read", "tombstone"),
+        ("audit.dissemination", "CA0990100 WITHDRAWN"),
+    ]
+    assert holders["alpr.read/NV0990300/r1"]["partners"] == {"CA0990200": ["desert-out", 1]}
+    assert router.rechecks(holders) == []  # nothing left to recall

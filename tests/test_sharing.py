@@ -301,6 +301,25 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
         # Nothing sent twice while the agreements changed underneath.
         assert len(shared_on(region, county, Kind.ALPR_READ, until=3, timeout=3)) == 2
 
+        # Narrowed: the county is no longer a partner, and what it already holds is recalled.
+        write(3, [neighbour])
+        wait_for(
+            lambda: (
+                "agreements reloaded: alpr v3; 2 shared record(s) to recheck"
+                in (tmp_path / "router.log").read_text()
+            ),
+            30,
+            "the narrowed agreement",
+        )
+        recalled = shared_on(region, county, Kind.ALPR_READ, until=6)
+        deletes = {
+            e["envelope"]["record_id"]
+            for e in recalled[2:]
+            if e is not None and e["envelope"]["op"] == "DELETE"
+        }
+        assert deletes == {"A-1", "A-2"}
+        assert sum(e is None for e in recalled) == 2  # and their tombstones
+
 
 @pytest.mark.broker
 def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path: Path) -> None:
