@@ -76,6 +76,13 @@ US_STATES = frozenset(
 )
 
 
+class UnknownAgency(KeyError):
+    """An ORI that is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class AgencyType(StrEnum):
     LOCAL = "local"
     COUNTY = "county"
@@ -137,7 +144,9 @@ class Registry(BaseModel):
         for agency in self.agencies:
             if agency.ori == wanted:
                 return agency
-        raise KeyError(f"{wanted} is not in the agency registry (known: {', '.join(self.oris)})")
+        raise UnknownAgency(
+            f"{wanted} is not in the agency registry (known: {', '.join(self.oris)})"
+        )
 
     @property
     def oris(self) -> list[str]:

@@ -17,9 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mutualaid.agencies import UnknownAgency
 from mutualaid.configfile import ConfigError
 from mutualaid.settings import Settings, load_settings
-from mutualaid.topics import Kind
+from mutualaid.topics import InvalidOri, Kind
 
 if TYPE_CHECKING:  # the stages are imported only by the command that runs them
     from consumers.index import Hit
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(settings, args)
     except ConfigError as exc:
         print(f"mutualaid: cannot start, fix the configuration first:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (UnknownAgency, InvalidOri) as exc:  # a bad ORI on the command line
+        print(f"mutualaid: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

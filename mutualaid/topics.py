@@ -27,11 +27,15 @@ class Stage(StrEnum):
     CONSUMERS = "consumers"
 
 
+class InvalidOri(ValueError):
+    """Not the shape of an NCIC ORI."""
+
+
 def check_ori(ori: str) -> str:
     """Return the ORI upper-cased, or raise ValueError naming the expected shape."""
     value = ori.strip().upper()
     if not ORI_PATTERN.match(value):
-        raise ValueError(
+        raise InvalidOri(
             f"{ori!r} is not an NCIC ORI: expected 9 characters, two letters (the state) "
             "then seven letters or digits, e.g. CA0194200"
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -105,3 +107,31 @@ def test_private_keys_are_owner_only_and_never_overwritten(
     with pytest.raises(FileExistsError):
         generate_hash_key(hash_file)
     assert load_hash_key(hash_file) == key
+
+
+def test_keys_commands(tmp_path: Path) -> None:
+    env = {"MUTUALAID_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def keys(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mutualaid.cli", "keys", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+
+    first = keys("generate", "--agency", "ca0990200")
+    assert first.returncode == 0, first.stderr
+    assert "private (keep on this agency's machines only)" in first.stdout
+    second = keys("rotate", "--agency", "CA0990200")
+    assert second.returncode == 0
+    ring = load_keyring("CA0990200", tmp_path / "keys" / "private")
+    assert len(ring.key_ids) == 2
+    assert newest_public_key("CA0990200", tmp_path / "keys" / "public").key_id == ring.key_ids[-1]
+    assert keys("hash-key").returncode == 0
+    again = keys("hash-key")
+    assert again.returncode == 1 and "not overwritten" in again.stderr
+    unknown = keys("generate", "--agency", "TX0000000")
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("mutualaid: TX0000000 is not in the agency registry")
