@@ -57,3 +57,14 @@ def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
         index.close()
     SEARCHES.labels(agency=ori).inc()
     return hits
+
+
+def parse_near(text: str | None) -> tuple[float, float, float] | None:
+    """'38.94,-119.98,5' -> (38.94, -119.98, 5.0); ValueError naming the expected form."""
+    if not text:
+        return None
+    try:
+        lat, lon, km = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"near {text!r}: expected LAT,LON,KM such as 38.94,-119.98,5") from None
+    return lat, lon, km

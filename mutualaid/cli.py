@@ -105,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print JSON lines")
     search.set_defaults(handler=_search)
 
+    api = sub.add_parser("api", help="serve the agency's search over HTTP (OpenAPI at /docs)")
+    api.add_argument("--agency", required=True, help="ORI of the agency whose index to serve")
+    api.add_argument("--port", type=int, help="default: api_port setting (8600)")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    api.set_defaults(handler=_api)
+    api_user = sub.add_parser("api-user", help="manage search API users")
+    api_user_sub = api_user.add_subparsers(required=True, metavar="action")
+    add_user = api_user_sub.add_parser("add", help="issue a token to a user (shown once)")
+    add_user.add_argument("--agency", required=True, help="ORI of the user's agency")
+    add_user.add_argument("--user", required=True, help="who, as the audit should name them")
+    add_user.set_defaults(handler=_api_user_add)
+
     agreements = sub.add_parser("agreements", help="work with sharing agreements")
     agreements_sub = agreements.add_subparsers(required=True, metavar="action")
     check = agreements_sub.add_parser("check", help="validate the registry and every agreement")
@@ -258,7 +270,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 
 def _search(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.index import Criteria
-    from consumers.search import SearchRefused, SearchRequest, run_search
+    from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
     from mutualaid.agencies import load_registry
 
     registry = load_registry(settings.agencies_file)
@@ -270,7 +282,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
             dob=args.dob,
             incident_number=args.incident,
             text=args.text,
-            near=_near(args.near),
+            near=parse_near(args.near),
             since=args.since,
             until=args.until,
             source_ori=registry.get(args.from_agency).ori if args.from_agency else None,
@@ -313,16 +325,6 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _near(text: str | None) -> tuple[float, float, float] | None:
-    if not text:
-        return None
-    try:
-        lat, lon, km = (float(part) for part in text.split(","))
-    except ValueError:
-        raise ValueError(f"--near {text!r}: expected LAT,LON,KM such as 38.94,-119.98,5") from None
-    return lat, lon, km
-
-
 def _summary(hit: Hit) -> str:
     """One line a dispatcher can read: what the record says, or whom to call."""
     body = hit.body
@@ -342,6 +344,31 @@ def _summary(hit: Hit) -> str:
         o.get("description") or o.get("nibrs_code") or "" for o in body.get("offenses") or []
     )
     return f"{body.get('incident_number') or hit.record_id} {what} {people}".strip()
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from consumers.api import create_api
+    from mutualaid.agencies import load_registry
+
+    registry = load_registry(settings.agencies_file)
+    app = create_api(settings, registry.get(args.agency), registry)
+    uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="warning")
+    return 0
+
+
+def _api_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.api import add_user
+    from mutualaid.agencies import load_registry
+
+    ori = load_registry(settings.agencies_file).get(args.agency).ori
+    token = add_user(settings.api_users_file, ori, args.user)
+    print(
+        f"token for {args.user} of {ori} (shown only now; send as 'Authorization: Bearer "
+        f"<token>'):\n{token}"
+    )
+    return 0
 
 
 def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:

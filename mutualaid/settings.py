@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     hash_key_file: Path = Field(
         None, description="secret for keyed hashes; default <data_dir>/keys/hash.key"
     )
+    api_users_file: Path = Field(
+        None, description="search API users and token hashes; default <data_dir>/api-users.json"
+    )
+    api_port: int = Field(8600, ge=1, le=65535, description="port of `mutualaid api`")
     router_id: str = Field(
         "mutualaid-router",
         pattern=r"^[a-z0-9][a-z0-9-]*$",
@@ -73,6 +77,7 @@ class Settings(BaseSettings):
             values.setdefault("public_keys_dir", keys / "public")
             values.setdefault("private_keys_dir", keys / "private")
             values.setdefault("hash_key_file", keys / "hash.key")
+            values.setdefault("api_users_file", keys.parent / "api-users.json")
         return values
 
     @classmethod

@@ -1,0 +1,151 @@
+"""The HTTP search API an agency runs over its own index: ``GET /search``, with OpenAPI.
+
+Callers authenticate with a bearer token issued by ``mutualaid api-user add``; only the token's
+SHA-256 is stored, so the users file is no secret worth stealing. Every search goes through
+``consumers.search.run_search``: the same refusals and the same audit as the command line.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads these annotations at run time,
+# including ones that name local dependencies.
+
+import hashlib
+import json
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from consumers.index import Criteria, Hit
+from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
+from mutualaid.agencies import Agency, Registry
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, check_ori
+
+
+class Result(BaseModel):
+    source_ori: str
+    source_agency: str
+    kind: str
+    record_id: str
+    record_ref: str  # quote it to the owner to ask for the record itself
+    version: int
+    occurred_at: datetime
+    tier: str
+    contact: str | None
+    body: dict | None
+
+
+class SearchResponse(BaseModel):
+    agency_ori: str
+    user: str
+    reason: str
+    count: int
+    results: list[Result]
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def add_user(path: Path, agency_ori: str, user: str) -> str:
+    """Issue a token for ``user`` of the agency; returns it (shown once, stored hashed)."""
+    users = json.loads(path.read_text()) if path.exists() else []
+    token = secrets.token_urlsafe(32)
+    users.append({"agency_ori": check_ori(agency_ori), "user": user, "sha256": _digest(token)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(users, indent=2))
+    path.chmod(0o600)
+    return token
+
+
+def _users(path: Path, agency_ori: str) -> dict[str, str]:
+    entries = json.loads(path.read_text()) if path.exists() else []
+    return {e["sha256"]: e["user"] for e in entries if e["agency_ori"] == agency_ori}
+
+
+def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAPI:
+    api = FastAPI(
+        title=f"mutualaid search: {agency.name} ({agency.ori})",
+        description="Search the records partner agencies share with this agency. Every search "
+        "needs a reason (a case or incident number) and is audited.",
+        version="1",
+    )
+    bearer = HTTPBearer(auto_error=False)
+    names = {a.ori: a.name for a in registry.agencies}
+
+    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        # Read on every call, so a user added or removed takes effect without a restart.
+        user = _users(settings.api_users_file, agency.ori).get(
+            _digest(credentials.credentials) if credentials else ""
+        )
+        if user is None:
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return user
+
+    @api.get("/search", response_model=SearchResponse)
+    def search(
+        user: Annotated[str, Depends(caller)],
+        reason: Annotated[str, Query(description="case or incident number: required")] = "",
+        plate: Annotated[str | None, Query(description="misread-tolerant; * ? wildcards")] = None,
+        name: Annotated[str | None, Query(description='"last" or "first last"')] = None,
+        dob: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
+        incident: Annotated[str | None, Query(description="incident or report number")] = None,
+        text: Annotated[str | None, Query(description="words anywhere in the record")] = None,
+        near: Annotated[str | None, Query(description="LAT,LON,KM")] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        from_agency: Annotated[str | None, Query(description="owner ORI")] = None,
+        kind: Kind | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> SearchResponse:
+        try:
+            criteria = Criteria(
+                plate=plate,
+                name=name,
+                dob=dob,
+                incident_number=incident,
+                text=text,
+                near=parse_near(near),
+                since=since,
+                until=until,
+                source_ori=check_ori(from_agency) if from_agency else None,
+                kind=str(kind) if kind else None,
+                limit=limit,
+            )
+            hits = run_search(settings, SearchRequest(agency.ori, user, reason, criteria))
+        except (SearchRefused, ValueError) as exc:
+            raise HTTPException(400, f"refused: {exc}") from None
+        return SearchResponse(
+            agency_ori=agency.ori,
+            user=user,
+            reason=reason,
+            count=len(hits),
+            results=[_result(h, names) for h in hits],
+        )
+
+    @api.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "agency_ori": agency.ori}
+
+    return api
+
+
+def _result(hit: Hit, names: dict[str, str]) -> Result:
+    return Result(
+        source_ori=hit.source_ori,
+        source_agency=names.get(hit.source_ori, ""),
+        kind=hit.kind,
+        record_id=hit.record_id,
+        record_ref=f"{hit.source_ori}/{hit.kind}/{hit.record_id}",
+        version=hit.version,
+        occurred_at=hit.occurred_at,
+        tier=hit.tier,
+        contact=hit.contact,
+        body=hit.body,
+    )

@@ -1,0 +1,135 @@
+"""The HTTP search API, as a real server process: tokens, refusals, results, audit, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import Region, wait_for
+from consumers.index import SqliteIndex
+from consumers.projector import index_path
+from mutualaid.broker import free_port
+from mutualaid.processes import spawn, stop
+
+
+def cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def read(region: Region) -> dict:
+    at = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
+    return {
+        "envelope": {
+            "event_id": "e1",
+            "source_ori": region.neighbour,
+            "source_system": "t",
+            "kind": "alpr.read",
+            "op": "UPSERT",
+            "record_id": "N-1",
+            "version": 1,
+            "occurred_at": at,
+            "ingested_at": at,
+            "labels": [],
+            "source_position": None,
+        },
+        "disclosure": {
+            "partner_ori": region.county,
+            "agreement_id": "a",
+            "agreement_version": 1,
+            "tier": "FULL",
+            "contact": None,
+        },
+        "body": {"plate": "7ABC123", "plate_state": "CA", "latitude": 38.96, "longitude": -119.94},
+    }
+
+
+@pytest.fixture
+def api(region: Region, tmp_path: Path) -> Iterator[str]:
+    index = SqliteIndex(index_path(region.settings, region.county))
+    index.apply([read(region)])
+    index.close()
+    port = free_port()
+    proc = spawn(
+        [
+            sys.executable,
+            "-m",
+            "mutualaid.cli",
+            "--config",
+            str(region.config_file),
+            "api",
+            "--agency",
+            region.county,
+            "--port",
+            str(port),
+        ],
+        log=tmp_path / "api.log",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return urllib.request.urlopen(f"{base}/healthz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 30, "the API to answer")
+    yield base
+    stop(proc)
+
+
+def get(url: str, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_search_api(region: Region, api: str) -> None:
+    token = cli(
+        region, "api-user", "add", "--agency", region.county, "--user", "dispatcher.lee"
+    ).stdout.splitlines()[-1]
+    assert get(f"{api}/search?plate=7ABC123&reason=case%2024-001")[0] == 401
+    assert get(f"{api}/search?plate=7ABC123&reason=case%2024-001", "wrong")[0] == 401
+
+    status, body = get(f"{api}/search?plate=7ABC123", token)
+    assert status == 400
+    assert body["detail"].startswith("refused: every search needs a reason")
+
+    status, body = get(f"{api}/search?plate=7ABCI23&reason=case%2024-001", token)
+    assert status == 200
+    assert (body["user"], body["count"]) == ("dispatcher.lee", 1)
+    (hit,) = body["results"]
+    assert (hit["source_ori"], hit["record_id"], hit["source_agency"]) == (
+        region.neighbour,
+        "N-1",
+        "Next State PD",
+    )
+    assert hit["record_ref"] == f"{region.neighbour}/alpr.read/N-1"
+
+    with sqlite3.connect(index_path(region.settings, region.county)) as db:
+        audit = db.execute("select user, reason, result_count from search_audit").fetchall()
+    assert audit == [("dispatcher.lee", "case 24-001", 1)]
+
+    status, spec = get(f"{api}/openapi.json")
+    assert status == 200
+    names = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
+    assert {"reason", "plate", "name", "dob", "incident", "text", "near"} <= names
