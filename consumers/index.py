@@ -43,12 +43,14 @@ create table if not exists records (
     longitude real,
     body text,
     incident_number text,
+    retain_until text,
     unique (source_ori, kind, record_id)
 );
 create index if not exists records_plate on records (plate) where deleted = 0;
 create index if not exists records_plate_key on records (plate_key) where deleted = 0;
 create index if not exists records_incident on records (incident_number) where deleted = 0;
 create index if not exists records_time on records (occurred_at) where deleted = 0;
+create index if not exists records_retention on records (retain_until) where deleted = 0;
 create virtual table if not exists records_text using fts5(text);
 create table if not exists persons (
     id integer primary key,
@@ -144,7 +146,11 @@ def _name_similarity(wanted: str, first: str | None, last: str | None) -> float:
     return SequenceMatcher(None, " ".join(wanted_parts), " ".join(have)).ratio()
 
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
 
 
 def _newer(envelope: dict, row: sqlite3.Row) -> bool:
@@ -226,6 +232,7 @@ class SqliteIndex:
             "longitude": longitude,
             "body": json.dumps(body, default=_json_default) if body else None,
             "incident_number": body.get("incident_number") if body else None,
+            "retain_until": _iso(disclosure.get("retain_until")),
         }
         if row is None:
             columns = ["source_ori", "kind", "record_id", *values]
@@ -240,10 +247,7 @@ class SqliteIndex:
                 f"update records set {', '.join(f'{c}=?' for c in values)} where id=?",
                 (*values.values(), rowid),
             )
-            self._db.execute("delete from records_text where rowid=?", (rowid,))
-            for (person,) in self._db.execute("select id from persons where record=?", (rowid,)):
-                self._db.execute("delete from person_names where rowid=?", (person,))
-            self._db.execute("delete from persons where record=?", (rowid,))
+            self._clear(rowid)
         if body:
             self._db.execute(
                 "insert into records_text (rowid, text) values (?, ?)",
@@ -252,6 +256,13 @@ class SqliteIndex:
             for person in body.get("persons") or []:
                 self._add_person(rowid, person)
         return 1
+
+    def _clear(self, rowid: int) -> None:
+        """Drop a record's text and person entries (before an update, a delete or a purge)."""
+        self._db.execute("delete from records_text where rowid=?", (rowid,))
+        for (person,) in self._db.execute("select id from persons where record=?", (rowid,)):
+            self._db.execute("delete from person_names where rowid=?", (person,))
+        self._db.execute("delete from persons where record=?", (rowid,))
 
     def _add_person(self, rowid: int, person: dict) -> None:
         first, last = person.get("first_name"), person.get("last_name")
@@ -346,6 +357,31 @@ class SqliteIndex:
             body=json.loads(r["body"]) if r["body"] else None,
             agreement_id=r["agreement_id"],
         )
+
+    def purge_expired(self, now: datetime) -> int:
+        """Remove records past the retention their agreement gave them; tombstones stay, so a
+        replay of the topic cannot bring them back. Returns how many were purged."""
+        self._db.execute("begin immediate")
+        try:
+            expired = [
+                row["id"]
+                for row in self._db.execute(
+                    "select id from records where deleted = 0 and retain_until < ?",
+                    (now.astimezone(UTC).isoformat(),),
+                )
+            ]
+            for rowid in expired:
+                self._clear(rowid)
+            self._db.executemany(
+                "update records set deleted = 1, body = null, plate = null, "
+                "plate_key = null where id = ?",
+                [(i,) for i in expired],
+            )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        return len(expired)
 
     def count(self) -> int:
         return self._db.execute("select count(*) from records where deleted=0").fetchone()[0]

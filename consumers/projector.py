@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import dead_letter
 from mutualaid.disclosure import restore, sealed_from_avro
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
-from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_WRITES
+from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
 from mutualaid.serde import (
     DEAD_LETTER,
     SEARCH_AUDIT,
@@ -38,6 +39,7 @@ log = logging.getLogger("mutualaid.projector")
 
 BATCH_SIZE = 500
 POLL_SECONDS = 0.5
+PURGE_EVERY_SECONDS = 60.0
 
 
 def index_path(settings: Settings, agency_ori: str) -> Path:
@@ -50,6 +52,7 @@ class Projector:
         self.agency_ori = check_ori(agency_ori)
         self.index = SqliteIndex(index_path(settings, self.agency_ori))
         self.keyring = load_keyring(self.agency_ori, settings.private_keys_dir)
+        self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in Kind}
         store = SchemaStore()
         registry = registry_client(settings.schema_registry_url)
@@ -75,6 +78,7 @@ class Projector:
     def step(self) -> int:
         """Consume one batch, make it durable in the index, then commit. Returns rows changed."""
         self._publish_searches()
+        self._purge_if_due()
         messages = self._consumer.consume(BATCH_SIZE, POLL_SECONDS)
         if not messages:
             return 0
@@ -84,6 +88,16 @@ class Projector:
         self._commit(messages)
         self._observe(events, changed)
         return changed
+
+    def _purge_if_due(self) -> None:
+        """Records past their agreement's retention leave the index on a schedule."""
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        purged = self.index.purge_expired(datetime.now(UTC))
+        if purged:
+            INDEX_PURGED.labels(agency=self.agency_ori).inc(purged)
+            log.info("purged %d record(s) past their retention", purged)
 
     def _publish_searches(self) -> None:
         """Empty the index's search-log outbox into audit.search; marked only once acked."""

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from mutualaid import fieldpaths
@@ -69,6 +70,7 @@ def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FU
         "masked_fields": [],
         "hashed_fields": [],
         "sealed": None,
+        "retain_until": None,
     }
 
 
@@ -94,11 +96,16 @@ def disclose(
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
     agreement = decision.agreement
     assert agreement is not None and decision.shares
+    if agreement.retention_days is not None:
+        retain_until = envelope["occurred_at"] + timedelta(days=agreement.retention_days)
+    else:
+        retain_until = None
     disclosure = new_disclosure(
         decision.partner_ori,
         decision.agreement_ref,
         "FULL" if decision.outcome == "SHARED" else "POINTER",
     )
+    disclosure["retain_until"] = retain_until
     report = FieldReport()
     if decision.outcome == "POINTER" or event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None

@@ -30,6 +30,7 @@ DECRYPT_FAILURES = Counter(
     "mutualaid_decrypt_failures", "Sealed fields a partner could not open.", ["agency"]
 )
 INDEX_WRITES = Counter("mutualaid_index_writes", "Index rows changed by a projector.", ["agency"])
+INDEX_PURGED = Counter("mutualaid_index_purged", "Records purged past their retention.", ["agency"])
 SEARCHES = Counter("mutualaid_searches", "Searches run against an agency's index.", ["agency"])
 END_TO_END = Histogram(
     "mutualaid_end_to_end_latency_seconds",

@@ -139,6 +139,9 @@ class Agreement(BaseModel):
         description="field path -> keep, drop, mask, hash, encrypt or encrypt_indexed, "
         "e.g. persons[].ssn: encrypt",
     )
+    retention_days: int | None = Field(
+        None, gt=0, description="partners purge a record this many days after it occurred"
+    )
     description: str = Field("", description="what it is for, in words a supervisor would use")
 
     @field_validator("owner")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -185,3 +185,23 @@ def test_no_protected_value_leaves_in_clear(
         assert value not in as_json
     for value in kept:
         assert value.encode() in wire  # and what the agreement keeps does arrive
+
+
+def test_retention_travels_with_the_record() -> None:
+    agreement = Agreement(
+        id="a",
+        version=1,
+        owner="CA0990100",
+        partners=["CA0990200"],
+        kinds=[Kind.RMS_RECORD],
+        retention_days=365,
+    )
+    shared, _ = disclose(
+        rms_event([], "n"),
+        Decision("CA0990200", "SHARED", agreement),
+        {},
+        registry=REGISTRY,
+        public_key=None,
+        hash_key=None,
+    )
+    assert shared["disclosure"]["retain_until"] == AT + timedelta(days=365)

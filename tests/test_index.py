@@ -237,3 +237,14 @@ def test_search_audit_is_an_outbox(index: SqliteIndex) -> None:
     assert [(r["user"], r["result_count"]) for r in pending] == [("det.rivera", 2), ("det.cho", 0)]
     index.mark_published([pending[0]["id"]])
     assert [r["user"] for r in index.unpublished_searches()] == ["det.cho"]
+
+
+def test_records_past_retention_are_purged_and_stay_gone(index: SqliteIndex) -> None:
+    old, fresh = shared("old", "7ABC123"), shared("fresh", "7ABC123", minutes=1)
+    old["disclosure"]["retain_until"] = T0 + timedelta(days=30)
+    fresh["disclosure"]["retain_until"] = T0 + timedelta(days=90)
+    index.apply([old, fresh, shared("forever", "7ABC123", minutes=2)])
+    assert index.purge_expired(T0 + timedelta(days=31)) == 1
+    assert ids(index.search(Criteria(plate="7ABC123"))) == ["forever", "fresh"]
+    assert index.apply([old]) == 0  # a replay of the topic does not bring it back
+    assert index.purge_expired(T0 + timedelta(days=31)) == 0

@@ -147,6 +147,7 @@ DISCLOSURE = {
     "masked_fields": [],
     "hashed_fields": [],
     "sealed": None,
+    "retain_until": None,
 }
 
 
