@@ -15,13 +15,13 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fastavro
 import yaml
 
-from consumers.index import SqliteIndex
+from consumers.index import Criteria, SqliteIndex
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.events import new_envelope
@@ -41,6 +41,7 @@ from producers.runner import LineFile, SourceItem
 from streams.router import Consumed, Router
 
 EVENTS = 20_000
+INDEX_SIZE = 100_000
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -129,6 +130,79 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
     return figures
 
 
+def search_latency(tmp: Path, size: int) -> dict[str, float]:
+    """Projection rate into a SQLite index of ``size`` ALPR reads, then plate-search latency."""
+    rng = random.Random(3)
+    pool = [p for p, _ in samples.plate_pool(["CA", "NV"], max(size // 5, 10), rng)]
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    index = SqliteIndex(tmp / "search.sqlite")
+
+    def read(n: int) -> dict:
+        owner = "CA0990200" if n % 2 else "NV0990300"
+        envelope = {
+            "event_id": str(n),
+            "source_ori": owner,
+            "source_system": "bench",
+            "kind": "alpr.read",
+            "op": "UPSERT",
+            "record_id": f"R{n}",
+            "version": 1,
+            "occurred_at": at + timedelta(seconds=n),
+            "ingested_at": at,
+            "labels": [],
+            "source_position": None,
+        }
+        body = {
+            "plate": rng.choice(pool),
+            "plate_state": "CA",
+            "camera_id": f"C{n % 50}",
+            "latitude": 38.9 + rng.random() / 10,
+            "longitude": -120 + rng.random() / 10,
+        }
+        return {
+            "envelope": envelope,
+            "body": body,
+            "disclosure": {
+                "partner_ori": "CA0990100",
+                "agreement_id": "a",
+                "agreement_version": 1,
+                "tier": "FULL",
+                "contact": None,
+            },
+        }
+
+    start = time.perf_counter()
+    for first in range(0, size, 5000):
+        index.apply([read(n) for n in range(first, min(first + 5000, size))])
+    docs_per_second = size / (time.perf_counter() - start)
+    print(f"  {f'projector: {size:,} reads into SQLite':<44} {docs_per_second:>12,.0f} /s")
+    latencies = []
+    for i in range(400):
+        plate = rng.choice(pool)
+        query = (
+            plate
+            if i % 3 == 0
+            else plate.replace("0", "O").replace("8", "B")
+            if i % 3 == 1
+            else plate[:4] + "*"
+        )
+        began = time.perf_counter()
+        index.search(Criteria(plate=query, limit=100))
+        latencies.append(time.perf_counter() - began)
+    index.close()
+    latencies.sort()
+    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+    print(
+        f"  {'search: plate (exact, misread, prefix*)':<44} p50 {p50 * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms"
+    )
+    return {
+        "index_projection_docs_per_second": docs_per_second,
+        "search_p50_ms": p50 * 1000,
+        "search_p99_ms": p99 * 1000,
+    }
+
+
 def main() -> None:
     store = SchemaStore()
     registry = load_registry(Path("deploy/agencies.yaml"))
@@ -180,17 +254,36 @@ def main() -> None:
         )
         index.close()
         figures |= router_encryption(Path(tmp), store, registry)
+        latency = search_latency(Path(tmp), INDEX_SIZE)
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps({"events": EVENTS, "per_second": figures, "ratio": ratios}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "events": EVENTS,
+                "per_second": figures,
+                "ratio": ratios,
+                "index_size": INDEX_SIZE,
+                "search": latency,
+            },
+            indent=2,
+        )
+    )
     print(f"saved {out}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=EVENTS, help=f"events per row ({EVENTS:,})")
-    EVENTS = parser.parse_args().events
+    parser.add_argument(
+        "--index-size",
+        type=int,
+        default=INDEX_SIZE,
+        help=f"reads in the search-latency index ({INDEX_SIZE:,})",
+    )
+    options = parser.parse_args()
+    EVENTS, INDEX_SIZE = options.events, options.index_size
     main()

@@ -280,9 +280,10 @@ class SqliteIndex:
         """Records matching every criterion: exact plates first, then misreads; newest first."""
         where, args, rank, rank_args = ["r.deleted = 0"], [], "", []
         if c.plate and ("*" in c.plate or "?" in c.plate):
-            pattern = re.sub(r"[^0-9A-Z*?]", "", c.plate.upper())
-            where.append("r.plate like ?")
-            args.append(pattern.replace("*", "%").replace("?", "_"))
+            # GLOB, not LIKE: it is case-sensitive (plates are stored upper case), so SQLite can
+            # answer a prefix pattern such as 7AB* from the plate index instead of a scan.
+            where.append("r.plate glob ?")
+            args.append(re.sub(r"[^0-9A-Z*?]", "", c.plate.upper()))
         elif c.plate:
             wanted = normalize_plate(c.plate)
             where.append("r.plate_key = ?")

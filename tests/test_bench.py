@@ -8,7 +8,7 @@ from pathlib import Path
 
 def test_bench_prints_and_saves_every_row() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--events", "400"],
+        [sys.executable, "-m", "bench", "--events", "400", "--index-size", "2000"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -28,3 +28,5 @@ def test_bench_prints_and_saves_every_row() -> None:
     }
     assert all(rate > 0 for rate in figures["per_second"].values())
     assert figures["ratio"]["baseline_avro_decode_encode"] == 1.0
+    assert figures["index_size"] == 2000
+    assert 0 < figures["search"]["search_p50_ms"] <= figures["search"]["search_p99_ms"]
