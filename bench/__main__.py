@@ -36,7 +36,7 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import Kind
 from producers import samples
-from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.runner import LineFile, SourceItem
 from streams.router import Consumed, Router
 
@@ -213,7 +213,7 @@ def main() -> None:
     ctx = SerializationContext(topic)
     with tempfile.TemporaryDirectory() as tmp:
         header, items = alpr_lines(Path(tmp))
-        adapter = AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), header, "NV0990300")
+        adapter = AlprAdapter(load_mapping(DEFAULT_MAPPING), header, "NV0990300")
         events = [adapter.to_event(i) for i in items]
         encode = AvroSerializer(store, SOURCE_EVENT[Kind.ALPR_READ])
         values = [encode(e, ctx) for e in events]

@@ -210,14 +210,14 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
 def _connect(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.agencies import load_registry
     from mutualaid.kafka import wait_for_broker
-    from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+    from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
     from producers.runner import LineFile, Runner
 
     ori = load_registry(settings.agencies_file).get(args.agency).ori
     mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
-    source = LineFile(args.source)
+    source = LineFile(args.source, has_header=mapping.format == "csv")
     try:
-        adapter = AlprCsvAdapter(mapping, source.header, ori)
+        adapter = AlprAdapter(mapping, source.header, ori)
     except ValueError as exc:
         print(f"mutualaid connect: {args.source}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,6 +61,10 @@ class AlprMapping(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="the layout's name, e.g. vigilant-csv")
+    format: Literal["csv", "ndjson"] = Field(
+        "csv",
+        description="csv (header line, one read per line) or ndjson (one JSON object per line)",
+    )
     source_system: str = Field(description="recorded on every event, e.g. alpr-csv:vigilant")
     delimiter: str = Field(",", min_length=1, max_length=1, description="one character")
     columns: dict[AlprField, str] = Field(
@@ -92,20 +98,37 @@ class AlprMapping(BaseModel):
         return columns
 
 
+def _json_row(text: str) -> dict[str, str]:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejected("malformed_row", f"not JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(row, dict):
+        raise Rejected(
+            "malformed_row", f"expected a JSON object per line, got {type(row).__name__}"
+        )
+    # One text form for every value, so CSV and NDJSON go through the same field parsers.
+    return {k: "" if v is None else str(v) for k, v in row.items()}
+
+
 def load_mapping(path: Path) -> AlprMapping:
     return load_model(path, AlprMapping)
 
 
-class AlprCsvAdapter:
-    """Turns one CSV line into one ALPR read event, or rejects it with the reason."""
+class AlprAdapter:
+    """Turns one export line (CSV or NDJSON) into one ALPR read event, or rejects it."""
 
     kind = Kind.ALPR_READ
 
     def __init__(self, mapping: AlprMapping, header: bytes, source_ori: str) -> None:
+        """``header`` is the CSV's first line; NDJSON has none (pass b"")."""
         self.mapping = mapping
         self.source_system = mapping.source_system
         self.source_ori = source_ori
         self.zone = ZoneInfo(mapping.timezone)
+        if mapping.format == "ndjson":
+            self.header = []
+            return
         self.header = next(csv.reader([header.decode("utf-8-sig")], delimiter=mapping.delimiter))
         absent = [c for c in mapping.columns.values() if c not in self.header]
         if absent:
@@ -149,6 +172,8 @@ class AlprCsvAdapter:
                 f"byte 0x{raw[exc.start]:02x} at position {exc.start} is not UTF-8; "
                 "export the file as UTF-8",
             ) from None
+        if self.mapping.format == "ndjson":
+            return _json_row(text)
         values = next(csv.reader([text], delimiter=self.mapping.delimiter), [])
         if len(values) != len(self.header):
             raise Rejected(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from mutualaid.configfile import ConfigError
 from mutualaid.serde import DEAD_LETTER, SOURCE_EVENT, AvroDeserializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
-from producers.alpr import DEFAULT_MAPPING, AlprCsvAdapter, load_mapping
+from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.checkpoint import CheckpointStore
 from producers.runner import LineFile, Rejected, Runner, SourceItem
 
@@ -23,8 +25,8 @@ HEADER = (
 GOOD = b"R-1,7abc 123,ca,2026-11-24T21:14:03-08:00,0.93,CAM-1,Main & 5th,38.94,-119.98,N,,,Silver"
 
 
-def adapter(ori: str = "CA0990100") -> AlprCsvAdapter:
-    return AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), HEADER, ori)
+def adapter(ori: str = "CA0990100") -> AlprAdapter:
+    return AlprAdapter(load_mapping(DEFAULT_MAPPING), HEADER, ori)
 
 
 def item(raw: bytes, line: int = 2) -> SourceItem:
@@ -80,7 +82,7 @@ def test_malformed_lines_are_rejected_with_a_reason(
 
 def test_mapping_that_does_not_fit_the_file_is_refused() -> None:
     with pytest.raises(ValueError, match=r"expects columns \['read_id'"):
-        AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), b"plate,time", "CA0990100")
+        AlprAdapter(load_mapping(DEFAULT_MAPPING), b"plate,time", "CA0990100")
 
 
 def test_bad_mapping_file_names_line_and_fix(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
         Runner(
             region.settings,
             ori,
-            AlprCsvAdapter(load_mapping(DEFAULT_MAPPING), source.header, ori),
+            AlprAdapter(load_mapping(DEFAULT_MAPPING), source.header, ori),
             source,
             name="t",
         ).run()
@@ -144,3 +146,76 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
     run()  # from the checkpoint: nothing left to publish
     again = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=2)
     assert len(again) == 5
+
+
+def test_ndjson_layout() -> None:
+    mapping = load_mapping(Path("deploy/mappings/alpr/mutualaid-ndjson.yaml"))
+    ndjson = AlprAdapter(mapping, b"", "CA0990100")
+    line = (
+        b'{"read_id": "R-9", "plate": "8abc-999", "state": "nv", "read_at": '
+        b'"2026-11-24T21:14:03-08:00", "confidence": 0.91, "latitude": 38.9, '
+        b'"longitude": -119.9, "camera_id": null}'
+    )
+    event = ndjson.to_event(item(line))
+    assert (event["body"]["plate"], event["body"]["plate_state"]) == ("8ABC999", "NV")
+    assert event["body"]["confidence"] == pytest.approx(0.91)
+    assert event["body"]["camera_id"] is None
+    assert event["envelope"]["record_id"] == "R-9"
+    for bad, reason in ((b'{"plate": ', "not JSON"), (b'["R-9"]', "expected a JSON object")):
+        with pytest.raises(Rejected, match=reason) as caught:
+            ndjson.to_event(item(bad))
+        assert caught.value.error_type == "malformed_row"
+
+
+def test_us_local_time_percent_layout() -> None:
+    mapping = load_mapping(Path("deploy/mappings/alpr/us-local-time-percent.yaml"))
+    header = b"Plate,State,Read Time,Confidence,Camera,Location,Latitude,Longitude,Make,Color"
+    adapter_ = AlprAdapter(mapping, header, "CA0990100")
+    row = b"7ABC123,CA,11/24/2026 21:14:03,87,CAM-7,Hwy 50 & Ski Run,38.94,-119.98,Ford,Blue"
+    event = adapter_.to_event(item(row))
+    # Pacific time without an offset in the file; stored with it.
+    assert event["envelope"]["occurred_at"] == datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC)
+    assert event["body"]["confidence"] == pytest.approx(0.87)
+    again = adapter_.to_event(item(row))
+    assert event["envelope"]["record_id"] == again["envelope"]["record_id"]  # derived, stable
+    with pytest.raises(Rejected, match="is not the pattern %m/%d/%Y"):
+        adapter_.to_event(item(row.replace(b"11/24/2026", b"2026-11-24")))
+
+
+@pytest.mark.broker
+def test_connect_command_reads_ndjson(region: Region, tmp_path: Path) -> None:
+    export = tmp_path / "reads.ndjson"
+    export.write_text(
+        '{"read_id": "J-1", "plate": "7ABC123", "read_at": "2026-11-24T21:14:03Z"}\n'
+        "not json\n"
+        '{"read_id": "J-2", "plate": "8XYZ999", "read_at": "2026-11-24T21:15:03Z"}\n'
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mutualaid.cli",
+            "--config",
+            str(region.config_file),
+            "connect",
+            "alpr",
+            "--agency",
+            region.local,
+            "--source",
+            str(export),
+            "--mapping",
+            "deploy/mappings/alpr/mutualaid-ndjson.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "read 3  published 2  rejected 1" in result.stdout
+    topic = source_topic(region.local, Kind.ALPR_READ)
+    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
+    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 2)
+    assert sorted(decode(m.value(), Ctx(topic))["envelope"]["record_id"] for m in records) == [
+        "J-1",
+        "J-2",
+    ]
