@@ -101,6 +101,7 @@ def cameras_for(
 
 
 def random_plate(state: str, rng: random.Random) -> str:
+    """A plate in the state's current passenger format (LLLDDDD where we do not know it)."""
     pattern = PLATE_FORMATS.get(state, DEFAULT_FORMAT)
     # I, O and Q are not issued on most plates, precisely because cameras and people confuse them.
     letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
@@ -138,6 +139,9 @@ def write_alpr_csv(
     rng: random.Random,
 ) -> int:
     """Write ``count`` reads in the mutualaid reference layout; returns rows written."""
+    if start.tzinfo is None:
+        # The layout carries an offset; a naive time would be read in the connector's zone instead.
+        raise ValueError("start must be timezone-aware")
     vehicles = {plate: (rng.choice(VEHICLES), rng.choice(COLORS)) for plate, _ in plates}
     at = start
     with open(path, "w", newline="", encoding="utf-8") as out:

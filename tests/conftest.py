@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import string
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +23,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
+from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.settings import Settings
-from mutualaid.topics import topics_for
+from mutualaid.topics import Stage, dlq_topic, topics_for
 
 
 @pytest.fixture(scope="session")
@@ -173,3 +175,27 @@ def running_stages(region: Region, logs: Path, projected: list[str]) -> Iterator
     finally:
         for proc in procs:
             stop(proc, timeout=10)
+
+
+def dead_letters(
+    bootstrap_servers: str, stage: Stage, keep: Callable[[dict], bool], timeout: float = 30.0
+) -> list[dict]:
+    """The stage's dead letters that ``keep`` selects, read until at least one has arrived."""
+    topic = dlq_topic(stage)
+    decode = AvroDeserializer(SchemaStore(), DEAD_LETTER)
+
+    def selected(records: list[Message]) -> list[dict]:
+        letters = (decode(m.value(), SerializationContext(topic)) for m in records)
+        return [letter for letter in letters if keep(letter)]
+
+    return selected(read_topic(bootstrap_servers, topic, lambda r: bool(selected(r)), timeout))
+
+
+def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a mutualaid command against the region's settings, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, read_topic
+from conftest import Region, dead_letters, read_topic
 from mutualaid.configfile import ConfigError
-from mutualaid.serde import DEAD_LETTER, SOURCE_EVENT, AvroDeserializer, SchemaStore
+from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
-from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from mutualaid.topics import Kind, Stage, source_topic
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.checkpoint import CheckpointStore
 from producers.runner import LineFile, Rejected, Runner, SourceItem
@@ -125,14 +125,9 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
     ids = sorted(decode(m.value(), Ctx(topic))["envelope"]["record_id"] for m in events)
     assert ids == ["R-1", "R-2", "R-3", "R-4", "R-5"]
 
-    dlq = dlq_topic(Stage.PRODUCERS)
-    decode_dead = AvroDeserializer(store, DEAD_LETTER)
-
-    def mine(records: list) -> list[dict]:
-        letters = (decode_dead(m.value(), Ctx(dlq)) for m in records)
-        return [d for d in letters if d["source_ori"] == ori]
-
-    letters = mine(read_topic(region.settings.bootstrap_servers, dlq, lambda r: len(mine(r)) >= 1))
+    letters = dead_letters(
+        region.settings.bootstrap_servers, Stage.PRODUCERS, lambda d: d["source_ori"] == ori
+    )
     assert len(letters) == 1
     assert letters[0]["error_type"] == "bad_timestamp"
     assert letters[0]["position"] == "line 4"

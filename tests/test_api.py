@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -14,21 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, wait_for
+from conftest import Region, mutualaid_cli, wait_for
 from consumers.index import SqliteIndex
 from consumers.projector import index_path
 from mutualaid.broker import free_port
 from mutualaid.processes import spawn, stop
-
-
-def cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
 
 
 def read(region: Region) -> dict:
@@ -104,7 +93,7 @@ def get(url: str, token: str | None = None) -> tuple[int, dict]:
 
 
 def test_search_api(region: Region, api: str) -> None:
-    token = cli(
+    token = mutualaid_cli(
         region, "api-user", "add", "--agency", region.county, "--user", "dispatcher.lee"
     ).stdout.splitlines()[-1]
     assert get(f"{api}/search?plate=7ABC123&reason=case%2024-001")[0] == 401

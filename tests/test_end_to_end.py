@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from conftest import Region, read_topic, running_stages, wait_for
+from conftest import Region, dead_letters, mutualaid_cli, read_topic, running_stages, wait_for
 from consumers.projector import index_path
 from mutualaid.serde import (
-    DEAD_LETTER,
     SEARCH_AUDIT,
     AvroDeserializer,
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, dlq_topic, share_topic, source_topic
+from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, share_topic, source_topic
 from producers import samples
 
 HEADER = ",".join(samples.HEADER)
@@ -31,18 +28,9 @@ def csv_rows(rows: list[str]) -> str:
     return HEADER + "\n" + "\n".join(rows) + "\n"
 
 
-def mutualaid(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def found(region: Region, agency: str, plate: str) -> list[tuple[str, str]]:
     """(source ORI, record id) of every read the agency's search returns, sorted."""
-    result = mutualaid(
+    result = mutualaid_cli(
         region,
         "search",
         "--agency",
@@ -97,7 +85,7 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     poison.produce(share_topic(region.county, Kind.ALPR_READ), b"\xc3\x01garbage", b"p2")
     assert poison.flush(10) == 0
     for ori, path in ((region.local, local_csv), (region.neighbour, neighbour_csv)):
-        published = mutualaid(region, "connect", "alpr", "--agency", ori, "--source", str(path))
+        published = mutualaid_cli(region, "connect", "alpr", "--agency", ori, "--source", str(path))
         assert published.returncode == 0, published.stderr
 
     local, county, neighbour = region.local, region.county, region.neighbour
@@ -119,31 +107,17 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     assert found(region, neighbour, "7ABC123") == []
 
     # The row without a plate is in the dead-letter topic, with its line; the rest flowed.
-    topic = dlq_topic(Stage.PRODUCERS)
-    decode = AvroDeserializer(SchemaStore(), DEAD_LETTER)
-
-    def letters(records: list) -> list[dict]:
-        decoded = (decode(m.value(), SerializationContext(topic)) for m in records)
-        return [d for d in decoded if d["source_ori"] == local]
-
-    dead = letters(read_topic(region.settings.bootstrap_servers, topic, lambda r: bool(letters(r))))
+    bootstrap = region.settings.bootstrap_servers
+    dead = dead_letters(bootstrap, Stage.PRODUCERS, lambda d: d["source_ori"] == local)
     assert [(d["error_type"], d["position"]) for d in dead] == [("missing_plate", "line 5")]
 
     for stage, topic_name in (
         (Stage.STREAMS, source_topic(region.local, Kind.ALPR_READ)),
         (Stage.CONSUMERS, share_topic(region.county, Kind.ALPR_READ)),
     ):
-        dlq = dlq_topic(stage)
-
-        def parked(records: list, dlq: str = dlq, source: str = topic_name) -> list[dict]:
-            decoded = (decode(m.value(), SerializationContext(dlq)) for m in records)
-            return [d for d in decoded if d["source"] == source]
-
-        letters_here = parked(
-            read_topic(region.settings.bootstrap_servers, dlq, lambda r: bool(parked(r)))
-        )
-        assert [d["error_type"] for d in letters_here] == ["undecodable"]
-        assert letters_here[0]["position"].startswith("partition ")
+        parked = dead_letters(bootstrap, stage, lambda d, t=topic_name: d["source"] == t)
+        assert [d["error_type"] for d in parked] == ["undecodable"]
+        assert parked[0]["position"].startswith("partition ")
 
     # Searching is audited in the agency's own store, and refused without a reason.
     with sqlite3.connect(index_path(region.settings, county)) as db:
@@ -161,6 +135,6 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     )
     assert {(d["user"], d["reason"]) for d in published} == {("det.rivera", "case 24-001")}
     assert json.loads(published[0]["query_json"])["plate"] in ("7ABC123", "8XYZ999")
-    refused = mutualaid(region, "search", "--agency", county, "--plate", "7ABC123")
+    refused = mutualaid_cli(region, "search", "--agency", county, "--plate", "7ABC123")
     assert refused.returncode == 3
     assert "refused: every search needs a reason" in refused.stderr
