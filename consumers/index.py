@@ -75,12 +75,19 @@ create table if not exists search_audit (
 
 
 def plate_key(plate: str) -> str:
-    """A key that survives common misreads: '8O5ZIS' and 'B05215' share one."""
+    """A key that survives common misreads: '8O5ZIS' and 'B05215' share one.
+
+    Cameras confuse O/0, I/1, B/8, S/5 and Z/2, so a read stored under its folded key is found
+    by a query typed with either character; the raw plate is kept too, to rank exact matches first.
+    """
     return normalize_plate(plate).translate(_MISREADS)
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One record as a search returns it: enough to show it, cite the agreement that let it in,
+    and (for a pointer, whose body is None) say whom to call."""
+
     source_ori: str
     kind: str
     record_id: str
@@ -176,12 +183,17 @@ NAME_SIMILARITY = 0.8
 
 
 class SqliteIndex:
+    """One agency's index, one SQLite file. A single projector writes it; searches read it
+    concurrently (WAL). Tombstones are rows with deleted=1 and no body, plate or text."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _set_aside_old_format(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        # WAL lets searches read while the projector writes; synchronous=FULL makes a
-        # committed batch survive power loss, which offsets are committed on the strength of.
+        # WAL lets searches read while the projector writes. synchronous=FULL, not NORMAL:
+        # under NORMAL+WAL a commit survives a crash of the process but not a power loss, and
+        # the projector commits its Kafka offsets as soon as apply() returns, so a batch lost
+        # that way would never be replayed. FULL costs one fsync of the WAL per batch.
         self._db.row_factory = sqlite3.Row
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=full")
@@ -215,7 +227,9 @@ class SqliteIndex:
         if row is not None and not _newer(env, row):
             return 0
         deleted = env["op"] == "DELETE"
-        body = None if deleted else body
+        # A pointer says only that the record exists and whom to call: even if a body came
+        # with it, the index must not make withheld data searchable.
+        body = None if deleted or disclosure["tier"] == "POINTER" else body
         plate = body.get("plate") if body else None
         latitude, longitude = _location(body) if body else (None, None)
         values = {
@@ -385,6 +399,7 @@ class SqliteIndex:
         return len(expired)
 
     def count(self) -> int:
+        """Records held (pointers included); tombstones are not records."""
         return self._db.execute("select count(*) from records where deleted=0").fetchone()[0]
 
     def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
@@ -416,4 +431,5 @@ class SqliteIndex:
         )
 
     def close(self) -> None:
+        """Every apply() has already committed; closing only releases the file."""
         self._db.close()

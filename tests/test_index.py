@@ -68,9 +68,53 @@ def ids(hits: list) -> list[str]:
     return [h.record_id for h in hits]
 
 
+def dump(index: SqliteIndex) -> tuple[list[tuple], list[tuple]]:
+    """Every stored row, tombstones and free text included: what 'unchanged' means."""
+    db = index._db
+    records = [tuple(r) for r in db.execute("select * from records order by id")]
+    text = [tuple(r) for r in db.execute("select rowid, text from records_text order by rowid")]
+    return records, text
+
+
 def test_plate_key_folds_misreads() -> None:
     assert plate_key("8O5-ZIS") == plate_key("b05 215") == "805215"
     assert plate_key("7abc 123") == "7A8C123"
+    assert plate_key("8OS1Z3") == plate_key("BO51Z3") == "805123"
+    assert plate_key is plate_key  # the older name other modules import
+
+
+def test_upsert_then_exact_search(index: SqliteIndex) -> None:
+    assert index.apply([shared("r1", "7ABC123"), shared("r2", "7ABC124")]) == 2
+    [hit] = index.search(Criteria(plate="7abc-123"))
+    assert (hit.source_ori, hit.kind, hit.record_id, hit.version) == (
+        "NV0990300",
+        "alpr.read",
+        "r1",
+        1,
+    )
+    assert (hit.occurred_at, hit.tier, hit.contact, hit.agreement_id) == (T0, "FULL", None, "a")
+    assert hit.body == {
+        "plate": "7ABC123",
+        "plate_state": "NV",
+        "camera_name": "Stateline",
+        "latitude": 38.96,
+        "longitude": -119.94,
+    }
+    assert index.count() == 2
+
+
+def test_misread_found_after_exact(index: SqliteIndex) -> None:
+    # The camera read 8OS1Z3; an officer types BO51Z3 from a witness. Both are one key.
+    index.apply(
+        [
+            shared("misread", "8OS1Z3", minutes=9),
+            shared("exact", "BO51Z3", minutes=1),
+            shared("other", "8OS1Z4", minutes=5),
+        ]
+    )
+    assert ids(index.search(Criteria(plate="BO51Z3"))) == ["exact", "misread"]
+    assert ids(index.search(Criteria(plate="8OS1Z3"))) == ["misread", "exact"]
+    assert ids(index.search(Criteria(plate="BO51Z3", limit=1))) == ["exact"]
 
 
 def test_exact_first_then_misreads_newest_first(index: SqliteIndex) -> None:
@@ -100,11 +144,26 @@ def test_wildcards(index: SqliteIndex) -> None:
 
 
 def test_replay_changes_nothing(index: SqliteIndex) -> None:
-    batch = [shared("r1", "7ABC123"), shared("r2", "7ABC123", minutes=1)]
-    assert index.apply(batch) == 2
-    before = index.search(Criteria(plate="7ABC123"))
+    batch = [
+        shared("r1", "7ABC123"),
+        shared("r2", "7ABC123", minutes=1),
+        shared("r2", "7ABC124", version=2, minutes=1),
+        shared("r3", "7ABC123", version=1),
+        shared("r3", None, version=2, op="DELETE"),
+    ]
+    assert index.apply(batch) == 5
+    before = dump(index)
+    assert ids(index.search(Criteria(plate="7ABC123"))) == ["r1"]
     assert index.apply(batch) == 0
-    assert index.search(Criteria(plate="7ABC123")) == before
+    assert index.apply(list(reversed(batch))) == 0
+    assert dump(index) == before
+
+
+def test_equal_version_upsert_does_not_overwrite(index: SqliteIndex) -> None:
+    index.apply([shared("r1", "FIRST1", version=2)])
+    assert index.apply([shared("r1", "SECOND", version=2)]) == 0
+    assert ids(index.search(Criteria(plate="FIRST1"))) == ["r1"]
+    assert index.search(Criteria(plate="SECOND")) == []
 
 
 def test_older_version_never_overwrites_newer(index: SqliteIndex) -> None:
@@ -124,26 +183,89 @@ def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: Sqlite
     assert ids(index.search(Criteria(plate="7ABC123"))) == ["r1"]
 
 
+def test_same_version_delete_wins(index: SqliteIndex) -> None:
+    # A recall withdraws the copy the partner holds at the version it holds.
+    index.apply([shared("r1", "7ABC123", version=4)])
+    assert index.apply([shared("r1", None, version=4, op="DELETE")]) == 1
+    assert index.search(Criteria(plate="7ABC123")) == [] and index.count() == 0
+    assert index.apply([shared("r1", None, version=4, op="DELETE")]) == 0
+    assert index.apply([shared("r1", "7ABC123", version=4)]) == 0
+
+
 def test_pointer_tier_stores_no_body(index: SqliteIndex) -> None:
-    index.apply([shared("r1", "7ABC123", tier="POINTER")])
+    pointer = shared("r1", "7ABC123", tier="POINTER")
+    pointer["body"] = {"plate": "7ABC123", "camera_name": "leaked"}  # must not be kept
+    assert index.apply([pointer]) == 1
     assert index.count() == 1
     assert index.search(Criteria(plate="7ABC123")) == []  # a pointer carries no plate to search by
+    assert index.search(Criteria(text="leaked")) == []
+    [hit] = index.search(Criteria(source_ori="NV0990300"))
+    assert (hit.record_id, hit.tier, hit.contact, hit.body) == (
+        "r1",
+        "POINTER",
+        "Records 555-0300",
+        None,
+    )
+    [row] = index._db.execute("select body, plate, plate_key from records").fetchall()
+    assert tuple(row) == (None, None, None)
+
+
+def test_free_text_follows_updates_and_deletes(index: SqliteIndex) -> None:
+    first = shared("r1", "7ABC123")
+    first["body"]["vehicle_make"] = "Subaru"
+    second = shared("r1", "7ABC123", version=2)
+    second["body"]["vehicle_make"] = "Toyota"
+    index.apply([first, shared("r2", "7ABC124")])
+    assert ids(index.search(Criteria(text="subaru"))) == ["r1"]
+    index.apply([second])
+    assert index.search(Criteria(text="subaru")) == []
+    assert ids(index.search(Criteria(text="toyota"))) == ["r1"]
+    index.apply([shared("r1", None, version=3, op="DELETE")])
+    assert index.search(Criteria(text="toyota")) == []
+    assert ids(index.search(Criteria(text="stateline"))) == ["r2"]
+    assert dump(index)[1] == [(2, "7ABC124 NV Stateline")]
+
+
+def test_plate_searches_use_the_plate_indexes(index: SqliteIndex) -> None:
+    statements: list[str] = []
+    index._db.set_trace_callback(statements.append)
+    index.search(Criteria(plate="7ABC123"))
+    index.search(Criteria(plate="7AB*"))
+    index._db.set_trace_callback(None)
+    plans = [
+        " | ".join(r[3] for r in index._db.execute(f"explain query plan {sql}"))
+        for sql in statements
+    ]
+    assert "USING INDEX records_plate_key (plate_key=?)" in plans[0]
+    assert "USING INDEX records_plate (plate>? AND plate<?)" in plans[1]
 
 
 def test_search_audit_requires_user_and_reason(index: SqliteIndex) -> None:
     with pytest.raises(ValueError, match="user and a reason"):
         index.record_search("det.rivera", "  ", {"plate": "X"}, 0)
+    with pytest.raises(ValueError, match="user and a reason"):
+        index.record_search("", "case 24-001", {"plate": "X"}, 0)
     index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
+    rows = index._db.execute("select user, reason, query_json, result_count from search_audit")
+    assert [tuple(r) for r in rows] == [("det.rivera", "case 24-001", '{"plate": "X"}', 2)]
 
 
 def test_durable_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
     first = SqliteIndex(path)
-    first.apply([shared("r1", "7ABC123")])
+    first.apply([shared("r1", "7ABC123"), shared("r2", "7ABC124", tier="POINTER")])
+    first.apply([shared("r3", "7ABC125"), shared("r3", None, version=2, op="DELETE")])
+    first.record_search("det.rivera", "case 24-001", {"plate": "7ABC123"}, 1)
     first.close()
     again = SqliteIndex(path)
+    # WAL for concurrent readers; FULL (2) so a committed batch survives power loss too.
+    assert again._db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    assert again._db.execute("pragma synchronous").fetchone()[0] == 2
     assert ids(again.search(Criteria(plate="7ABC123"))) == ["r1"]
     assert again.search(Criteria(plate="7ABC123"))[0].body["camera_name"] == "Stateline"
+    assert again.count() == 2
+    assert again.apply([shared("r3", "7ABC125")]) == 0  # the tombstone survived too
+    assert [r["user"] for r in again.unpublished_searches()] == ["det.rivera"]
 
 
 def rms_record(

@@ -1,0 +1,1 @@
+"""Partner side: projectors into each agency's own index, and its search."""
