@@ -70,13 +70,39 @@ def _parser() -> argparse.ArgumentParser:
     broker.add_argument("--port", type=int, help="default: broker_port setting (19092)")
     broker.set_defaults(handler=_broker)
 
-    connect = sub.add_parser("connect", help="publish a source's records as events")
-    connect.add_argument("source_kind", choices=["alpr"], help="what kind of source")
+    connect = sub.add_parser(
+        "connect",
+        help="publish a source's records as events",
+        description="Publish an agency's source records to src.<ori>.<kind>, from a file "
+        "(alpr: CSV/NDJSON export), a drop directory (cad: EIDO *.json, rms: NIBRS *.xml) or, "
+        "with --sql, a database table polled for changed rows (cad, rms). Resumes from its "
+        "checkpoint under <data_dir>/checkpoints/.",
+    )
+    connect.add_argument("source_kind", choices=["alpr", "cad", "rms"], help="what kind of source")
     connect.add_argument("--agency", required=True, help="ORI of the agency that owns the data")
-    connect.add_argument("--source", required=True, type=Path, help="the export file")
-    connect.add_argument("--mapping", type=Path, help="vendor column mapping (YAML)")
-    connect.add_argument("--name", help="checkpoint name (default: <ori>-<file name>)")
-    connect.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    where = connect.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--source",
+        type=Path,
+        help="alpr: the export file; cad: a directory of EIDO *.json (or one NDJSON file of "
+        "them); rms: a directory of NIBRS *.xml (or one .xml file)",
+    )
+    where.add_argument("--sql", help="SQLAlchemy URL of the database to poll (cad, rms)")
+    connect.add_argument("--table", help="with --sql: the table or view to poll")
+    connect.add_argument(
+        "--mapping", type=Path, help="alpr: vendor column mapping; --sql: table mapping (YAML)"
+    )
+    connect.add_argument(
+        "--timezone",
+        default="UTC",
+        help="rms: IANA zone of NIBRS times written without an offset, e.g. America/Los_Angeles",
+    )
+    connect.add_argument(
+        "--name", help="checkpoint name (default: <ori>-<file name>, <ori>-<kind>-<source>)"
+    )
+    connect.add_argument(
+        "--follow", action="store_true", help="keep reading as the source grows (Ctrl-C stops)"
+    )
     connect.add_argument("--report", type=Path, help="write the final counts here as JSON")
     connect.set_defaults(handler=_connect)
 
@@ -210,22 +236,19 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
 def _connect(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.agencies import load_registry
     from mutualaid.kafka import wait_for_broker
-    from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
-    from producers.runner import LineFile, Runner
+    from producers.runner import Runner
 
     ori = load_registry(settings.agencies_file).get(args.agency).ori
-    mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
-    source = LineFile(args.source, has_header=mapping.format == "csv")
     try:
-        adapter = AlprAdapter(mapping, source.header, ori)
-    except ValueError as exc:
-        print(f"mutualaid connect: {args.source}: {exc}", file=sys.stderr)
+        adapter, source, label = _connector(args, ori)
+    except (OSError, ValueError) as exc:
+        print(f"mutualaid connect: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     wait_for_broker(settings.bootstrap_servers)
     from mutualaid.metrics import serve_metrics
 
     serve_metrics(settings.metrics_port)
-    name = args.name or f"{ori.lower()}-{args.source.name}"
+    name = args.name or f"{ori.lower()}-{label}"
     runner = Runner(
         settings,
         ori,
@@ -239,6 +262,64 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(progress.counts()))
     return 0
+
+
+def _connector(args: argparse.Namespace, ori: str):
+    """(adapter, source, checkpoint label) for `connect`; ValueError says what to fix."""
+    from producers.sources import DocumentDirectory, LineFile
+
+    kind = args.source_kind
+    if args.sql:
+        if kind == "alpr":
+            raise ValueError("--sql polls CAD or RMS tables; ALPR reads come from --source")
+        from producers.sqlpoll import SqlMapping, SqlPoller, SqlRowAdapter, load_sql_mapping
+
+        mapping = load_sql_mapping(args.mapping) if args.mapping else SqlMapping()
+        table = args.table or mapping.table
+        if not table:
+            raise ValueError("--sql needs --table (or table: in the --mapping file)")
+        try:
+            poller = SqlPoller(args.sql, table, mapping)
+        except ValueError:
+            raise
+        except Exception as exc:  # SQLAlchemy: bad URL, unreachable server, no such table
+            raise ValueError(f"{args.sql}: cannot poll table {table!r}: {exc}") from None
+        item_kind = Kind.CAD_INCIDENT if kind == "cad" else Kind.RMS_RECORD
+        adapter = SqlRowAdapter(item_kind, mapping, ori, list(poller.table.c.keys()))
+        return adapter, poller, f"{kind}-sql-{table}"
+    path: Path = args.source
+    if args.table:
+        raise ValueError("--table goes with --sql")
+    if kind == "alpr":
+        from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
+
+        mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
+        source = LineFile(path, has_header=mapping.format == "csv")
+        try:
+            return AlprAdapter(mapping, source.header, ori), source, path.name
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    if args.mapping:
+        raise ValueError("--mapping is for alpr exports and --sql tables")
+    if kind == "cad":
+        from producers.cad import CadAdapter
+
+        if path.is_dir():
+            return CadAdapter(ori), DocumentDirectory(path, "*.json"), f"cad-{path.name}"
+        return CadAdapter(ori), LineFile(path, has_header=False), f"cad-{path.name}"
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from producers.rms import RmsAdapter
+
+    try:
+        adapter = RmsAdapter(ori, zone=ZoneInfo(args.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"--timezone {args.timezone!r} is not an IANA zone") from None
+    if path.is_dir():
+        return adapter, DocumentDirectory(path, "*.xml"), f"rms-{path.name}"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file or directory")
+    return adapter, DocumentDirectory(path.parent, path.name), f"rms-{path.name}"
 
 
 def _router(settings: Settings, args: argparse.Namespace) -> int:

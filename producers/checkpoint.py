@@ -4,15 +4,27 @@ A checkpoint is written only after the broker acknowledged every event before it
 atomically (temp file, fsync, rename), so a crash at any instant leaves either the old or the new
 position, never a torn one. Resuming from an old position republishes a few events with the same
 record ids and versions, which every downstream stage treats as a no-op.
+
+Each kind of source has its own position type, stored Debezium-style as plain JSON with a
+``type`` tag, so an operator can read (and, if they must, edit) where a connector stands:
+
+    {"source": "/exports/alpr.csv", "type": "file",
+     "position": {"fingerprint": "9c1e...", "offset": 81234, "line": 1001}, "saved_at": "..."}
+    {"source": "/drop/cad", "type": "directory",
+     "position": {"done": {"0001.json": "5d0a...", "0002.json": "e31f..."}}, ...}
+    {"source": "sqlite:///rms.db table reports", "type": "watermark",
+     "position": {"updated_at": "2026-11-24T21:14:03.120000", "last_id": 42}, ...}
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -23,9 +35,69 @@ class FilePosition:
     name is read from the start rather than from an offset that means nothing in it.
     """
 
+    type: ClassVar[str] = "file"
     fingerprint: str
     offset: int
     line: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FilePosition:
+        return cls(str(data["fingerprint"]), int(data["offset"]), int(data["line"]))
+
+
+@dataclass(frozen=True)
+class DirectoryPosition:
+    """The documents of a drop directory already published: file name -> content fingerprint.
+
+    A name whose content changed (a new export written under an old name) is read again. The
+    entries are ``base`` (from the checkpoint) plus the first ``count`` of ``added``, a list the
+    source only appends to, so a position per document costs nothing to make.
+    """
+
+    type: ClassVar[str] = "directory"
+    base: Mapping[str, str] = field(default_factory=dict)
+    added: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+
+    @property
+    def done(self) -> dict[str, str]:
+        return {**self.base, **dict(self.added[: self.count])}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"done": dict(sorted(self.done.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DirectoryPosition:
+        return cls(base={str(k): str(v) for k, v in data["done"].items()})
+
+
+@dataclass(frozen=True)
+class WatermarkPosition:
+    """The last row published by a SQL poller: its updated-at value and primary key.
+
+    The next poll asks for rows strictly after ``(updated_at, last_id)`` in that order, so rows
+    sharing one timestamp are neither skipped nor read twice.
+    """
+
+    type: ClassVar[str] = "watermark"
+    updated_at: str | None  # ISO 8601 as the database returned it (naive or with an offset)
+    last_id: int | str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"updated_at": self.updated_at, "last_id": self.last_id}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WatermarkPosition:
+        return cls(data.get("updated_at"), data.get("last_id"))
+
+
+Position = FilePosition | DirectoryPosition | WatermarkPosition
+POSITION_TYPES: dict[str, type[FilePosition | DirectoryPosition | WatermarkPosition]] = {
+    t.type: t for t in (FilePosition, DirectoryPosition, WatermarkPosition)
+}
 
 
 class CheckpointStore:
@@ -37,20 +109,22 @@ class CheckpointStore:
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
 
-    def load(self, name: str) -> FilePosition | None:
+    def load(self, name: str) -> Position | None:
         try:
             data = json.loads(self.path(name).read_text())
         except FileNotFoundError:
             return None
-        return FilePosition(**data["position"])
+        # Checkpoints written before positions were typed are file positions.
+        return POSITION_TYPES[data.get("type", "file")].from_json(data["position"])
 
-    def save(self, name: str, position: FilePosition, source: str) -> None:
+    def save(self, name: str, position: Position, source: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path(name)
         tmp = target.with_suffix(".tmp")
         record = {
             "source": source,
-            "position": asdict(position),
+            "type": position.type,
+            "position": position.to_json(),
             "saved_at": datetime.now(UTC).isoformat(),
         }
         with open(tmp, "w") as out:

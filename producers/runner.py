@@ -1,26 +1,31 @@
-"""The shared connector runner: source items in, Avro events out, nothing lost or duplicated.
+"""The shared connector runner: source items in, Avro events out, nothing lost.
 
-For every batch it maps each item with the connector's adapter, produces the events (or a dead
-letter for an item the adapter rejects), waits until the broker has acknowledged all of them,
-and only then saves the checkpoint. A crash between produce and checkpoint replays the batch;
-replayed events carry the same record ids, versions and event ids, so downstream ignores them.
+The runner works over any ``Source`` (``producers.sources``): a line file, a drop directory of
+documents, a SQL change poller. For every batch it maps each item with the connector's
+adapter, produces the events (or a dead letter for an item the adapter rejects), waits until
+the broker has acknowledged all of them, and only then saves the checkpoint.
+
+A crash replays what was produced after the last checkpoint: at most the batches in flight
+(``MAX_IN_FLIGHT`` + 1 batches, 3,000 events at most). Replayed events carry the
+same record ids, versions and event ids, so downstream ignores them; they are not
+byte-identical (``ingested_at`` says when each copy was made). Delivery is therefore at least
+once, and idempotent by (record id, version) for every consumer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from mutualaid.deadletter import dead_letter
 from mutualaid.events import record_key
-from mutualaid.kafka import DeliveryTracker, producer_config
+from mutualaid.kafka import DeliveryFailed, producer_config
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -32,10 +37,18 @@ from mutualaid.serde import (
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
-from producers.checkpoint import CheckpointStore, FilePosition
+from producers.checkpoint import CheckpointStore, Position
+from producers.sources import (  # re-exported: adapters import them from here
+    FOLLOW_POLL_SECONDS,
+    LineFile,
+    Source,
+    SourceItem,
+)
 
 BATCH_SIZE = 1000
-FOLLOW_POLL_SECONDS = 0.5
+MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
+DELIVERY_TIMEOUT = 30.0
+__all__ = ["FOLLOW_POLL_SECONDS", "LineFile", "Rejected", "Runner", "Source", "SourceItem"]
 
 
 class Rejected(Exception):
@@ -45,15 +58,6 @@ class Rejected(Exception):
         self.error_type = error_type
         self.reason = reason
         super().__init__(f"{error_type}: {reason}")
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One raw item and the position just after it (where a resumed read starts)."""
-
-    raw: bytes
-    line: int
-    after: FilePosition
 
 
 class Adapter(Protocol):
@@ -83,60 +87,40 @@ class Progress:
         )
 
 
-class LineFile:
-    """A text export read line by line from a byte offset, header kept aside."""
+class _BatchAcks:
+    """One batch's deliveries still awaited, and where the source stands after it."""
 
-    def __init__(self, path: Path, has_header: bool = True) -> None:
-        self.path = path
-        self.has_header = has_header
-        with open(path, "rb") as f:
-            head = f.read(4096)
-        self.fingerprint = hashlib.sha256(head.split(b"\n", 1)[0] + head[:256]).hexdigest()[:16]
-        first = head.split(b"\n", 1)[0] if has_header else b""
-        self.header = first.rstrip(b"\r")
-        self._body_start = len(first) + 1 if has_header else 0
+    def __init__(self, after: Position, items: int) -> None:
+        self.after = after
+        self.items = items
+        self.published = 0
+        self.pending = 0
+        self.errors: list[str] = []
 
-    def start(self, checkpoint: FilePosition | None) -> FilePosition:
-        if checkpoint is not None and checkpoint.fingerprint == self.fingerprint:
-            return checkpoint
-        return FilePosition(self.fingerprint, self._body_start, 1 if self.has_header else 0)
-
-    def items(self, start: FilePosition, follow: Callable[[], bool]) -> Iterator[SourceItem]:
-        """Lines from ``start``; while ``follow()`` is true, wait at the end for more."""
-        with open(self.path, "rb") as f:
-            f.seek(start.offset)
-            line_no = start.line
-            while True:
-                raw = f.readline()
-                if raw.endswith(b"\n") or (raw and not follow()):
-                    line_no += 1
-                    after = FilePosition(self.fingerprint, f.tell(), line_no)
-                    if raw.strip():
-                        yield SourceItem(raw.rstrip(b"\r\n"), line_no, after)
-                    continue
-                # End of file, or a line still being written: go back to its start and wait.
-                f.seek(f.tell() - len(raw))
-                if not follow():
-                    return
-                time.sleep(FOLLOW_POLL_SECONDS)
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.errors.append(f"{msg.topic()}: {err.str()}")
 
 
 class Runner:
-    """Runs one adapter over one file for one agency."""
+    """Runs one adapter over one source for one agency."""
 
     def __init__(
         self,
         settings: Settings,
         source_ori: str,
         adapter: Adapter,
-        source: LineFile,
+        source: Source,
         *,
         name: str,
+        batch_size: int = BATCH_SIZE,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> None:
         self.adapter = adapter
         self.source = source
         self.name = name
+        self.batch_size = batch_size
         self.topic = source_topic(source_ori, adapter.kind)
         self.source_ori = source_ori
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints")
@@ -147,55 +131,102 @@ class Runner:
         self._encode = AvroSerializer(store, SOURCE_EVENT[adapter.kind], registry)
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._producer = Producer(producer_config(settings))
-        self._tracker = DeliveryTracker()
+        self._in_flight: deque[_BatchAcks] = deque()
+        self._events_in = EVENTS_IN.labels(stage="producers", kind=str(adapter.kind))
 
     def run(self, stop: threading.Event | None = None, follow: bool = False) -> Progress:
         """Publish from the checkpoint to the end (or until ``stop`` is set, with follow)."""
         stop = stop or threading.Event()
         position = self.source.start(self.checkpoints.load(self.name))
         batch: list[SourceItem] = []
-        for item in self.source.items(position, follow=lambda: follow and not stop.is_set()):
+
+        def at_end() -> bool:
+            # The source has nothing more for now: make what it gave durable before waiting,
+            # so a quiet source's last items are not held back until a batch fills up.
+            nonlocal batch
+            self._publish(batch)
+            batch = []
+            self._settle(everything=True)
+            return follow and not stop.is_set()
+
+        for item in self.source.items(position, follow=at_end):
             batch.append(item)
-            if len(batch) >= BATCH_SIZE:
+            if len(batch) >= self.batch_size:
                 self._publish(batch)
                 batch = []
             if stop.is_set():
                 break
         self._publish(batch)
+        self._settle(everything=True)
         return self.progress
 
     def _publish(self, batch: list[SourceItem]) -> None:
+        """Produce a batch; checkpoint every earlier batch the broker has acknowledged since.
+
+        Up to ``MAX_IN_FLIGHT`` batches are sent before the oldest must be acknowledged, so
+        reading and mapping the next batch overlaps the broker's round trip for this one.
+        """
         if not batch:
             return
-        published = sum(self._produce_one(item) for item in batch)
-        self._tracker.wait(self._producer)
-        self.checkpoints.save(self.name, batch[-1].after, str(self.source.path))
-        EVENTS_OUT.labels(stage="producers", kind=str(self.adapter.kind)).inc(published)
-        self.progress.read += len(batch)
-        self.progress.published += published
-        self.progress.rejected += len(batch) - published
-        self.on_progress(self.progress)
+        acks = _BatchAcks(batch[-1].after, len(batch))
+        self._in_flight.append(acks)
+        acks.published = sum(self._produce_one(item, acks) for item in batch)
+        self._producer.poll(0)
+        if len(self._in_flight) > MAX_IN_FLIGHT:
+            oldest, deadline = self._in_flight[0], time.monotonic() + DELIVERY_TIMEOUT
+            while oldest.pending and time.monotonic() < deadline:
+                self._producer.poll(0.01)
+            if oldest.pending:
+                raise DeliveryFailed(
+                    f"{oldest.pending} records unacknowledged after {DELIVERY_TIMEOUT:.0f}s; "
+                    "is the broker at bootstrap_servers up?"
+                )
+        self._settle(everything=False)
 
-    def _produce_one(self, item: SourceItem) -> bool:
+    def _settle(self, everything: bool, timeout: float = DELIVERY_TIMEOUT) -> None:
+        """Checkpoint the acknowledged batches, oldest first; with ``everything``, wait for all.
+
+        A batch is checkpointed only once it and every batch before it are acknowledged, so
+        the checkpoint never passes an event the broker might not have.
+        """
+        if everything and self._in_flight:
+            self._producer.flush(timeout)
+        while self._in_flight and self._in_flight[0].pending == 0:
+            acks = self._in_flight.popleft()
+            if acks.errors:
+                raise DeliveryFailed("broker refused records: " + "; ".join(acks.errors[:5]))
+            self.checkpoints.save(self.name, acks.after, self.source.description)
+            EVENTS_OUT.labels(stage="producers", kind=str(self.adapter.kind)).inc(acks.published)
+            self.progress.read += acks.items
+            self.progress.published += acks.published
+            self.progress.rejected += acks.items - acks.published
+            self.on_progress(self.progress)
+        if everything and self._in_flight:
+            raise DeliveryFailed(
+                f"{sum(a.pending for a in self._in_flight)} records unacknowledged after "
+                f"{timeout:.0f}s; is the broker at bootstrap_servers up?"
+            )
+
+    def _produce_one(self, item: SourceItem, acks: _BatchAcks) -> bool:
         """Produce the item's event and return True, or its dead letter and return False."""
-        EVENTS_IN.labels(stage="producers", kind=str(self.adapter.kind)).inc()
+        self._events_in.inc()
         try:
             event = self.adapter.to_event(item)
         except Rejected as rejected:
-            self._reject(item, rejected)
+            self._reject(item, rejected, acks)
             return False
         value = self._encode(event, SerializationContext(self.topic))
-        self._send(self.topic, record_key(event["envelope"]), value)
+        self._send(self.topic, record_key(event["envelope"]), value, acks)
         return True
 
-    def _reject(self, item: SourceItem, rejected: Rejected) -> None:
+    def _reject(self, item: SourceItem, rejected: Rejected, acks: _BatchAcks) -> None:
         topic = dlq_topic(Stage.PRODUCERS)
         letter = dead_letter(
             stage=Stage.PRODUCERS,
             reason=rejected.reason,
             error_type=rejected.error_type,
-            source=f"{self.source.path} ({self.adapter.source_system})",
-            position=f"line {item.line}",
+            source=f"{self.source.description} ({self.adapter.source_system})",
+            position=item.position,
             payload=item.raw,
             source_ori=self.source_ori,
         )
@@ -203,13 +234,14 @@ class Runner:
             topic,
             f"{self.source_ori}/{self.name}".encode(),
             self._encode_dead(letter, SerializationContext(topic)),
+            acks,
         )
 
-    def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
+    def _send(self, topic: str, key: bytes, value: bytes | None, acks: _BatchAcks) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=self._tracker)
-                self._tracker.sent()
+                self._producer.produce(topic, value, key, on_delivery=acks)
+                acks.pending += 1
                 return
             except BufferError:
                 # The local queue is full: let deliveries drain, then try again.

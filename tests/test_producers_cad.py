@@ -1,0 +1,171 @@
+"""The CAD connector: NENA EIDO JSON documents onto mutualaid.cad.Incident."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import Region, dead_letters, mutualaid_cli, read_topic
+from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, SchemaStore
+from mutualaid.serde import SerializationContext as Ctx
+from mutualaid.topics import Kind, Stage, source_topic
+from producers.cad import CadAdapter
+from producers.runner import Rejected, SourceItem
+
+DATA = Path(__file__).parent / "data" / "cad"
+FIRST = (DATA / "eido-rb-26-001234-1.json").read_bytes()
+SECOND = (DATA / "eido-rb-26-001234-2.json").read_bytes()
+INCIDENT = "urn:emergency:uid:incidentid:0a1b2c3d:cad.riverbend.example"
+
+
+def to_event(raw: bytes) -> dict:
+    return CadAdapter("CA0990100").to_event(SourceItem(raw, 1, None, where="file x.json"))  # type: ignore[arg-type]
+
+
+def test_an_eido_document_becomes_an_incident() -> None:
+    event = to_event(FIRST)
+    envelope, body = event["envelope"], event["body"]
+    assert envelope["record_id"] == INCIDENT
+    assert envelope["op"] == "UPSERT" and envelope["source_system"] == "cad-eido"
+    status_at = datetime(2026, 11, 25, 5, 14, 3, 120000, tzinfo=UTC)
+    assert envelope["version"] == 1795583643120  # status time in epoch milliseconds
+    assert envelope["version"] == int(status_at.timestamp() * 1000)
+    assert envelope["occurred_at"] == datetime(2026, 11, 25, 5, 12, 40, tzinfo=UTC)
+    assert envelope["source_position"] == "file x.json"
+    assert body["incident_number"] == "RB-26-001234"
+    assert (body["incident_type"], body["priority"], body["status"]) == ("TA", "1", "DISPATCHED")
+    assert body["status_at"] == status_at and body["closed_at"] is None
+    assert body["location"] == {
+        "address": "120 Main St",
+        "city": "Riverbend",
+        "state": "CA",
+        "postal_code": "96150",
+        "latitude": 38.94012,
+        "longitude": -119.98231,
+        "beat": "B3",
+    }
+    assert body["units"] == [
+        {
+            "unit_id": "M12",
+            "agency_ori": "CA0990100",
+            "status": "ENROUTE",
+            "dispatched_at": datetime(2026, 11, 25, 5, 13, 55, tzinfo=UTC),
+            "arrived_at": None,
+            "cleared_at": None,
+        }
+    ]
+    assert (body["caller_name"], body["caller_phone"]) == ("Pat Doe", "+15305550142")
+    assert body["narrative"] == "[2026-11-24T21:13:01-08:00 CT4] Two vehicles, one driver trapped."
+    # It fits the schema.
+    AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.CAD_INCIDENT])(event, Ctx("t"))
+
+
+def test_a_status_change_is_a_higher_version_of_the_same_record() -> None:
+    first, second = to_event(FIRST), to_event(SECOND)
+    assert first["envelope"]["record_id"] == second["envelope"]["record_id"]
+    assert second["envelope"]["version"] > first["envelope"]["version"]
+    assert first["envelope"]["event_id"] != second["envelope"]["event_id"]
+    assert second["body"]["status"] == "ONSCENE"
+    assert [u["unit_id"] for u in second["body"]["units"]] == ["M12", "E7"]
+    assert to_event(FIRST)["envelope"]["event_id"] == first["envelope"]["event_id"]  # replay
+
+
+def closed(doc: dict) -> dict:
+    doc["incidentComponent"]["incidentStatusCommonRegistryText"] = "Closed"
+    return doc
+
+
+def without(doc: dict, key: str) -> dict:
+    doc["incidentComponent"].pop(key)
+    return doc
+
+
+def test_closing_sets_closed_at_to_the_status_time() -> None:
+    event = to_event(json.dumps(closed(json.loads(FIRST))).encode())
+    assert event["body"]["status"] == "CLOSED"
+    assert event["body"]["closed_at"] == event["body"]["status_at"]
+
+
+def edited(**changes: object) -> bytes:
+    doc = json.loads(FIRST)
+    doc["incidentComponent"].update(changes)
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "error_type", "reason"),
+    [
+        (FIRST[:200], "malformed_document", "not JSON: "),
+        (b"[1, 2]", "malformed_document", "expected one EIDO JSON object"),
+        (b'{"callComponent": {}}', "malformed_document", "no incidentComponent"),
+        (
+            json.dumps(without(json.loads(FIRST), "incidentTrackingIdentifier")).encode(),
+            "missing_incident_id",
+            "incidentTrackingIdentifier is missing",
+        ),
+        (
+            json.dumps(
+                without(json.loads(FIRST), "lastUpdateTimeStamp") | {"lastUpdateTimeStamp": None}
+            ).encode(),
+            "bad_timestamp",
+            "lastUpdateTimeStamp is missing",
+        ),
+        (edited(lastUpdateTimeStamp="24/11/2026 9pm"), "bad_timestamp", "is not ISO 8601"),
+        (edited(lastUpdateTimeStamp="2026-11-24T21:14:03"), "bad_timestamp", "no UTC offset"),
+        (FIRST.replace(b"Pat Doe", b"P\xe4t Doe"), "bad_encoding", "byte 0xe4 at position"),
+        (FIRST.replace(b"38.94012", b"138.94012"), "bad_coordinates", "latitude 138.94012"),
+    ],
+)
+def test_malformed_documents_are_rejected_with_a_reason(
+    raw: bytes, error_type: str, reason: str
+) -> None:
+    with pytest.raises(Rejected) as caught:
+        to_event(raw)
+    assert caught.value.error_type == error_type
+    assert reason in caught.value.reason
+
+
+@pytest.mark.broker
+def test_connect_cad_publishes_a_drop_directory_and_dead_letters_the_bad(
+    region: Region, tmp_path: Path
+) -> None:
+    drop = tmp_path / "eido"
+    drop.mkdir()
+    shutil.copy(DATA / "eido-rb-26-001234-1.json", drop / "0001.json")
+    shutil.copy(DATA / "eido-rb-26-001234-2.json", drop / "0002.json")
+    (drop / "0003.json").write_bytes(FIRST[:300])  # truncated in transfer
+    result = mutualaid_cli(
+        region, "connect", "cad", "--agency", region.local, "--source", str(drop)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "read 3  published 2  rejected 1" in result.stdout
+
+    topic = source_topic(region.local, Kind.CAD_INCIDENT)
+    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.CAD_INCIDENT])
+    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 2)
+    events = [decode(m.value(), Ctx(topic)) for m in records]
+    assert {m.key() for m in records} == {f"{region.local}/{INCIDENT}".encode()}
+    assert [e["body"]["status"] for e in events] == ["DISPATCHED", "ONSCENE"]  # one partition
+    assert [e["envelope"]["source_position"] for e in events] == [
+        "file 0001.json",
+        "file 0002.json",
+    ]
+    letters = dead_letters(
+        region.settings.bootstrap_servers,
+        Stage.PRODUCERS,
+        lambda d: d["source_ori"] == region.local,
+    )
+    assert [(d["error_type"], d["position"]) for d in letters] == [
+        ("malformed_document", "file 0003.json")
+    ]
+    assert letters[0]["source"] == f"{drop / '*.json'} (cad-eido)"
+    assert letters[0]["payload"] == FIRST[:300]
+
+    # A second run finds nothing new; a fixed document under the same name is read again.
+    (drop / "0003.json").write_bytes(SECOND)
+    again = mutualaid_cli(region, "connect", "cad", "--agency", region.local, "--source", str(drop))
+    assert "read 1  published 1  rejected 0" in again.stdout, again.stdout + again.stderr
