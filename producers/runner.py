@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from mutualaid.deadletter import dead_letter
 from mutualaid.events import record_key
-from mutualaid.kafka import DeliveryFailed, producer_config
+from mutualaid.kafka import DeliveryFailed, DeliveryTracker, producer_config
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -87,20 +87,14 @@ class Progress:
         )
 
 
-class _BatchAcks:
+class _BatchAcks(DeliveryTracker):
     """One batch's deliveries still awaited, and where the source stands after it."""
 
     def __init__(self, after: Position, items: int) -> None:
+        super().__init__()
         self.after = after
         self.items = items
         self.published = 0
-        self.pending = 0
-        self.errors: list[str] = []
-
-    def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        self.pending -= 1
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err.str()}")
 
 
 class Runner:
@@ -241,7 +235,7 @@ class Runner:
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=acks)
-                acks.pending += 1
+                acks.sent()
                 return
             except BufferError:
                 # The local queue is full: let deliveries drain, then try again.
