@@ -58,6 +58,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from mutualaid.events import new_envelope
+from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind, check_ori
 from producers.parsing import epoch_millis, text
 from producers.runner import Rejected, SourceItem
@@ -341,8 +342,7 @@ class RmsAdapter:
             plate = child(vehicle, "ConveyanceRegistrationPlateIdentification")
             vehicles.append(
                 {
-                    "plate": (value(plate, "IdentificationID") or "").replace(" ", "").upper()
-                    or None,
+                    "plate": normalize_plate(value(plate, "IdentificationID") or "") or None,
                     "plate_state": first_value(
                         plate,
                         "IdentificationJurisdictionText",
