@@ -33,7 +33,14 @@ from mutualaid.serde import (
     registry_client,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, check_ori, dlq_topic, share_topic
+from mutualaid.topics import (
+    AUDIT_SEARCH,
+    RECORD_KINDS,
+    Stage,
+    check_ori,
+    dlq_topic,
+    share_topic,
+)
 
 log = logging.getLogger("mutualaid.projector")
 
@@ -53,11 +60,11 @@ class Projector:
         self.index = SqliteIndex(index_path(settings, self.agency_ori))
         self.keyring = load_keyring(self.agency_ori, settings.private_keys_dir)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
-        self._topics = {share_topic(self.agency_ori, kind): kind for kind in Kind}
+        self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
         store = SchemaStore()
         registry = registry_client(settings.schema_registry_url)
         self._decode = {
-            kind: AvroDeserializer(store, SHARED_EVENT[kind], registry) for kind in Kind
+            kind: AvroDeserializer(store, SHARED_EVENT[kind], registry) for kind in RECORD_KINDS
         }
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._encode_search = AvroSerializer(store, SEARCH_AUDIT, registry)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from mutualaid.agencies import UnknownAgency
 from mutualaid.configfile import ConfigError
 from mutualaid.settings import Settings, load_settings
-from mutualaid.topics import InvalidOri, Kind
+from mutualaid.topics import RECORD_KINDS, InvalidOri, Kind
 
 if TYPE_CHECKING:  # the stages are imported only by the command that runs them
     from consumers.index import Hit
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--since", type=datetime.fromisoformat, help="from this time (ISO 8601)")
     search.add_argument("--until", type=datetime.fromisoformat, help="up to this time")
     search.add_argument("--from-agency", help="only records of this owner ORI")
-    search.add_argument("--kind", choices=[str(k) for k in Kind], help="only this kind")
+    search.add_argument("--kind", choices=[str(k) for k in RECORD_KINDS], help="only this kind")
     search.add_argument("--reason", default="", help="case or incident number (required)")
     search.add_argument("--user", default=getpass.getuser(), help="who is searching")
     search.add_argument("--limit", type=int, default=25, help="most results shown (25)")

@@ -37,6 +37,7 @@ SOURCE_EVENT = {
     Kind.ALPR_READ: "mutualaid.alpr.ReadEvent",
     Kind.CAD_INCIDENT: "mutualaid.cad.IncidentEvent",
     Kind.RMS_RECORD: "mutualaid.rms.RecordEvent",
+    Kind.HOTLIST_ENTRY: "mutualaid.hotlist.EntryEvent",
 }
 SHARED_EVENT = {
     Kind.ALPR_READ: "mutualaid.alpr.SharedReadEvent",
@@ -44,6 +45,8 @@ SHARED_EVENT = {
     Kind.RMS_RECORD: "mutualaid.rms.SharedRecordEvent",
 }
 DEAD_LETTER = "mutualaid.DeadLetter"
+HIT_ALERT = "mutualaid.alerts.Hit"
+ALERT_ACK = "mutualaid.alerts.Ack"
 MAX_DETAIL = 200
 AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
 SEARCH_AUDIT = "mutualaid.SearchAudit"

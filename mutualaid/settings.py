@@ -65,6 +65,32 @@ class Settings(BaseSettings):
         description="faust table store: memory:// rebuilds from the changelog at start; "
         "rocksdict:// keeps it on disk (pip install rocksdict) for large deployments",
     )
+    matcher_id: str = Field(
+        "mutualaid-matcher",
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="the hit matcher's consumer group and table prefix",
+    )
+    alert_repeat_seconds: int = Field(
+        600,
+        ge=0,
+        description="a hit on the same plate and entry for the same center within this many "
+        "seconds is suppressed; 0 alerts on every read",
+    )
+    alert_misreads: bool = Field(
+        True,
+        description="also alert, flagged MISREAD, when a read equals an entry only after folding "
+        "look-alike characters (O/0, I/1, B/8, S/5, Z/2)",
+    )
+    console_port: int = Field(8700, ge=1, le=65535, description="port of `mutualaid console`")
+    console_users_file: Path = Field(
+        None,
+        description="dispatch console users, their agency and token hashes; "
+        "default <data_dir>/console-users.json",
+    )
+    webhooks_file: Path | None = Field(
+        None,
+        description="per-agency webhook endpoints for CAD integration (YAML); unset: none",
+    )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )
@@ -78,6 +104,7 @@ class Settings(BaseSettings):
             values.setdefault("private_keys_dir", keys / "private")
             values.setdefault("hash_key_file", keys / "hash.key")
             values.setdefault("api_users_file", keys.parent / "api-users.json")
+            values.setdefault("console_users_file", keys.parent / "console-users.json")
         return values
 
     @classmethod

@@ -19,6 +19,12 @@ class Kind(StrEnum):
     CAD_INCIDENT = "cad.incident"
     ALPR_READ = "alpr.read"
     RMS_RECORD = "rms.record"
+    HOTLIST_ENTRY = "hotlist.entry"
+
+
+# The kinds that flow src -> router -> share topics. Hotlist entries are shared under agreements
+# too, but only into hit alerts: the matcher reads hotlist.<ori> itself, nothing copies them.
+RECORD_KINDS: tuple[Kind, ...] = (Kind.CAD_INCIDENT, Kind.ALPR_READ, Kind.RMS_RECORD)
 
 
 class Stage(StrEnum):
@@ -56,6 +62,21 @@ def dlq_topic(stage: Stage) -> str:
     return f"dlq.{stage}"
 
 
+def hotlist_topic(ori: str) -> str:
+    """An agency's hotlist entries, compacted: the latest state of every entry it owns."""
+    return f"hotlist.{check_ori(ori).lower()}"
+
+
+def alerts_topic(center_ori: str) -> str:
+    """Hit alerts for one dispatch center."""
+    return f"alerts.{check_ori(center_ori).lower()}"
+
+
+def alert_acks_topic(center_ori: str) -> str:
+    """Dispatchers' acknowledgements of that center's alerts."""
+    return f"alerts.{check_ori(center_ori).lower()}.acks"
+
+
 def router_control_topic(router_id: str) -> str:
     """The router's own control topic, partitioned like the source topics."""
     return f"{router_id}.control"
@@ -81,9 +102,12 @@ def topics_for(oris: list[str], partitions: int) -> list[TopicSpec]:
     specs = [TopicSpec(dlq_topic(stage), 1) for stage in Stage]
     specs += [TopicSpec(AUDIT_DISSEMINATION, partitions), TopicSpec(AUDIT_SEARCH, 1)]
     for ori in oris:
-        for kind in Kind:
+        for kind in RECORD_KINDS:
             specs.append(TopicSpec(source_topic(ori, kind), partitions))
             specs.append(TopicSpec(share_topic(ori, kind), partitions))
+        specs.append(TopicSpec(hotlist_topic(ori), partitions, compacted=True))
+        specs.append(TopicSpec(alerts_topic(ori), 1))
+        specs.append(TopicSpec(alert_acks_topic(ori), 1))
     return specs
 
 

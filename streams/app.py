@@ -27,7 +27,13 @@ from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy
 from mutualaid.serde import SchemaStore, registry_client
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, TopicSpec, router_control_topic, source_topic, topics_for
+from mutualaid.topics import (
+    RECORD_KINDS,
+    TopicSpec,
+    router_control_topic,
+    source_topic,
+    topics_for,
+)
 from streams.router import Consumed, Router
 
 log = logging.getLogger("mutualaid.router")
@@ -65,7 +71,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     )
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     holders = app.Table("holders", partitions=settings.partitions, key_type=str)
-    sources = [source_topic(ori, kind) for ori in registry.oris for kind in Kind]
+    sources = [source_topic(ori, kind) for ori in registry.oris for kind in RECORD_KINDS]
     sources.append(router.control_topic)  # rechecks after a narrowing, co-partitioned
     topic = app.topic(
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"

@@ -39,6 +39,7 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import (
     AUDIT_DISSEMINATION,
+    RECORD_KINDS,
     Kind,
     Stage,
     dlq_topic,
@@ -92,8 +93,8 @@ class Router:
         self.hash_key = hash_key
         self.clock = clock
         self._store = store
-        self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in Kind}
-        self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in Kind}
+        self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in RECORD_KINDS}
+        self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in RECORD_KINDS}
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
         self.use_policy(policy)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastavro
@@ -12,7 +12,9 @@ from fastavro.schema import load_schema
 
 from mutualaid.events import new_envelope
 from mutualaid.serde import (
+    ALERT_ACK,
     AVRO_DIR,
+    HIT_ALERT,
     SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
@@ -126,6 +128,21 @@ BODIES = {
         ],
         "narrative": "Vehicle taken from residence between 2300 and 0600.",
     },
+    Kind.HOTLIST_ENTRY: {
+        "plate": "7ABC123",
+        "plate_state": "CA",
+        "plate_type": "PC",
+        "reason": "stolen_vehicle",
+        "ncic_number": "V123456789",
+        "entered_at": AT,
+        "expires_at": AT + timedelta(days=90),
+        "vehicle_year": 2012,
+        "vehicle_make": "TOYT",
+        "vehicle_model": "CAM",
+        "vehicle_color": "SIL",
+        "caution": None,
+        "notes": "Taken from driveway overnight.",
+    },
 }
 
 
@@ -160,13 +177,40 @@ def cases() -> list[tuple[str, dict]]:
     out = []
     for kind, body in BODIES.items():
         out.append((SOURCE_EVENT[kind], {"envelope": envelope(kind), "body": body}))
+        if kind not in SHARED_EVENT:
+            continue
         out.append(
             (
                 SHARED_EVENT[kind],
                 {"envelope": envelope(kind), "disclosure": DISCLOSURE, "body": body},
             )
         )
-    return out
+    return [*out, (HIT_ALERT, HIT), (ALERT_ACK, ACK)]
+
+
+HIT = {
+    "alert_id": "9a4d5c1e-0000-5000-8000-000000000001",
+    "center_ori": "CA0990200",
+    "match": "EXACT",
+    "read_event_id": "e1",
+    "read_source_ori": "CA0990100",
+    "read_record_id": "r1",
+    "read_occurred_at": AT,
+    "read_ingested_at": AT,
+    "read": BODIES[Kind.ALPR_READ],
+    "entry_owner_ori": "CA0990200",
+    "entry_id": "V123456789",
+    "entry": BODIES[Kind.HOTLIST_ENTRY],
+    "withheld_fields": ["read.image_ref"],
+    "matched_at": AT,
+}
+ACK = {
+    "alert_id": HIT["alert_id"],
+    "center_ori": "CA0990200",
+    "user": "dispatcher1",
+    "acknowledged_at": AT,
+    "note": "unit 12 en route",
+}
 
 
 @pytest.mark.parametrize(("name", "event"), cases(), ids=[c[0] for c in cases()])
