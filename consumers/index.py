@@ -18,11 +18,8 @@ from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
-from mutualaid.plates import normalize_plate
+from mutualaid.plates import normalize_plate, plate_key
 from mutualaid.policy import distance_km
-
-# Characters ALPR cameras confuse, folded onto one of each pair.
-_MISREADS = str.maketrans({"O": "0", "I": "1", "B": "8", "S": "5", "Z": "2"})
 
 SCHEMA = """
 create table if not exists records (
@@ -72,15 +69,6 @@ create table if not exists search_audit (
     published integer not null default 0
 );
 """
-
-
-def plate_key(plate: str) -> str:
-    """A key that survives common misreads: '8O5ZIS' and 'B05215' share one.
-
-    Cameras confuse O/0, I/1, B/8, S/5 and Z/2, so a read stored under its folded key is found
-    by a query typed with either character; the raw plate is kept too, to rank exact matches first.
-    """
-    return normalize_plate(plate).translate(_MISREADS)
 
 
 @dataclass(frozen=True)

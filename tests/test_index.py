@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from consumers.index import Criteria, SqliteIndex, plate_key
+from consumers.index import Criteria, SqliteIndex
+from mutualaid.plates import plate_key
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -80,7 +81,6 @@ def test_plate_key_folds_misreads() -> None:
     assert plate_key("8O5-ZIS") == plate_key("b05 215") == "805215"
     assert plate_key("7abc 123") == "7A8C123"
     assert plate_key("8OS1Z3") == plate_key("BO51Z3") == "805123"
-    assert plate_key is plate_key  # the older name other modules import
 
 
 def test_upsert_then_exact_search(index: SqliteIndex) -> None:
