@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,6 +108,35 @@ def _parser() -> argparse.ArgumentParser:
 
     router = sub.add_parser("router", help="run the sharing router (faust)")
     router.set_defaults(handler=_router)
+
+    matcher = sub.add_parser("matcher", help="match plate reads against hotlists (faust)")
+    matcher.set_defaults(handler=_matcher)
+
+    hotlist = sub.add_parser("hotlist", help="an agency's hotlist: NCIC extracts and BOLOs")
+    hotlist_sub = hotlist.add_subparsers(required=True, metavar="action")
+    load = hotlist_sub.add_parser(
+        "load", help="publish an NCIC-style extract (CSV); entries it no longer lists are removed"
+    )
+    load.add_argument("--agency", required=True, help="ORI of the agency whose hotlist it is")
+    load.add_argument("file", type=Path, help="the extract, CSV with a header line")
+    load.set_defaults(handler=_hotlist_load)
+    bolo = hotlist_sub.add_parser("add", help="add a local BOLO (be-on-the-lookout)")
+    bolo.add_argument("--agency", required=True, help="ORI of the agency issuing it")
+    bolo.add_argument("--plate", required=True)
+    bolo.add_argument("--state", help="issuing state; omit to match the plate from any state")
+    bolo.add_argument("--reason", default="bolo", help="bolo (default), wanted, amber, ...")
+    bolo.add_argument("--expires", help="date (through that day) or ISO 8601 instant")
+    bolo.add_argument("--id", help="the BOLO's id (default: a new BOLO-... id)")
+    for name in ("make", "model", "color", "caution", "notes"):
+        bolo.add_argument(f"--{name}")
+    bolo.set_defaults(handler=_hotlist_add)
+    remove = hotlist_sub.add_parser("remove", help="remove an entry by BOLO id or NCIC number")
+    remove.add_argument("--agency", required=True)
+    remove.add_argument("id")
+    remove.set_defaults(handler=_hotlist_remove)
+    show = hotlist_sub.add_parser("list", help="the agency's entries as the matcher sees them")
+    show.add_argument("--agency", required=True)
+    show.set_defaults(handler=_hotlist_list)
 
     project = sub.add_parser("project", help="project an agency's share topics into its index")
     project.add_argument("--agency", required=True, help="ORI of the agency whose index to fill")
@@ -332,6 +361,86 @@ def _router(settings: Settings, args: argparse.Namespace) -> int:
     except MissingKey as exc:
         print(f"mutualaid router: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    return 0
+
+
+def _agency(settings: Settings, ori: str) -> str:
+    """The ORI of an agency in the registry, or UnknownAgency (main reports it)."""
+    from mutualaid.agencies import load_registry
+
+    return load_registry(settings.agencies_file).get(ori).ori
+
+
+def _matcher(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.matcher_app import run_matcher
+
+    registry, policy = _registry_and_policy(settings)
+    run_matcher(settings, registry, policy)
+    return 0
+
+
+def _hotlist_load(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.hotlist import ExtractError, load_extract
+
+    try:
+        report = load_extract(settings, _agency(settings, args.agency), args.file)
+    except (ExtractError, OSError) as exc:
+        print(f"mutualaid hotlist load: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"{report.published} entries published, {report.removed} removed (no longer in the "
+        f"extract), {report.rejected} lines rejected (see dlq.producers)"
+    )
+    return 0 if not report.rejected else 1
+
+
+def _hotlist_add(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.hotlist import add_bolo
+    from producers.runner import Rejected
+
+    fields = {
+        "plate": args.plate,
+        "state": args.state,
+        "reason": args.reason,
+        "expires": args.expires,
+        "vehicle_make": args.make,
+        "vehicle_model": args.model,
+        "vehicle_color": args.color,
+        "caution": args.caution,
+        "notes": args.notes,
+    }
+    try:
+        record_id = add_bolo(settings, _agency(settings, args.agency), fields, record_id=args.id)
+    except Rejected as exc:
+        print(f"mutualaid hotlist add: {exc.reason}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(record_id)
+    return 0
+
+
+def _hotlist_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.hotlist import remove_entry
+
+    if remove_entry(settings, _agency(settings, args.agency), args.id):
+        print(f"removed {args.id}")
+        return 0
+    print(f"mutualaid hotlist remove: {args.agency} has no entry {args.id}", file=sys.stderr)
+    return 1
+
+
+def _hotlist_list(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.hotlist import current_entries
+
+    now = datetime.now(UTC)
+    for record_id, event in sorted(
+        current_entries(settings, _agency(settings, args.agency)).items()
+    ):
+        e = event["body"]
+        expires = e["expires_at"]
+        status = "EXPIRED" if expires is not None and expires <= now else "active"
+        until = f"until {expires:%Y-%m-%d %H:%M}Z" if expires else "no expiry"
+        state = e["plate_state"] or "--"
+        print(f"{record_id:24} {e['plate']:10} {state:3} {e['reason']:17} {status:8} {until}")
     return 0
 
 

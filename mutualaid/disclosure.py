@@ -152,6 +152,29 @@ def disclose(
     return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
 
 
+def clear_view(body: dict, actions: dict[str, FieldAction]) -> tuple[dict, FieldReport]:
+    """The body as shown to someone who holds no keys (a hit alert on a dispatch console).
+
+    Masked fields stay masked; every field an agreement drops, hashes or encrypts is withheld,
+    since nothing on the way to a console could open it.
+    """
+    view = copy.deepcopy(body)
+    report = FieldReport()
+    for path, action in actions.items():
+        for concrete, holder, key in list(fieldpaths.leaves(view, path)):
+            value = holder[key]
+            if value is None or value == []:
+                continue
+            if action == FieldAction.MASK:
+                holder[key] = mask(value)
+                report.masked.append(concrete)
+            else:
+                holder[key] = [] if isinstance(value, list) else None
+                report.withheld.append(concrete)
+    report.in_clear = [p for p in clear_paths(view) if p not in set(report.masked)]
+    return view, report
+
+
 def sealed_to_avro(sealed: Sealed) -> dict:
     return {
         "key_id": sealed.key_id,

@@ -6,10 +6,20 @@ produce without ``acks=all`` or commit offsets on its own schedule.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from mutualaid.settings import Settings
@@ -121,3 +131,65 @@ def ensure_topics(
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return [s.name for s in missing]
+
+
+class TopicFollower:
+    """Reads whole topics from their beginning and keeps following them, without a group.
+
+    For state every instance must hold entire, such as the hotlists the matcher joins reads
+    against: a consumer group would hand each instance only some partitions. ``caught_up`` is
+    set once every partition has been read to the end it had when reading began (the fetch's
+    end-of-partition signal, which the embedded broker reports correctly).
+    """
+
+    def __init__(
+        self, settings: Settings, topics: list[str], on_message: Callable[[Message], None]
+    ) -> None:
+        self.caught_up = threading.Event()
+        self._on_message = on_message
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": "mutualaid-follower",  # required by librdkafka; never joined
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            }
+        )
+        self._pending: set[tuple[str, int]] = set()
+        assignment = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+            if meta.error is not None:
+                raise KafkaException(meta.error)
+            for partition in meta.partitions:
+                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+                self._pending.add((topic, partition))
+        self._consumer.assign(assignment)
+        if not self._pending:
+            self.caught_up.set()
+
+    def poll(self, timeout: float = 0.2) -> int:
+        """Hand every record that arrived to the callback; return how many."""
+        handled = 0
+        for msg in self._consumer.consume(1000, timeout):
+            error = msg.error()
+            if error is None:
+                self._on_message(msg)
+                handled += 1
+            elif error.code() == KafkaError._PARTITION_EOF:
+                self._pending.discard((msg.topic(), msg.partition()))
+                if not self._pending:
+                    self.caught_up.set()
+            else:
+                raise KafkaException(error)
+        return handled
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.poll()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -6,7 +6,7 @@ can rely on them.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_IN = Counter("mutualaid_events_in", "Items a stage read.", ["stage", "kind"])
 EVENTS_OUT = Counter(
@@ -37,6 +37,21 @@ END_TO_END = Histogram(
     "From a connector publishing an event to a partner's index holding it.",
     ["kind"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+HITS = Counter(
+    "mutualaid_hits", "Hit alerts sent to a dispatch center.", ["center", "reason", "match"]
+)
+HITS_SUPPRESSED = Counter(
+    "mutualaid_hits_suppressed",
+    "Hits not alerted: the same plate and entry alerted that center within the window.",
+    ["center"],
+)
+HOTLIST_ENTRIES = Gauge("mutualaid_hotlist_entries", "Hotlist entries the matcher holds.")
+ALERT_LATENCY = Histogram(
+    "mutualaid_read_to_alert_latency_seconds",
+    "From a connector publishing a read to the broker acknowledging its hit alert.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 

@@ -30,6 +30,7 @@ BODY_SCHEMA = {
     Kind.ALPR_READ: "mutualaid.alpr.Read",
     Kind.CAD_INCIDENT: "mutualaid.cad.Incident",
     Kind.RMS_RECORD: "mutualaid.rms.Record",
+    Kind.HOTLIST_ENTRY: "mutualaid.hotlist.Entry",
 }
 
 Outcome = Literal["SHARED", "POINTER", "DENIED"]

@@ -303,9 +303,12 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
         # Narrowed: the county is no longer a partner, and what it already holds is recalled.
         write(3, [neighbour])
         wait_for(
-            lambda: (
-                "agreements reloaded: alpr v3; 2 shared record(s) to recheck"
-                in (tmp_path / "router.log").read_text()
+            lambda: all(
+                line in (tmp_path / "router.log").read_text()
+                for line in (
+                    "2 shared record(s) to recheck against the new agreements",
+                    "agreements reloaded: alpr v3",
+                )
             ),
             30,
             "the narrowed agreement",

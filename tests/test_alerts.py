@@ -1,0 +1,229 @@
+"""Hotlists to hit alerts on a real broker: `mutualaid hotlist ...` publishes, the matcher
+process alerts exactly the entitled dispatch center, once per window, never for expired or
+removed entries."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from conftest import Region, dead_letters, mutualaid_cli, random_ori, read_topic, wait_for
+from mutualaid.broker import EmbeddedBroker
+from mutualaid.events import new_envelope, record_key
+from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.processes import spawn, stop
+from mutualaid.serde import (
+    HIT_ALERT,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic, source_topic, topics_for
+
+IN_CITY = (38.94, -119.98)
+FAR_AWAY = (37.00, -118.00)
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
+    """Three dispatch centers far apart: the neighbour shares its reads with both CA centers,
+    the county shares its hotlist with the city."""
+    city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
+    agencies = [
+        {"ori": city, "name": "City PD", "state": "CA", "type": "local", "dispatch_center": True,
+         "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 5}},
+        {"ori": county, "name": "County SO", "state": "CA", "type": "county",
+         "dispatch_center": True,
+         "jurisdiction": {"latitude": 38.60, "longitude": -120.50, "radius_km": 10}},
+        {"ori": neighbour, "name": "Neighbour PD", "state": "NV", "type": "local",
+         "dispatch_center": True,
+         "jurisdiction": {"latitude": 39.50, "longitude": -119.80, "radius_km": 10}},
+        {"ori": federal, "name": "Task Force", "state": "DC", "type": "federal"},
+    ]  # fmt: skip
+    agreements = [
+        {"id": "nv-reads", "version": 1, "owner": neighbour, "partners": [city, county],
+         "kinds": ["alpr.read"]},
+        {"id": "county-hotlist", "version": 1, "owner": county, "partners": [city],
+         "kinds": ["hotlist.entry"]},
+    ]  # fmt: skip
+    (tmp_path / "agreements").mkdir()
+    (tmp_path / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
+    (tmp_path / "agreements" / "a.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
+    values = {
+        "bootstrap_servers": broker.bootstrap_servers,
+        "data_dir": str(tmp_path / "var"),
+        "agencies_file": str(tmp_path / "agencies.yaml"),
+        "agreements_dir": str(tmp_path / "agreements"),
+        "metrics_port": 0,
+        "matcher_id": f"matcher-{city.lower()}",
+        "alert_repeat_seconds": 600,
+    }
+    config_file = tmp_path / "mutualaid.yaml"
+    config_file.write_text(yaml.safe_dump(values))
+    settings = Settings(**values)
+    oris = [city, county, neighbour, federal]
+    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics_for(oris, 4), 1)
+    return Region(settings, config_file, city, county, neighbour, federal)
+
+
+def extract(path: Path, rows: list[str]) -> Path:
+    header = "ncic_number,plate,state,plate_type,reason,entered,expires,vehicle_make,notes"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def publish_reads(
+    region: Region, owner: str, reads: list[tuple[str, str, tuple, datetime]]
+) -> None:
+    """(record id, plate, where, taken) reads, all on partition 0 so the matcher sees them in
+    this order: a later alert proves every earlier read was already judged."""
+    encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
+    topic = source_topic(owner, Kind.ALPR_READ)
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for record_id, plate, (lat, lon), taken in reads:
+        envelope = new_envelope(
+            source_ori=owner,
+            source_system="test",
+            kind=Kind.ALPR_READ,
+            record_id=record_id,
+            version=1,
+            occurred_at=taken,
+        )
+        body = {"plate": plate, "plate_state": "CA", "latitude": lat, "longitude": lon}
+        value = encode({"envelope": envelope, "body": body}, SerializationContext(topic))
+        producer.produce(topic, value, record_key(envelope), partition=0)
+    assert producer.flush(10) == 0
+
+
+def alerts_for(region: Region, center: str, count: int, timeout: float = 60) -> list[dict]:
+    topic = alerts_topic(center)
+    decode = AvroDeserializer(SchemaStore(), HIT_ALERT)
+    records = read_topic(
+        region.settings.bootstrap_servers, topic, lambda r: len(r) >= count, timeout
+    )
+    return [decode(m.value(), SerializationContext(topic)) for m in records]
+
+
+def test_hotlist_commands_publish_replace_and_dead_letter(centers: Region, tmp_path: Path) -> None:
+    city = centers.local
+    first = extract(
+        tmp_path / "ncic-1.csv",
+        [
+            "V1,7abc-123,CA,PC,Stolen Vehicle,2026-11-01,,TOYT,taken overnight",
+            "V2,5XYZ999,CA,PC,wanted,2026-11-02,2030-01-31,,",
+            "V3,,CA,PC,stolen_vehicle,2026-11-03,,,",  # no plate
+            "V4,6DEF456,CA,PC,speeding,2026-11-03,,,",  # not a hotlist reason
+        ],
+    )
+    loaded = mutualaid_cli(centers, "hotlist", "load", "--agency", city, str(first))
+    assert loaded.returncode == 1, loaded.stderr
+    assert "2 entries published, 0 removed" in loaded.stdout
+    assert "2 lines rejected" in loaded.stdout
+    letters = dead_letters(
+        centers.settings.bootstrap_servers,
+        Stage.PRODUCERS,
+        lambda d: d["source_ori"] == city,
+        timeout=10,
+    )
+    assert {(d["error_type"], d["position"]) for d in letters} == {
+        ("missing_plate", "ncic-1.csv:4"),
+        ("bad_reason", "ncic-1.csv:5"),
+    }
+    added = mutualaid_cli(centers, "hotlist", "add", "--agency", city, "--plate", "2BOL222")
+    assert added.returncode == 0, added.stderr
+    bolo = added.stdout.strip()
+    assert bolo.startswith("BOLO-")
+
+    # The next extract no longer lists V1: it is removed; the BOLO is not the extract's.
+    second = extract(tmp_path / "ncic-2.csv", ["V2,5XYZ999,CA,PC,wanted,2026-11-02,2030-01-31,,"])
+    reloaded = mutualaid_cli(centers, "hotlist", "load", "--agency", city, str(second))
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "1 entries published, 1 removed" in reloaded.stdout
+    listed = mutualaid_cli(centers, "hotlist", "list", "--agency", city).stdout.splitlines()
+    assert [line.split()[:3] for line in listed] == [
+        [bolo, "2BOL222", "--"],
+        ["V2", "5XYZ999", "CA"],
+    ]
+    assert "until 2030-02-01 00:00Z" in listed[1]  # an expiry date means through that day
+
+    assert mutualaid_cli(centers, "hotlist", "remove", "--agency", city, bolo).returncode == 0
+    assert mutualaid_cli(centers, "hotlist", "remove", "--agency", city, bolo).returncode == 1
+    listed = mutualaid_cli(centers, "hotlist", "list", "--agency", city).stdout
+    assert bolo not in listed
+    # On the compacted topic a removal is a DELETE event followed by a tombstone.
+    records = read_topic(
+        centers.settings.bootstrap_servers, hotlist_topic(city), lambda r: len(r) >= 8
+    )
+    assert [m.value() is None for m in records].count(True) == 2
+
+
+def test_matcher_alerts_the_entitled_center_once_per_window(
+    centers: Region, tmp_path: Path
+) -> None:
+    city, county, neighbour = centers.local, centers.county, centers.neighbour
+    yesterday = (NOW - timedelta(days=1)).date().isoformat()
+    city_list = extract(
+        tmp_path / "city.csv",
+        [
+            "V1,7ABC123,CA,PC,stolen_vehicle,2026-11-01,,TOYT,taken overnight",
+            f"OLD,1OLD111,CA,PC,stolen_vehicle,2026-01-01,{yesterday},,",
+        ],
+    )
+    assert (
+        mutualaid_cli(centers, "hotlist", "load", "--agency", city, str(city_list)).returncode == 0
+    )
+    bolo = mutualaid_cli(centers, "hotlist", "add", "--agency", city, "--plate", "2BOL222")
+    assert (
+        mutualaid_cli(
+            centers, "hotlist", "remove", "--agency", city, bolo.stdout.strip()
+        ).returncode
+        == 0
+    )
+    county_list = extract(tmp_path / "county.csv", ["C1,8XYZ789,CA,PC,amber,2026-11-20,,,"])
+    assert (
+        mutualaid_cli(centers, "hotlist", "load", "--agency", county, str(county_list)).returncode
+        == 0
+    )
+
+    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(centers.config_file)]
+    log = tmp_path / "matcher.log"
+    matcher = spawn([*base, "matcher"], log=log)
+    try:
+        wait_for(lambda: "hotlists loaded: 3 entries" in log.read_text(), 60, "the hotlists")
+        publish_reads(
+            centers,
+            neighbour,
+            [
+                ("r1", "1OLD111", IN_CITY, NOW),  # expired yesterday
+                ("r2", "2BOL222", IN_CITY, NOW),  # removed BOLO
+                ("r3", "7ABC123", IN_CITY, NOW),  # the city's stolen vehicle
+                ("r4", "7ABC123", IN_CITY, NOW + timedelta(minutes=2)),  # a repeat: quiet
+                ("r5", "7ABC123", IN_CITY, NOW + timedelta(minutes=15)),  # past the window
+                ("r6", "8XYZ789", FAR_AWAY, NOW),  # the county's AMBER entry, far from all
+            ],
+        )
+        to_city = alerts_for(centers, city, 2)
+        assert [(a["read_record_id"], a["entry_id"], a["match"]) for a in to_city] == [
+            ("r3", "V1", "EXACT"),
+            ("r5", "V1", "EXACT"),
+        ]
+        assert to_city[0]["entry"]["notes"] == "taken overnight"
+        assert to_city[0]["read"]["latitude"] == IN_CITY[0]
+        to_county = alerts_for(centers, county, 1)
+        # r6 came last on the same partition: had the county been alerted for r3-r5, those
+        # alerts would be on its topic before this one.
+        assert [(a["read_record_id"], a["entry"]["reason"]) for a in to_county] == [("r6", "amber")]
+        # And nothing more arrives for anyone (the city got nothing for r6: camera far away).
+        assert len(alerts_for(centers, city, 3, timeout=3)) == 2
+        assert alerts_for(centers, neighbour, 1, timeout=3) == []
+    finally:
+        stop(matcher, timeout=10)
