@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import (
@@ -133,17 +133,38 @@ def ensure_topics(
     return [s.name for s in missing]
 
 
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Per partition, the broker's end offset: at or before the true end (Tansu reports less
+    after batched produces), so reading from here never misses what comes after it."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.bootstrap_servers, "group.id": "mutualaid-offsets"}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 class TopicFollower:
-    """Reads whole topics from their beginning and keeps following them, without a group.
+    """Reads topics from their beginning (or ``start`` offsets) on, without a consumer group.
 
     For state every instance must hold entire, such as the hotlists the matcher joins reads
-    against: a consumer group would hand each instance only some partitions. ``caught_up`` is
+    against (a consumer group would hand each instance only some partitions), and for a
+    connector looking at what it published before a crash. ``caught_up`` is
     set once every partition has been read to the end it had when reading began (the fetch's
     end-of-partition signal, which the embedded broker reports correctly).
     """
 
     def __init__(
-        self, settings: Settings, topics: list[str], on_message: Callable[[Message], None]
+        self,
+        settings: Settings,
+        topics: list[str],
+        on_message: Callable[[Message], None],
+        start: Mapping[tuple[str, int], int] | None = None,
     ) -> None:
         self.caught_up = threading.Event()
         self._on_message = on_message
@@ -162,7 +183,8 @@ class TopicFollower:
             if meta.error is not None:
                 raise KafkaException(meta.error)
             for partition in meta.partitions:
-                assignment.append(TopicPartition(topic, partition, OFFSET_BEGINNING))
+                offset = (start or {}).get((topic, partition), OFFSET_BEGINNING)
+                assignment.append(TopicPartition(topic, partition, offset))
                 self._pending.add((topic, partition))
         self._consumer.assign(assignment)
         if not self._pending:

@@ -10,6 +10,7 @@ idempotent by record id and version, end up the same.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -53,6 +54,7 @@ class Totals:
     routed_in: float = 0
     shared: float = 0
     projected: float = 0
+    alerts: float = 0
 
 
 def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) -> int:
@@ -96,19 +98,25 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
                 flush=True,
             )
 
+        data = write_demo(settings.data_dir / "demo", registry.agencies, reads) if demo else None
+        if data is not None:
+            for ori, path in data.hotlists.items():
+                _run_once(["hotlist", "load", "--agency", ori, str(path)], env, logs)
+            print(f"hotlists    {len(data.hotlists)} demo NCIC extracts loaded", flush=True)
         start("router", ["router"])
+        start("matcher", ["matcher"])
         for agency in registry.agencies:
             start(f"project-{agency.ori.lower()}", ["project", "--agency", agency.ori])
         expected = 0
         hot_plate = None
-        if demo:
-            files, hot_plate = write_demo(settings.data_dir / "demo", registry.agencies, reads)
-            for ori, path in files.items():
+        if data is not None:
+            hot_plate = data.plate
+            for ori, path in data.reads.items():
                 report = logs / f"alpr-{ori.lower()}.json"
                 report.unlink(missing_ok=True)
                 argv = ["connect", "alpr", "--agency", ori, "--source", str(path)]
                 start(f"alpr-{ori.lower()}", [*argv, "--report", str(report)], report=report)
-            expected = reads * len(files)
+            expected = reads * len(data.reads)
         return _watch(children, started, expected, hot_plate, exit_when_done, stopping)
     finally:
         for child in reversed(children):
@@ -160,7 +168,7 @@ def _watch(
             f"[{elapsed:6.1f}s] published {totals.published:,.0f}"
             f"{f'/{expected:,}' if expected else ''}  dead letters {totals.dead_letters:,.0f}  "
             f"routed {totals.routed_in:,.0f} -> shared {totals.shared:,.0f}  "
-            f"indexed {totals.projected:,.0f}",
+            f"indexed {totals.projected:,.0f}  hit alerts {totals.alerts:,.0f}",
             flush=True,
         )
         connectors_done = all(c.proc.poll() == 0 for c in children if c.report)
@@ -221,6 +229,8 @@ def scrape(child: Child) -> Totals | None:
                 totals.shared += sample.value
             elif sample.name == "mutualaid_events_in_total" and stage == "consumers":
                 totals.projected += sample.value
+            elif sample.name == "mutualaid_hits_total":
+                totals.alerts += sample.value
             elif sample.name == "mutualaid_dead_letters_total":
                 totals.dead_letters += sample.value
     return totals
@@ -238,13 +248,34 @@ def add(parts: list[Totals]) -> Totals:
     return Totals(**{f: sum(getattr(p, f) for p in parts) for f in Totals.__dataclass_fields__})
 
 
-def write_demo(directory: Path, agencies: list[Agency], reads: int) -> tuple[dict[str, Path], str]:
-    """One ALPR export per agency with cameras, from a shared pool of vehicles.
+def _run_once(argv: list[str], env: dict[str, str], logs: Path) -> None:
+    """A one-shot mutualaid command (e.g. a hotlist load); its output goes to its log."""
+    log = logs / f"{argv[0]}-{argv[1]}.log"
+    with open(log, "ab") as out:
+        subprocess.run(
+            [sys.executable, "-m", "mutualaid.cli", *argv],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+
+
+@dataclass(frozen=True)
+class DemoData:
+    reads: dict[str, Path]  # ORI -> ALPR export
+    hotlists: dict[str, Path]  # ORI of a dispatch center -> NCIC-style extract
+    plate: str  # a vehicle seen often, everywhere, and on a hotlist: the plate to search
+
+
+def write_demo(directory: Path, agencies: list[Agency], reads: int) -> DemoData:
+    """One ALPR export per agency with cameras, from a shared pool of vehicles, and a hotlist
+    extract per dispatch center naming a few of those vehicles.
 
     The same vehicles pass cameras of several agencies, which is what makes sharing worth it.
     Deterministic, so a second ``up --demo`` republishes the very same reads.
     """
-    from producers.samples import cameras_for, plate_pool, write_alpr_csv
+    from producers.samples import cameras_for, plate_pool, write_alpr_csv, write_hotlist_csv
 
     rng = random.Random(DEMO_SEED)
     directory.mkdir(parents=True, exist_ok=True)
@@ -261,4 +292,11 @@ def write_demo(directory: Path, agencies: list[Agency], reads: int) -> tuple[dic
         path = directory / f"{agency.ori.lower()}-alpr.csv"
         write_alpr_csv(path, agency.ori, cameras, weighted, reads, start, rng)
         files[agency.ori] = path
-    return files, hot[0]
+    extracts = {}
+    centers = [a for a in with_cameras if a.dispatch_center]
+    for n, agency in enumerate(centers):
+        listed = pool[1 + 3 * n : 4 + 3 * n] + ([hot] if n == 0 else [])
+        path = directory / f"{agency.ori.lower()}-hotlist.csv"
+        write_hotlist_csv(path, listed, start - timedelta(days=2), rng)
+        extracts[agency.ori] = path
+    return DemoData(files, extracts, hot[0])

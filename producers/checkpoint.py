@@ -2,14 +2,17 @@
 
 A checkpoint is written only after the broker acknowledged every event before it, and written
 atomically (temp file, fsync, rename), so a crash at any instant leaves either the old or the new
-position, never a torn one. Resuming from an old position republishes a few events with the same
-record ids and versions, which every downstream stage treats as a no-op.
+position, never a torn one. With the position it keeps ``topic_offsets``: per partition of the
+connector's topic, the offset after its last acknowledged event. Events produced after the
+checkpoint can only sit at or after those offsets, which is where a restart looks for them
+(``producers.runner``), so that nothing is published twice.
 
 Each kind of source has its own position type, stored Debezium-style as plain JSON with a
 ``type`` tag, so an operator can read (and, if they must, edit) where a connector stands:
 
     {"source": "/exports/alpr.csv", "type": "file",
-     "position": {"fingerprint": "9c1e...", "offset": 81234, "line": 1001}, "saved_at": "..."}
+     "position": {"fingerprint": "9c1e...", "offset": 81234, "line": 1001},
+     "topic_offsets": {"0": 2511, "1": 2498, "2": 2530, "3": 2461}, "saved_at": "..."}
     {"source": "/drop/cad", "type": "directory",
      "position": {"done": {"0001.json": "5d0a...", "0002.json": "e31f..."}}, ...}
     {"source": "sqlite:///rms.db table reports", "type": "watermark",
@@ -117,7 +120,18 @@ class CheckpointStore:
         # Checkpoints written before positions were typed are file positions.
         return POSITION_TYPES[data.get("type", "file")].from_json(data["position"])
 
-    def save(self, name: str, position: Position, source: str) -> None:
+    def topic_offsets(self, name: str) -> dict[int, int] | None:
+        """Per partition, the offset after which this connector's unconfirmed events can be."""
+        try:
+            data = json.loads(self.path(name).read_text())
+        except FileNotFoundError:
+            return None
+        marks = data.get("topic_offsets")
+        return None if marks is None else {int(p): o for p, o in marks.items()}
+
+    def save(
+        self, name: str, position: Position, source: str, topic_offsets: Mapping[int, int]
+    ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path(name)
         tmp = target.with_suffix(".tmp")
@@ -125,6 +139,7 @@ class CheckpointStore:
             "source": source,
             "type": position.type,
             "position": position.to_json(),
+            "topic_offsets": {str(p): o for p, o in sorted(topic_offsets.items())},
             "saved_at": datetime.now(UTC).isoformat(),
         }
         with open(tmp, "w") as out:

@@ -5,15 +5,17 @@ documents, a SQL change poller. For every batch it maps each item with the conne
 adapter, produces the events (or a dead letter for an item the adapter rejects), waits until
 the broker has acknowledged all of them, and only then saves the checkpoint.
 
-A crash replays what was produced after the last checkpoint: at most the batches in flight
-(``MAX_IN_FLIGHT`` + 1 batches, 3,000 events at most). Replayed events carry the
-same record ids, versions and event ids, so downstream ignores them; they are not
-byte-identical (``ingested_at`` says when each copy was made). Delivery is therefore at least
-once, and idempotent by (record id, version) for every consumer.
+After a crash the source is read again from the last checkpoint, and the events of at most
+the batches that were in flight (``MAX_IN_FLIGHT`` + 1 batches) may already be on the topic.
+Before publishing anything, the runner reads its topic from the offsets saved with the
+checkpoint to the end and notes the event ids it finds (deterministic: owner, kind, record id,
+version); the items that map to those are skipped. Each source record version is therefore
+on the topic exactly once. Dead letters of rejected items may repeat; they carry positions.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -21,16 +23,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from mutualaid.deadletter import dead_letter
 from mutualaid.events import record_key
-from mutualaid.kafka import DeliveryFailed, DeliveryTracker, producer_config
+from mutualaid.kafka import (
+    DeliveryFailed,
+    DeliveryTracker,
+    TopicFollower,
+    end_offsets,
+    producer_config,
+)
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT
 from mutualaid.serde import (
     DEAD_LETTER,
     SOURCE_EVENT,
+    AvroDeserializer,
     AvroSerializer,
+    DeserializationError,
     SchemaStore,
     SerializationContext,
     registry_client,
@@ -44,6 +54,8 @@ from producers.sources import (  # re-exported: adapters import them from here
     Source,
     SourceItem,
 )
+
+log = logging.getLogger("mutualaid.connector")
 
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
@@ -88,13 +100,22 @@ class Progress:
 
 
 class _BatchAcks(DeliveryTracker):
-    """One batch's deliveries still awaited, and where the source stands after it."""
+    """One batch's deliveries still awaited, where the source stands after it, and the offset
+    after the batch's last event in each partition of the connector's topic."""
 
-    def __init__(self, after: Position, items: int) -> None:
+    def __init__(self, after: Position, items: int, topic: str) -> None:
         super().__init__()
         self.after = after
         self.items = items
         self.published = 0
+        self.topic = topic
+        self.offsets: dict[int, int] = {}
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        super().__call__(err, msg)
+        if err is None and msg.topic() == self.topic:
+            partition = msg.partition()
+            self.offsets[partition] = max(self.offsets.get(partition, 0), msg.offset() + 1)
 
 
 class Runner:
@@ -126,12 +147,26 @@ class Runner:
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._producer = Producer(producer_config(settings))
         self._in_flight: deque[_BatchAcks] = deque()
+        self._settings = settings
+        self._decode = AvroDeserializer(store, SOURCE_EVENT[adapter.kind], registry)
+        # Per partition, where this connector's events after the checkpoint can start.
+        self._marks: dict[int, int] = {}
+        self._already: set[str] = set()  # event ids found on the topic after the checkpoint
         self._events_in = EVENTS_IN.labels(stage="producers", kind=str(adapter.kind))
 
     def run(self, stop: threading.Event | None = None, follow: bool = False) -> Progress:
         """Publish from the checkpoint to the end (or until ``stop`` is set, with follow)."""
         stop = stop or threading.Event()
-        position = self.source.start(self.checkpoints.load(self.name))
+        checkpoint = self.checkpoints.load(self.name)
+        position = self.source.start(checkpoint)
+        marks = self.checkpoints.topic_offsets(self.name)
+        if checkpoint is None or marks is None:
+            # Nothing of ours can be on the topic past its current end: note it before sending.
+            self._marks = end_offsets(self._settings, self.topic)
+            self.checkpoints.save(self.name, position, self.source.description, self._marks)
+        else:
+            self._marks = marks
+            self._already = self._published_after(marks)
         batch: list[SourceItem] = []
 
         def at_end() -> bool:
@@ -162,7 +197,7 @@ class Runner:
         """
         if not batch:
             return
-        acks = _BatchAcks(batch[-1].after, len(batch))
+        acks = _BatchAcks(batch[-1].after, len(batch), self.topic)
         self._in_flight.append(acks)
         acks.published = sum(self._produce_one(item, acks) for item in batch)
         self._producer.poll(0)
@@ -189,7 +224,8 @@ class Runner:
             acks = self._in_flight.popleft()
             if acks.errors:
                 raise DeliveryFailed("broker refused records: " + "; ".join(acks.errors[:5]))
-            self.checkpoints.save(self.name, acks.after, self.source.description)
+            self._marks.update(acks.offsets)
+            self.checkpoints.save(self.name, acks.after, self.source.description, self._marks)
             EVENTS_OUT.labels(stage="producers", kind=str(self.adapter.kind)).inc(acks.published)
             self.progress.read += acks.items
             self.progress.published += acks.published
@@ -209,9 +245,40 @@ class Runner:
         except Rejected as rejected:
             self._reject(item, rejected, acks)
             return False
+        if event["envelope"]["event_id"] in self._already:
+            self._already.discard(event["envelope"]["event_id"])
+            return True  # published before the crash, after the checkpoint
         value = self._encode(event, SerializationContext(self.topic))
         self._send(self.topic, record_key(event["envelope"]), value, acks)
         return True
+
+    def _published_after(self, marks: dict[int, int]) -> set[str]:
+        """Event ids on the topic from ``marks`` to its end: sent before a crash, unconfirmed."""
+        found: set[str] = set()
+
+        def note(msg: Message) -> None:
+            try:
+                event = self._decode(msg.value(), SerializationContext(self.topic))
+            except DeserializationError:
+                return  # not ours to judge; the router dead-letters it
+            if event is not None:
+                found.add(event["envelope"]["event_id"])
+
+        start = {(self.topic, p): offset for p, offset in marks.items()}
+        follower = TopicFollower(self._settings, [self.topic], note, start)
+        try:
+            while not follower.caught_up.is_set():
+                follower.poll()
+        finally:
+            follower.close()
+        if found:
+            log.warning(
+                "%s: %d events were published after the last checkpoint; they will not be "
+                "published again",
+                self.name,
+                len(found),
+            )
+        return found
 
     def _reject(self, item: SourceItem, rejected: Rejected, acks: _BatchAcks) -> None:
         topic = dlq_topic(Stage.PRODUCERS)

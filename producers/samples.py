@@ -171,3 +171,49 @@ def write_alpr_csv(
                 ]
             )
     return count
+
+
+HOTLIST_HEADER = [
+    "ncic_number",
+    "plate",
+    "state",
+    "plate_type",
+    "reason",
+    "entered",
+    "expires",
+    "vehicle_make",
+    "vehicle_model",
+    "vehicle_color",
+    "caution",
+    "notes",
+]
+HOTLIST_REASONS = ["stolen_vehicle", "stolen_vehicle", "stolen_plate", "wanted", "amber"]
+
+
+def write_hotlist_csv(
+    path: Path, plates: list[tuple[str, str]], entered: datetime, rng: random.Random
+) -> int:
+    """An NCIC-style extract with one entry per plate, in the layout `hotlist load` reads."""
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(HOTLIST_HEADER)
+        for plate, state in plates:
+            make, model = rng.choice(VEHICLES)
+            reason = rng.choice(HOTLIST_REASONS)
+            writer.writerow(
+                [
+                    f"V{rng.randrange(10**9):09d}",
+                    plate,
+                    state,
+                    "PC",
+                    reason,
+                    entered.date().isoformat(),
+                    (entered + timedelta(days=90)).date().isoformat(),
+                    make,
+                    model,
+                    rng.choice(COLORS),
+                    "armed and dangerous" if reason == "wanted" else "",
+                    f"{reason.replace('_', ' ')}; confirm with the entering agency",
+                ]
+            )
+    return len(plates)

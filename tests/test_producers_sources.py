@@ -31,9 +31,12 @@ def no_follow() -> bool:
 )
 def test_checkpoints_round_trip_as_typed_json(tmp_path: Path, position) -> None:
     store = CheckpointStore(tmp_path)
-    store.save("c", position, "somewhere")
+    assert store.topic_offsets("c") is None
+    store.save("c", position, "somewhere", {1: 40, 0: 17})
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["type"] == position.type and saved["source"] == "somewhere"
+    assert saved["topic_offsets"] == {"0": 17, "1": 40}
+    assert store.topic_offsets("c") == {0: 17, 1: 40}
     loaded = store.load("c")
     assert type(loaded) is type(position)
     assert loaded.to_json() == position.to_json()

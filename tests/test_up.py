@@ -76,12 +76,20 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
             with sqlite3.connect(tmp_path / "var" / "index" / f"{ori}.sqlite") as db:
                 counts[ori] = db.execute("select count(*) from records").fetchone()[0]
         assert counts == {"ca0990100": 800, "ca0990200": 800, "nv0990300": 0, "dc0990400": 0}
+
+        # The demo's hotlists name some of those vehicles: dispatch centers get hit alerts.
+        def alerts() -> int:
+            found = re.findall(r"hit alerts ([\d,]+)", log.read_text())
+            return int(found[-1].replace(",", "")) if found else 0
+
+        wait_for(alerts, 60, "hit alerts from the demo hotlists")
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
     output = log.read_text()
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
-    assert len(pids) == 1 + 4 + 3  # router, a projector per agency, a connector per camera agency
+    # router, matcher, a projector per agency, a connector per agency with cameras
+    assert len(pids) == 1 + 1 + 4 + 3
     assert code == 0, output
     assert "stopped: broker and all stages" in output
     deadline = time.monotonic() + 10
