@@ -87,6 +87,20 @@ class DeliveryTracker:
             raise DeliveryFailed("broker refused records: " + "; ".join(errors[:5]))
 
 
+def produce(
+    producer: Producer, topic: str, key: bytes | None, value: bytes | None, acks: DeliveryTracker
+) -> None:
+    """Produce one record, counted by ``acks``; when the local queue is full, let deliveries
+    drain and try again rather than fail (large loads outrun the broker's round trips)."""
+    while True:
+        try:
+            producer.produce(topic, value, key, on_delivery=acks)
+            acks.sent()
+            return
+        except BufferError:
+            producer.poll(0.1)
+
+
 def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> AdminClient:
     """An AdminClient once the broker answers a metadata request."""
     # librdkafka logs every refused connection while the broker is still starting; silence the

@@ -27,7 +27,7 @@ from confluent_kafka import Message, Producer
 
 from mutualaid.deadletter import dead_letter
 from mutualaid.events import new_envelope, record_key
-from mutualaid.kafka import DeliveryTracker, TopicFollower, producer_config
+from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
 from mutualaid.plates import normalize_plate
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -244,8 +244,7 @@ class HotlistPublisher:
         self._acks.wait(self._producer)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        self._producer.produce(topic, value, key, on_delivery=self._acks)
-        self._acks.sent()
+        produce(self._producer, topic, key, value, self._acks)
 
 
 def current_entries(settings: Settings, ori: str) -> dict[str, dict]:

@@ -32,6 +32,7 @@ from mutualaid.kafka import (
     DeliveryTracker,
     TopicFollower,
     end_offsets,
+    produce,
     producer_config,
 )
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT
@@ -249,7 +250,7 @@ class Runner:
             self._already.discard(event["envelope"]["event_id"])
             return True  # published before the crash, after the checkpoint
         value = self._encode(event, SerializationContext(self.topic))
-        self._send(self.topic, record_key(event["envelope"]), value, acks)
+        produce(self._producer, self.topic, record_key(event["envelope"]), value, acks)
         return True
 
     def _published_after(self, marks: dict[int, int]) -> set[str]:
@@ -291,19 +292,10 @@ class Runner:
             payload=item.raw,
             source_ori=self.source_ori,
         )
-        self._send(
+        produce(
+            self._producer,
             topic,
             f"{self.source_ori}/{self.name}".encode(),
             self._encode_dead(letter, SerializationContext(topic)),
             acks,
         )
-
-    def _send(self, topic: str, key: bytes, value: bytes | None, acks: _BatchAcks) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=acks)
-                acks.sent()
-                return
-            except BufferError:
-                # The local queue is full: let deliveries drain, then try again.
-                self._producer.poll(0.1)
