@@ -1,5 +1,5 @@
 """deploy/: the Prometheus config and alert rules are valid, their unit tests pass, and every
-metric they use is one mutualaid exports."""
+metric they and the Grafana dashboard use is one mutualaid exports."""
 
 from __future__ import annotations
 
@@ -43,13 +43,14 @@ def test_alert_rules_fire_when_and_only_when_they_should() -> None:
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
 
 
-def test_rules_use_only_metrics_mutualaid_exports() -> None:
+@pytest.mark.parametrize("path", ["prometheus/rules.yml", "grafana/mutualaid.json"])
+def test_rules_and_dashboard_use_only_metrics_mutualaid_exports(path: str) -> None:
     # Series names as Prometheus stores them (labelled metrics have no samples until used).
     exported = {
         family.name + suffix
         for family in REGISTRY.collect()
         for suffix in SUFFIXES.get(family.type, [""])
     }
-    used = set(re.findall(r"\bmutualaid_[a-z_]+", (PROMETHEUS / "rules.yml").read_text()))
+    used = set(re.findall(r"\bmutualaid_[a-z_]+", (PROMETHEUS.parent / path).read_text()))
     assert len(used) >= 5, used
     assert used <= exported, f"not exported: {sorted(used - exported)}"
