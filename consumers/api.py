@@ -1,18 +1,14 @@
 """The HTTP search API an agency runs over its own index: ``GET /search``, with OpenAPI.
 
-Callers authenticate with a bearer token issued by ``mutualaid api-user add``; only the token's
-SHA-256 is stored, so the users file is no secret worth stealing. Every search goes through
+Callers authenticate with a bearer token issued by ``mutualaid api-user add``
+(``mutualaid.tokens``). Every search goes through
 ``consumers.search.run_search``: the same refusals and the same audit as the command line.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads these annotations at run time,
 # including ones that name local dependencies.
 
-import hashlib
-import json
-import secrets
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query
@@ -21,6 +17,7 @@ from pydantic import BaseModel
 
 from consumers.index import Criteria, Hit
 from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
+from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, check_ori
@@ -47,26 +44,6 @@ class SearchResponse(BaseModel):
     results: list[Result]
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def add_user(path: Path, agency_ori: str, user: str) -> str:
-    """Issue a token for ``user`` of the agency; returns it (shown once, stored hashed)."""
-    users = json.loads(path.read_text()) if path.exists() else []
-    token = secrets.token_urlsafe(32)
-    users.append({"agency_ori": check_ori(agency_ori), "user": user, "sha256": _digest(token)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(users, indent=2))
-    path.chmod(0o600)
-    return token
-
-
-def _users(path: Path, agency_ori: str) -> dict[str, str]:
-    entries = json.loads(path.read_text()) if path.exists() else []
-    return {e["sha256"]: e["user"] for e in entries if e["agency_ori"] == agency_ori}
-
-
 def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAPI:
     api = FastAPI(
         title=f"mutualaid search: {agency.name} ({agency.ori})",
@@ -79,8 +56,8 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
 
     def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
         # Read on every call, so a user added or removed takes effect without a restart.
-        user = _users(settings.api_users_file, agency.ori).get(
-            _digest(credentials.credentials) if credentials else ""
+        user = tokens.holder(
+            settings.api_users_file, agency.ori, credentials.credentials if credentials else None
         )
         if user is None:
             raise HTTPException(

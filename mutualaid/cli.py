@@ -172,6 +172,19 @@ def _parser() -> argparse.ArgumentParser:
     add_user.add_argument("--user", required=True, help="who, as the audit should name them")
     add_user.set_defaults(handler=_api_user_add)
 
+    console = sub.add_parser("console", help="serve a dispatch center's live hit alerts")
+    console.add_argument("--agency", required=True, help="ORI of the dispatch center")
+    console.add_argument("--port", type=int, help="default: console_port setting (8700)")
+    console.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    console.set_defaults(handler=_console)
+    console_user = sub.add_parser("console-user", help="manage dispatch console users")
+    console_user_sub = console_user.add_subparsers(required=True, metavar="action")
+    for action, text in (("add", "issue a login token (shown once)"), ("remove", "revoke")):
+        command = console_user_sub.add_parser(action, help=text)
+        command.add_argument("--agency", required=True, help="ORI of the dispatcher's agency")
+        command.add_argument("--user", required=True, help="the dispatcher, as acks name them")
+        command.set_defaults(handler=_console_user_add if action == "add" else _console_user_rm)
+
     agreements = sub.add_parser("agreements", help="work with sharing agreements")
     agreements_sub = agreements.add_subparsers(required=True, metavar="action")
     check = agreements_sub.add_parser("check", help="validate the registry and every agreement")
@@ -549,16 +562,42 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _api_user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.api import add_user
-    from mutualaid.agencies import load_registry
+    from mutualaid import tokens
 
-    ori = load_registry(settings.agencies_file).get(args.agency).ori
-    token = add_user(settings.api_users_file, ori, args.user)
+    ori = _agency(settings, args.agency)
+    token = tokens.issue(settings.api_users_file, ori, args.user)
     print(
         f"token for {args.user} of {ori} (shown only now; send as 'Authorization: Bearer "
         f"<token>'):\n{token}"
     )
     return 0
+
+
+def _console(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.console import run_console
+    from mutualaid.agencies import load_registry
+
+    registry = load_registry(settings.agencies_file)
+    agency = registry.get(args.agency)
+    run_console(settings, agency, registry, args.host, args.port or settings.console_port)
+    return 0
+
+
+def _console_user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    ori = _agency(settings, args.agency)
+    token = tokens.issue(settings.console_users_file, ori, args.user)
+    print(f"console login for {args.user} of {ori} (token shown only now):\n{token}")
+    return 0
+
+
+def _console_user_rm(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    revoked = tokens.revoke(settings.console_users_file, _agency(settings, args.agency), args.user)
+    print(f"revoked {revoked} token(s) of {args.user}")
+    return 0 if revoked else 1
 
 
 def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:

@@ -54,6 +54,21 @@ ALERT_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+CONSOLE_CLIENTS = Gauge(
+    "mutualaid_console_clients", "Dispatch consoles connected (live streams).", ["center"]
+)
+ALERT_ACKS = Counter("mutualaid_alert_acks", "Hit alerts acknowledged by dispatchers.", ["center"])
+WEBHOOK_DELIVERIES = Counter(
+    "mutualaid_webhook_deliveries",
+    "Hit alerts handed to webhook endpoints: delivered, or dead-lettered after every retry.",
+    ["center", "outcome"],
+)
+WEBHOOK_FAILED_ATTEMPTS = Counter(
+    "mutualaid_webhook_failed_attempts",
+    "Webhook POSTs that failed (connection error, timeout, 429 or 5xx) and will be retried.",
+    ["center"],
+)
+
 
 def serve_metrics(port: int) -> None:
     """Expose /metrics on ``port`` (0 turns it off). Each process of ``up`` gets its own port."""

@@ -1,0 +1,60 @@
+"""Bearer tokens for people and devices (search API users, console dispatchers, cameras).
+
+A token is issued once, shown once, and stored only as its SHA-256, in a JSON file per purpose
+(mode 0600), so the file is not a secret worth stealing. Files are read on every check: a token
+added or revoked takes effect without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from pathlib import Path
+
+from mutualaid.topics import check_ori
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _entries(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _write(path: Path, entries: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=2))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def issue(path: Path, agency_ori: str, name: str) -> str:
+    """A new token for ``name`` of the agency; returns it (the only time it exists in clear)."""
+    token = secrets.token_urlsafe(32)
+    entries = _entries(path)
+    entries.append({"agency_ori": check_ori(agency_ori), "user": name, "sha256": digest(token)})
+    _write(path, entries)
+    return token
+
+
+def revoke(path: Path, agency_ori: str, name: str) -> int:
+    """Revoke every token of ``name`` of the agency; returns how many there were."""
+    entries = _entries(path)
+    kept = [e for e in entries if (e["agency_ori"], e["user"]) != (check_ori(agency_ori), name)]
+    _write(path, kept)
+    return len(entries) - len(kept)
+
+
+def holder(path: Path, agency_ori: str, token: str | None) -> str | None:
+    """Whose token this is, if it is a valid token of the agency; else None."""
+    if not token:
+        return None
+    wanted = digest(token)
+    for entry in _entries(path):
+        if entry["agency_ori"] == agency_ori and hmac.compare_digest(entry["sha256"], wanted):
+            return entry["user"]
+    return None

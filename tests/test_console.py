@@ -1,0 +1,195 @@
+"""The dispatch console in real headless Chromium (Debian's, driven by playwright): a dispatcher
+logs in, sees a hit arrive live, acknowledges it; other agencies see none of it."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from conftest import Region, mutualaid_cli, read_topic, wait_for
+from mutualaid.broker import free_port
+from mutualaid.processes import spawn, stop
+from mutualaid.serde import (
+    ALERT_ACK,
+    HIT_ALERT,
+    AvroDeserializer,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.topics import alert_acks_topic, alerts_topic
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="no Chromium here (apt-get install chromium; .ci/run does)",
+)
+
+
+def hit(center: str, plate: str, notes: str) -> dict:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return {
+        "alert_id": str(uuid.uuid4()),
+        "center_ori": center,
+        "match": "EXACT",
+        "read_event_id": str(uuid.uuid4()),
+        "read_source_ori": center,
+        "read_record_id": "r1",
+        "read_occurred_at": now - timedelta(seconds=20),
+        "read_ingested_at": now - timedelta(seconds=19),
+        "read": {
+            "plate": plate,
+            "plate_state": "CA",
+            "camera_name": "Main St & 5th",
+            "latitude": 38.94,
+            "longitude": -119.98,
+            "vehicle_color": "Silver",
+            "vehicle_make": "Toyota",
+            "vehicle_model": "Camry",
+        },
+        "entry_owner_ori": center,
+        "entry_id": "V123456789",
+        "entry": {
+            "plate": plate,
+            "plate_state": "CA",
+            "reason": "stolen_vehicle",
+            "caution": "armed and dangerous",
+            "notes": notes,
+        },
+        "withheld_fields": [],
+        "matched_at": now,
+    }
+
+
+def publish_hit(region: Region, alert: dict) -> None:
+    topic = alerts_topic(alert["center_ori"])
+    value = AvroSerializer(SchemaStore(), HIT_ALERT)(alert, SerializationContext(topic))
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    producer.produce(topic, value, alert["alert_id"].encode())
+    assert producer.flush(10) == 0
+
+
+def token_for(region: Region, agency: str, user: str) -> str:
+    issued = mutualaid_cli(region, "console-user", "add", "--agency", agency, "--user", user)
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def console(region: Region, agency: str, logs: Path) -> Iterator[str]:
+    port = free_port()
+    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+    proc = spawn([*argv, "console", "--agency", agency, "--port", str(port)], log=logs)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 30, f"the console of {agency}")
+        yield url
+    finally:
+        stop(proc, timeout=10)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        # As root (CI) Chromium refuses to start with its sandbox.
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def log_in(page, url: str, user: str, token: str) -> None:
+    page.goto(url)
+    page.fill("input[name=user]", user)
+    page.fill("input[name=token]", token)
+    page.click("button[type=submit]")
+
+
+def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
+    region: Region, tmp_path: Path, browser
+) -> None:
+    city, county = region.local, region.county
+    kim = token_for(region, city, "dispatcher.kim")
+    other = token_for(region, county, "dispatcher.ray")
+    with console(region, city, tmp_path / "console.log") as url:
+        page = browser.new_page()
+        log_in(page, url, "dispatcher.kim", kim)
+        page.wait_for_selector("#status:text('live')", timeout=15_000)
+        assert page.locator("[data-testid=hit]").count() == 0
+
+        # The alert is published after the page is open: it must arrive without a reload.
+        hostile = '<img src=x onerror="document.title=1">'
+        alert = hit(city, "7ABC123", f"seen leaving the lot {hostile}")
+        publish_hit(region, alert)
+        card = page.locator("[data-testid=hit]")
+        card.wait_for(timeout=15_000)
+        assert card.locator(".plate").inner_text() == "7ABC123"
+        assert card.locator(".reason").inner_text().lower() == "stolen vehicle"
+        assert "armed and dangerous" in card.inner_text()
+        assert "openstreetmap.org/?mlat=38.94&mlon=-119.98" in card.locator("a").get_attribute(
+            "href"
+        )
+        assert hostile in card.locator(".notes").inner_text()  # shown as text, never as markup
+        assert card.locator("img").count() == 0
+        first_age = card.locator("[data-testid=age]").inner_text()
+        assert first_age.startswith("read ") and first_age.endswith("s ago")
+        page.wait_for_function(
+            "(old) => document.querySelector('[data-testid=age]').textContent !== old",
+            arg=first_age,
+            timeout=5_000,
+        )  # time since the read keeps ticking
+
+        card.locator("[data-testid=ack]").click()
+        page.wait_for_selector("text=acknowledged by dispatcher.kim", timeout=15_000)
+        acks_topic = alert_acks_topic(city)
+        [record] = read_topic(region.settings.bootstrap_servers, acks_topic, lambda r: len(r) >= 1)
+        ack = AvroDeserializer(SchemaStore(), ALERT_ACK)(
+            record.value(), SerializationContext(acks_topic)
+        )
+        assert (ack["alert_id"], ack["user"], ack["center_ori"]) == (
+            alert["alert_id"],
+            "dispatcher.kim",
+            city,
+        )
+        # A console opened later shows it acknowledged, from the topics alone.
+        later = browser.new_page()
+        log_in(later, url, "dispatcher.kim", kim)
+        later.wait_for_selector("text=acknowledged by dispatcher.kim", timeout=15_000)
+
+        # A dispatcher of another agency cannot log in to this console...
+        intruder = browser.new_page()
+        log_in(intruder, url, "dispatcher.ray", other)
+        intruder.wait_for_selector("#login-error:has-text('not a dispatcher')", timeout=10_000)
+        assert intruder.locator("[data-testid=hit]").count() == 0
+        # ...and nothing is served without a session.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{url}/events", timeout=5)
+        assert refused.value.code == 401
+
+    # The county's own console shows the county's alerts, never the city's.
+    with console(region, county, tmp_path / "county-console.log") as url:
+        page = browser.new_page()
+        log_in(page, url, "dispatcher.ray", other)
+        publish_hit(region, hit(county, "5XYZ999", "county entry"))
+        page.locator("[data-testid=hit]").wait_for(timeout=15_000)
+        plates = page.locator("[data-testid=hit] .plate").all_inner_texts()
+        assert plates == ["5XYZ999"]
