@@ -177,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
     console.add_argument("--port", type=int, help="default: console_port setting (8700)")
     console.add_argument("--host", default="127.0.0.1", help="address to listen on")
     console.set_defaults(handler=_console)
+    webhooks = sub.add_parser("webhooks", help="POST an agency's hit alerts to its CAD (signed)")
+    webhooks.add_argument("--agency", required=True, help="ORI of the dispatch center")
+    webhooks.set_defaults(handler=_webhooks)
     console_user = sub.add_parser("console-user", help="manage dispatch console users")
     console_user_sub = console_user.add_subparsers(required=True, metavar="action")
     for action, text in (("add", "issue a login token (shown once)"), ("remove", "revoke")):
@@ -576,10 +579,30 @@ def _api_user_add(settings: Settings, args: argparse.Namespace) -> int:
 def _console(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.console import run_console
     from mutualaid.agencies import load_registry
+    from mutualaid.metrics import serve_metrics
 
     registry = load_registry(settings.agencies_file)
     agency = registry.get(args.agency)
+    serve_metrics(settings.metrics_port)
     run_console(settings, agency, registry, args.host, args.port or settings.console_port)
+    return 0
+
+
+def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.webhooks import WebhookSender, load_endpoints
+    from mutualaid.metrics import serve_metrics
+
+    ori = _agency(settings, args.agency)
+    endpoints = load_endpoints(settings.webhooks_file, ori)  # ConfigError: main reports it
+    if not endpoints:
+        print(
+            f"mutualaid webhooks: no endpoint for {ori} in webhooks_file "
+            f"({settings.webhooks_file or 'not set'}); add one (see README)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    serve_metrics(settings.metrics_port)
+    WebhookSender(settings, ori, endpoints).run(_stop_event())
     return 0
 
 

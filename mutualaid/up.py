@@ -34,6 +34,7 @@ from mutualaid.topics import topics_for
 
 DEMO_SEED = 2411
 DEMO_REASON = "case 24-001"
+DEMO_DISPATCHER = "demo.dispatcher"
 STATUS_EVERY_SECONDS = 1.0
 
 
@@ -107,6 +108,14 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
         start("matcher", ["matcher"])
         for agency in registry.agencies:
             start(f"project-{agency.ori.lower()}", ["project", "--agency", agency.ori])
+        consoles = {}
+        for n, agency in enumerate(a for a in registry.agencies if a.dispatch_center):
+            port = settings.console_port + n
+            start(f"console-{agency.ori.lower()}", _console_argv(agency.ori, port))
+            consoles[agency.ori] = f"http://127.0.0.1:{port}"
+        for ori in _webhook_agencies(settings, registry.oris):
+            start(f"webhooks-{ori.lower()}", ["webhooks", "--agency", ori])
+        login = _demo_login(settings, consoles) if demo and consoles else ""
         expected = 0
         hot_plate = None
         if data is not None:
@@ -117,7 +126,7 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
                 argv = ["connect", "alpr", "--agency", ori, "--source", str(path)]
                 start(f"alpr-{ori.lower()}", [*argv, "--report", str(report)], report=report)
             expected = reads * len(data.reads)
-        return _watch(children, started, expected, hot_plate, exit_when_done, stopping)
+        return _watch(children, started, expected, hot_plate, login, exit_when_done, stopping)
     finally:
         for child in reversed(children):
             stop(child.proc, timeout=10.0)
@@ -141,6 +150,7 @@ def _watch(
     started: float,
     expected: int,
     hot_plate: str | None,
+    login: str,
     exit_when_done: bool,
     stopping: list[bool],
 ) -> int:
@@ -188,6 +198,7 @@ def _watch(
                 f"An agency without an agreement sees nothing:\n"
                 f"  {_command()} search --agency DC0990400 --plate {hot_plate} "
                 f'--reason "{DEMO_REASON}"\n'
+                f"{login}"
                 "Ctrl-C stops everything.\n",
                 flush=True,
             )
@@ -246,6 +257,32 @@ def observe(child: Child) -> Totals | None:
 
 def add(parts: list[Totals]) -> Totals:
     return Totals(**{f: sum(getattr(p, f) for p in parts) for f in Totals.__dataclass_fields__})
+
+
+def _console_argv(ori: str, port: int) -> list[str]:
+    return ["console", "--agency", ori, "--port", str(port)]
+
+
+def _webhook_agencies(settings: Settings, oris: list[str]) -> list[str]:
+    """Agencies with an endpoint in the webhooks file (a bad file stops `up` here)."""
+    if settings.webhooks_file is None:
+        return []
+    from consumers.webhooks import load_endpoints
+
+    return [ori for ori in oris if load_endpoints(settings.webhooks_file, ori)]
+
+
+def _demo_login(settings: Settings, consoles: dict[str, str]) -> str:
+    """A fresh console login for the demo's first dispatch center, as words to print."""
+    from mutualaid import tokens
+
+    ori, url = next(iter(consoles.items()))
+    tokens.revoke(settings.console_users_file, ori, DEMO_DISPATCHER)
+    token = tokens.issue(settings.console_users_file, ori, DEMO_DISPATCHER)
+    return (
+        f"Live hit alerts for {ori}: open {url} and log in as {DEMO_DISPATCHER} with token\n"
+        f"  {token}\n"
+    )
 
 
 def _run_once(argv: list[str], env: dict[str, str], logs: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from conftest import wait_for
@@ -30,6 +32,7 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
         **os.environ,
         "MUTUALAID_BROKER_PORT": str(free_port()),
         "MUTUALAID_METRICS_PORT": str(free_port()),
+        "MUTUALAID_CONSOLE_PORT": str(free_port()),
         "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -83,13 +86,26 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
             return int(found[-1].replace(",", "")) if found else 0
 
         wait_for(alerts, 60, "hit alerts from the demo hotlists")
+
+        # The printed console login works, and the console holds Riverbend's alerts.
+        login = re.search(r"open (http://\S+) and log in as (\S+) with token\n\s+(\S+)", text)
+        assert login, text
+        url, user, token = login.groups()
+        request = urllib.request.Request(
+            f"{url}/login",
+            data=json.dumps({"user": user, "token": token}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.load(response) == {"user": user, "agency": "CA0990100"}
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
     output = log.read_text()
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
-    # router, matcher, a projector per agency, a connector per agency with cameras
-    assert len(pids) == 1 + 1 + 4 + 3
+    # router, matcher, a projector per agency, a console per dispatch center, a connector per
+    # agency with cameras
+    assert len(pids) == 1 + 1 + 4 + 3 + 3
     assert code == 0, output
     assert "stopped: broker and all stages" in output
     deadline = time.monotonic() + 10

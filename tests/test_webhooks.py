@@ -1,0 +1,193 @@
+"""Signed webhooks to a real HTTP receiver: signatures verify, failures are retried, an endpoint
+that never recovers ends in the dead-letter topic while later alerts still go out."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from conftest import Region, dead_letters, mutualaid_cli, wait_for
+from mutualaid.processes import spawn, stop
+from mutualaid.serde import HIT_ALERT, AvroSerializer, SchemaStore, SerializationContext
+from mutualaid.topics import Stage, alerts_topic
+
+
+class Receiver(ThreadingHTTPServer):
+    """A CAD's endpoint: verifies every signature the way the README tells receivers to."""
+
+    def __init__(self, secret: bytes, fail_first: dict[str, int]) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.secret = secret
+        self.fail_first = fail_first  # path -> how many requests fail before it recovers
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        timestamp = self.headers["X-Mutualaid-Timestamp"]
+        expected = (
+            "sha256="
+            + hmac.new(
+                self.server.secret, f"{timestamp}.".encode() + body, hashlib.sha256
+            ).hexdigest()
+        )
+        verified = hmac.compare_digest(expected, self.headers["X-Mutualaid-Signature"])
+        fresh = abs(time.time() - int(timestamp)) < 300
+        with self.server.lock:
+            seen = sum(1 for r in self.server.requests if r["path"] == self.path)
+            status = 503 if seen < self.server.fail_first.get(self.path, 0) else 200
+            if not (verified and fresh):
+                status = 401
+            self.server.requests.append(
+                {
+                    "path": self.path,
+                    "alert_id": self.headers["X-Mutualaid-Alert-Id"],
+                    "verified": verified,
+                    "status": status,
+                    "body": json.loads(body),
+                }
+            )
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:  # quiet test output
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver(secrets.token_bytes(32), {"/flaky": 2, "/down": 10_000})
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+def hit(center: str, plate: str) -> dict:
+    now = datetime.now(UTC)
+    return {
+        "alert_id": str(uuid.uuid4()),
+        "center_ori": center,
+        "match": "EXACT",
+        "read_event_id": str(uuid.uuid4()),
+        "read_source_ori": center,
+        "read_record_id": f"read-{plate}",
+        "read_occurred_at": now,
+        "read_ingested_at": now,
+        "read": {"plate": plate, "plate_state": "CA"},
+        "entry_owner_ori": center,
+        "entry_id": "V1",
+        "entry": {"plate": plate, "reason": "stolen_vehicle"},
+        "withheld_fields": [],
+        "matched_at": now,
+    }
+
+
+def configure(region: Region, tmp_path: Path, endpoints: list[dict]) -> Path:
+    """The region's settings plus a webhooks file; returns the new settings file."""
+    webhooks = tmp_path / "webhooks.yaml"
+    webhooks.write_text(yaml.safe_dump({"webhooks": endpoints}))
+    values = yaml.safe_load(region.config_file.read_text()) | {"webhooks_file": str(webhooks)}
+    config = tmp_path / "with-webhooks.yaml"
+    config.write_text(yaml.safe_dump(values))
+    return config
+
+
+def test_signed_retried_and_dead_lettered(
+    region: Region, tmp_path: Path, receiver: Receiver
+) -> None:
+    city = region.local
+    secret_file = tmp_path / "webhook.secret"
+    secret_file.write_bytes(receiver.secret.hex().encode())
+    receiver.secret = receiver.secret.hex().encode()  # the file holds the hex text
+    fast = {"secret_file": str(secret_file), "backoff_seconds": 0.05, "max_attempts": 3}
+    config = configure(
+        region,
+        tmp_path,
+        [
+            {"agency": city, "url": f"{receiver.url}/flaky", **fast},
+            {"agency": city, "url": f"{receiver.url}/down", **fast},
+        ],
+    )
+    alerts = [hit(city, "7ABC123"), hit(city, "8XYZ789")]
+    topic = alerts_topic(city)
+    encode = AvroSerializer(SchemaStore(), HIT_ALERT)
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for alert in alerts:
+        producer.produce(topic, encode(alert, SerializationContext(topic)), alert["alert_id"])
+    assert producer.flush(10) == 0
+
+    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
+    try:
+        letters = wait_for(
+            lambda: (
+                found
+                if len(
+                    found := dead_letters(
+                        region.settings.bootstrap_servers,
+                        Stage.CONSUMERS,
+                        lambda d: d["source_ori"] == city,
+                        timeout=2,
+                    )
+                )
+                >= 2
+                else None
+            ),
+            60,
+            "both alerts dead-lettered for the endpoint that is down",
+        )
+    finally:
+        stop(sender, timeout=10)
+
+    flaky = [r for r in receiver.requests if r["path"] == "/flaky"]
+    assert all(r["verified"] for r in receiver.requests)
+    # The first alert failed twice (503) and got through on the third try; the second at once.
+    assert [(r["alert_id"], r["status"]) for r in flaky] == [
+        (alerts[0]["alert_id"], 503),
+        (alerts[0]["alert_id"], 503),
+        (alerts[0]["alert_id"], 200),
+        (alerts[1]["alert_id"], 200),
+    ]
+    assert flaky[-1]["body"]["read"]["plate"] == "8XYZ789"
+    down = [r for r in receiver.requests if r["path"] == "/down"]
+    assert len(down) == 6  # three attempts for each alert
+    assert [(d["error_type"], d["source"]) for d in letters] == [("webhook_failed", topic)] * 2
+    assert "failed 3 times; last: OSError: HTTP 503" in letters[0]["reason"]
+    assert str(receiver.secret) not in (tmp_path / "webhooks.log").read_text()
+
+
+def test_a_bad_webhooks_file_stops_start_up_naming_the_field(
+    region: Region, tmp_path: Path
+) -> None:
+    config = configure(
+        region, tmp_path, [{"agency": region.local, "url": "not a url", "secret_file": "/nope"}]
+    )
+    result = mutualaid_cli(region, "--config", str(config), "webhooks", "--agency", region.local)
+    assert result.returncode == 2
+    # yaml.safe_dump sorts keys: agency (line 2), secret_file (3), url (4).
+    assert "webhooks.yaml:3: webhooks[0].secret_file: '/nope' is not allowed" in result.stderr
+    assert "webhooks.yaml:4: webhooks[0].url: 'not a url' is not allowed" in result.stderr
+    assert "Fix: " in result.stderr
