@@ -88,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
         "them); rms: a directory of NIBRS *.xml (or one .xml file)",
     )
     where.add_argument("--sql", help="SQLAlchemy URL of the database to poll (cad, rms)")
+    where.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="alpr: serve POST /v1/reads for cameras that push reads (see `camera add`)",
+    )
     connect.add_argument("--table", help="with --sql: the table or view to poll")
     connect.add_argument(
         "--mapping", type=Path, help="alpr: vendor column mapping; --sql: table mapping (YAML)"
@@ -105,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     connect.add_argument("--report", type=Path, help="write the final counts here as JSON")
     connect.set_defaults(handler=_connect)
+
+    camera = sub.add_parser("camera", help="cameras that push reads over HTTP")
+    camera_sub = camera.add_subparsers(required=True, metavar="action")
+    for action, text in (("add", "issue the camera's token (shown once)"), ("remove", "revoke")):
+        command = camera_sub.add_parser(action, help=text)
+        command.add_argument("--agency", required=True, help="ORI of the camera's owner")
+        command.add_argument("camera_id", help="the id the camera's reads carry")
+        command.set_defaults(handler=_camera_add if action == "add" else _camera_remove)
 
     router = sub.add_parser("router", help="run the sharing router (faust)")
     router.set_defaults(handler=_router)
@@ -284,6 +297,8 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     from producers.runner import Runner
 
     ori = load_registry(settings.agencies_file).get(args.agency).ori
+    if args.listen:
+        return _listen(settings, args, ori)
     try:
         adapter, source, label = _connector(args, ori)
     except (OSError, ValueError) as exc:
@@ -307,6 +322,48 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps(progress.counts()))
     return 0
+
+
+def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
+    import uvicorn
+
+    from mutualaid.kafka import wait_for_broker
+    from mutualaid.metrics import serve_metrics
+    from producers.alpr import load_mapping
+    from producers.alpr_http import ReadIngest, create_ingest
+
+    host, _, port = args.listen.rpartition(":")
+    if args.source_kind != "alpr" or not port.isdigit():
+        print("mutualaid connect: --listen HOST:PORT serves ALPR reads only", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        mapping = load_mapping(args.mapping or Path("deploy/mappings/alpr/mutualaid-ndjson.yaml"))
+        ingest = ReadIngest(settings, ori, mapping)
+    except ValueError as exc:
+        print(f"mutualaid connect: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    wait_for_broker(settings.bootstrap_servers)
+    serve_metrics(settings.metrics_port)
+    app = create_ingest(settings, ingest)
+    uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
+    return 0
+
+
+def _camera_add(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    ori = _agency(settings, args.agency)
+    token = tokens.issue(settings.cameras_file, ori, args.camera_id)
+    print(f"token for camera {args.camera_id} of {ori} (shown only now):\n{token}")
+    return 0
+
+
+def _camera_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    revoked = tokens.revoke(settings.cameras_file, _agency(settings, args.agency), args.camera_id)
+    print(f"revoked {revoked} token(s) of camera {args.camera_id}")
+    return 0 if revoked else 1
 
 
 def _connector(args: argparse.Namespace, ori: str):

@@ -69,6 +69,13 @@ WEBHOOK_FAILED_ATTEMPTS = Counter(
     ["center"],
 )
 
+INGEST_REQUESTS = Counter(
+    "mutualaid_ingest_requests",
+    "HTTP pushes of ALPR reads by outcome (accepted, unauthorized, too_large, bad_request, "
+    "unavailable).",
+    ["outcome"],
+)
+
 
 def serve_metrics(port: int) -> None:
     """Expose /metrics on ``port`` (0 turns it off). Each process of ``up`` gets its own port."""

@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     api_users_file: Path = Field(
         None, description="search API users and token hashes; default <data_dir>/api-users.json"
     )
+    cameras_file: Path = Field(
+        None,
+        description="cameras allowed to push reads and their token hashes; "
+        "default <data_dir>/cameras.json",
+    )
+    ingest_port: int = Field(
+        8800, ge=1, le=65535, description="port of `mutualaid connect alpr --listen` (HTTP)"
+    )
     api_port: int = Field(8600, ge=1, le=65535, description="port of `mutualaid api`")
     router_id: str = Field(
         "mutualaid-router",
@@ -105,6 +113,7 @@ class Settings(BaseSettings):
             values.setdefault("hash_key_file", keys / "hash.key")
             values.setdefault("api_users_file", keys.parent / "api-users.json")
             values.setdefault("console_users_file", keys.parent / "console-users.json")
+            values.setdefault("cameras_file", keys.parent / "cameras.json")
         return values
 
     @classmethod

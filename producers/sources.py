@@ -37,7 +37,7 @@ class SourceItem:
 
     raw: bytes
     line: int
-    after: Position
+    after: Position | None  # None for items pushed to us (HTTP): nothing to resume from
     where: str | None = None
     record: Any = None
 

@@ -1,0 +1,210 @@
+"""ALPR reads pushed by cameras over HTTP: ``POST /v1/reads`` with a per-camera bearer token.
+
+``mutualaid connect alpr --agency ORI --listen HOST:PORT`` serves it. A camera is registered
+with ``mutualaid camera add --agency ORI CAMERA_ID``, which prints its token once; the token
+says which camera is speaking, so a camera can only publish reads as itself.
+
+The body is one JSON read, a JSON array of reads, or NDJSON, in the layout of an NDJSON ALPR
+mapping (``deploy/mappings/alpr/mutualaid-ndjson.yaml`` by default; the same parser as the file
+connector). The answer comes only after the broker acknowledged every read of the request
+(``202``); a camera that gets ``503`` or no answer sends the same reads again, which yields the
+same record ids and event ids, so downstream ignores the copies. Reads that cannot be used go
+to ``dlq.producers`` with the reason and ``http:<camera>:<request id>#<index>``, and the answer
+lists them; the good ones in the same request are published.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads these annotations at run time.
+
+import json
+import threading
+import uuid
+from typing import Annotated
+
+from confluent_kafka import Producer
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from mutualaid import tokens
+from mutualaid.deadletter import dead_letter
+from mutualaid.events import record_key
+from mutualaid.kafka import DeliveryFailed, DeliveryTracker, produce, producer_config
+from mutualaid.metrics import EVENTS_IN, EVENTS_OUT, INGEST_REQUESTS
+from mutualaid.serde import (
+    DEAD_LETTER,
+    SOURCE_EVENT,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+    registry_client,
+)
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from producers.alpr import AlprAdapter, AlprField, AlprMapping
+from producers.runner import Rejected
+from producers.sources import SourceItem
+
+MAX_BODY_BYTES = 1_000_000  # a camera pushes a few reads at a time, not exports
+
+
+class Rejection(BaseModel):
+    index: int
+    error_type: str
+    reason: str
+
+
+class Accepted(BaseModel):
+    request_id: str
+    camera_id: str
+    accepted: int
+    rejected: list[Rejection]
+
+
+def split_reads(body: bytes) -> list[bytes]:
+    """The reads in a body: a JSON object, a JSON array of objects, or NDJSON (one per line).
+
+    Each read comes back as its own JSON text, for the mapping's NDJSON parser; a body that is
+    none of these raises Rejected.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("bad_encoding", f"byte {exc.start} is not UTF-8") from None
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) > 1:
+            return [line.encode() for line in lines]  # NDJSON; each line is checked on its own
+        raise Rejected("malformed_body", "not JSON, a JSON array, or NDJSON") from None
+    reads = parsed if isinstance(parsed, list) else [parsed]
+    return [json.dumps(read).encode() for read in reads]
+
+
+class ReadIngest:
+    """Turns one camera's request into events and dead letters, and publishes them."""
+
+    def __init__(self, settings: Settings, ori: str, mapping: AlprMapping) -> None:
+        if mapping.format != "ndjson":
+            raise ValueError(f"mapping {mapping.name!r} is {mapping.format}; HTTP needs ndjson")
+        if AlprField.CAMERA_ID not in mapping.columns:
+            raise ValueError(f"mapping {mapping.name!r} maps no camera_id column")
+        self.ori = ori
+        self.topic = source_topic(ori, Kind.ALPR_READ)
+        self.adapter = AlprAdapter(mapping, b"", ori)
+        self._camera_column = mapping.columns[AlprField.CAMERA_ID]
+        schema_registry = registry_client(settings.schema_registry_url)
+        self._encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
+        self._encode_dead = AvroSerializer(SchemaStore(), DEAD_LETTER, schema_registry)
+        self._producer = Producer(producer_config(settings))
+        self._lock = threading.Lock()
+        self._events_in = EVENTS_IN.labels(stage="producers", kind=str(Kind.ALPR_READ))
+        self._events_out = EVENTS_OUT.labels(stage="producers", kind=str(Kind.ALPR_READ))
+
+    def publish(self, camera: str, body: bytes) -> Accepted:
+        """Publish the request's reads; DeliveryFailed if the broker did not take them all."""
+        request_id = uuid.uuid4().hex[:12]
+        where = f"http:{camera}:{request_id}"
+        acks = DeliveryTracker()
+        rejected: list[Rejection] = []
+        try:
+            reads = split_reads(body)
+        except Rejected as whole:
+            reads = []
+            self._dead(acks, whole, f"{where}#body", body)
+            rejected.append(Rejection(index=-1, error_type=whole.error_type, reason=whole.reason))
+        with self._lock:  # one request's records leave together, in order
+            for index, raw in enumerate(reads):
+                self._events_in.inc()
+                try:
+                    event = self._event(camera, raw, index, where)
+                except Rejected as why:
+                    self._dead(acks, why, f"{where}#{index}", raw)
+                    rejected.append(
+                        Rejection(index=index, error_type=why.error_type, reason=why.reason)
+                    )
+                    continue
+                value = self._encode(event, SerializationContext(self.topic))
+                produce(self._producer, self.topic, record_key(event["envelope"]), value, acks)
+            acks.wait(self._producer, timeout=10)
+        accepted = len(reads) - len([r for r in rejected if r.index >= 0])
+        self._events_out.inc(accepted)
+        return Accepted(
+            request_id=request_id, camera_id=camera, accepted=accepted, rejected=rejected
+        )
+
+    def _event(self, camera: str, raw: bytes, index: int, where: str) -> dict:
+        """The event for one read, as the token's camera; Rejected if unusable."""
+        try:
+            read = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise Rejected("malformed_row", f"not JSON: {exc.msg}") from None
+        if not isinstance(read, dict):
+            raise Rejected("malformed_row", f"expected a JSON object, got {type(read).__name__}")
+        claimed = read.get(self._camera_column)
+        if claimed not in (None, "", camera):
+            raise Rejected(
+                "camera_mismatch",
+                f"read names camera {claimed!r} but the token is camera {camera!r}",
+            )
+        read[self._camera_column] = camera  # also feeds the derived record id
+        event = self.adapter.to_event(SourceItem(json.dumps(read).encode(), index, None))
+        event["envelope"]["source_position"] = f"{where}#{index}"
+        return event
+
+    def _dead(self, acks: DeliveryTracker, why: Rejected, position: str, raw: bytes) -> None:
+        topic = dlq_topic(Stage.PRODUCERS)
+        letter = dead_letter(
+            stage=Stage.PRODUCERS,
+            reason=why.reason,
+            error_type=why.error_type,
+            source=f"http ingest ({self.adapter.source_system})",
+            position=position,
+            payload=raw,
+            source_ori=self.ori,
+        )
+        value = self._encode_dead(letter, SerializationContext(topic))
+        produce(self._producer, topic, f"{self.ori}/http".encode(), value, acks)
+
+
+def create_ingest(settings: Settings, ingest: ReadIngest) -> FastAPI:
+    app = FastAPI(title=f"mutualaid ALPR ingest for {ingest.ori}", docs_url=None)
+    bearer = HTTPBearer(auto_error=False)
+
+    def camera(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        found = tokens.holder(
+            settings.cameras_file, ingest.ori, credentials.credentials if credentials else None
+        )
+        if found is None:
+            INGEST_REQUESTS.labels(outcome="unauthorized").inc()
+            raise HTTPException(
+                401, "a valid camera token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return found
+
+    @app.post("/v1/reads", status_code=202, response_model=Accepted)
+    async def reads(request: Request, camera_id: Annotated[str, Depends(camera)]) -> Accepted:
+        declared = int(request.headers.get("content-length") or 0)
+        body = b"" if declared > MAX_BODY_BYTES else await request.body()
+        if declared > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
+            INGEST_REQUESTS.labels(outcome="too_large").inc()
+            raise HTTPException(413, f"at most {MAX_BODY_BYTES:,} bytes per request")
+        try:
+            result = await run_in_threadpool(ingest.publish, camera_id, body)
+        except DeliveryFailed as exc:
+            INGEST_REQUESTS.labels(outcome="unavailable").inc()
+            raise HTTPException(
+                503, f"not published, send again: {exc}", headers={"Retry-After": "5"}
+            ) from None
+        if result.accepted == 0 and result.rejected:
+            INGEST_REQUESTS.labels(outcome="bad_request").inc()
+            raise HTTPException(400, result.model_dump())
+        INGEST_REQUESTS.labels(outcome="accepted").inc()
+        return result
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
