@@ -59,9 +59,6 @@ class Settings(BaseSettings):
         description="cameras allowed to push reads and their token hashes; "
         "default <data_dir>/cameras.json",
     )
-    ingest_port: int = Field(
-        8800, ge=1, le=65535, description="port of `mutualaid connect alpr --listen` (HTTP)"
-    )
     api_port: int = Field(8600, ge=1, le=65535, description="port of `mutualaid api`")
     router_id: str = Field(
         "mutualaid-router",
