@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from consumers.index import SqliteIndex
 from mutualaid.crypto import DecryptionError, load_keyring
-from mutualaid.deadletter import dead_letter
+from mutualaid.deadletter import for_consumed
 from mutualaid.disclosure import restore, sealed_from_avro
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
@@ -177,15 +177,7 @@ class Projector:
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
         topic = dlq_topic(Stage.CONSUMERS)
-        letter = dead_letter(
-            stage=Stage.CONSUMERS,
-            reason=reason,
-            error_type=error_type,
-            source=msg.topic(),
-            position=f"partition {msg.partition()} offset {msg.offset()}",
-            payload=msg.value(),
-            key=msg.key(),
-        )
+        letter = for_consumed(Stage.CONSUMERS, msg, error_type, reason)
         value = self._encode_dead(letter, SerializationContext(topic))
         self._producer.produce(topic, value, msg.key(), on_delivery=self._delivery)
         self._delivery.sent()

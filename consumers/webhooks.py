@@ -37,7 +37,7 @@ from confluent_kafka import Consumer, Message, Producer
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from mutualaid.configfile import load_model
-from mutualaid.deadletter import dead_letter
+from mutualaid.deadletter import for_consumed
 from mutualaid.kafka import DeliveryTracker, consumer_config, produce, producer_config
 from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS
 from mutualaid.serde import (
@@ -212,16 +212,7 @@ class WebhookSender:
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
         topic = dlq_topic(Stage.CONSUMERS)
-        letter = dead_letter(
-            stage=Stage.CONSUMERS,
-            reason=reason,
-            error_type=error_type,
-            source=msg.topic(),
-            position=f"partition {msg.partition()} offset {msg.offset()}",
-            payload=msg.value(),
-            key=msg.key(),
-            source_ori=self.agency_ori,
-        )
+        letter = for_consumed(Stage.CONSUMERS, msg, error_type, reason, self.agency_ori)
         acks = DeliveryTracker()
         produce(
             self._producer,

@@ -111,13 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     connect.add_argument("--report", type=Path, help="write the final counts here as JSON")
     connect.set_defaults(handler=_connect)
 
-    camera = sub.add_parser("camera", help="cameras that push reads over HTTP")
-    camera_sub = camera.add_subparsers(required=True, metavar="action")
-    for action, text in (("add", "issue the camera's token (shown once)"), ("remove", "revoke")):
-        command = camera_sub.add_parser(action, help=text)
-        command.add_argument("--agency", required=True, help="ORI of the camera's owner")
-        command.add_argument("camera_id", help="the id the camera's reads carry")
-        command.set_defaults(handler=_camera_add if action == "add" else _camera_remove)
+    _token_commands(
+        sub, "camera", "cameras that push reads over HTTP", "cameras_file", "camera",
+        "the id the camera's reads carry", positional=True,
+    )  # fmt: skip
 
     router = sub.add_parser("router", help="run the sharing router (faust)")
     router.set_defaults(handler=_router)
@@ -178,12 +175,10 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, help="default: api_port setting (8600)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     api.set_defaults(handler=_api)
-    api_user = sub.add_parser("api-user", help="manage search API users")
-    api_user_sub = api_user.add_subparsers(required=True, metavar="action")
-    add_user = api_user_sub.add_parser("add", help="issue a token to a user (shown once)")
-    add_user.add_argument("--agency", required=True, help="ORI of the user's agency")
-    add_user.add_argument("--user", required=True, help="who, as the audit should name them")
-    add_user.set_defaults(handler=_api_user_add)
+    _token_commands(
+        sub, "api-user", "manage search API users", "api_users_file", "user",
+        "who, as the audit should name them",
+    )  # fmt: skip
 
     console = sub.add_parser("console", help="serve a dispatch center's live hit alerts")
     console.add_argument("--agency", required=True, help="ORI of the dispatch center")
@@ -193,13 +188,10 @@ def _parser() -> argparse.ArgumentParser:
     webhooks = sub.add_parser("webhooks", help="POST an agency's hit alerts to its CAD (signed)")
     webhooks.add_argument("--agency", required=True, help="ORI of the dispatch center")
     webhooks.set_defaults(handler=_webhooks)
-    console_user = sub.add_parser("console-user", help="manage dispatch console users")
-    console_user_sub = console_user.add_subparsers(required=True, metavar="action")
-    for action, text in (("add", "issue a login token (shown once)"), ("remove", "revoke")):
-        command = console_user_sub.add_parser(action, help=text)
-        command.add_argument("--agency", required=True, help="ORI of the dispatcher's agency")
-        command.add_argument("--user", required=True, help="the dispatcher, as acks name them")
-        command.set_defaults(handler=_console_user_add if action == "add" else _console_user_rm)
+    _token_commands(
+        sub, "console-user", "manage dispatch console users", "console_users_file", "user",
+        "the dispatcher, as acknowledgements name them",
+    )  # fmt: skip
 
     agreements = sub.add_parser("agreements", help="work with sharing agreements")
     agreements_sub = agreements.add_subparsers(required=True, metavar="action")
@@ -227,6 +219,50 @@ def _parser() -> argparse.ArgumentParser:
     hash_key = keys_sub.add_parser("hash-key", help="create the router's keyed-hash secret")
     hash_key.set_defaults(handler=_keys_hash)
     return parser
+
+
+def _token_commands(
+    sub: argparse._SubParsersAction,
+    name: str,
+    text: str,
+    file_setting: str,
+    holder: str,
+    holder_help: str,
+    *,
+    positional: bool = False,
+) -> None:
+    """`<name> add|remove`: bearer tokens for API users, dispatchers or cameras."""
+    group = sub.add_parser(name, help=text)
+    actions = group.add_subparsers(required=True, metavar="action")
+    for action, help_text, handler in (
+        ("add", "issue a token (shown once; only its SHA-256 is kept)", _token_add),
+        ("remove", "revoke every token it has", _token_remove),
+    ):
+        command = actions.add_parser(action, help=help_text)
+        command.add_argument("--agency", required=True, help="ORI of its agency")
+        if positional:
+            command.add_argument("holder", metavar=holder.upper(), help=holder_help)
+        else:
+            command.add_argument(f"--{holder}", dest="holder", required=True, help=holder_help)
+        command.set_defaults(handler=handler, tokens_file=file_setting, holder_kind=holder)
+
+
+def _token_add(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    ori = _agency(settings, args.agency)
+    token = tokens.issue(getattr(settings, args.tokens_file), ori, args.holder)
+    print(f"token for {args.holder_kind} {args.holder} of {ori} (shown only now):\n{token}")
+    return 0
+
+
+def _token_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import tokens
+
+    ori = _agency(settings, args.agency)
+    revoked = tokens.revoke(getattr(settings, args.tokens_file), ori, args.holder)
+    print(f"revoked {revoked} token(s) of {args.holder_kind} {args.holder}")
+    return 0 if revoked else 1
 
 
 def _registry_and_policy(settings: Settings):
@@ -347,23 +383,6 @@ def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
     app = create_ingest(settings, ingest)
     uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
     return 0
-
-
-def _camera_add(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid import tokens
-
-    ori = _agency(settings, args.agency)
-    token = tokens.issue(settings.cameras_file, ori, args.camera_id)
-    print(f"token for camera {args.camera_id} of {ori} (shown only now):\n{token}")
-    return 0
-
-
-def _camera_remove(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid import tokens
-
-    revoked = tokens.revoke(settings.cameras_file, _agency(settings, args.agency), args.camera_id)
-    print(f"revoked {revoked} token(s) of camera {args.camera_id}")
-    return 0 if revoked else 1
 
 
 def _connector(args: argparse.Namespace, ori: str):
@@ -621,18 +640,6 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _api_user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid import tokens
-
-    ori = _agency(settings, args.agency)
-    token = tokens.issue(settings.api_users_file, ori, args.user)
-    print(
-        f"token for {args.user} of {ori} (shown only now; send as 'Authorization: Bearer "
-        f"<token>'):\n{token}"
-    )
-    return 0
-
-
 def _console(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.console import run_console
     from mutualaid.agencies import load_registry
@@ -661,23 +668,6 @@ def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
     serve_metrics(settings.metrics_port)
     WebhookSender(settings, ori, endpoints).run(_stop_event())
     return 0
-
-
-def _console_user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid import tokens
-
-    ori = _agency(settings, args.agency)
-    token = tokens.issue(settings.console_users_file, ori, args.user)
-    print(f"console login for {args.user} of {ori} (token shown only now):\n{token}")
-    return 0
-
-
-def _console_user_rm(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid import tokens
-
-    revoked = tokens.revoke(settings.console_users_file, _agency(settings, args.agency), args.user)
-    print(f"revoked {revoked} token(s) of {args.user}")
-    return 0 if revoked else 1
 
 
 def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from confluent_kafka import Message
+
 from mutualaid.metrics import DEAD_LETTERS
 from mutualaid.topics import Stage
 
@@ -37,3 +39,19 @@ def dead_letter(
         "payload": payload,
         "failed_at": now or datetime.now(UTC),
     }
+
+
+def for_consumed(
+    stage: Stage, msg: Message, error_type: str, reason: str, source_ori: str | None = None
+) -> dict:
+    """The dead letter of a consumed record, positioned by its topic, partition and offset."""
+    return dead_letter(
+        stage=stage,
+        reason=reason,
+        error_type=error_type,
+        source=msg.topic(),
+        position=f"partition {msg.partition()} offset {msg.offset()}",
+        payload=msg.value(),
+        key=msg.key(),
+        source_ori=source_ori,
+    )

@@ -11,6 +11,7 @@ import string
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -199,3 +200,28 @@ def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str
         text=True,
         timeout=60,
     )
+
+
+@contextmanager
+def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
+    """A mutualaid HTTP stage run as a process (``argv`` gets ``--port``/``--listen`` here),
+    yielded as its base URL once /healthz answers."""
+    port = free_port()
+    address = ["--listen", f"127.0.0.1:{port}"] if "--listen" in argv else ["--port", str(port)]
+    argv = [a for a in argv if a != "--listen"]
+    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(config_file)]
+    proc = spawn([*base, *argv, *address], log=log)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(healthy, 30, f"{' '.join(argv)} to serve")
+        yield url
+    finally:
+        stop(proc, timeout=10)

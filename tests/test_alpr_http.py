@@ -4,7 +4,6 @@ publishes as that camera, a bad token publishes nothing, bad reads are dead-lett
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -12,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, mutualaid_cli, read_topic, wait_for
-from mutualaid.broker import free_port
-from mutualaid.processes import spawn, stop
+from conftest import Region, dead_letters, mutualaid_cli, read_topic, serving, wait_for
 from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, Stage, source_topic
 
@@ -32,24 +29,9 @@ READ = {
 
 @pytest.fixture
 def ingest(region: Region, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
-    argv += ["connect", "alpr", "--agency", region.local, "--listen", f"127.0.0.1:{port}"]
-    proc = spawn(argv, log=tmp_path / "ingest.log")
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(up, 30, "the HTTP ingest")
+    argv = ["connect", "alpr", "--agency", region.local, "--listen"]
+    with serving(region.config_file, argv, tmp_path / "ingest.log") as url:
         yield url
-    finally:
-        stop(proc, timeout=10)
 
 
 def camera_token(region: Region, camera: str) -> str:

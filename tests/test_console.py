@@ -4,21 +4,16 @@ logs in, sees a hit arrive live, acknowledges it; other agencies see none of it.
 from __future__ import annotations
 
 import shutil
-import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from conftest import Region, mutualaid_cli, read_topic, wait_for
-from mutualaid.broker import free_port
-from mutualaid.processes import spawn, stop
+from conftest import Region, mutualaid_cli, read_topic, serving
 from mutualaid.serde import (
     ALERT_ACK,
     HIT_ALERT,
@@ -85,25 +80,8 @@ def token_for(region: Region, agency: str, user: str) -> str:
     return issued.stdout.strip().splitlines()[-1]
 
 
-@contextmanager
-def console(region: Region, agency: str, logs: Path) -> Iterator[str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
-    proc = spawn([*argv, "console", "--agency", agency, "--port", str(port)], log=logs)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return True
-        except OSError:
-            return False
-
-    try:
-        wait_for(healthy, 30, f"the console of {agency}")
-        yield url
-    finally:
-        stop(proc, timeout=10)
+def console(region: Region, agency: str, log: Path):
+    return serving(region.config_file, ["console", "--agency", agency], log)
 
 
 @pytest.fixture
