@@ -33,7 +33,6 @@ from producers.sources import DocumentDirectory, LineFile
 from producers.sqlpoll import SqlPoller, SqlRowAdapter, load_sql_mapping
 
 ORI = "CA0990100"
-TESTS = Path(__file__).resolve().parent.parent / "tests" / "data"
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -59,25 +58,18 @@ def alpr_sources(tmp: Path, count: int) -> tuple[Path, Path]:
 
 
 def cad_documents(tmp: Path, count: int) -> Path:
-    drop = tmp / "eido"
-    drop.mkdir()
-    template = json.loads((TESTS / "cad" / "eido-rb-26-001234-2.json").read_text())
-    start = datetime(2026, 11, 24, tzinfo=UTC)
-    for n in range(count):
-        incident = template["incidentComponent"]
-        incident["incidentTrackingIdentifier"] = f"urn:emergency:uid:incidentid:{n // 3}:bench"
-        incident["lastUpdateTimeStamp"] = (start + timedelta(seconds=n)).isoformat()
-        (drop / f"{n:07d}.json").write_text(json.dumps(template))
-    return drop
+    """About ``count`` EIDO documents: incidents with one to four status changes each."""
+    samples.write_eido_documents(
+        tmp / "eido", ORI, (38.94, -119.98), count * 2 // 5, random.Random(5)
+    )
+    return tmp / "eido"
 
 
 def rms_documents(tmp: Path, count: int) -> Path:
-    drop = tmp / "nibrs"
-    drop.mkdir()
-    template = (TESTS / "rms" / "nibrs-54236732.xml").read_text()
-    for n in range(count):
-        (drop / f"{n:07d}.xml").write_text(template.replace("54236732", f"B{n:08d}"))
-    return drop
+    rng = random.Random(5)
+    plates = samples.plate_pool(["CA", "NV"], 500, rng)
+    samples.write_nibrs_documents(tmp / "nibrs", ORI, plates, count, rng)
+    return tmp / "nibrs"
 
 
 def sql_table(tmp: Path, count: int) -> sa.Engine:

@@ -8,10 +8,11 @@ situation that makes sharing worth it.
 from __future__ import annotations
 
 import csv
+import json
 import random
 import string
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 HEADER = [
@@ -217,3 +218,161 @@ def write_hotlist_csv(
                 ]
             )
     return len(plates)
+
+
+# CAD incident types (APCO common incident types, as CAD systems code them) and their priority.
+INCIDENT_TYPES = [
+    ("TA", "Traffic accident with injuries", "1"),
+    ("BURG", "Burglary, residential", "2"),
+    ("THEFT", "Vehicle theft", "2"),
+    ("DIST", "Disturbance", "2"),
+    ("SUSP", "Suspicious vehicle", "3"),
+    ("WELF", "Welfare check", "3"),
+    ("FIRE", "Structure fire", "1"),
+]
+CAD_STATUSES = ["Dispatched", "En Route", "On Scene", "Closed"]
+FIRST_NAMES = ["Pat", "Alex", "Jordan", "Sam", "Maria", "Wei", "Aisha", "Diego", "Lena", "Tom"]
+LAST_NAMES = ["Doe", "Garcia", "Nguyen", "Smith", "Okafor", "Kim", "Patel", "Rossi", "Brown"]
+# NIBRS offense codes with the property they usually involve (None: none).
+OFFENSES = [("240", "03"), ("220", "07"), ("23F", "04"), ("13A", None), ("290", "05")]
+
+
+def _address(rng: random.Random) -> tuple[str, str]:
+    number, street = str(rng.randint(10, 4999)), rng.choice(STREETS)
+    road, _, suffix = street.rpartition(" ")
+    return number, f"{road}|{suffix}"
+
+
+def write_eido_documents(
+    directory: Path, ori: str, center: tuple[float, float], incidents: int, rng: random.Random
+) -> int:
+    """NENA EIDO JSON documents, one per status change (each a new version of its incident);
+    returns how many were written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = 0
+    start = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+    for n in range(1, incidents + 1):
+        code, description, priority = rng.choice(INCIDENT_TYPES)
+        number, street = _address(rng)
+        road, suffix = street.split("|")
+        created = start + timedelta(minutes=rng.randint(0, 600))
+        incident_id = f"urn:emergency:uid:incidentid:{ori.lower()}-{n:06d}:cad.example"
+        lat = round(center[0] + rng.uniform(-0.04, 0.04), 5)
+        lon = round(center[1] + rng.uniform(-0.05, 0.05), 5)
+        units = [f"{rng.choice('EMPT')}{rng.randint(1, 40)}" for _ in range(rng.randint(1, 3))]
+        for step, status in enumerate(CAD_STATUSES[: rng.randint(1, len(CAD_STATUSES))]):
+            updated = (created + timedelta(minutes=4 * step + 1)).isoformat()
+            document = {
+                "eidoMessageIdentifier": f"urn:emergency:uid:eido:{n}-{step}:cad.example",
+                "lastUpdateTimeStamp": updated,
+                "incidentComponent": {
+                    "incidentTrackingIdentifier": incident_id,
+                    "localIncidentNumber": f"{ori[-3:]}-26-{n:06d}",
+                    "incidentTypeCommonRegistryText": code,
+                    "incidentTypeDescription": description,
+                    "incidentPriority": priority,
+                    "incidentStatusCommonRegistryText": status,
+                    "incidentCreationTimeStamp": created.isoformat(),
+                    "lastUpdateTimeStamp": updated,
+                },
+                "locationComponent": [
+                    {
+                        "civicAddress": {"HNO": number, "RD": road, "STS": suffix, "A1": "CA"},
+                        "gmlPoint": {"pos": f"{lat} {lon}"},
+                    }
+                ],
+                "callComponent": {
+                    "callerName": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
+                    "callbackNumber": f"+1530555{rng.randint(0, 9999):04d}",
+                },
+                "emergencyResourceComponent": [
+                    {"unitIdentifier": u, "agencyIdentifier": ori, "unitStatus": status}
+                    for u in units
+                ],
+                "notesComponent": [
+                    {"noteDateTime": created.isoformat(), "noteText": f"{description} reported."}
+                ],
+            }
+            (directory / f"{n:06d}-{step}.json").write_text(json.dumps(document, indent=1))
+            written += 1
+    return written
+
+
+def write_nibrs_documents(
+    directory: Path, ori: str, plates: list[tuple[str, str]], reports: int, rng: random.Random
+) -> int:
+    """NIBRS XML (IEPD 4.2 shape) group A incident reports: offenses, victims and offenders
+    with ages (a few juveniles), stolen vehicles with plates from ``plates``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(1, reports + 1):
+        code, property_code = rng.choice(OFFENSES)
+        when = datetime(2026, 11, 1) + timedelta(minutes=rng.randint(0, 30 * 24 * 60))
+        victim_age, offender_age = rng.randint(18, 80), rng.choice([15, 17, 19, 24, 31, 45])
+        vehicle = ""
+        if property_code == "03":
+            plate, state = rng.choice(plates)
+            (make, model), color = rng.choice(VEHICLES), rng.choice(COLORS)
+            vehicle = (
+                "<nc:Vehicle><nc:ItemColorDescriptionText>"
+                f"{color[:3].upper()}</nc:ItemColorDescriptionText>"
+                "<nc:ConveyanceRegistrationPlateIdentification>"
+                f"<nc:IdentificationID>{plate}</nc:IdentificationID><nc:IdentificationJurisdiction>"
+                f"<j:LocationStateNCICLSTACode>{state}</j:LocationStateNCICLSTACode>"
+                "</nc:IdentificationJurisdiction></nc:ConveyanceRegistrationPlateIdentification>"
+                f"<j:VehicleMakeCode>{make[:4].upper()}</j:VehicleMakeCode>"
+                f"<j:VehicleModelCode>{model[:3].upper()}</j:VehicleModelCode></nc:Vehicle>"
+            )
+        item = (
+            f"<nc:Item><nc:ItemStatus><cjis:ItemStatusCode>STOLEN</cjis:ItemStatusCode>"
+            f"</nc:ItemStatus><nc:ItemValue><nc:ItemValueAmount><nc:Amount>"
+            f"{rng.randint(50, 40000)}</nc:Amount></nc:ItemValueAmount></nc:ItemValue>"
+            f"<j:ItemCategoryNIBRSPropertyCategoryCode>{property_code}"
+            "</j:ItemCategoryNIBRSPropertyCategoryCode></nc:Item>"
+            if property_code
+            else ""
+        )
+        (directory / f"{n:06d}.xml").write_text(
+            NIBRS_TEMPLATE.format(
+                incident=f"{ori[-3:]}{n:07d}",
+                when=when.isoformat(),
+                sent=(when + timedelta(hours=2)).isoformat() + "-08:00",
+                code=code,
+                item=item,
+                vehicle=vehicle,
+                victim_age=victim_age,
+                offender_age=offender_age,
+            )
+        )
+    return reports
+
+
+NIBRS_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<nibrs:Submission xmlns:nibrs="http://fbi.gov/cjis/nibrs/4.2" xmlns:cjis="http://fbi.gov/cjis/1.0"
+    xmlns:j="http://release.niem.gov/niem/domains/jxdm/6.1/"
+    xmlns:nc="http://release.niem.gov/niem/niem-core/4.0/"
+    xmlns:s="http://release.niem.gov/niem/structures/4.0/">
+  <cjis:MessageMetadata><cjis:MessageDateTime>{sent}</cjis:MessageDateTime></cjis:MessageMetadata>
+  <nibrs:Report>
+    <nibrs:ReportHeader>
+      <nibrs:NIBRSReportCategoryCode>GROUP A INCIDENT REPORT</nibrs:NIBRSReportCategoryCode>
+      <nibrs:ReportActionCategoryCode>I</nibrs:ReportActionCategoryCode>
+    </nibrs:ReportHeader>
+    <nc:Incident>
+      <nc:ActivityIdentification><nc:IdentificationID>{incident}</nc:IdentificationID></nc:ActivityIdentification>
+      <nc:ActivityDate><nc:DateTime>{when}</nc:DateTime></nc:ActivityDate>
+    </nc:Incident>
+    <j:Offense s:id="Offense1"><nibrs:OffenseUCRCode>{code}</nibrs:OffenseUCRCode>
+      <j:OffenseAttemptedIndicator>false</j:OffenseAttemptedIndicator></j:Offense>
+    {item}
+    {vehicle}
+    <nc:Person s:id="PersonVictim1"><nc:PersonAgeMeasure>
+      <nc:MeasureIntegerValue>{victim_age}</nc:MeasureIntegerValue></nc:PersonAgeMeasure>
+    </nc:Person>
+    <nc:Person s:id="PersonOffender1"><nc:PersonAgeMeasure>
+      <nc:MeasureIntegerValue>{offender_age}</nc:MeasureIntegerValue></nc:PersonAgeMeasure>
+    </nc:Person>
+    <j:Victim s:id="Victim1"><nc:RoleOfPerson s:ref="PersonVictim1"/></j:Victim>
+    <j:Subject s:id="Subject1"><nc:RoleOfPerson s:ref="PersonOffender1"/></j:Subject>
+  </nibrs:Report>
+</nibrs:Submission>
+"""

@@ -163,3 +163,35 @@ def test_naive_start_is_refused(tmp_path: Path) -> None:
         samples.write_alpr_csv(
             tmp_path / "x.csv", ORI, cams, [("7ABC123", "CA")], 1, START.replace(tzinfo=None), rng
         )
+
+
+def test_cad_and_rms_generators_write_documents_the_connectors_accept(tmp_path: Path) -> None:
+    from producers.cad import CadAdapter
+    from producers.rms import RmsAdapter
+    from producers.sources import DocumentDirectory
+
+    rng = random.Random(3)
+    written = samples.write_eido_documents(tmp_path / "eido", ORI, (38.94, -119.98), 30, rng)
+    plates = samples.plate_pool(["CA", "NV"], 40, rng)
+    samples.write_nibrs_documents(tmp_path / "nibrs", ORI, plates, 60, rng)
+
+    def events(directory: Path, pattern: str, adapter) -> list[dict]:
+        source = DocumentDirectory(directory, pattern)
+        items = source.items(source.start(None), follow=lambda: False)
+        return [adapter.to_event(item) for item in items]  # a Rejected fails the test
+
+    cad = events(tmp_path / "eido", "*.json", CadAdapter(ORI))
+    assert len(cad) == written > 30  # status changes: several versions of most incidents
+    versions: dict[str, list[int]] = {}
+    for e in cad:
+        versions.setdefault(e["envelope"]["record_id"], []).append(e["envelope"]["version"])
+    assert len(versions) == 30
+    assert any(len(v) > 1 for v in versions.values())
+    assert len({e["body"]["incident_type"] for e in cad}) > 3
+
+    rms = events(tmp_path / "nibrs", "*.xml", RmsAdapter(ORI))
+    assert len(rms) == 60
+    assert any("juvenile" in e["envelope"]["labels"] for e in rms)
+    assert not all("juvenile" in e["envelope"]["labels"] for e in rms)
+    stolen = [v["plate"] for e in rms for v in e["body"]["vehicles"]]
+    assert stolen and set(stolen) <= {p for p, _ in plates}
