@@ -225,3 +225,32 @@ def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc, timeout=10)
+
+
+def write_dispatch_region(
+    root: Path, city: str, county: str, neighbour: str, federal: str, *, field_actions: bool
+) -> None:
+    """agencies.yaml and agreements/ for the hit-alert tests: three dispatch centers far apart
+    and a federal agency that dispatches no one. The neighbour shares its reads with both CA
+    centers; the county shares its hotlist with the city. With ``field_actions`` the reads go
+    without images and the hotlist without notes."""
+    agencies = [
+        {"ori": city, "name": "City PD", "state": "CA", "type": "local", "dispatch_center": True,
+         "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 5}},
+        {"ori": county, "name": "County SO", "state": "CA", "type": "county",
+         "dispatch_center": True,
+         "jurisdiction": {"latitude": 38.60, "longitude": -120.50, "radius_km": 10}},
+        {"ori": neighbour, "name": "Neighbour PD", "state": "NV", "type": "local",
+         "dispatch_center": True,
+         "jurisdiction": {"latitude": 39.50, "longitude": -119.80, "radius_km": 10}},
+        {"ori": federal, "name": "Task Force", "state": "DC", "type": "federal"},
+    ]  # fmt: skip
+    reads = {"id": "nv-reads", "version": 1, "owner": neighbour, "partners": [city, county],
+             "kinds": ["alpr.read"]}  # fmt: skip
+    hotlist = {"id": "county-hotlist", "version": 2, "owner": county, "partners": [city],
+               "kinds": ["hotlist.entry"]}  # fmt: skip
+    if field_actions:
+        reads["fields"], hotlist["fields"] = {"image_ref": "drop"}, {"notes": "drop"}
+    (root / "agreements").mkdir()
+    (root / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
+    (root / "agreements" / "a.yaml").write_text(yaml.safe_dump({"agreements": [reads, hotlist]}))

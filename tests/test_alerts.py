@@ -12,7 +12,15 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, mutualaid_cli, random_ori, read_topic, wait_for
+from conftest import (
+    Region,
+    dead_letters,
+    mutualaid_cli,
+    random_ori,
+    read_topic,
+    wait_for,
+    write_dispatch_region,
+)
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
@@ -38,26 +46,7 @@ def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
     """Three dispatch centers far apart: the neighbour shares its reads with both CA centers,
     the county shares its hotlist with the city."""
     city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
-    agencies = [
-        {"ori": city, "name": "City PD", "state": "CA", "type": "local", "dispatch_center": True,
-         "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 5}},
-        {"ori": county, "name": "County SO", "state": "CA", "type": "county",
-         "dispatch_center": True,
-         "jurisdiction": {"latitude": 38.60, "longitude": -120.50, "radius_km": 10}},
-        {"ori": neighbour, "name": "Neighbour PD", "state": "NV", "type": "local",
-         "dispatch_center": True,
-         "jurisdiction": {"latitude": 39.50, "longitude": -119.80, "radius_km": 10}},
-        {"ori": federal, "name": "Task Force", "state": "DC", "type": "federal"},
-    ]  # fmt: skip
-    agreements = [
-        {"id": "nv-reads", "version": 1, "owner": neighbour, "partners": [city, county],
-         "kinds": ["alpr.read"]},
-        {"id": "county-hotlist", "version": 1, "owner": county, "partners": [city],
-         "kinds": ["hotlist.entry"]},
-    ]  # fmt: skip
-    (tmp_path / "agreements").mkdir()
-    (tmp_path / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
-    (tmp_path / "agreements" / "a.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
+    write_dispatch_region(tmp_path, city, county, neighbour, federal, field_actions=False)
     values = {
         "bootstrap_servers": broker.bootstrap_servers,
         "data_dir": str(tmp_path / "var"),

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
+from conftest import write_dispatch_region
 from mutualaid.agencies import load_registry
 from mutualaid.events import new_envelope, record_key
 from mutualaid.policy import load_policy
@@ -30,33 +30,6 @@ IN_CITY = (38.94, -119.98)
 FAR_AWAY = (37.00, -118.00)  # nobody's jurisdiction
 
 
-def write_region(root: Path) -> Path:
-    """Three dispatch centers far apart, and a federal agency that dispatches no one."""
-    agencies = [
-        {"ori": CITY, "name": "City PD", "state": "CA", "type": "local", "dispatch_center": True,
-         "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 5}},
-        {"ori": COUNTY, "name": "County SO", "state": "CA", "type": "county",
-         "dispatch_center": True,
-         "jurisdiction": {"latitude": 38.60, "longitude": -120.50, "radius_km": 10}},
-        {"ori": NEIGHBOUR, "name": "Neighbour PD", "state": "NV", "type": "local",
-         "dispatch_center": True,
-         "jurisdiction": {"latitude": 39.50, "longitude": -119.80, "radius_km": 10}},
-        {"ori": FEDERAL, "name": "Task Force", "state": "DC", "type": "federal"},
-    ]  # fmt: skip
-    agreements = [
-        # The neighbour's cameras are shared with both CA centers, without their images.
-        {"id": "nv-reads", "version": 1, "owner": NEIGHBOUR, "partners": [CITY, COUNTY],
-         "kinds": ["alpr.read"], "fields": {"image_ref": "drop"}},
-        # The county's hotlist is shared with the city, without its notes.
-        {"id": "county-hotlist", "version": 2, "owner": COUNTY, "partners": [CITY],
-         "kinds": ["hotlist.entry"], "fields": {"notes": "drop"}},
-    ]  # fmt: skip
-    (root / "agreements").mkdir()
-    (root / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
-    (root / "agreements" / "a.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
-    return root
-
-
 @pytest.fixture
 def hotlists() -> Hotlists:
     return Hotlists(STORE)
@@ -64,10 +37,10 @@ def hotlists() -> Hotlists:
 
 @pytest.fixture
 def matcher(tmp_path: Path, hotlists: Hotlists) -> Matcher:
-    root = write_region(tmp_path)
-    registry = load_registry(root / "agencies.yaml")
+    write_dispatch_region(tmp_path, CITY, COUNTY, NEIGHBOUR, FEDERAL, field_actions=True)
+    registry = load_registry(tmp_path / "agencies.yaml")
     return Matcher(
-        load_policy(root / "agreements", registry),
+        load_policy(tmp_path / "agreements", registry),
         hotlists,
         STORE,
         repeat_window=timedelta(minutes=10),
