@@ -114,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     _token_commands(
         sub, "camera", "cameras that push reads over HTTP", "cameras_file", "camera",
         "the id the camera's reads carry", positional=True,
+        display_name="where the camera is, e.g. 'Main St & Pioneer Trl'; given to its reads "
+        "that name no place themselves",
     )  # fmt: skip
 
     router = sub.add_parser("router", help="run the sharing router (faust)")
@@ -230,8 +232,12 @@ def _token_commands(
     holder_help: str,
     *,
     positional: bool = False,
+    display_name: str | None = None,
 ) -> None:
-    """`<name> add|remove`: bearer tokens for API users, dispatchers or cameras."""
+    """`<name> add|remove`: bearer tokens for API users, dispatchers or cameras.
+
+    ``display_name``, if given, is the help of an `add --name` option stored with the token.
+    """
     group = sub.add_parser(name, help=text)
     actions = group.add_subparsers(required=True, metavar="action")
     for action, help_text, handler in (
@@ -244,6 +250,8 @@ def _token_commands(
             command.add_argument("holder", metavar=holder.upper(), help=holder_help)
         else:
             command.add_argument(f"--{holder}", dest="holder", required=True, help=holder_help)
+        if display_name and action == "add":
+            command.add_argument("--name", dest="display_name", help=display_name)
         command.set_defaults(handler=handler, tokens_file=file_setting, holder_kind=holder)
 
 
@@ -251,7 +259,9 @@ def _token_add(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid import tokens
 
     ori = _agency(settings, args.agency)
-    token = tokens.issue(getattr(settings, args.tokens_file), ori, args.holder)
+    token = tokens.issue(
+        getattr(settings, args.tokens_file), ori, args.holder, getattr(args, "display_name", None)
+    )
     print(f"token for {args.holder_kind} {args.holder} of {ori} (shown only now):\n{token}")
     return 0
 

@@ -11,9 +11,18 @@ import hashlib
 import hmac
 import json
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from mutualaid.topics import check_ori
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whom a token belongs to: the id it acts as, and a name for people (a camera's site)."""
+
+    name: str
+    display_name: str | None = None
 
 
 def digest(token: str) -> str:
@@ -32,11 +41,14 @@ def _write(path: Path, entries: list[dict]) -> None:
     tmp.replace(path)
 
 
-def issue(path: Path, agency_ori: str, name: str) -> str:
+def issue(path: Path, agency_ori: str, name: str, display_name: str | None = None) -> str:
     """A new token for ``name`` of the agency; returns it (the only time it exists in clear)."""
     token = secrets.token_urlsafe(32)
     entries = _entries(path)
-    entries.append({"agency_ori": check_ori(agency_ori), "user": name, "sha256": digest(token)})
+    entry = {"agency_ori": check_ori(agency_ori), "user": name, "sha256": digest(token)}
+    if display_name:
+        entry["display_name"] = display_name
+    entries.append(entry)
     _write(path, entries)
     return token
 
@@ -49,12 +61,18 @@ def revoke(path: Path, agency_ori: str, name: str) -> int:
     return len(entries) - len(kept)
 
 
-def holder(path: Path, agency_ori: str, token: str | None) -> str | None:
+def find(path: Path, agency_ori: str, token: str | None) -> Holder | None:
     """Whose token this is, if it is a valid token of the agency; else None."""
     if not token:
         return None
     wanted = digest(token)
     for entry in _entries(path):
         if entry["agency_ori"] == agency_ori and hmac.compare_digest(entry["sha256"], wanted):
-            return entry["user"]
+            return Holder(entry["user"], entry.get("display_name"))
     return None
+
+
+def holder(path: Path, agency_ori: str, token: str | None) -> str | None:
+    """The name of the token's holder, if it is a valid token of the agency; else None."""
+    found = find(path, agency_ori, token)
+    return found.name if found else None

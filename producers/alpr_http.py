@@ -18,6 +18,8 @@ lists them; the good ones in the same request are published.
 import json
 import threading
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from confluent_kafka import Producer
@@ -46,6 +48,8 @@ from producers.runner import Rejected
 from producers.sources import SourceItem
 
 MAX_BODY_BYTES = 1_000_000  # a camera pushes a few reads at a time, not exports
+# A camera waits for its answer; past this it gets 503 and sends again (the copies are harmless).
+DELIVERY_TIMEOUT = 10.0
 
 
 class Rejection(BaseModel):
@@ -85,12 +89,19 @@ def split_reads(body: bytes) -> list[bytes]:
 class ReadIngest:
     """Turns one camera's request into events and dead letters, and publishes them."""
 
-    def __init__(self, settings: Settings, ori: str, mapping: AlprMapping) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        ori: str,
+        mapping: AlprMapping,
+        delivery_timeout: float = DELIVERY_TIMEOUT,
+    ) -> None:
         if mapping.format != "ndjson":
             raise ValueError(f"mapping {mapping.name!r} is {mapping.format}; HTTP needs ndjson")
         if AlprField.CAMERA_ID not in mapping.columns:
             raise ValueError(f"mapping {mapping.name!r} maps no camera_id column")
         self.ori = ori
+        self.delivery_timeout = delivery_timeout
         self.topic = source_topic(ori, Kind.ALPR_READ)
         self.adapter = AlprAdapter(mapping, b"", ori)
         self._camera_column = mapping.columns[AlprField.CAMERA_ID]
@@ -102,10 +113,10 @@ class ReadIngest:
         self._events_in = EVENTS_IN.labels(stage="producers", kind=str(Kind.ALPR_READ))
         self._events_out = EVENTS_OUT.labels(stage="producers", kind=str(Kind.ALPR_READ))
 
-    def publish(self, camera: str, body: bytes) -> Accepted:
+    def publish(self, camera: tokens.Holder, body: bytes) -> Accepted:
         """Publish the request's reads; DeliveryFailed if the broker did not take them all."""
         request_id = uuid.uuid4().hex[:12]
-        where = f"http:{camera}:{request_id}"
+        where = f"http:{camera.name}:{request_id}"
         acks = DeliveryTracker()
         rejected: list[Rejection] = []
         try:
@@ -127,14 +138,20 @@ class ReadIngest:
                     continue
                 value = self._encode(event, SerializationContext(self.topic))
                 produce(self._producer, self.topic, record_key(event["envelope"]), value, acks)
-            acks.wait(self._producer, timeout=10)
+            acks.wait(self._producer, timeout=self.delivery_timeout)
         accepted = len(reads) - len([r for r in rejected if r.index >= 0])
         self._events_out.inc(accepted)
         return Accepted(
-            request_id=request_id, camera_id=camera, accepted=accepted, rejected=rejected
+            request_id=request_id, camera_id=camera.name, accepted=accepted, rejected=rejected
         )
 
-    def _event(self, camera: str, raw: bytes, index: int, where: str) -> dict:
+    def close(self) -> None:
+        """Give records of requests that got 503 a last chance, then let go of the broker."""
+        with self._lock:
+            self._producer.flush(self.delivery_timeout)
+            self._producer.close()
+
+    def _event(self, camera: tokens.Holder, raw: bytes, index: int, where: str) -> dict:
         """The event for one read, as the token's camera; Rejected if unusable."""
         try:
             read = json.loads(raw)
@@ -143,14 +160,15 @@ class ReadIngest:
         if not isinstance(read, dict):
             raise Rejected("malformed_row", f"expected a JSON object, got {type(read).__name__}")
         claimed = read.get(self._camera_column)
-        if claimed not in (None, "", camera):
+        if claimed not in (None, "", camera.name):
             raise Rejected(
                 "camera_mismatch",
-                f"read names camera {claimed!r} but the token is camera {camera!r}",
+                f"read names camera {claimed!r} but the token is camera {camera.name!r}",
             )
-        read[self._camera_column] = camera  # also feeds the derived record id
+        read[self._camera_column] = camera.name  # also feeds the derived record id
         event = self.adapter.to_event(SourceItem(json.dumps(read).encode(), index, None))
         event["envelope"]["source_position"] = f"{where}#{index}"
+        event["body"]["camera_name"] = event["body"]["camera_name"] or camera.display_name
         return event
 
     def _dead(self, acks: DeliveryTracker, why: Rejected, position: str, raw: bytes) -> None:
@@ -168,12 +186,32 @@ class ReadIngest:
         produce(self._producer, topic, f"{self.ori}/http".encode(), value, acks)
 
 
+async def _bounded_body(request: Request) -> bytes | None:
+    """The body, or None once it is known to exceed MAX_BODY_BYTES: from the declared length
+    before reading anything, else (chunked uploads) as soon as that much has arrived."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return bytes(body)
+
+
 def create_ingest(settings: Settings, ingest: ReadIngest) -> FastAPI:
-    app = FastAPI(title=f"mutualaid ALPR ingest for {ingest.ori}", docs_url=None)
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(ingest.close)
+
+    app = FastAPI(title=f"mutualaid ALPR ingest for {ingest.ori}", docs_url=None, lifespan=lifespan)
     bearer = HTTPBearer(auto_error=False)
 
-    def camera(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
-        found = tokens.holder(
+    def camera_of_token(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> tokens.Holder:
+        found = tokens.find(
             settings.cameras_file, ingest.ori, credentials.credentials if credentials else None
         )
         if found is None:
@@ -184,14 +222,15 @@ def create_ingest(settings: Settings, ingest: ReadIngest) -> FastAPI:
         return found
 
     @app.post("/v1/reads", status_code=202, response_model=Accepted)
-    async def reads(request: Request, camera_id: Annotated[str, Depends(camera)]) -> Accepted:
-        declared = int(request.headers.get("content-length") or 0)
-        body = b"" if declared > MAX_BODY_BYTES else await request.body()
-        if declared > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
+    async def reads(
+        request: Request, camera: Annotated[tokens.Holder, Depends(camera_of_token)]
+    ) -> Accepted:
+        body = await _bounded_body(request)
+        if body is None:
             INGEST_REQUESTS.labels(outcome="too_large").inc()
             raise HTTPException(413, f"at most {MAX_BODY_BYTES:,} bytes per request")
         try:
-            result = await run_in_threadpool(ingest.publish, camera_id, body)
+            result = await run_in_threadpool(ingest.publish, camera, body)
         except DeliveryFailed as exc:
             INGEST_REQUESTS.labels(outcome="unavailable").inc()
             raise HTTPException(

@@ -3,18 +3,33 @@ publishes as that camera, a bad token publishes nothing, bad reads are dead-lett
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import uvicorn
+from prometheus_client import REGISTRY
 
 from conftest import Region, dead_letters, mutualaid_cli, read_topic, serving, wait_for
+from mutualaid import tokens
+from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.events import event_id
+from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore, SerializationContext
-from mutualaid.topics import Kind, Stage, source_topic
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, Stage, source_topic, topics_for
+from producers.alpr import load_mapping
+from producers.alpr_http import ReadIngest, create_ingest
+
+NDJSON_MAPPING = Path("deploy/mappings/alpr/mutualaid-ndjson.yaml")
 
 READ = {
     "read_id": "CAM7-000123",
@@ -24,7 +39,10 @@ READ = {
     "confidence": 0.91,
     "latitude": 38.94,
     "longitude": -119.98,
+    "heading": "N",
     "make": "Toyota",
+    "model": "Camry",
+    "color": "Silver",
 }
 
 
@@ -35,8 +53,8 @@ def ingest(region: Region, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def camera_token(region: Region, camera: str) -> str:
-    added = mutualaid_cli(region, "camera", "add", "--agency", region.local, camera)
+def camera_token(region: Region, camera: str, *options: str) -> str:
+    added = mutualaid_cli(region, "camera", "add", "--agency", region.local, camera, *options)
     assert added.returncode == 0, added.stderr
     return added.stdout.strip().splitlines()[-1]
 
@@ -53,24 +71,63 @@ def push(url: str, token: str | None, body: bytes) -> tuple[int, dict, dict]:
         return exc.code, json.load(exc), dict(exc.headers)
 
 
-def published(region: Region, count: int, timeout: float = 30) -> list[dict]:
+def published(
+    region: Region, count: int, timeout: float = 30, bootstrap_servers: str | None = None
+) -> list[dict]:
     topic = source_topic(region.local, Kind.ALPR_READ)
     decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
     records = read_topic(
-        region.settings.bootstrap_servers, topic, lambda r: len(r) >= count, timeout
+        bootstrap_servers or region.settings.bootstrap_servers,
+        topic,
+        lambda r: len(r) >= count,
+        timeout,
     )
     return [decode(m.value(), SerializationContext(topic)) for m in records]
+
+
+@contextmanager
+def ingest_in_thread(settings: Settings, ori: str, delivery_timeout: float) -> Iterator[str]:
+    """The ingest app served by uvicorn in this process, for a broker the test controls."""
+    ingest = ReadIngest(settings, ori, load_mapping(NDJSON_MAPPING), delivery_timeout)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_ingest(settings, ingest), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 15, "the ingest server to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def ingest_outcomes(outcome: str) -> float:
+    value = REGISTRY.get_sample_value("mutualaid_ingest_requests_total", {"outcome": outcome})
+    return value or 0.0
 
 
 def test_only_a_valid_camera_token_publishes_and_as_that_camera(
     region: Region, ingest: str
 ) -> None:
-    token = camera_token(region, "CAM7")
+    token = camera_token(region, "CAM7", "--name", "Main St & Pioneer Trl")
     revoked = camera_token(region, "CAM9")
     assert (
         mutualaid_cli(region, "camera", "remove", "--agency", region.local, "CAM9").returncode == 0
     )
-    assert token not in (region.settings.data_dir / "cameras.json").read_text()
+    cameras = json.loads((region.settings.data_dir / "cameras.json").read_text())
+    assert cameras == [
+        {
+            "agency_ori": region.local,
+            "user": "CAM7",
+            "sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "display_name": "Main St & Pioneer Trl",
+        }
+    ]
+    assert token not in json.dumps(cameras)
     body = json.dumps(READ).encode()
     for bad in (None, "not-a-token", revoked):
         status, answer, headers = push(ingest, bad, body)
@@ -84,20 +141,94 @@ def test_only_a_valid_camera_token_publishes_and_as_that_camera(
     [event] = published(region, 1)
     assert len(published(region, 2, timeout=3)) == 1
     envelope, read = event["envelope"], event["body"]
-    assert (envelope["source_ori"], envelope["record_id"], envelope["version"]) == (
-        region.local,
-        "CAM7-000123",
-        1,
-    )
-    assert envelope["source_position"] == f"http:CAM7:{answer['request_id']}#0"
-    assert (read["plate"], read["plate_state"], read["camera_id"]) == ("7ABC123", "CA", "CAM7")
-    assert read["vehicle_make"] == "Toyota"
+    assert {k: v for k, v in envelope.items() if k != "ingested_at"} == {
+        "event_id": event_id(region.local, Kind.ALPR_READ, "CAM7-000123", 1),
+        "source_ori": region.local,
+        "source_system": "alpr-ndjson:mutualaid",
+        "kind": "alpr.read",
+        "op": "UPSERT",
+        "record_id": "CAM7-000123",
+        "version": 1,
+        "occurred_at": datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC),
+        "labels": [],
+        "source_position": f"http:CAM7:{answer['request_id']}#0",
+    }
+    assert read == {
+        "plate": "7ABC123",
+        "plate_state": "CA",
+        "confidence": pytest.approx(0.91),
+        "camera_id": "CAM7",  # from the token; the read named none
+        "camera_name": "Main St & Pioneer Trl",  # registered with `camera add --name`
+        "latitude": 38.94,
+        "longitude": -119.98,
+        "heading": "N",
+        "vehicle_make": "Toyota",
+        "vehicle_model": "Camry",
+        "vehicle_color": "Silver",
+        "image_ref": None,
+    }
 
-    # The camera sends it again (it never saw the answer): the very same event.
-    status, _, _ = push(ingest, token, body)
-    assert status == 202
-    first, again = published(region, 2)
-    assert again["envelope"]["event_id"] == first["envelope"]["event_id"]
+
+def test_a_retried_post_yields_the_same_records(region: Region, ingest: str) -> None:
+    token = camera_token(region, "CAM7")
+    no_id = {k: v for k, v in READ.items() if k != "read_id"}
+    body = json.dumps([READ, no_id]).encode()
+    first = push(ingest, token, body)
+    # The camera never saw the answer and sends the same reads again.
+    again = push(ingest, token, body)
+    assert (first[0], first[1]["accepted"], again[0], again[1]["accepted"]) == (202, 2, 202, 2)
+    events = published(region, 4)
+    assert len(events) == 4
+    identities = sorted(
+        (e["envelope"]["record_id"], e["envelope"]["version"], e["envelope"]["event_id"])
+        for e in events
+    )
+    # Two reads, each published twice as the very same record version and event.
+    assert identities[0] == identities[1] and identities[2] == identities[3]
+    assert identities[0] != identities[2]
+    record_ids = {identity[0] for identity in identities}
+    assert "CAM7-000123" in record_ids  # the vendor's read id
+    derived = (record_ids - {"CAM7-000123"}).pop()  # camera, plate and time
+    assert len(derived) == 24
+
+
+def test_broker_unavailable_answers_503_and_the_cameras_retry_lands(
+    region: Region, tmp_path: Path
+) -> None:
+    port = free_port()
+    down = region.settings.model_copy(update={"bootstrap_servers": f"127.0.0.1:{port}"})
+    token = tokens.issue(down.cameras_file, region.local, "CAM7")
+    body = json.dumps(READ).encode()
+    unavailable = ingest_outcomes("unavailable")
+    broker = EmbeddedBroker(port, log=tmp_path / "broker.log")
+    try:
+        with ingest_in_thread(down, region.local, delivery_timeout=2) as url:
+            status, answer, headers = push(url, token, body)
+            assert status == 503, answer
+            assert headers["retry-after"] == "5"
+            assert ingest_outcomes("unavailable") == unavailable + 1
+
+            broker.start()
+            ensure_topics(
+                wait_for_broker(broker.bootstrap_servers),
+                topics_for([region.local], down.partitions),
+                1,
+            )
+            # The camera sends again until the answer is 202, as its retry loop would.
+            status, answer, _ = wait_for(
+                lambda: (reply := push(url, token, body))[0] == 202 and reply,
+                60,
+                "the ingest to publish once the broker is back",
+            )
+            assert answer["accepted"] == 1
+        events = published(region, 2, timeout=5, bootstrap_servers=broker.bootstrap_servers)
+    finally:
+        broker.stop()
+    # The unanswered attempt may land too, once the broker is back: as the very same event.
+    assert 1 <= len(events) <= 2
+    assert {e["envelope"]["event_id"] for e in events} == {
+        event_id(region.local, Kind.ALPR_READ, "CAM7-000123", 1)
+    }
 
 
 def test_bad_reads_are_dead_lettered_while_good_ones_are_published(

@@ -29,3 +29,12 @@ def test_revoking_ends_every_token_of_that_holder(tmp_path: Path) -> None:
     assert tokens.holder(path, "CA0990100", second) is None
     assert tokens.holder(path, "CA0990100", lee) == "lee"
     assert tokens.revoke(path, "CA0990100", "kim") == 0
+
+
+def test_a_display_name_is_kept_with_the_token(tmp_path: Path) -> None:
+    path = tmp_path / "cameras.json"
+    named = tokens.issue(path, "CA0990100", "CAM7", "Main St & Pioneer Trl")
+    bare = tokens.issue(path, "CA0990100", "CAM8")
+    assert tokens.find(path, "CA0990100", named) == tokens.Holder("CAM7", "Main St & Pioneer Trl")
+    assert tokens.find(path, "CA0990100", bare) == tokens.Holder("CAM8", None)
+    assert tokens.find(path, "CA0990200", named) is None
