@@ -16,6 +16,7 @@ in, and the page renders every value as text (plates and notes are untrusted inp
 
 import asyncio
 import json
+import logging
 import secrets
 import threading
 from collections import OrderedDict
@@ -30,13 +31,20 @@ from pydantic import BaseModel
 
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
-from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
-from mutualaid.metrics import ALERT_ACKS, CONSOLE_CLIENTS
+from mutualaid.kafka import (
+    DeliveryFailed,
+    DeliveryTracker,
+    TopicFollower,
+    produce,
+    producer_config,
+)
+from mutualaid.metrics import ALERT_ACKS, CONSOLE_ALERTS, CONSOLE_CLIENTS
 from mutualaid.serde import (
     ALERT_ACK,
     HIT_ALERT,
     AvroDeserializer,
     AvroSerializer,
+    DeserializationError,
     SchemaStore,
     SerializationContext,
     registry_client,
@@ -48,6 +56,7 @@ PAGE = Path(__file__).parent / "console.html"
 KEEP_ALERTS = 500
 HEARTBEAT_SECONDS = 15.0
 SESSION_COOKIE = "mutualaid_console"
+log = logging.getLogger("mutualaid.console")
 
 
 def alert_view(hit: dict, agencies: dict[str, str]) -> dict:
@@ -96,11 +105,14 @@ class AlertBoard:
     over with ``call_soon_threadsafe``.
     """
 
-    def __init__(self, agencies: dict[str, str], keep: int = KEEP_ALERTS) -> None:
+    def __init__(self, center: str, agencies: dict[str, str], keep: int = KEEP_ALERTS) -> None:
         self.agencies = agencies
         self.keep = keep
         self.alerts: OrderedDict[str, dict] = OrderedDict()
-        self._early_acks: dict[str, dict] = {}  # acks whose alert has not been read yet
+        # Acks whose alert is not on the board: not read yet, or already dropped as too old.
+        # Bounded like the board, or acks of long-gone alerts would pile up for ever.
+        self._early_acks: OrderedDict[str, dict] = OrderedDict()
+        self._shown = CONSOLE_ALERTS.labels(center=center)
         self._lock = threading.Lock()
         self._streams: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = set()
 
@@ -113,6 +125,7 @@ class AlertBoard:
             self.alerts[view["alert_id"]] = view
             while len(self.alerts) > self.keep:
                 self.alerts.popitem(last=False)
+        self._shown.inc()
         self._publish("alert", view)
 
     def add_ack(self, ack: dict) -> None:
@@ -120,7 +133,9 @@ class AlertBoard:
         with self._lock:
             view = self.alerts.get(ack["alert_id"])
             if view is None:
-                self._early_acks[ack["alert_id"]] = record
+                self._early_acks.setdefault(ack["alert_id"], record)
+                while len(self._early_acks) > self.keep:
+                    self._early_acks.popitem(last=False)
                 return
             if view["ack"] is not None:
                 return  # the first acknowledgement stands
@@ -159,10 +174,17 @@ def follow_alerts(settings: Settings, center: str, board: AlertBoard) -> TopicFo
 
     def apply(msg: Message) -> None:
         ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
-        if msg.topic() == hits_topic:
-            board.add_alert(decode_hit(msg.value(), ctx))
-        else:
-            board.add_ack(decode_ack(msg.value(), ctx))
+        is_hit = msg.topic() == hits_topic
+        decode, add = (decode_hit, board.add_alert) if is_hit else (decode_ack, board.add_ack)
+        try:
+            record = decode(msg.value(), ctx)
+        except DeserializationError as exc:
+            # Skipped, not fatal: one bad record must not freeze the board. The webhook sender,
+            # which reads in a consumer group, is the one that dead-letters it.
+            log.error("skipped: %s", exc)
+            return
+        if record is not None:
+            add(record)
 
     return TopicFollower(settings, [hits_topic, acks_topic], apply)
 
@@ -191,7 +213,7 @@ class Acknowledger:
         with self._lock:
             acks = DeliveryTracker()
             produce(self._producer, self.topic, alert_id.encode(), value, acks)
-            acks.wait(self._producer, timeout=10)
+            acks.wait(self._producer, timeout=10)  # DeliveryFailed: not acknowledged
         ALERT_ACKS.labels(center=self.center).inc()
 
 
@@ -208,14 +230,17 @@ def create_console(
     settings: Settings, agency: Agency, registry: Registry, board: AlertBoard
 ) -> FastAPI:
     app = FastAPI(title=f"mutualaid dispatch console: {agency.name}", docs_url=None)
-    sessions: dict[str, str] = {}  # session id -> user; a restart logs everyone out
+    # session id -> (user, token); a restart logs everyone out. The token is kept so that
+    # every request checks it again: `console-user remove` ends open sessions too.
+    sessions: dict[str, tuple[str, str]] = {}
     acknowledger = Acknowledger(settings, agency.ori)
     clients = CONSOLE_CLIENTS.labels(center=agency.ori)
     page = PAGE.read_text().replace("{{AGENCY}}", json.dumps(f"{agency.name} ({agency.ori})"))
 
     def dispatcher(session: str | None) -> str:
-        user = sessions.get(session or "")
-        if user is None:
+        user, token = sessions.get(session or "", (None, None))
+        if user is None or tokens.holder(settings.console_users_file, agency.ori, token) != user:
+            sessions.pop(session or "", None)
             raise HTTPException(401, "log in first")
         return user
 
@@ -229,7 +254,7 @@ def create_console(
         if holder is None or holder != credentials.user:
             raise HTTPException(401, f"not a dispatcher of {agency.name}, or a wrong token")
         session = secrets.token_urlsafe(32)
-        sessions[session] = holder
+        sessions[session] = (holder, credentials.token)
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
         return {"user": holder, "agency": agency.ori}
 
@@ -256,11 +281,15 @@ def create_console(
                 yield _event("snapshot", board.snapshot())
                 while True:
                     try:
-                        kind, data = await asyncio.wait_for(stream[1].get(), HEARTBEAT_SECONDS)
+                        update = await asyncio.wait_for(stream[1].get(), HEARTBEAT_SECONDS)
                     except TimeoutError:
-                        yield ": still here\n\n"  # lets proxies and the browser see a live link
-                        continue
-                    yield _event(kind, data)
+                        update = None
+                    try:
+                        dispatcher(mutualaid_console)
+                    except HTTPException:
+                        return  # logged out or revoked: the page asks for a login again
+                    # A comment line when idle lets proxies and the browser see a live link.
+                    yield ": still here\n\n" if update is None else _event(*update)
             finally:
                 board.unsubscribe(stream)
                 clients.dec()
@@ -276,7 +305,12 @@ def create_console(
         user = dispatcher(mutualaid_console)
         if alert_id not in {a["alert_id"] for a in board.snapshot()}:
             raise HTTPException(404, "no such alert on this console")
-        acknowledger.acknowledge(alert_id, user)
+        try:
+            acknowledger.acknowledge(alert_id, user)
+        except DeliveryFailed:
+            raise HTTPException(
+                503, "the broker did not confirm the acknowledgement; try again"
+            ) from None
         return {"alert_id": alert_id, "user": user}
 
     @app.get("/healthz")
@@ -291,7 +325,7 @@ def run_console(
 ) -> None:
     import uvicorn
 
-    board = AlertBoard({a.ori: a.name for a in registry.agencies})
+    board = AlertBoard(agency.ori, {a.ori: a.name for a in registry.agencies})
     follower = follow_alerts(settings, agency.ori, board)
     stop = threading.Event()
     threading.Thread(target=follower.run, args=(stop,), daemon=True, name="alerts").start()

@@ -12,7 +12,8 @@ Each request carries ``X-Mutualaid-Timestamp`` (Unix seconds), ``X-Mutualaid-Sig
 (``sha256=`` and the hex HMAC-SHA256 of ``<timestamp>.<body>`` under the endpoint's secret)
 and ``X-Mutualaid-Alert-Id``. A connection error, a timeout, 429 or a 5xx is retried with
 exponential back-off and jitter; any other answer but 2xx, or ``max_attempts`` failures, sends
-the alert to ``dlq.consumers`` with the reason. The offset is committed only once every
+the alert to ``dlq.consumers`` with the reason, as does a record that cannot be read as an
+alert. The offset is committed only once every
 endpoint has the alert or its dead letter, so a restart re-sends at most the alert in hand;
 receivers de-duplicate by alert id. Alerts are sent in order, one at a time: an endpoint that
 is down delays the ones behind it by its retry budget.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import random
@@ -30,7 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, Producer
@@ -39,12 +41,13 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 from mutualaid.configfile import load_model
 from mutualaid.deadletter import for_consumed
 from mutualaid.kafka import DeliveryTracker, consumer_config, produce, producer_config
-from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS
+from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS, WEBHOOK_LATENCY
 from mutualaid.serde import (
     DEAD_LETTER,
     HIT_ALERT,
     AvroDeserializer,
     AvroSerializer,
+    DeserializationError,
     SchemaStore,
     SerializationContext,
     registry_client,
@@ -137,6 +140,8 @@ def post(endpoint: Endpoint, secret: bytes, alert_id: str, body: bytes) -> None:
         if exc.code >= 500 or exc.code in RETRYABLE_STATUS:
             raise OSError(f"HTTP {exc.code} {exc.reason}") from None
         raise Permanent(f"HTTP {exc.code} {exc.reason}") from None
+    except http.client.HTTPException as exc:  # a garbled answer; not an OSError like the rest
+        raise OSError(f"bad HTTP answer: {type(exc).__name__}") from None
 
 
 def deliver(
@@ -193,9 +198,16 @@ class WebhookSender:
 
     def _handle(self, msg: Message, stop: threading.Event) -> bool:
         """Deliver one alert everywhere (or dead-letter it); False if stopped half-way."""
-        hit = self._decode(
-            msg.value(), SerializationContext(msg.topic(), msg.partition(), msg.offset())
-        )
+        try:
+            hit = self._decode(
+                msg.value(), SerializationContext(msg.topic(), msg.partition(), msg.offset())
+            )
+        except DeserializationError as exc:
+            # Dead-lettered, not retried: the same bytes would stop every later alert for good.
+            self._dead(msg, "undecodable", str(exc))
+            return True
+        if hit is None:
+            return True  # a tombstone carries no alert
         body = alert_json(hit)
         for endpoint in self.endpoints:
             secret = self._secrets[endpoint.url]
@@ -204,6 +216,8 @@ class WebhookSender:
                 return False  # not given up on: send it again after the restart
             if outcome.delivered:
                 WEBHOOK_DELIVERIES.labels(center=self.agency_ori, outcome="delivered").inc()
+                latency = datetime.now(UTC) - hit["matched_at"]
+                WEBHOOK_LATENCY.labels(center=self.agency_ori).observe(latency.total_seconds())
                 continue
             log.error("alert %s dead-lettered: %s", hit["alert_id"], outcome.reason)
             self._dead(msg, "webhook_failed", outcome.reason)

@@ -57,6 +57,9 @@ ALERT_LATENCY = Histogram(
 CONSOLE_CLIENTS = Gauge(
     "mutualaid_console_clients", "Dispatch consoles connected (live streams).", ["center"]
 )
+CONSOLE_ALERTS = Counter(
+    "mutualaid_console_alerts", "Hit alerts a dispatch console put on its board.", ["center"]
+)
 ALERT_ACKS = Counter("mutualaid_alert_acks", "Hit alerts acknowledged by dispatchers.", ["center"])
 WEBHOOK_DELIVERIES = Counter(
     "mutualaid_webhook_deliveries",
@@ -67,6 +70,12 @@ WEBHOOK_FAILED_ATTEMPTS = Counter(
     "mutualaid_webhook_failed_attempts",
     "Webhook POSTs that failed (connection error, timeout, 429 or 5xx) and will be retried.",
     ["center"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "mutualaid_webhook_delivery_latency_seconds",
+    "From the matcher matching a hit to an endpoint accepting it (retries included).",
+    ["center"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 
 INGEST_REQUESTS = Counter(

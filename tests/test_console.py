@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from confluent_kafka import Producer
 
 from conftest import Region, mutualaid_cli, read_topic, serving
+from mutualaid.broker import free_port
 from mutualaid.serde import (
     ALERT_ACK,
     HIT_ALERT,
@@ -80,8 +82,21 @@ def token_for(region: Region, agency: str, user: str) -> str:
     return issued.stdout.strip().splitlines()[-1]
 
 
-def console(region: Region, agency: str, log: Path):
-    return serving(region.config_file, ["console", "--agency", agency], log)
+def console(region: Region, agency: str, log: Path, metrics_port: int = 0):
+    config = log.with_suffix(".yaml")
+    values = yaml.safe_load(region.config_file.read_text()) | {"metrics_port": metrics_port}
+    config.write_text(yaml.safe_dump(values))
+    return serving(config, ["console", "--agency", agency], log)
+
+
+def metric(port: int, sample: str) -> float | None:
+    """The value of one Prometheus sample (name and labels as exposed), if present."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return None
 
 
 @pytest.fixture
@@ -108,10 +123,16 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
     city, county = region.local, region.county
     kim = token_for(region, city, "dispatcher.kim")
     other = token_for(region, county, "dispatcher.ray")
-    with console(region, city, tmp_path / "console.log") as url:
+    # A record nobody can read must not stop the console from showing the ones after it.
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    producer.produce(alerts_topic(city), b"not an alert", b"garbage")
+    assert producer.flush(10) == 0
+    metrics_port = free_port()
+    with console(region, city, tmp_path / "console.log", metrics_port) as url:
         page = browser.new_page()
         log_in(page, url, "dispatcher.kim", kim)
         page.wait_for_selector("#status:text('live')", timeout=15_000)
+        assert not page.locator("form#login").is_visible()
         assert page.locator("[data-testid=hit]").count() == 0
 
         # The alert is published after the page is open: it must arrive without a reload.
@@ -152,6 +173,10 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
         later = browser.new_page()
         log_in(later, url, "dispatcher.kim", kim)
         later.wait_for_selector("text=acknowledged by dispatcher.kim", timeout=15_000)
+        center = f'{{center="{city}"}}'
+        assert metric(metrics_port, f"mutualaid_console_alerts_total{center}") == 1
+        assert metric(metrics_port, f"mutualaid_alert_acks_total{center}") == 1
+        assert metric(metrics_port, f"mutualaid_console_clients{center}") == 2
 
         # A dispatcher of another agency cannot log in to this console...
         intruder = browser.new_page()
@@ -162,6 +187,17 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{url}/events", timeout=5)
         assert refused.value.code == 401
+
+        # Revoking a dispatcher ends the open sessions: the next update is not sent, the page
+        # goes back to the login form.
+        revoked = mutualaid_cli(
+            region, "console-user", "remove", "--agency", city, "--user", "dispatcher.kim"
+        )
+        assert revoked.returncode == 0, revoked.stderr
+        publish_hit(region, hit(city, "9REV000", "after revocation"))
+        page.wait_for_selector("form#login:visible", timeout=20_000)
+        assert page.locator("[data-testid=hit]").count() == 0
+        assert "9REV000" not in page.content()
 
     # The county's own console shows the county's alerts, never the city's.
     with console(region, county, tmp_path / "county-console.log") as url:

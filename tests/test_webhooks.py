@@ -10,6 +10,7 @@ import secrets
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import yaml
 from confluent_kafka import Producer
 
 from conftest import Region, dead_letters, mutualaid_cli, wait_for
+from mutualaid.broker import free_port
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import HIT_ALERT, AvroSerializer, SchemaStore, SerializationContext
 from mutualaid.topics import Stage, alerts_topic
@@ -105,11 +107,15 @@ def hit(center: str, plate: str) -> dict:
     }
 
 
-def configure(region: Region, tmp_path: Path, endpoints: list[dict]) -> Path:
-    """The region's settings plus a webhooks file; returns the new settings file."""
+def configure(region: Region, tmp_path: Path, endpoints: list[dict], **settings: object) -> Path:
+    """The region's settings plus a webhooks file (and ``settings``); returns the new settings
+    file."""
     webhooks = tmp_path / "webhooks.yaml"
     webhooks.write_text(yaml.safe_dump({"webhooks": endpoints}))
-    values = yaml.safe_load(region.config_file.read_text()) | {"webhooks_file": str(webhooks)}
+    values = yaml.safe_load(region.config_file.read_text()) | {
+        "webhooks_file": str(webhooks),
+        **settings,
+    }
     config = tmp_path / "with-webhooks.yaml"
     config.write_text(yaml.safe_dump(values))
     return config
@@ -191,3 +197,50 @@ def test_a_bad_webhooks_file_stops_start_up_naming_the_field(
     assert "webhooks.yaml:3: webhooks[0].secret_file: '/nope' is not allowed" in result.stderr
     assert "webhooks.yaml:4: webhooks[0].url: 'not a url' is not allowed" in result.stderr
     assert "Fix: " in result.stderr
+
+
+def test_an_undecodable_record_is_dead_lettered_and_later_alerts_go_out(
+    region: Region, tmp_path: Path, receiver: Receiver
+) -> None:
+    city = region.local
+    secret_file = tmp_path / "webhook.secret"
+    receiver.secret = receiver.secret.hex().encode()  # text: the sender strips the file
+    secret_file.write_bytes(receiver.secret)
+    metrics_port = free_port()
+    config = configure(
+        region,
+        tmp_path,
+        [{"agency": city, "url": f"{receiver.url}/ok", "secret_file": str(secret_file)}],
+        metrics_port=metrics_port,
+    )
+    topic = alerts_topic(city)
+    alert = hit(city, "7ABC123")
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    producer.produce(topic, b"not an alert", b"garbage")
+    producer.produce(
+        topic, AvroSerializer(SchemaStore(), HIT_ALERT)(alert, SerializationContext(topic)), b"k"
+    )
+    assert producer.flush(10) == 0
+
+    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
+    try:
+        wait_for(lambda: receiver.requests, 60, "the good alert delivered past the bad record")
+        [letter] = dead_letters(
+            region.settings.bootstrap_servers, Stage.CONSUMERS, lambda d: d["source_ori"] == city
+        )
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read()
+    finally:
+        stop(sender, timeout=10)
+
+    assert [r["alert_id"] for r in receiver.requests] == [alert["alert_id"]]
+    assert (letter["error_type"], letter["source"], letter["payload"]) == (
+        "undecodable",
+        topic,
+        b"not an alert",
+    )
+    samples = metrics.decode()
+    center = f'center="{city}"'
+    assert f'mutualaid_webhook_deliveries_total{{{center},outcome="delivered"}} 1.0' in samples
+    assert f"mutualaid_webhook_delivery_latency_seconds_count{{{center}}} 1.0" in samples
+    assert 'mutualaid_dead_letters_total{reason="undecodable",stage="consumers"} 1.0' in samples
