@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import random
 import tempfile
@@ -19,12 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import fastavro
+import psycopg
 import yaml
+from psycopg import sql
 
-from consumers.index import Criteria, SqliteIndex
+from consumers.index import Index, open_index, schema_name
+from consumers.query import Criteria
+from consumers.sqliteindex import SqliteIndex
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.events import new_envelope
+from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import load_policy
 from mutualaid.serde import (
     SHARED_EVENT,
@@ -34,6 +40,7 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
+from mutualaid.settings import Settings
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
@@ -42,6 +49,7 @@ from streams.router import Consumed, Router
 
 EVENTS = 20_000
 INDEX_SIZE = 100_000
+INDEX_URL: str | None = None
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -130,12 +138,12 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
     return figures
 
 
-def search_latency(tmp: Path, size: int) -> dict[str, float]:
-    """Projection rate into a SQLite index of ``size`` ALPR reads, then plate-search latency."""
+def search_latency(index: Index, backend: str, size: int) -> dict[str, float]:
+    """Projection rate into an index of ``size`` ALPR reads, then plate-search latency. The
+    same seed on every backend: the same reads, the same searches."""
     rng = random.Random(3)
     pool = [p for p, _ in samples.plate_pool(["CA", "NV"], max(size // 5, 10), rng)]
     at = datetime(2026, 11, 24, tzinfo=UTC)
-    index = SqliteIndex(tmp / "search.sqlite")
 
     def read(n: int) -> dict:
         owner = "CA0990200" if n % 2 else "NV0990300"
@@ -175,7 +183,7 @@ def search_latency(tmp: Path, size: int) -> dict[str, float]:
     for first in range(0, size, 5000):
         index.apply([read(n) for n in range(first, min(first + 5000, size))])
     docs_per_second = size / (time.perf_counter() - start)
-    print(f"  {f'projector: {size:,} reads into SQLite':<44} {docs_per_second:>12,.0f} /s")
+    print(f"  {f'projector: {size:,} reads into {backend}':<44} {docs_per_second:>12,.0f} /s")
     latencies = []
     for i in range(400):
         plate = rng.choice(pool)
@@ -193,7 +201,7 @@ def search_latency(tmp: Path, size: int) -> dict[str, float]:
     latencies.sort()
     p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
     print(
-        f"  {'search: plate (exact, misread, prefix*)':<44} p50 {p50 * 1000:.1f} ms, "
+        f"  {f'search: plate (exact, misread, prefix*), {backend}':<44} p50 {p50 * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms"
     )
     return {
@@ -201,6 +209,29 @@ def search_latency(tmp: Path, size: int) -> dict[str, float]:
         "search_p50_ms": p50 * 1000,
         "search_p99_ms": p99 * 1000,
     }
+
+
+def postgres_latency(size: int) -> dict[str, float] | None:
+    """search_latency on PostgreSQL: the server at --index-url, else a throwaway one from the
+    distribution's binaries; None (and a note) where there is neither."""
+    if INDEX_URL:
+        return search_latency(bench_index(INDEX_URL), "PostgreSQL", size)
+    bindir = postgres_bindir()
+    if bindir is None:
+        print("  PostgreSQL: skipped, no server binaries (apt-get install postgresql)")
+        return None
+    with throwaway_postgres(bindir) as url:
+        return search_latency(bench_index(url), "PostgreSQL", size)
+
+
+def bench_index(url: str) -> Index:
+    """A fresh index on the server: an agency ORI no registry holds, its schema emptied."""
+    ori = "ZZ" + f"{os.getpid():07d}"[-7:]
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema_name(ori)))
+        )
+    return open_index(Settings(index_url=url), ori)
 
 
 def main() -> None:
@@ -254,7 +285,8 @@ def main() -> None:
         )
         index.close()
         figures |= router_encryption(Path(tmp), store, registry)
-        latency = search_latency(Path(tmp), INDEX_SIZE)
+        latency = search_latency(SqliteIndex(Path(tmp) / "search.sqlite"), "SQLite", INDEX_SIZE)
+        postgres = postgres_latency(INDEX_SIZE)
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
@@ -268,6 +300,7 @@ def main() -> None:
                 "ratio": ratios,
                 "index_size": INDEX_SIZE,
                 "search": latency,
+                "search_postgresql": postgres,
             },
             indent=2,
         )
@@ -284,6 +317,11 @@ if __name__ == "__main__":
         default=INDEX_SIZE,
         help=f"reads in the search-latency index ({INDEX_SIZE:,})",
     )
+    parser.add_argument(
+        "--index-url",
+        help="PostgreSQL server for the index figures (postgresql://...); default: a throwaway "
+        "server from the distribution's binaries",
+    )
     options = parser.parse_args()
-    EVENTS, INDEX_SIZE = options.events, options.index_size
+    EVENTS, INDEX_SIZE, INDEX_URL = options.events, options.index_size, options.index_url
     main()

@@ -15,7 +15,8 @@ from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from consumers.index import Criteria, Hit
+from consumers.index import IndexUnavailable
+from consumers.query import Criteria, Hit
 from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
@@ -98,6 +99,8 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             hits = run_search(settings, SearchRequest(agency.ori, user, reason, criteria))
         except (SearchRefused, ValueError) as exc:
             raise HTTPException(400, f"refused: {exc}") from None
+        except IndexUnavailable as exc:
+            raise HTTPException(503, f"the index is unavailable: {exc}") from None
         return SearchResponse(
             agency_ori=agency.ori,
             user=user,

@@ -11,11 +11,10 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from consumers.index import SqliteIndex
+from consumers.index import open_index
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import for_consumed
 from mutualaid.disclosure import restore, sealed_from_avro
@@ -49,15 +48,10 @@ POLL_SECONDS = 0.5
 PURGE_EVERY_SECONDS = 60.0
 
 
-def index_path(settings: Settings, agency_ori: str) -> Path:
-    """Each agency's own index file: the agency holds it, nobody else reads it."""
-    return settings.data_dir / "index" / f"{check_ori(agency_ori).lower()}.sqlite"
-
-
 class Projector:
     def __init__(self, settings: Settings, agency_ori: str) -> None:
         self.agency_ori = check_ori(agency_ori)
-        self.index = SqliteIndex(index_path(settings, self.agency_ori))
+        self.index = open_index(settings, self.agency_ori)
         self.keyring = load_keyring(self.agency_ori, settings.private_keys_dir)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
@@ -112,20 +106,20 @@ class Projector:
         for row in rows:
             record = {
                 "agency_ori": self.agency_ori,
-                "search_id": row["id"],
-                "user": row["user"],
-                "reason": row["reason"],
-                "query_json": row["query_json"],
-                "result_count": row["result_count"],
-                "searched_at": datetime.fromisoformat(row["at"]),
+                "search_id": row.id,
+                "user": row.user,
+                "reason": row.reason,
+                "query_json": row.query_json,
+                "result_count": row.result_count,
+                "searched_at": row.at,
             }
             value = self._encode_search(record, SerializationContext(AUDIT_SEARCH))
-            key = f"{self.agency_ori}/{row['id']}".encode()
+            key = f"{self.agency_ori}/{row.id}".encode()
             self._producer.produce(AUDIT_SEARCH, value, key, on_delivery=self._delivery)
             self._delivery.sent()
         if rows:
             self._delivery.wait(self._producer)
-            self.index.mark_published([row["id"] for row in rows])
+            self.index.mark_published([row.id for row in rows])
 
     def _decoded(self, msg: Message) -> dict | None:
         if msg.error() is not None:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from consumers.index import Criteria, Hit, SqliteIndex
-from consumers.projector import index_path
+from consumers.index import open_index
+from consumers.query import BadCriteria, Criteria, Hit, prepare
 from mutualaid.metrics import SEARCHES
-from mutualaid.plates import normalize_plate
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
 
@@ -40,15 +39,16 @@ class SearchRequest:
                 "say what to look for: a plate, name, date of birth, incident number, text or "
                 "a place (--near); time, agency and kind only narrow a search"
             )
-        plate = self.criteria.plate
-        if plate is not None and not normalize_plate(plate.replace("*", "").replace("?", "")):
-            raise SearchRefused(f"{plate!r} has no letters or digits to search for")
+        try:
+            prepare(self.criteria)
+        except BadCriteria as exc:
+            raise SearchRefused(str(exc)) from None
 
 
 def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
     """The records the agency holds that match, after logging who searched and why."""
     ori = check_ori(request.agency_ori)
-    index = SqliteIndex(index_path(settings, ori))
+    index = open_index(settings, ori)
     try:
         hits = index.search(request.criteria)
         query = {k: v for k, v in asdict(request.criteria).items() if v is not None}

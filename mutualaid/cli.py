@@ -23,7 +23,7 @@ from mutualaid.settings import Settings, load_settings
 from mutualaid.topics import RECORD_KINDS, InvalidOri, Kind
 
 if TYPE_CHECKING:  # the stages are imported only by the command that runs them
-    from consumers.index import Hit
+    from consumers.query import Hit
 
 EXIT_CONFIG = 2
 EXIT_REFUSED = 3
@@ -547,6 +547,7 @@ def _hotlist_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _project(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.index import IndexUnavailable
     from consumers.projector import Projector
     from mutualaid.agencies import load_registry
     from mutualaid.kafka import wait_for_broker
@@ -555,13 +556,23 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
     ori = load_registry(settings.agencies_file).get(args.agency).ori
     wait_for_broker(settings.bootstrap_servers)
     serve_metrics(settings.metrics_port)
+    try:
+        projector = Projector(settings, ori)
+    except IndexUnavailable as exc:
+        return _no_index(exc)
     print(f"projecting share.{ori.lower()}.* into its index; Ctrl-C stops", flush=True)
-    Projector(settings, ori).run(_stop_event())
+    projector.run(_stop_event())
     return 0
 
 
+def _no_index(exc: Exception) -> int:
+    print(f"mutualaid: cannot open the search index: {exc}", file=sys.stderr)
+    return 1
+
+
 def _search(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.index import Criteria
+    from consumers.index import IndexUnavailable
+    from consumers.query import Criteria
     from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
     from mutualaid.agencies import load_registry
 
@@ -585,7 +596,10 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
     except (SearchRefused, ValueError, KeyError) as exc:
         print(f"mutualaid search: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    hits = run_search(settings, request)
+    try:
+        hits = run_search(settings, request)
+    except IndexUnavailable as exc:
+        return _no_index(exc)
     if args.json:
         for hit in hits:
             print(
@@ -642,10 +656,16 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from consumers.api import create_api
+    from consumers.index import IndexUnavailable, open_index
     from mutualaid.agencies import load_registry
 
     registry = load_registry(settings.agencies_file)
-    app = create_api(settings, registry.get(args.agency), registry)
+    agency = registry.get(args.agency)
+    try:  # fail at start-up, not at the first search
+        open_index(settings, agency.ori).close()
+    except IndexUnavailable as exc:
+        return _no_index(exc)
+    app = create_api(settings, agency, registry)
     uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="warning")
     return 0
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
         6000, ge=1000, description="consumer group session timeout; a first join waits ~half"
     )
     data_dir: Path = Field(Path("var"), description="where checkpoints and indexes are kept")
+    index_url: str | None = Field(
+        None,
+        description="where agencies keep their search indexes: unset, one SQLite file each under "
+        "<data_dir>/index/; postgresql://user@host:5432/db, one schema each on that server",
+    )
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
     public_keys_dir: Path = Field(
@@ -99,6 +105,24 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )
+
+    @field_validator("index_url")
+    @classmethod
+    def _postgresql_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "expected a PostgreSQL URL such as postgresql://mutualaid@db.example:5432/search "
+                "(unset it to keep one SQLite file per agency)"
+            )
+        try:
+            if url.port == 0:  # .port raises ValueError for text or out of range
+                raise ValueError
+        except ValueError:
+            raise ValueError("its port must be a number from 1 to 65535") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -7,22 +7,27 @@ shared broker, so tests never see each other's records.
 from __future__ import annotations
 
 import random
+import sqlite3
 import string
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from psycopg import sql
 
+from consumers.index import index_path, schema_name
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.settings import Settings
@@ -34,6 +39,40 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     log = tmp_path_factory.mktemp("broker") / "broker.log"
     with EmbeddedBroker(free_port(), log=log) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (libpq URL); tests keep apart by schema
+    or table. Skipped only where no server binaries exist (.ci/run installs Debian's)."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl); apt-get install postgresql")
+    with throwaway_postgres(bindir) as url:
+        yield url
+
+
+@pytest.fixture
+def index_url(request: pytest.FixtureRequest) -> str | None:
+    """The region's ``index_url``: SQLite files unless a test is parametrised with
+    ``both_index_backends``."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")
+
+
+both_index_backends = pytest.mark.parametrize("index_url", ["sqlite", "postgresql"], indirect=True)
+
+
+def index_rows(settings: Settings, agency_ori: str, query: str) -> list[tuple]:
+    """Rows of ``query`` run on the agency's own index, on whichever backend the settings name
+    (write SQL both accept: ``cast(x as text)``, ``deleted = false``)."""
+    if settings.index_url is None:
+        with closing(sqlite3.connect(index_path(settings, agency_ori))) as db:
+            return db.execute(query).fetchall()
+    with psycopg.connect(settings.index_url) as db:
+        db.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema_name(agency_ori))))
+        return db.execute(query).fetchall()
 
 
 def random_ori(state: str) -> str:
@@ -53,7 +92,7 @@ class Region:
 
 
 @pytest.fixture
-def region(tmp_path: Path, broker: EmbeddedBroker) -> Region:
+def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Region:
     local, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
     agencies = [
         {
@@ -108,6 +147,8 @@ def region(tmp_path: Path, broker: EmbeddedBroker) -> Region:
         # Its own router group and tables: tests share one broker.
         "router_id": f"router-{local.lower()}",
     }
+    if index_url is not None:
+        values["index_url"] = index_url
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
     settings = Settings(**values)

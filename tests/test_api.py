@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, mutualaid_cli, wait_for
-from consumers.index import SqliteIndex
-from consumers.projector import index_path
+from conftest import Region, both_index_backends, index_rows, mutualaid_cli, wait_for
+from consumers.index import open_index
 from mutualaid.broker import free_port
 from mutualaid.processes import spawn, stop
 
@@ -49,7 +47,7 @@ def read(region: Region) -> dict:
 
 @pytest.fixture
 def api(region: Region, tmp_path: Path) -> Iterator[str]:
-    index = SqliteIndex(index_path(region.settings, region.county))
+    index = open_index(region.settings, region.county)
     index.apply([read(region)])
     index.close()
     port = free_port()
@@ -92,6 +90,7 @@ def get(url: str, token: str | None = None) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+@both_index_backends
 def test_search_api(region: Region, api: str) -> None:
     token = mutualaid_cli(
         region, "api-user", "add", "--agency", region.county, "--user", "dispatcher.lee"
@@ -114,8 +113,9 @@ def test_search_api(region: Region, api: str) -> None:
     )
     assert hit["record_ref"] == f"{region.neighbour}/alpr.read/N-1"
 
-    with sqlite3.connect(index_path(region.settings, region.county)) as db:
-        audit = db.execute("select user, reason, result_count from search_audit").fetchall()
+    audit = index_rows(
+        region.settings, region.county, 'select "user", reason, result_count from search_audit'
+    )
     assert audit == [("dispatcher.lee", "case 24-001", 1)]
 
     status, spec = get(f"{api}/openapi.json")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from mutualaid.pgserver import postgres_bindir
+
 
 def test_bench_prints_and_saves_every_row() -> None:
     result = subprocess.run(
@@ -30,3 +32,7 @@ def test_bench_prints_and_saves_every_row() -> None:
     assert figures["ratio"]["baseline_avro_decode_encode"] == 1.0
     assert figures["index_size"] == 2000
     assert 0 < figures["search"]["search_p50_ms"] <= figures["search"]["search_p99_ms"]
+    postgres = figures["search_postgresql"]  # same data and searches on a throwaway server
+    if postgres_bindir() is not None:
+        assert postgres["index_projection_docs_per_second"] > 0
+        assert 0 < postgres["search_p50_ms"] <= postgres["search_p99_ms"]

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, mutualaid_cli, read_topic, running_stages, wait_for
-from consumers.projector import index_path
+from conftest import (
+    Region,
+    both_index_backends,
+    dead_letters,
+    index_rows,
+    mutualaid_cli,
+    read_topic,
+    running_stages,
+    wait_for,
+)
+from consumers.index import open_index
+from consumers.query import Criteria
+from mutualaid.events import new_envelope, record_key
 from mutualaid.serde import (
     SEARCH_AUDIT,
+    SHARED_EVENT,
     AvroDeserializer,
+    AvroSerializer,
     SchemaStore,
     SerializationContext,
 )
@@ -57,6 +70,7 @@ def stages(region: Region, tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.mark.broker
+@both_index_backends
 def test_reads_reach_exactly_the_partners_their_agreements_name(
     region: Region, tmp_path: Path, stages: None
 ) -> None:
@@ -120,9 +134,19 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
         assert parked[0]["position"].startswith("partition ")
 
     # Searching is audited in the agency's own store, and refused without a reason.
-    with sqlite3.connect(index_path(region.settings, county)) as db:
-        audit = db.execute("select user, reason from search_audit").fetchall()
+    audit = index_rows(region.settings, county, 'select "user", reason from search_audit')
     assert ("det.rivera", "case 24-001") in audit
+    # Whatever the backend, the indexes hold exactly what was shared with their agency.
+    held = "select source_ori, record_id from records where deleted = false order by record_id"
+    assert index_rows(region.settings, county, held) == [
+        (local, "L-1"),
+        (local, "L-2"),
+        (local, "L-3"),
+        (neighbour, "N-1"),
+    ]
+    assert index_rows(region.settings, region.local, held) == [(neighbour, "N-1")]
+    for nobody in (neighbour, region.federal):
+        assert index_rows(region.settings, nobody, held) == []
     # ... and published from there to audit.search by the county's projector.
     decode_search = AvroDeserializer(SchemaStore(), SEARCH_AUDIT)
 
@@ -138,3 +162,123 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     refused = mutualaid_cli(region, "search", "--agency", county, "--plate", "7ABC123")
     assert refused.returncode == 3
     assert "refused: every search needs a reason" in refused.stderr
+
+
+T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+SHARED_READ = AvroSerializer(SchemaStore(), SHARED_EVENT[Kind.ALPR_READ])
+
+
+def publish_shared(region: Region, reads: list[dict]) -> None:
+    """Shared reads straight onto the county's topic, all on partition 0, so that once the
+    last is indexed every earlier one has been through the projector too."""
+    topic = share_topic(region.county, Kind.ALPR_READ)
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for read in reads:
+        value = SHARED_READ(read, SerializationContext(topic))
+        producer.produce(topic, value, record_key(read["envelope"]), partition=0)
+    assert producer.flush(10) == 0
+
+
+def shared_read(
+    region: Region,
+    record_id: str,
+    plate: str | None,
+    version: int,
+    *,
+    minutes: int,
+    where: tuple[float, float] = (38.94, -119.98),
+) -> dict:
+    op = "UPSERT" if plate else "DELETE"
+    envelope = new_envelope(
+        source_ori=region.neighbour,
+        source_system="test",
+        kind=Kind.ALPR_READ,
+        record_id=record_id,
+        version=version,
+        occurred_at=T0 + timedelta(minutes=minutes),
+        op=op,
+    )
+    disclosure = {
+        "partner_ori": region.county,
+        "agreement_id": "neighbour-to-ca",
+        "agreement_version": 1,
+        "tier": "FULL",
+    }
+    body = {"plate": plate, "latitude": where[0], "longitude": where[1]} if plate else None
+    return {"envelope": envelope, "disclosure": disclosure, "body": body}
+
+
+def search_ids(region: Region, *criteria: str) -> list[str]:
+    """Record ids the county's search returns, in the order returned."""
+    result = mutualaid_cli(
+        region, "search", "--agency", region.county, *criteria,
+        "--reason", "case 24-002", "--user", "det.cho", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line)["record_id"] for line in result.stdout.splitlines()]
+
+
+@pytest.mark.broker
+@both_index_backends
+def test_the_projected_index_is_idempotent_ordered_and_searchable(
+    region: Region, tmp_path: Path
+) -> None:
+    far = (40.5, -118.0)  # sentinels: nowhere near the searches below
+    reads = [
+        shared_read(region, "N-1", "7ABC123", 2, minutes=10),
+        shared_read(region, "N-1", "7ABC999", 1, minutes=5),  # older version, arriving late
+        shared_read(region, "N-2", "8XYZ111", 1, minutes=20),
+        shared_read(region, "N-2", None, 2, minutes=20),  # withdrawn: a tombstone
+        shared_read(region, "N-2", "8XYZ111", 1, minutes=20),  # a late copy cannot resurrect
+        shared_read(region, "N-3", "8OS1Z3", 1, minutes=30, where=(38.60, -120.40)),
+    ]
+    stored = (
+        "select source_ori, record_id, version, deleted, plate, plate_key, latitude, "
+        "cast(body as text) from records where record_id like 'N-%' order by record_id"
+    )
+
+    def indexed(plate: str) -> bool:
+        index = open_index(region.settings, region.county)  # searched unlogged: no audit row
+        try:
+            return bool(index.search(Criteria(plate=plate)))
+        finally:
+            index.close()
+
+    publish_shared(region, [*reads, shared_read(region, "S-1", "ZZZ001", 1, minutes=0, where=far)])
+    with running_stages(region, tmp_path, [region.county]):
+        wait_for(lambda: indexed("ZZZ001"), 60, "the county's projector to index the first pass")
+        before = index_rows(region.settings, region.county, stored)
+        # The same events again, as a replay of the topic would bring them: nothing changes.
+        publish_shared(
+            region, [*reads, shared_read(region, "S-2", "ZZZ002", 1, minutes=0, where=far)]
+        )
+        wait_for(lambda: indexed("ZZZ002"), 60, "the county's projector to index the replay")
+        assert index_rows(region.settings, region.county, stored) == before
+    assert [(r[1], r[2], r[3], r[4]) for r in before] == [
+        ("N-1", 2, False, "7ABC123"),
+        ("N-2", 2, True, None),
+        ("N-3", 1, False, "8OS1Z3"),
+    ]
+
+    assert search_ids(region, "--plate", "7ABC123") == ["N-1"]
+    assert search_ids(region, "--plate", "7ABC999") == []  # the older version never landed
+    assert search_ids(region, "--plate", "8XYZ111") == []  # withdrawn stays withdrawn
+    assert search_ids(region, "--plate", "BO51Z3") == ["N-3"]  # the camera misread B as 8...
+    assert search_ids(region, "--plate", "8O*") == ["N-3"]
+    assert search_ids(region, "--near", "38.94,-119.98,5") == ["N-1"]
+    assert search_ids(region, "--near", "38.60,-120.40,5") == ["N-3"]
+    window = ["--since", (T0 + timedelta(minutes=8)).isoformat()]
+    assert search_ids(region, "--near", "38.94,-119.98,100", *window) == ["N-3", "N-1"]
+    window += ["--until", (T0 + timedelta(minutes=15)).isoformat()]
+    assert search_ids(region, "--near", "38.94,-119.98,100", *window) == ["N-1"]
+
+    refused = mutualaid_cli(region, "search", "--agency", region.county, "--plate", "7ABC123")
+    assert (refused.returncode, refused.stdout) == (3, "")
+    audit = index_rows(
+        region.settings,
+        region.county,
+        'select "user", reason, query_json from search_audit order by id',
+    )
+    assert len(audit) == 9  # every search above but the refused one
+    assert {(user, reason) for user, reason, _ in audit} == {("det.cho", "case 24-002")}
+    assert json.loads(audit[3][2])["plate"] == "BO51Z3"

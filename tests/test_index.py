@@ -1,15 +1,26 @@
-"""The partner index on a real SQLite file: idempotent, version-ordered, tombstone-aware."""
+"""The partner index on both backends, each for real (a SQLite file, a PostgreSQL server):
+idempotent, version-ordered, tombstone-aware, and answering every search the same way."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from consumers.index import Criteria, SqliteIndex
+from consumers.index import Index, IndexUnavailable, index_path, open_index
+from consumers.pgindex import PostgresIndex
+from consumers.query import Criteria, prepare
+from consumers.sqliteindex import SqliteIndex
+from mutualaid.configfile import ConfigError
 from mutualaid.plates import plate_key
+from mutualaid.settings import Settings, load_settings
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -60,21 +71,40 @@ def shared(
     }
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Index]:
+    """Opens (again) one agency's index on the backend under test; each test its own."""
+    if request.param == "sqlite":
+        return lambda: SqliteIndex(tmp_path / "idx" / "ca0990100.sqlite")
+    url, schema = request.getfixturevalue("postgres_url"), f"test_{uuid.uuid4().hex[:12]}"
+    return lambda: PostgresIndex(url, schema)
+
+
 @pytest.fixture
-def index(tmp_path: Path) -> SqliteIndex:
-    return SqliteIndex(tmp_path / "idx" / "ca0990100.sqlite")
+def index(opener: Callable[[], Index]) -> Iterator[Index]:
+    opened = opener()
+    yield opened
+    opened.close()
 
 
 def ids(hits: list) -> list[str]:
     return [h.record_id for h in hits]
 
 
-def dump(index: SqliteIndex) -> tuple[list[tuple], list[tuple]]:
-    """Every stored row, tombstones and free text included: what 'unchanged' means."""
-    db = index._db
-    records = [tuple(r) for r in db.execute("select * from records order by id")]
-    text = [tuple(r) for r in db.execute("select rowid, text from records_text order by rowid")]
-    return records, text
+def free_text(index: Index) -> list[tuple]:
+    """(row id, what the full-text index holds) for every record with any."""
+    if isinstance(index, SqliteIndex):
+        query = "select rowid, text from records_text order by rowid"
+    else:
+        query = "select id, words::text from records where words is not null order by id"
+    return [tuple(r) for r in index._db.execute(query)]
+
+
+def dump(index: Index) -> tuple[list[tuple], list[tuple], list[tuple]]:
+    """Every stored row, tombstones, free text and people included: what 'unchanged' means."""
+    records = [tuple(r) for r in index._db.execute("select * from records order by id")]
+    people = "select record, first_name, last_name, dob from persons order by record, dob"
+    return records, free_text(index), [tuple(r) for r in index._db.execute(people)]
 
 
 def test_plate_key_folds_misreads() -> None:
@@ -83,7 +113,7 @@ def test_plate_key_folds_misreads() -> None:
     assert plate_key("8OS1Z3") == plate_key("BO51Z3") == "805123"
 
 
-def test_upsert_then_exact_search(index: SqliteIndex) -> None:
+def test_upsert_then_exact_search(index: Index) -> None:
     assert index.apply([shared("r1", "7ABC123"), shared("r2", "7ABC124")]) == 2
     [hit] = index.search(Criteria(plate="7abc-123"))
     assert (hit.source_ori, hit.kind, hit.record_id, hit.version) == (
@@ -103,7 +133,7 @@ def test_upsert_then_exact_search(index: SqliteIndex) -> None:
     assert index.count() == 2
 
 
-def test_misread_found_after_exact(index: SqliteIndex) -> None:
+def test_misread_found_after_exact(index: Index) -> None:
     # The camera read 8OS1Z3; an officer types BO51Z3 from a witness. Both are one key.
     index.apply(
         [
@@ -117,7 +147,7 @@ def test_misread_found_after_exact(index: SqliteIndex) -> None:
     assert ids(index.search(Criteria(plate="BO51Z3", limit=1))) == ["exact"]
 
 
-def test_exact_first_then_misreads_newest_first(index: SqliteIndex) -> None:
+def test_exact_first_then_misreads_newest_first(index: Index) -> None:
     index.apply(
         [
             shared("r1", "8OS123", minutes=1),
@@ -130,7 +160,7 @@ def test_exact_first_then_misreads_newest_first(index: SqliteIndex) -> None:
     assert ids(index.search(Criteria(plate="xyz-999"))) == ["r4"]
 
 
-def test_wildcards(index: SqliteIndex) -> None:
+def test_wildcards(index: Index) -> None:
     index.apply(
         [
             shared("r1", "7ABC123"),
@@ -143,7 +173,7 @@ def test_wildcards(index: SqliteIndex) -> None:
     assert ids(index.search(Criteria(plate="?ABC123"))) == ["r3", "r1"]
 
 
-def test_replay_changes_nothing(index: SqliteIndex) -> None:
+def test_replay_changes_nothing(index: Index) -> None:
     batch = [
         shared("r1", "7ABC123"),
         shared("r2", "7ABC123", minutes=1),
@@ -159,21 +189,21 @@ def test_replay_changes_nothing(index: SqliteIndex) -> None:
     assert dump(index) == before
 
 
-def test_equal_version_upsert_does_not_overwrite(index: SqliteIndex) -> None:
+def test_equal_version_upsert_does_not_overwrite(index: Index) -> None:
     index.apply([shared("r1", "FIRST1", version=2)])
     assert index.apply([shared("r1", "SECOND", version=2)]) == 0
     assert ids(index.search(Criteria(plate="FIRST1"))) == ["r1"]
     assert index.search(Criteria(plate="SECOND")) == []
 
 
-def test_older_version_never_overwrites_newer(index: SqliteIndex) -> None:
+def test_older_version_never_overwrites_newer(index: Index) -> None:
     index.apply([shared("r1", "NEW111", version=3)])
     assert index.apply([shared("r1", "OLD111", version=2)]) == 0
     assert ids(index.search(Criteria(plate="NEW111"))) == ["r1"]
     assert index.search(Criteria(plate="OLD111")) == []
 
 
-def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: SqliteIndex) -> None:
+def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: Index) -> None:
     index.apply([shared("r1", "7ABC123", version=1)])
     assert index.apply([shared("r1", None, version=2, op="DELETE")]) == 1
     assert index.search(Criteria(plate="7ABC123")) == [] and index.count() == 0
@@ -183,7 +213,7 @@ def test_delete_leaves_a_tombstone_that_older_versions_cannot_pass(index: Sqlite
     assert ids(index.search(Criteria(plate="7ABC123"))) == ["r1"]
 
 
-def test_same_version_delete_wins(index: SqliteIndex) -> None:
+def test_same_version_delete_wins(index: Index) -> None:
     # A recall withdraws the copy the partner holds at the version it holds.
     index.apply([shared("r1", "7ABC123", version=4)])
     assert index.apply([shared("r1", None, version=4, op="DELETE")]) == 1
@@ -192,7 +222,7 @@ def test_same_version_delete_wins(index: SqliteIndex) -> None:
     assert index.apply([shared("r1", "7ABC123", version=4)]) == 0
 
 
-def test_pointer_tier_stores_no_body(index: SqliteIndex) -> None:
+def test_pointer_tier_stores_no_body(index: Index) -> None:
     pointer = shared("r1", "7ABC123", tier="POINTER")
     pointer["body"] = {"plate": "7ABC123", "camera_name": "leaked"}  # must not be kept
     assert index.apply([pointer]) == 1
@@ -210,7 +240,7 @@ def test_pointer_tier_stores_no_body(index: SqliteIndex) -> None:
     assert tuple(row) == (None, None, None)
 
 
-def test_free_text_follows_updates_and_deletes(index: SqliteIndex) -> None:
+def test_free_text_follows_updates_and_deletes(index: Index) -> None:
     first = shared("r1", "7ABC123")
     first["body"]["vehicle_make"] = "Subaru"
     second = shared("r1", "7ABC123", version=2)
@@ -223,10 +253,13 @@ def test_free_text_follows_updates_and_deletes(index: SqliteIndex) -> None:
     index.apply([shared("r1", None, version=3, op="DELETE")])
     assert index.search(Criteria(text="toyota")) == []
     assert ids(index.search(Criteria(text="stateline"))) == ["r2"]
-    assert dump(index)[1] == [(2, "7ABC124 NV Stateline")]
+    sqlite = isinstance(index, SqliteIndex)
+    stored = "7ABC124 NV Stateline" if sqlite else "'7abc124':1 'nv':2 'stateline':3"
+    assert free_text(index) == [(2, stored)]
 
 
-def test_plate_searches_use_the_plate_indexes(index: SqliteIndex) -> None:
+def test_plate_searches_use_the_plate_indexes(tmp_path: Path) -> None:
+    index = SqliteIndex(tmp_path / "a.sqlite")
     statements: list[str] = []
     index._db.set_trace_callback(statements.append)
     index.search(Criteria(plate="7ABC123"))
@@ -240,32 +273,35 @@ def test_plate_searches_use_the_plate_indexes(index: SqliteIndex) -> None:
     assert "USING INDEX records_plate (plate>? AND plate<?)" in plans[1]
 
 
-def test_search_audit_requires_user_and_reason(index: SqliteIndex) -> None:
+def test_search_audit_requires_user_and_reason(index: Index) -> None:
     with pytest.raises(ValueError, match="user and a reason"):
         index.record_search("det.rivera", "  ", {"plate": "X"}, 0)
     with pytest.raises(ValueError, match="user and a reason"):
         index.record_search("", "case 24-001", {"plate": "X"}, 0)
     index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
-    rows = index._db.execute("select user, reason, query_json, result_count from search_audit")
+    rows = index._db.execute('select "user", reason, query_json, result_count from search_audit')
     assert [tuple(r) for r in rows] == [("det.rivera", "case 24-001", '{"plate": "X"}', 2)]
 
 
-def test_durable_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "a.sqlite"
-    first = SqliteIndex(path)
+def test_durable_across_reopen(opener: Callable[[], Index]) -> None:
+    first = opener()
     first.apply([shared("r1", "7ABC123"), shared("r2", "7ABC124", tier="POINTER")])
     first.apply([shared("r3", "7ABC125"), shared("r3", None, version=2, op="DELETE")])
     first.record_search("det.rivera", "case 24-001", {"plate": "7ABC123"}, 1)
     first.close()
-    again = SqliteIndex(path)
-    # WAL for concurrent readers; FULL (2) so a committed batch survives power loss too.
-    assert again._db.execute("pragma journal_mode").fetchone()[0] == "wal"
-    assert again._db.execute("pragma synchronous").fetchone()[0] == 2
+    again = opener()
+    if isinstance(again, SqliteIndex):
+        # WAL for concurrent readers; FULL (2) so a committed batch survives power loss too.
+        assert again._db.execute("pragma journal_mode").fetchone()[0] == "wal"
+        assert again._db.execute("pragma synchronous").fetchone()[0] == 2
+    else:  # a commit returns only once it is on disk, whatever the server's default
+        assert again._db.execute("show synchronous_commit").fetchone()[0] == "on"
     assert ids(again.search(Criteria(plate="7ABC123"))) == ["r1"]
     assert again.search(Criteria(plate="7ABC123"))[0].body["camera_name"] == "Stateline"
     assert again.count() == 2
     assert again.apply([shared("r3", "7ABC125")]) == 0  # the tombstone survived too
-    assert [r["user"] for r in again.unpublished_searches()] == ["det.rivera"]
+    assert [r.user for r in again.unpublished_searches()] == ["det.rivera"]
+    again.close()
 
 
 def rms_record(
@@ -289,7 +325,7 @@ def rms_record(
 
 
 @pytest.fixture
-def reports(index: SqliteIndex) -> SqliteIndex:
+def reports(index: Index) -> Index:
     index.apply(
         [
             rms_record(
@@ -318,7 +354,7 @@ def reports(index: SqliteIndex) -> SqliteIndex:
     return index
 
 
-def test_person_name_tolerates_misspelling(reports: SqliteIndex) -> None:
+def test_person_name_tolerates_misspelling(reports: Index) -> None:
     assert ids(reports.search(Criteria(name="Johnson"))) == ["c", "b"]
     # Close enough to both Maria Johnson and Mario Jonson: a dispatcher sees both, newest first.
     assert ids(reports.search(Criteria(name="Maria Jonhson"))) == ["c", "b"]
@@ -327,14 +363,14 @@ def test_person_name_tolerates_misspelling(reports: SqliteIndex) -> None:
     assert reports.search(Criteria(name="Smith")) == []
 
 
-def test_dob_incident_and_text(reports: SqliteIndex) -> None:
+def test_dob_incident_and_text(reports: Index) -> None:
     assert ids(reports.search(Criteria(dob="1984-03-09"))) == ["a"]
     assert ids(reports.search(Criteria(incident_number="INC-b"))) == ["b"]
     assert ids(reports.search(Criteria(text="camry"))) == ["a"]
     assert ids(reports.search(Criteria(text="converter OR shoplifting"))) == ["c", "b"]
 
 
-def test_filters_narrow_a_search(reports: SqliteIndex) -> None:
+def test_filters_narrow_a_search(reports: Index) -> None:
     everything = Criteria(text="Lake OR camry OR converter")
     assert ids(reports.search(everything)) == ["c", "b", "a"]
     assert ids(reports.search(replace(everything, source_ori="NV0990300"))) == ["c"]
@@ -346,22 +382,24 @@ def test_filters_narrow_a_search(reports: SqliteIndex) -> None:
     assert ids(reports.search(replace(everything, kind="alpr.read"))) == []
 
 
-def test_distance_from_a_point(reports: SqliteIndex) -> None:
+def test_distance_from_a_point(reports: Index) -> None:
     # b is ~50 km away from the others.
     assert ids(reports.search(Criteria(near=(38.94, -119.98, 5)))) == ["c", "a", "p1"]
     assert ids(reports.search(Criteria(near=(38.60, -120.40, 5)))) == ["b"]
 
 
-def test_search_audit_is_an_outbox(index: SqliteIndex) -> None:
+def test_search_audit_is_an_outbox(index: Index) -> None:
     index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
     index.record_search("det.cho", "case 24-002", {"name": "Ellis"}, 0)
     pending = index.unpublished_searches()
-    assert [(r["user"], r["result_count"]) for r in pending] == [("det.rivera", 2), ("det.cho", 0)]
-    index.mark_published([pending[0]["id"]])
-    assert [r["user"] for r in index.unpublished_searches()] == ["det.cho"]
+    assert [(r.user, r.result_count) for r in pending] == [("det.rivera", 2), ("det.cho", 0)]
+    assert json.loads(pending[1].query_json) == {"name": "Ellis"}
+    assert pending[0].at.tzinfo is not None
+    index.mark_published([pending[0].id])
+    assert [r.user for r in index.unpublished_searches()] == ["det.cho"]
 
 
-def test_records_past_retention_are_purged_and_stay_gone(index: SqliteIndex) -> None:
+def test_records_past_retention_are_purged_and_stay_gone(index: Index) -> None:
     old, fresh = shared("old", "7ABC123"), shared("fresh", "7ABC123", minutes=1)
     old["disclosure"]["retain_until"] = T0 + timedelta(days=30)
     fresh["disclosure"]["retain_until"] = T0 + timedelta(days=90)
@@ -370,3 +408,98 @@ def test_records_past_retention_are_purged_and_stay_gone(index: SqliteIndex) -> 
     assert ids(index.search(Criteria(plate="7ABC123"))) == ["forever", "fresh"]
     assert index.apply([old]) == 0  # a replay of the topic does not bring it back
     assert index.purge_expired(T0 + timedelta(days=31)) == 0
+    # The tombstone keeps nothing a search could find or show.
+    kept = index._db.execute(
+        "select deleted, plate, plate_key, plate_state, latitude, longitude, body, "
+        "incident_number from records where record_id = 'old'"
+    ).fetchall()
+    assert [tuple(r) for r in kept] == [(True, None, None, None, None, None, None, None)]
+
+
+def test_text_phrases_prefixes_and_refusals(reports: Index) -> None:
+    assert ids(reports.search(Criteria(text='"silver camry"'))) == ["a"]
+    assert reports.search(Criteria(text='"camry silver"')) == []
+    assert ids(reports.search(Criteria(text="conver* OR shop*"))) == ["c", "b"]
+    assert ids(reports.search(Criteria(text="lake pkwy"))) == ["c"]  # AND
+    assert ids(reports.search(Criteria(text="Pkwy-market"))) == ["c"]  # words, as stored
+    assert ids(reports.search(Criteria(text="(camry)"))) == ["a"]  # no operator syntax
+    for bad in ("-- ;", "camry OR", "OR"):
+        with pytest.raises(ValueError, match="needs a word"):
+            reports.search(Criteria(text=bad))
+
+
+def test_postgres_searches_use_its_indexes(postgres_url: str) -> None:
+    index = PostgresIndex(postgres_url, f"test_{uuid.uuid4().hex[:12]}")
+    plates = [f"{n % 10}{chr(65 + n % 26)}{chr(65 + n // 26 % 26)}X{n:03d}" for n in range(3000)]
+    index.apply([shared(f"r{n}", plate) for n, plate in enumerate(plates)])
+    names = [{"first_name": "Pat", "last_name": f"Name{p}"} for p in plates]
+    index.apply([rms_record(f"p{n}", [who], narrative="") for n, who in enumerate(names)])
+    index._db.execute("analyze")
+
+    def plan(criteria: Criteria) -> str:
+        statement, args = index._select(prepare(criteria))
+        rows = index._db.execute(f"explain {statement}", args).fetchall()
+        return " | ".join(r[0] for r in rows)
+
+    assert "records_plate_key" in plan(Criteria(plate="7ABC123"))
+    assert "records_plate" in plan(Criteria(plate="?ABC12*"))  # the trigram index, any wildcard
+    assert "persons_name" in plan(Criteria(name="Ellis"))
+    assert "records_words" in plan(Criteria(text="camry"))
+    index.close()
+
+
+def test_agencies_share_a_server_each_in_its_own_schema(postgres_url: str) -> None:
+    settings = Settings(index_url=postgres_url)
+    county, city = open_index(settings, "CA0990200"), open_index(settings, "CA0990100")
+    county.apply([shared("r1", "7ABC123")])
+    assert ids(county.search(Criteria(plate="7ABC123"))) == ["r1"]
+    assert city.search(Criteria(plate="7ABC123")) == [] and city.count() == 0
+    assert county._db.execute("show search_path").fetchone()[0].startswith("mutualaid_ca0990200")
+    county.close()
+    city.close()
+
+
+def test_the_setting_chooses_the_backend(tmp_path: Path, postgres_url: str) -> None:
+    local = open_index(Settings(data_dir=tmp_path), "CA0990100")
+    assert isinstance(local, SqliteIndex)
+    assert index_path(Settings(data_dir=tmp_path), "CA0990100").exists()
+    local.close()
+    shared_server = open_index(Settings(index_url=postgres_url), "CA0990100")
+    assert isinstance(shared_server, PostgresIndex)
+    shared_server.close()
+
+
+def test_a_bad_index_url_stops_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text("index_url: /var/lib/mutualaid/index.db\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert f"{config}:1: index_url: '/var/lib/mutualaid/index.db' is not allowed" in str(
+        caught.value
+    )
+    assert "expected a PostgreSQL URL such as postgresql://" in str(caught.value)
+    config.write_text("index_url: postgresql://db.example:port/search\n")
+    with pytest.raises(ConfigError, match="port must be a number"):
+        load_settings(config)
+
+
+PLATE_SEARCH = ["--plate", "7ABC123", "--reason", "case 24-001"]
+
+
+def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"postgresql://mutualaid@/search?host={tmp_path}&port=1"  # nobody listens there
+    with pytest.raises(IndexUnavailable, match="cannot connect to the PostgreSQL index at"):
+        open_index(Settings(index_url=url), "CA0990100")
+    search = subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "search", "--agency", "CA0990100", *PLATE_SEARCH],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MUTUALAID_INDEX_URL": url, "PATH": "/usr/bin:/bin"},
+    )
+    assert search.returncode == 1
+    assert search.stderr.startswith(
+        f"mutualaid: cannot open the search index: cannot connect to the PostgreSQL index at "
+        f"{tmp_path}:1/search"
+    )
+    assert "Check index_url and that the server is running" in search.stderr

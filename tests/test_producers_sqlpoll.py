@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -15,7 +10,6 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Region, mutualaid_cli, read_topic
-from mutualaid.broker import free_port
 from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, source_topic
@@ -27,50 +21,13 @@ MAPPING = Path("deploy/mappings/sql/rms-reports.yaml")
 T0 = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
 
 
-def _postgres_bin() -> Path | None:
-    found = shutil.which("pg_ctl") or next(
-        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None
-    )
-    return Path(os.path.realpath(found)).parent if found else None
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server in a temporary directory, on a free port, trust auth.
-
-    initdb refuses to run as root, so as root the server runs as the ``postgres`` user that the
-    Debian package creates (.ci/run installs it).
-    """
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (pg_ctl); apt-get install postgresql")
-    home = Path(tempfile.mkdtemp(prefix="mutualaid-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(home, "postgres", "postgres")
-    port = free_port()
-    data, log = home / "data", home / "server.log"
-
-    def pg(*args: str) -> None:
-        subprocess.run(as_user + list(args), check=True, capture_output=True, timeout=120)
-
-    pg(str(bindir / "initdb"), "-A", "trust", "-U", "postgres", "-D", str(data))
-    options = f"-p {port} -k {home} -c listen_addresses=''"
-    pg(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start")
-    try:
-        yield f"postgresql+psycopg://postgres@/postgres?host={home}&port={port}"
-    finally:
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'rms.db'}"
     else:
-        url = request.getfixturevalue("postgres_url")
+        libpq_url = request.getfixturevalue("postgres_url")
+        url = libpq_url.replace("postgresql://", "postgresql+psycopg://", 1)
     engine = sa.create_engine(url)
     table = reports_table()
     table.metadata.drop_all(engine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,8 +11,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, read_topic, running_stages, wait_for
-from consumers.projector import index_path
+from conftest import Region, dead_letters, index_rows, read_topic, running_stages, wait_for
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
 from mutualaid.disclosure import disclose, sealed_from_avro
@@ -205,11 +203,13 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
 
         # The county's projector decrypted it into the county's own index.
         def indexed_ssn() -> str | None:
-            with sqlite3.connect(index_path(s, county)) as db:
-                row = db.execute(
-                    "select body from records where record_id='R-ADULT' and deleted=0"
-                ).fetchone()
-            return json.loads(row[0])["persons"][0]["ssn"] if row else None
+            rows = index_rows(
+                s,
+                county,
+                "select cast(body as text) from records "
+                "where record_id='R-ADULT' and deleted = false",
+            )
+            return json.loads(rows[0][0])["persons"][0]["ssn"] if rows else None
 
         assert wait_for(indexed_ssn, 30, "the county index to hold R-ADULT") == "123-45-6789"
 
@@ -407,5 +407,4 @@ def test_a_record_the_partner_cannot_open_is_dead_lettered_not_indexed(
         )
     assert letter["error_type"] == "decrypt_failed"
     assert f"do not open with {county}'s keys" in letter["reason"]
-    with sqlite3.connect(index_path(s, county)) as db:
-        assert db.execute("select count(*) from records").fetchone() == (0,)
+    assert index_rows(s, county, "select count(*) from records") == [(0,)]

@@ -1,0 +1,372 @@
+"""An agency's search index in its own schema on a PostgreSQL server (psycopg 3).
+
+Full text is a ``tsvector`` of the same words SQLite's FTS5 indexes; person names and plate
+patterns are matched through ``pg_trgm`` GIN indexes. Version ordering, tombstones, the
+search rules and result shaping are the shared ones (consumers.records, consumers.query), so
+this backend answers exactly as the SQLite one does.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from consumers.index import IndexUnavailable
+from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit, words
+from consumers.records import (
+    CONTENT_COLUMNS,
+    KEY_COLUMNS,
+    RECORD_COLUMNS,
+    Held,
+    IndexedRecord,
+    LoggedSearch,
+    RecordKey,
+    indexed,
+    latest,
+    search_log_entry,
+)
+
+# GIN indexes without a pending list (fastupdate off): the projector writes as it goes, and
+# a pending list would make every search scan it, or the planner give up the index for a scan.
+SCHEMA = """
+create table if not exists records (
+    id bigint generated always as identity primary key,
+    source_ori text not null,
+    kind text not null,
+    record_id text not null,
+    version bigint not null,
+    deleted boolean not null default false,
+    occurred_at timestamptz not null,
+    tier text not null,
+    contact text,
+    agreement_id text not null,
+    plate text,
+    plate_key text,
+    plate_state text,
+    latitude double precision,
+    longitude double precision,
+    body json,
+    incident_number text,
+    retain_until timestamptz,
+    words tsvector,
+    unique (source_ori, kind, record_id)
+);
+create index if not exists records_plate on records using gin (plate gin_trgm_ops)
+    with (fastupdate = off) where not deleted;
+create index if not exists records_plate_key on records (plate_key) where not deleted;
+create index if not exists records_incident on records (incident_number) where not deleted;
+create index if not exists records_time on records (occurred_at) where not deleted;
+create index if not exists records_retention on records (retain_until) where not deleted;
+create index if not exists records_words on records using gin (words)
+    with (fastupdate = off) where not deleted;
+create table if not exists persons (
+    record bigint not null references records (id),
+    first_name text,
+    last_name text,
+    dob text,
+    name text
+);
+create index if not exists persons_record on persons (record);
+create index if not exists persons_dob on persons (dob);
+create index if not exists persons_name on persons using gin (name gin_trgm_ops)
+    with (fastupdate = off);
+create table if not exists search_audit (
+    id bigint generated always as identity primary key,
+    at timestamptz not null,
+    "user" text not null,
+    reason text not null,
+    query_json text not null,
+    result_count integer not null,
+    published boolean not null default false
+);
+create index if not exists search_audit_outbox on search_audit (id) where not published;
+"""
+
+# The array type each records column travels in, for one multi-row upsert per batch.
+_ARRAY_TYPES = {
+    "version": "bigint[]",
+    "deleted": "boolean[]",
+    "occurred_at": "timestamptz[]",
+    "latitude": "float8[]",
+    "longitude": "float8[]",
+    "body": "json[]",
+    "retain_until": "timestamptz[]",
+}
+_UPSERT = (
+    f"insert into records ({', '.join(RECORD_COLUMNS)}, words) "
+    f"select {', '.join(f'c.{c}' for c in RECORD_COLUMNS)}, to_tsvector('simple', c.words) "
+    "from unnest("
+    + ", ".join(f"%s::{_ARRAY_TYPES.get(c, 'text[]')}" for c in RECORD_COLUMNS)
+    + ", %s::text[]) "
+    + f"as c({', '.join(RECORD_COLUMNS)}, words) "
+    "on conflict (source_ori, kind, record_id) do update set "
+    + ", ".join(f"{c} = excluded.{c}" for c in (*RECORD_COLUMNS, "words") if c not in KEY_COLUMNS)
+    + " returning id, source_ori, kind, record_id"
+)
+# Bodies are read back as the JSON text they were written as, key order included.
+_COLUMNS = ", ".join("r.body::text as body" if c == "body" else f"r.{c}" for c in RECORD_COLUMNS)
+_SETUP_LOCK = zlib.crc32(b"mutualaid index setup")
+
+
+def _tsquery(text: TextQuery) -> str:
+    """A parsed text query for to_tsquery: words are [^\\W_]+, so quoting them is safe."""
+
+    def term(t: Term) -> str:
+        lexemes = [f"'{w}'" for w in t.words]
+        if t.prefix:
+            lexemes[-1] += ":*"
+        return " <-> ".join(lexemes)
+
+    return " | ".join("(" + " & ".join(term(t) for t in terms) + ")" for terms in text)
+
+
+def _like(pattern: str) -> str:
+    """'7AB*' -> '7AB%'; plate patterns hold only A-Z, 0-9, * and ?."""
+    return pattern.replace("*", "%").replace("?", "_")
+
+
+def _contains(gram: str) -> str:
+    """An ILIKE pattern for names containing ``gram``, with LIKE's own characters escaped."""
+    return "%" + gram.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _where(url: str) -> str:
+    """The server an URL names, without its password, for error messages."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(unparseable index_url)"
+    host = parts.get("host") or "localhost"
+    return f"{host}:{parts.get('port') or 5432}/{parts.get('dbname') or parts.get('user') or ''}"
+
+
+class PostgresIndex:
+    """One agency's index: one schema (named by ``schema``) on a PostgreSQL server.
+
+    One connection, in autocommit mode: each apply() and purge is its own transaction, and
+    commits with synchronous_commit on, so a batch is durable before the projector commits
+    its offsets. A transaction-scoped advisory lock per schema keeps a second projector of the
+    same agency (a rebalance overlap) from interleaving with the first, as SQLite's write
+    lock does.
+    """
+
+    def __init__(self, url: str, schema: str) -> None:
+        self.schema = schema
+        self._lock = zlib.crc32(f"mutualaid index {schema}".encode())
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise IndexUnavailable(
+                f"cannot connect to the PostgreSQL index at {_where(url)}: "
+                f"{str(exc).strip()}. Check index_url and that the server is running"
+            ) from None
+        try:
+            self._db.execute("set synchronous_commit to on")
+            self._prepare_schema()
+        except psycopg.Error as exc:
+            self._db.close()
+            raise IndexUnavailable(
+                f"cannot set up schema {schema} on {_where(url)}: {str(exc).strip()}. "
+                "The user needs CREATE on the database, and pg_trgm installed or installable"
+            ) from None
+
+    def _prepare_schema(self) -> None:
+        """Point the search path at this agency's schema (so no statement names it), creating
+        it on first use; pg_trgm once per database, shared by every agency's schema."""
+        with self._db.transaction():
+            if self._use_schema():
+                return
+            # One lock for every agency: creating pg_trgm twice at once fails in the second.
+            self._db.execute("select pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            self._db.execute("reset search_path")  # pg_trgm goes where the server's default says
+            self._db.execute("create extension if not exists pg_trgm")
+            self._db.execute(
+                sql.SQL("create schema if not exists {}").format(sql.Identifier(self.schema))
+            )
+            self._use_schema()
+            self._db.execute(SCHEMA)
+
+    def _use_schema(self) -> bool:
+        """Set the search path; whether the schema is there already (then nothing is created,
+        so a search needs no rights to create anything)."""
+        trgm = self._db.execute(
+            "select extnamespace::regnamespace::text from pg_extension where extname = 'pg_trgm'"
+        ).fetchone()
+        path = [sql.Identifier(self.schema)] + ([sql.Identifier(trgm[0])] if trgm else [])
+        self._db.execute(sql.SQL("set search_path to {}").format(sql.SQL(", ").join(path)))
+        ready = self._db.execute("select to_regclass('search_audit')").fetchone()[0]
+        return trgm is not None and ready is not None
+
+    def apply(self, events: Sequence[dict]) -> int:
+        """Apply a batch of shared events in one transaction; returns how many changed it."""
+        if not events:
+            return 0
+        records = [indexed(e) for e in events]
+        with self._db.transaction():
+            self._db.execute("select pg_advisory_xact_lock(%s)", (self._lock,))
+            held = self._held({r.key for r in records})
+            changed, winners = latest(records, held)
+            if winners:
+                self._write(winners, held)
+        return changed
+
+    def _held(self, keys: Iterable[RecordKey]) -> dict[RecordKey, Held]:
+        owners, kinds, ids = zip(*keys, strict=True)
+        rows = self._db.execute(
+            "select r.source_ori, r.kind, r.record_id, r.id, r.version, r.deleted "
+            "from records r join unnest(%s::text[], %s::text[], %s::text[]) as k(o, t, i) "
+            "on r.source_ori = k.o and r.kind = k.t and r.record_id = k.i",
+            (list(owners), list(kinds), list(ids)),
+        )
+        return {(o, t, i): Held(row_id, v, d) for o, t, i, row_id, v, d in rows}
+
+    def _write(self, winners: list[IndexedRecord], held: dict[RecordKey, Held]) -> None:
+        """One upsert for the batch's winners, then their people afresh."""
+        replaced = [held[r.key].row_id for r in winners if r.key in held]
+        if replaced:
+            self._db.execute("delete from persons where record = any(%s)", (replaced,))
+        columns = [[r.columns()[c] for r in winners] for c in RECORD_COLUMNS]
+        text = [" ".join(words(r.text)) if r.text else None for r in winners]
+        rows = self._db.execute(_UPSERT, (*columns, text)).fetchall()
+        row_ids = {(o, t, i): row_id for row_id, o, t, i in rows}
+        people = [(row_ids[r.key], p) for r in winners for p in r.persons]
+        if people:
+            self._db.execute(
+                "insert into persons (record, first_name, last_name, dob, name) "
+                "select * from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[])",
+                (
+                    [row_id for row_id, _ in people],
+                    [p.first_name for _, p in people],
+                    [p.last_name for _, p in people],
+                    [p.dob for _, p in people],
+                    [p.name or None for _, p in people],
+                ),
+            )
+
+    def search(self, criteria: Criteria) -> list[Hit]:
+        """Records matching every criterion: exact plates first, then misreads; newest first."""
+        q = prepare(criteria)
+        statement, args = self._select(q)
+        if not q.filters_rows:
+            return [to_hit(row) for row in self._rows(statement, args)]
+        hits = []
+        # A server-side cursor: rows that fail the distance or name test are skipped, and the
+        # search stops reading as soon as it has its limit.
+        with self._db.transaction(), self._db.cursor(name="search", row_factory=dict_row) as cur:
+            cur.execute(statement, args)
+            for row in cur:
+                if q.keeps(row["latitude"], row["longitude"], row.get("people") or []):
+                    hits.append(to_hit(row))
+                    if len(hits) >= q.limit:
+                        break
+        return hits
+
+    def _rows(self, statement: str, args: list[Any]) -> list[dict]:
+        with self._db.cursor(row_factory=dict_row) as cur:
+            return cur.execute(statement, args).fetchall()
+
+    def _select(self, q: Query) -> tuple[str, list[Any]]:
+        where: list[str] = ["not r.deleted"]
+        args: list[Any] = []
+        rank, rank_args = "", []
+        if q.plate_pattern:
+            where.append("r.plate like %s")
+            args.append(_like(q.plate_pattern))
+        elif q.plate:
+            where.append("r.plate_key = %s")
+            args.append(q.plate_key)
+            rank, rank_args = "r.plate <> %s, ", [q.plate]
+        if q.incident_number:
+            where.append("r.incident_number = %s")
+            args.append(q.incident_number)
+        if q.text:
+            where.append("r.words @@ to_tsquery('simple', %s)")
+            args.append(_tsquery(q.text))
+        if q.dob:
+            where.append("r.id in (select record from persons where dob = %s)")
+            args.append(q.dob)
+        if q.name_grams:
+            grams = " or ".join("name ilike %s" for _ in q.name_grams)
+            where.append(f"r.id in (select record from persons where {grams})")
+            args += [_contains(g) for g in q.name_grams]
+        if q.since is not None:
+            where.append("r.occurred_at >= %s")
+            args.append(q.since)
+        if q.until is not None:
+            where.append("r.occurred_at <= %s")
+            args.append(q.until)
+        for column, value in (("source_ori", q.source_ori), ("kind", q.kind)):
+            if value:
+                where.append(f"r.{column} = %s")
+                args.append(value)
+        if q.box:
+            where.append("r.latitude between %s and %s and r.longitude between %s and %s")
+            args += list(q.box)
+        people = (
+            ", (select json_agg(json_build_array(p.first_name, p.last_name)) "
+            "from persons p where p.record = r.id) as people"
+            if q.name
+            else ""
+        )
+        limit = "" if q.filters_rows else f" limit {q.limit:d}"
+        statement = (
+            f"select r.id, {_COLUMNS}{people} from records r where {' and '.join(where)} "
+            f"order by {rank}r.occurred_at desc, "
+            f'r.source_ori collate "C", r.kind collate "C", r.record_id collate "C"{limit}'
+        )
+        return statement, [*args, *rank_args]
+
+    def purge_expired(self, now: datetime) -> int:
+        """Remove records past the retention their agreement gave them; tombstones stay, so a
+        replay of the topic cannot bring them back. Returns how many were purged."""
+        cleared = ", ".join(f"{c} = null" for c in (*CONTENT_COLUMNS, "words"))
+        with self._db.transaction():
+            self._db.execute("select pg_advisory_xact_lock(%s)", (self._lock,))
+            expired = [
+                row_id
+                for (row_id,) in self._db.execute(
+                    f"update records set deleted = true, {cleared} "
+                    "where not deleted and retain_until < %s returning id",
+                    (now.astimezone(UTC),),
+                )
+            ]
+            if expired:
+                self._db.execute("delete from persons where record = any(%s)", (expired,))
+        return len(expired)
+
+    def count(self) -> int:
+        """Records held (pointers included); tombstones are not records."""
+        return self._db.execute("select count(*) from records where not deleted").fetchone()[0]
+
+    def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
+        """The agency's own log of who searched what, and why; also the outbox the projector
+        publishes to ``audit.search``."""
+        self._db.execute(
+            'insert into search_audit (at, "user", reason, query_json, result_count) '
+            "values (%s, %s, %s, %s, %s)",
+            (datetime.now(UTC), *search_log_entry(user, reason, query), result_count),
+        )
+
+    def unpublished_searches(self, limit: int = 500) -> list[LoggedSearch]:
+        with self._db.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                'select id, at, "user", reason, query_json, result_count from search_audit '
+                "where not published order by id limit %s",
+                (limit,),
+            ).fetchall()
+        return [LoggedSearch(**row) for row in rows]
+
+    def mark_published(self, ids: list[int]) -> None:
+        self._db.execute("update search_audit set published = true where id = any(%s)", (ids,))
+
+    def close(self) -> None:
+        """Every apply() has already committed; closing only releases the connection."""
+        self._db.close()

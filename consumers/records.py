@@ -1,0 +1,188 @@
+"""What an index keeps of a shared event, which of two versions of a record wins, and the rows
+of the search log: the same for every index backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from mutualaid.plates import plate_key
+
+RecordKey = tuple[str, str, str]  # owner ORI, kind, record id
+KEY_COLUMNS = ("source_ori", "kind", "record_id")
+
+# What a retention purge clears, as a DELETE would: the tombstone keeps only the version,
+# the tier and whom to call.
+CONTENT_COLUMNS = (
+    "plate",
+    "plate_key",
+    "plate_state",
+    "latitude",
+    "longitude",
+    "body",
+    "incident_number",
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    first_name: str | None
+    last_name: str | None
+    dob: str | None
+
+    @property
+    def name(self) -> str:
+        return " ".join(n for n in (self.first_name, self.last_name) if n)
+
+
+@dataclass(frozen=True)
+class IndexedRecord:
+    """One row of the records table, whichever store holds it. Field names are column names."""
+
+    source_ori: str
+    kind: str
+    record_id: str
+    version: int
+    deleted: bool
+    occurred_at: datetime
+    tier: str
+    contact: str | None
+    agreement_id: str
+    plate: str | None
+    plate_key: str | None
+    plate_state: str | None
+    latitude: float | None
+    longitude: float | None
+    body: str | None  # JSON
+    incident_number: str | None
+    retain_until: datetime | None
+    # Not columns of the records table: the free text and the people, kept beside it.
+    text: str | None
+    persons: tuple[Person, ...]
+
+    @property
+    def key(self) -> RecordKey:
+        return self.source_ori, self.kind, self.record_id
+
+    def columns(self) -> dict[str, Any]:
+        """The records-table columns, in the order RECORD_COLUMNS names them."""
+        return {name: getattr(self, name) for name in RECORD_COLUMNS}
+
+
+# The key columns first: a backend updates a held row with the others.
+RECORD_COLUMNS = tuple(f.name for f in fields(IndexedRecord) if f.name not in ("text", "persons"))
+
+
+@dataclass(frozen=True)
+class Held:
+    """The version an index already holds of a record (its row id, to update it in place)."""
+
+    row_id: int
+    version: int
+    deleted: bool
+
+
+def indexed(event: dict) -> IndexedRecord:
+    """What an index keeps of one shared event."""
+    env, disclosure = event["envelope"], event["disclosure"]
+    deleted = env["op"] == "DELETE"
+    # A pointer says only that the record exists and whom to call: even if a body came with
+    # it, the index must not make withheld data searchable.
+    body = None if deleted or disclosure["tier"] == "POINTER" else event["body"]
+    plate = body.get("plate") if body else None
+    latitude, longitude = _location(body) if body else (None, None)
+    retain_until = disclosure.get("retain_until")
+    return IndexedRecord(
+        source_ori=env["source_ori"],
+        kind=env["kind"],
+        record_id=env["record_id"],
+        version=env["version"],
+        deleted=deleted,
+        occurred_at=env["occurred_at"].astimezone(UTC),
+        tier=disclosure["tier"],
+        contact=disclosure["contact"],
+        agreement_id=disclosure["agreement_id"],
+        plate=plate,
+        plate_key=plate_key(plate) if plate else None,
+        plate_state=body.get("plate_state") if body else None,
+        latitude=latitude,
+        longitude=longitude,
+        body=json.dumps(body, default=_json_default) if body else None,
+        incident_number=body.get("incident_number") if body else None,
+        retain_until=retain_until.astimezone(UTC) if retain_until is not None else None,
+        text=" ".join(_strings(body)) if body else None,
+        persons=tuple(
+            Person(p.get("first_name"), p.get("last_name"), p.get("dob"))
+            for p in (body.get("persons") or [] if body else [])
+        ),
+    )
+
+
+def supersedes(record: IndexedRecord, held: Held | IndexedRecord | None) -> bool:
+    """Higher versions win; at the same version a delete (a recall) wins over the copy."""
+    if held is None:
+        return True
+    if record.version != held.version:
+        return record.version > held.version
+    return record.deleted and not held.deleted
+
+
+def latest(
+    records: Sequence[IndexedRecord], held: Mapping[RecordKey, Held]
+) -> tuple[int, list[IndexedRecord]]:
+    """Apply a batch in order against what the index holds: how many events change it, and
+    the one record per key to write (a batch may carry several versions of one record)."""
+    changed = 0
+    winners: dict[RecordKey, IndexedRecord] = {}
+    for record in records:
+        if supersedes(record, winners.get(record.key) or held.get(record.key)):
+            winners[record.key] = record
+            changed += 1
+    return changed, list(winners.values())
+
+
+@dataclass(frozen=True)
+class LoggedSearch:
+    """One row of an agency's search log (its outbox for ``audit.search``)."""
+
+    id: int
+    at: datetime
+    user: str
+    reason: str
+    query_json: str
+    result_count: int
+
+
+def search_log_entry(user: str, reason: str, query: dict) -> tuple[str, str, str]:
+    """(user, reason, query as JSON) for the log; refused without a user and a reason."""
+    if not user.strip() or not reason.strip():
+        raise ValueError("a search is logged only with a user and a reason")
+    return user, reason, json.dumps(query, default=str)
+
+
+def _location(body: dict) -> tuple[float | None, float | None]:
+    where = body.get("location") if isinstance(body.get("location"), dict) else body
+    return where.get("latitude"), where.get("longitude")
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a body, for free-text search whatever the kind's schema."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot store {type(value).__name__} in an index body")
