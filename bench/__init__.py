@@ -1,1 +1,18 @@
 """Benchmarks: `./run bench`. Figures are printed and saved under bench/results/."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def save(figures: dict, prefix: str = "") -> Path:
+    """Write one run's figures as bench/results/<prefix><UTC time>.json and say where."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{prefix}{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(figures, indent=2))
+    print(f"saved {out}")
+    return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import random
@@ -24,6 +23,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from bench import save
 from consumers.index import Index, open_index, schema_name
 from consumers.query import Criteria
 from consumers.sqliteindex import SqliteIndex
@@ -50,7 +50,6 @@ from streams.router import Consumed, Router
 EVENTS = 20_000
 INDEX_SIZE = 100_000
 INDEX_URL: str | None = None
-RESULTS = Path(__file__).parent / "results"
 
 
 def rate(label: str, items: list, work: Callable[[object], object]) -> float:
@@ -290,22 +289,16 @@ def main() -> None:
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(
-        json.dumps(
-            {
-                "events": EVENTS,
-                "per_second": figures,
-                "ratio": ratios,
-                "index_size": INDEX_SIZE,
-                "search": latency,
-                "search_postgresql": postgres,
-            },
-            indent=2,
-        )
+    save(
+        {
+            "events": EVENTS,
+            "per_second": figures,
+            "ratio": ratios,
+            "index_size": INDEX_SIZE,
+            "search": latency,
+            "search_postgresql": postgres,
+        }
     )
-    print(f"saved {out}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ process started with an empty hotlist. Figures are printed and saved under bench
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import shutil
@@ -30,6 +29,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from bench import save
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import ensure_topics, producer_config, wait_for_broker
@@ -47,7 +47,6 @@ from mutualaid.topics import Kind, alerts_topic, source_topic, topics_for
 from producers import samples
 from producers.hotlist import EXTRACT_SYSTEM, HotlistPublisher, entry_event
 
-RESULTS = Path(__file__).parent / "results"
 CENTER = "CA0990100"  # Riverbend PD in deploy/agencies.yaml: owns the reads and the entries
 CAMERA = (38.94, -119.98)
 HIT_SHARE = 0.01
@@ -281,10 +280,7 @@ def main(entries: int, rate: int, seconds: int) -> dict:
         f"  baseline: read -> a consumer  p50 {f['baseline_kafka_hop_p50_ms']:>7.1f} ms  "
         f"p99 {f['baseline_kafka_hop_p99_ms']:>7.1f} ms"
     )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"alerts-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(figures, indent=2))
-    print(f"saved {out}")
+    save(figures, "alerts-")
     return figures
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench import save
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore, SerializationContext
@@ -33,7 +34,6 @@ from producers.sources import DocumentDirectory, LineFile
 from producers.sqlpoll import SqlPoller, SqlRowAdapter, load_sql_mapping
 
 ORI = "CA0990100"
-RESULTS = Path(__file__).parent / "results"
 
 
 def alpr_sources(tmp: Path, count: int) -> tuple[Path, Path]:
@@ -153,10 +153,7 @@ def main(count: int, documents: int) -> None:
                     f"  {name:<16} {progress.read:>8,} items  map+encode {mapped:>9,.0f}/s  "
                     f"end to end (acked, checkpointed) {end_to_end:>9,.0f}/s"
                 )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"connectors-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(figures, indent=2))
-    print(f"saved {out}")
+    save(figures, "connectors-")
 
 
 if __name__ == "__main__":
