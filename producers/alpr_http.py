@@ -29,7 +29,6 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mutualaid import tokens
-from mutualaid.deadletter import dead_letter
 from mutualaid.events import record_key
 from mutualaid.kafka import DeliveryFailed, DeliveryTracker, produce, producer_config
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT, INGEST_REQUESTS
@@ -173,10 +172,7 @@ class ReadIngest:
 
     def _dead(self, acks: DeliveryTracker, why: Rejected, position: str, raw: bytes) -> None:
         topic = dlq_topic(Stage.PRODUCERS)
-        letter = dead_letter(
-            stage=Stage.PRODUCERS,
-            reason=why.reason,
-            error_type=why.error_type,
+        letter = why.dead_letter(
             source=f"http ingest ({self.adapter.source_system})",
             position=position,
             payload=raw,

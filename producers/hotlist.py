@@ -25,7 +25,6 @@ from pathlib import Path
 
 from confluent_kafka import Message, Producer
 
-from mutualaid.deadletter import dead_letter
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
 from mutualaid.plates import normalize_plate
@@ -231,15 +230,7 @@ class HotlistPublisher:
     ) -> None:
         topic = dlq_topic(Stage.PRODUCERS)
         for position, why, raw in rejected:
-            letter = dead_letter(
-                stage=Stage.PRODUCERS,
-                reason=why.reason,
-                error_type=why.error_type,
-                source=source,
-                position=position,
-                payload=raw,
-                source_ori=ori,
-            )
+            letter = why.dead_letter(source=source, position=position, payload=raw, source_ori=ori)
             self._produce(topic, None, self._encode_dead(letter, SerializationContext(topic)))
         self._acks.wait(self._producer)
 

@@ -72,6 +72,18 @@ class Rejected(Exception):
         self.reason = reason
         super().__init__(f"{error_type}: {reason}")
 
+    def dead_letter(self, *, source: str, position: str, payload: bytes, source_ori: str) -> dict:
+        """The ``mutualaid.DeadLetter`` for dlq.producers saying why and where."""
+        return dead_letter(
+            stage=Stage.PRODUCERS,
+            reason=self.reason,
+            error_type=self.error_type,
+            source=source,
+            position=position,
+            payload=payload,
+            source_ori=source_ori,
+        )
+
 
 class Adapter(Protocol):
     kind: Kind
@@ -283,10 +295,7 @@ class Runner:
 
     def _reject(self, item: SourceItem, rejected: Rejected, acks: _BatchAcks) -> None:
         topic = dlq_topic(Stage.PRODUCERS)
-        letter = dead_letter(
-            stage=Stage.PRODUCERS,
-            reason=rejected.reason,
-            error_type=rejected.error_type,
+        letter = rejected.dead_letter(
             source=f"{self.source.description} ({self.adapter.source_system})",
             position=item.position,
             payload=item.raw,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from producers import hotlist
+
 HEADER = [
     "read_id",
     "plate",
@@ -174,20 +176,6 @@ def write_alpr_csv(
     return count
 
 
-HOTLIST_HEADER = [
-    "ncic_number",
-    "plate",
-    "state",
-    "plate_type",
-    "reason",
-    "entered",
-    "expires",
-    "vehicle_make",
-    "vehicle_model",
-    "vehicle_color",
-    "caution",
-    "notes",
-]
 HOTLIST_REASONS = ["stolen_vehicle", "stolen_vehicle", "stolen_plate", "wanted", "amber"]
 
 
@@ -196,26 +184,26 @@ def write_hotlist_csv(
 ) -> int:
     """An NCIC-style extract with one entry per plate, in the layout `hotlist load` reads."""
     with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(HOTLIST_HEADER)
+        writer = csv.DictWriter(out, fieldnames=hotlist.COLUMNS)
+        writer.writeheader()
         for plate, state in plates:
             make, model = rng.choice(VEHICLES)
             reason = rng.choice(HOTLIST_REASONS)
             writer.writerow(
-                [
-                    f"V{rng.randrange(10**9):09d}",
-                    plate,
-                    state,
-                    "PC",
-                    reason,
-                    entered.date().isoformat(),
-                    (entered + timedelta(days=90)).date().isoformat(),
-                    make,
-                    model,
-                    rng.choice(COLORS),
-                    "armed and dangerous" if reason == "wanted" else "",
-                    f"{reason.replace('_', ' ')}; confirm with the entering agency",
-                ]
+                {
+                    "ncic_number": f"V{rng.randrange(10**9):09d}",
+                    "plate": plate,
+                    "state": state,
+                    "plate_type": "PC",
+                    "reason": reason,
+                    "entered": entered.date().isoformat(),
+                    "expires": (entered + timedelta(days=90)).date().isoformat(),
+                    "vehicle_make": make,
+                    "vehicle_model": model,
+                    "vehicle_color": rng.choice(COLORS),
+                    "caution": "armed and dangerous" if reason == "wanted" else "",
+                    "notes": f"{reason.replace('_', ' ')}; confirm with the entering agency",
+                }
             )
     return len(plates)
 
