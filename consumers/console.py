@@ -142,6 +142,10 @@ class AlertBoard:
             view["ack"] = record
         self._publish("ack", {"alert_id": ack["alert_id"], **record})
 
+    def __contains__(self, alert_id: str) -> bool:
+        with self._lock:
+            return alert_id in self.alerts
+
     def snapshot(self) -> list[dict]:
         """Newest first."""
         with self._lock:
@@ -303,7 +307,7 @@ def create_console(
         alert_id: str, mutualaid_console: Annotated[str | None, Cookie()] = None
     ) -> dict:
         user = dispatcher(mutualaid_console)
-        if alert_id not in {a["alert_id"] for a in board.snapshot()}:
+        if alert_id not in board:
             raise HTTPException(404, "no such alert on this console")
         try:
             acknowledger.acknowledge(alert_id, user)
