@@ -24,11 +24,13 @@ import yaml
 from psycopg import sql
 
 from bench import save
-from consumers.index import Index, open_index, schema_name
+from consumers.index import Index, schema_name
+from consumers.pgindex import PostgresIndex
 from consumers.query import Criteria
 from consumers.sqliteindex import SqliteIndex
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_keypair, newest_public_key
+from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import load_policy
@@ -40,7 +42,6 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.settings import Settings
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
@@ -137,6 +138,10 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
     return figures
 
 
+# Searches run as in a region with a hash key, where a plate also matches by its keyed hash.
+SEARCH_HASH_KEY = os.urandom(32)
+
+
 def search_latency(index: Index, backend: str, size: int) -> dict[str, float]:
     """Projection rate into an index of ``size`` ALPR reads, then plate-search latency. The
     same seed on every backend: the same reads, the same searches."""
@@ -169,13 +174,7 @@ def search_latency(index: Index, backend: str, size: int) -> dict[str, float]:
         return {
             "envelope": envelope,
             "body": body,
-            "disclosure": {
-                "partner_ori": "CA0990100",
-                "agreement_id": "a",
-                "agreement_version": 1,
-                "tier": "FULL",
-                "contact": None,
-            },
+            "disclosure": new_disclosure("CA0990100", ("a", 1)),
         }
 
     start = time.perf_counter()
@@ -230,7 +229,7 @@ def bench_index(url: str) -> Index:
         db.execute(
             sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema_name(ori)))
         )
-    return open_index(Settings(index_url=url), ori)
+    return PostgresIndex(url, schema_name(ori), SEARCH_HASH_KEY)
 
 
 def main() -> None:
@@ -284,7 +283,9 @@ def main() -> None:
         )
         index.close()
         figures |= router_encryption(Path(tmp), store, registry)
-        latency = search_latency(SqliteIndex(Path(tmp) / "search.sqlite"), "SQLite", INDEX_SIZE)
+        latency = search_latency(
+            SqliteIndex(Path(tmp) / "search.sqlite", SEARCH_HASH_KEY), "SQLite", INDEX_SIZE
+        )
         postgres = postgres_latency(INDEX_SIZE)
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}

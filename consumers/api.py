@@ -35,6 +35,7 @@ class Result(BaseModel):
     tier: str
     contact: str | None
     body: dict | None
+    encrypted_fields: list[str]  # held encrypted, null in body; reveal=true opens them
 
 
 class SearchResponse(BaseModel):
@@ -75,12 +76,18 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
         dob: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
         incident: Annotated[str | None, Query(description="incident or report number")] = None,
         text: Annotated[str | None, Query(description="words anywhere in the record")] = None,
+        identifier: Annotated[
+            str | None, Query(description="licence, SSN, VIN...; also where shared encrypted")
+        ] = None,
         near: Annotated[str | None, Query(description="LAT,LON,KM")] = None,
         since: datetime | None = None,
         until: datetime | None = None,
         from_agency: Annotated[str | None, Query(description="owner ORI")] = None,
         kind: Kind | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        reveal: Annotated[
+            bool, Query(description="open fields the index keeps encrypted (logged)")
+        ] = False,
     ) -> SearchResponse:
         try:
             criteria = Criteria(
@@ -89,6 +96,7 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
                 dob=dob,
                 incident_number=incident,
                 text=text,
+                identifier=identifier,
                 near=parse_near(near),
                 since=since,
                 until=until,
@@ -96,7 +104,8 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
                 kind=str(kind) if kind else None,
                 limit=limit,
             )
-            hits = run_search(settings, SearchRequest(agency.ori, user, reason, criteria))
+            request = SearchRequest(agency.ori, user, reason, criteria, reveal)
+            hits = run_search(settings, request)
         except (SearchRefused, ValueError) as exc:
             raise HTTPException(400, f"refused: {exc}") from None
         except IndexUnavailable as exc:
@@ -128,4 +137,5 @@ def _result(hit: Hit, names: dict[str, str]) -> Result:
         tier=hit.tier,
         contact=hit.contact,
         body=hit.body,
+        encrypted_fields=list(hit.encrypted_fields),
     )

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Protocol
 
 from consumers.query import Criteria, Hit
-from consumers.records import LoggedSearch
+from consumers.records import Layout, LoggedSearch
 from consumers.sqliteindex import SqliteIndex
+from mutualaid.crypto import load_hash_key
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
 
@@ -25,6 +26,15 @@ class IndexUnavailable(Exception):
 
 class Index(Protocol):
     """One agency's index. A single projector writes it; searches read it concurrently."""
+
+    def layout(self) -> Layout:
+        """Its epoch (which names the projector's group) and whether it keeps sealed fields."""
+        ...
+
+    def reset(self, keeps_sealed: bool) -> Layout:
+        """Forget every record, leaving no copy behind, under a new epoch: the projector then
+        rebuilds it from the topics. The search log stays."""
+        ...
 
     def apply(self, events: Sequence[dict]) -> int:
         """Apply a batch of shared events, durably committed before returning; returns how
@@ -68,9 +78,11 @@ def schema_name(agency_ori: str) -> str:
 
 def open_index(settings: Settings, agency_ori: str) -> Index:
     """The agency's index on the backend the settings choose; IndexUnavailable if it cannot
-    be opened (server unreachable, driver missing, no rights to create the schema)."""
+    be opened (server unreachable, driver missing, no rights to create the schema). With the
+    region's hash key at hand, its searches also match values shared hashed."""
+    hash_key = load_hash_key(settings.hash_key_file)
     if settings.index_url is None:
-        return SqliteIndex(index_path(settings, agency_ori))
+        return SqliteIndex(index_path(settings, agency_ori), hash_key)
     try:
         # Imported only here: psycopg is an optional dependency (the postgres extra).
         from consumers.pgindex import PostgresIndex
@@ -79,4 +91,4 @@ def open_index(settings: Settings, agency_ori: str) -> Index:
             f"index_url names a PostgreSQL server but its driver is missing ({exc}); "
             "pip install 'mutualaid[postgres]'"
         ) from None
-    return PostgresIndex(settings.index_url, schema_name(agency_ori))
+    return PostgresIndex(settings.index_url, schema_name(agency_ori), hash_key)

@@ -19,19 +19,22 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from consumers.index import IndexUnavailable
-from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit, words
+from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
 from consumers.records import (
     CONTENT_COLUMNS,
     KEY_COLUMNS,
     RECORD_COLUMNS,
     Held,
     IndexedRecord,
+    Layout,
     LoggedSearch,
     RecordKey,
     indexed,
     latest,
+    new_epoch,
     search_log_entry,
 )
+from mutualaid.text import words
 
 # GIN indexes without a pending list (fastupdate off): the projector writes as it goes, and
 # a pending list would make every search scan it, or the planner give up the index for a scan.
@@ -55,9 +58,11 @@ create table if not exists records (
     body json,
     incident_number text,
     retain_until timestamptz,
+    sealed text,
     words tsvector,
     unique (source_ori, kind, record_id)
 );
+alter table records add column if not exists sealed text;  -- schemas made before it was
 create index if not exists records_plate on records using gin (plate gin_trgm_ops)
     with (fastupdate = off) where not deleted;
 create index if not exists records_plate_key on records (plate_key) where not deleted;
@@ -75,6 +80,7 @@ create table if not exists persons (
 );
 create index if not exists persons_record on persons (record);
 create index if not exists persons_dob on persons (dob);
+create index if not exists persons_last_name on persons (last_name);
 create index if not exists persons_name on persons using gin (name gin_trgm_ops)
     with (fastupdate = off);
 create table if not exists search_audit (
@@ -87,6 +93,11 @@ create table if not exists search_audit (
     published boolean not null default false
 );
 create index if not exists search_audit_outbox on search_audit (id) where not published;
+create table if not exists layout (
+    id integer primary key check (id = 1),
+    epoch text not null,
+    keeps_sealed boolean not null
+);
 """
 
 # The array type each records column travels in, for one multi-row upsert per batch.
@@ -157,8 +168,9 @@ class PostgresIndex:
     lock does.
     """
 
-    def __init__(self, url: str, schema: str) -> None:
+    def __init__(self, url: str, schema: str, hash_key: bytes | None = None) -> None:
         self.schema = schema
+        self._hash_key = hash_key
         self._lock = zlib.crc32(f"mutualaid index {schema}".encode())
         try:
             self._db = psycopg.connect(url, autocommit=True, connect_timeout=10)
@@ -192,6 +204,11 @@ class PostgresIndex:
             )
             self._use_schema()
             self._db.execute(SCHEMA)
+            self._db.execute(
+                "insert into layout (id, epoch, keeps_sealed) values (1, %s, false) "
+                "on conflict do nothing",
+                (new_epoch(),),
+            )
 
     def _use_schema(self) -> bool:
         """Set the search path; whether the schema is there already (then nothing is created,
@@ -201,8 +218,25 @@ class PostgresIndex:
         ).fetchone()
         path = [sql.Identifier(self.schema)] + ([sql.Identifier(trgm[0])] if trgm else [])
         self._db.execute(sql.SQL("set search_path to {}").format(sql.SQL(", ").join(path)))
-        ready = self._db.execute("select to_regclass('search_audit')").fetchone()[0]
+        ready = self._db.execute("select to_regclass('layout')").fetchone()[0]
         return trgm is not None and ready is not None
+
+    def layout(self) -> Layout:
+        epoch, keeps_sealed = self._db.execute("select epoch, keeps_sealed from layout").fetchone()
+        return Layout(epoch, keeps_sealed)
+
+    def reset(self, keeps_sealed: bool) -> Layout:
+        """Forget every record (the search log stays) under a new epoch; TRUNCATE gives the
+        tables new files, so no opened field lingers in the old ones."""
+        layout = Layout(new_epoch(), keeps_sealed)
+        with self._db.transaction():
+            self._db.execute("select pg_advisory_xact_lock(%s)", (self._lock,))
+            self._db.execute("truncate persons, records")
+            self._db.execute(
+                "update layout set epoch = %s, keeps_sealed = %s",
+                (layout.epoch, layout.keeps_sealed),
+            )
+        return layout
 
     def apply(self, events: Sequence[dict]) -> int:
         """Apply a batch of shared events in one transaction; returns how many changed it."""
@@ -253,7 +287,7 @@ class PostgresIndex:
 
     def search(self, criteria: Criteria) -> list[Hit]:
         """Records matching every criterion: exact plates first, then misreads; newest first."""
-        q = prepare(criteria)
+        q = prepare(criteria, self._hash_key)
         statement, args = self._select(q)
         if not q.filters_rows:
             return [to_hit(row) for row in self._rows(statement, args)]
@@ -281,22 +315,25 @@ class PostgresIndex:
             where.append("r.plate like %s")
             args.append(_like(q.plate_pattern))
         elif q.plate:
-            where.append("r.plate_key = %s")
-            args.append(q.plate_key)
+            where.append("r.plate_key = any(%s)")
+            args.append(list(q.plate_keys))
             rank, rank_args = "r.plate <> %s, ", [q.plate]
-        if q.incident_number:
-            where.append("r.incident_number = %s")
-            args.append(q.incident_number)
+        if q.incident_numbers:
+            where.append("r.incident_number = any(%s)")
+            args.append(list(q.incident_numbers))
         if q.text:
             where.append("r.words @@ to_tsquery('simple', %s)")
             args.append(_tsquery(q.text))
-        if q.dob:
-            where.append("r.id in (select record from persons where dob = %s)")
-            args.append(q.dob)
+        if q.dobs:
+            where.append("r.id in (select record from persons where dob = any(%s))")
+            args.append(list(q.dobs))
         if q.name_grams:
             grams = " or ".join("name ilike %s" for _ in q.name_grams)
-            where.append(f"r.id in (select record from persons where {grams})")
             args += [_contains(g) for g in q.name_grams]
+            if q.name_hashes:
+                grams += " or last_name = any(%s)"
+                args.append(list(q.name_hashes.surname))
+            where.append(f"r.id in (select record from persons where {grams})")
         if q.since is not None:
             where.append("r.occurred_at >= %s")
             args.append(q.since)

@@ -3,6 +3,11 @@
 Offsets are committed only after the index transaction holding the batch has committed, and
 the index ignores any version it already has, so a crash at any point replays at most one
 batch and changes nothing the second time.
+
+Sealed fields are opened with the agency's private keys before indexing, or, with
+``index_keep_encrypted``, checked to open and then kept sealed as they arrived. The consumer
+group is named after the index's epoch: a new index, or one emptied because that setting
+changed, has no committed offsets and is rebuilt from the start of the topics.
 """
 
 from __future__ import annotations
@@ -53,6 +58,17 @@ class Projector:
         self.agency_ori = check_ori(agency_ori)
         self.index = open_index(settings, self.agency_ori)
         self.keyring = load_keyring(self.agency_ori, settings.private_keys_dir)
+        self.keep_sealed = settings.index_keep_encrypted
+        layout = self.index.layout()
+        if layout.keeps_sealed != self.keep_sealed:
+            if self.index.count():
+                log.warning(
+                    "index_keep_encrypted is now %s: emptying %s's index and rebuilding it "
+                    "from the topics",
+                    self.keep_sealed,
+                    self.agency_ori,
+                )
+            layout = self.index.reset(self.keep_sealed)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
         store = SchemaStore()
@@ -62,7 +78,7 @@ class Projector:
         }
         self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
         self._encode_search = AvroSerializer(store, SEARCH_AUDIT, registry)
-        group = f"mutualaid-projector-{self.agency_ori.lower()}"
+        group = f"mutualaid-projector-{self.agency_ori.lower()}-{layout.epoch}"
         self._consumer = Consumer(consumer_config(settings, group))
         self._producer = Producer(producer_config(settings))  # dead letters, search audits
         self._delivery = DeliveryTracker()
@@ -148,8 +164,9 @@ class Projector:
         return self._opened(msg, event)
 
     def _opened(self, msg: Message, event: dict) -> dict | None:
-        """The event with its sealed fields decrypted back into the body, or None if they
-        cannot be opened (wrong key, tampering): counted, dead-lettered, never indexed half."""
+        """The event with its sealed fields decrypted back into the body (or, keeping them
+        sealed, as it came), or None if they cannot be opened (wrong key, tampering): counted,
+        dead-lettered, never indexed half."""
         sealed = event["disclosure"]["sealed"]
         if sealed is None or event["body"] is None:
             return event
@@ -167,7 +184,16 @@ class Projector:
                 "or the record was altered",
             )
             return None
-        return {**event, "body": restore(event["body"], values)}
+        if self.keep_sealed:
+            return event
+        # Opened fields are in clear now: no longer sealed, nor matched by their hash.
+        disclosure = event["disclosure"]
+        hashed = [p for p in disclosure["hashed_fields"] if p not in values]
+        return {
+            **event,
+            "disclosure": {**disclosure, "sealed": None, "hashed_fields": hashed},
+            "body": restore(event["body"], values),
+        }
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
         topic = dlq_topic(Stage.CONSUMERS)

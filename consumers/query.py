@@ -1,6 +1,11 @@
 """What a search asks for, checked and normalised once for every index backend, and what it
 returns. Each backend only renders a ``Query`` into its own SQL; the tests SQL can only
 narrow (distance, name similarity) run here, on the rows it returns.
+
+Given the region's hash key, a query also carries the keyed hash (the blind index) of each
+value that can be matched exactly: plate, surname and first name, date of birth, incident
+number and identifier. A field a partner receives hashed, or encrypted with a blind index,
+is found by that, though never by a misspelling, a misread or a wildcard.
 """
 
 from __future__ import annotations
@@ -8,15 +13,18 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from difflib import SequenceMatcher
 from typing import Any
 
+from consumers.records import sealed_paths
+from mutualaid import fieldpaths
+from mutualaid.disclosure import keyed_hash
 from mutualaid.plates import normalize_plate, plate_key
 from mutualaid.policy import distance_km
+from mutualaid.text import words
 
 NAME_SIMILARITY = 0.8
 
@@ -30,6 +38,7 @@ class Criteria:
     dob: str | None = None  # YYYY-MM-DD
     incident_number: str | None = None
     text: str | None = None  # words anywhere in the record: OR, "a phrase", prefix*
+    identifier: str | None = None  # licence, SSN, VIN, phone...: in clear or by blind index
     since: datetime | None = None
     until: datetime | None = None
     source_ori: str | None = None
@@ -38,9 +47,8 @@ class Criteria:
     limit: int = 100
 
     def is_empty(self) -> bool:
-        return not any(
-            (self.plate, self.name, self.dob, self.incident_number, self.text, self.near)
-        )
+        wanted = (self.plate, self.name, self.dob, self.incident_number, self.text)
+        return not any((*wanted, self.identifier, self.near))
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,10 @@ class Hit:
     occurred_at: datetime
     tier: str
     contact: str | None
-    body: dict | None
+    body: dict | None  # fields kept encrypted are null here, and named in encrypted_fields
     agreement_id: str
+    encrypted_fields: tuple[str, ...] = ()
+    sealed: str | None = None  # what ``consumers.records.open_kept`` opens
 
 
 class BadCriteria(ValueError):
@@ -80,13 +90,14 @@ class Query:
     """Criteria checked and normalised: what every backend renders into SQL."""
 
     plate: str | None  # exact plate, ranked first
-    plate_key: str | None  # its misread-folded key: what SQL matches on
+    plate_keys: tuple[str, ...]  # what SQL matches on: its misread-folded key, and its hash
     plate_pattern: str | None  # upper case with * and ? wildcards, instead of the two above
-    incident_number: str | None
-    dob: str | None
+    incident_numbers: tuple[str, ...]  # as typed, and its keyed hash; either matches
+    dobs: tuple[str, ...]  # likewise
     text: TextQuery
     name: str | None
     name_grams: tuple[str, ...]  # candidates share one of these with a person's name
+    name_hashes: BlindName | None  # or carry one of these hashed
     since: datetime | None  # UTC
     until: datetime | None
     source_ori: str | None
@@ -113,15 +124,47 @@ class Query:
             if distance_km((latitude, longitude), self.near[:2]) > self.near[2]:
                 return False
         if self.name is not None:
-            wanted = self.name
-            return any(_name_similarity(wanted, f, last) >= NAME_SIMILARITY for f, last in people)
+            return any(self._same_person(first, last) for first, last in people)
         return True
 
+    def _same_person(self, first: str | None, last: str | None) -> bool:
+        assert self.name is not None
+        if _name_similarity(self.name, first, last) >= NAME_SIMILARITY:
+            return True
+        if self.name_hashes is None:
+            return False
+        # Some part held as a keyed hash: that part must be the hash of what was asked, and
+        # every other part asked for similar in clear.
+        blind = self.name_hashes
+        parts = [(blind.surname_words, blind.surname, last)]
+        if blind.first_names:
+            parts.append((blind.first_words, blind.first_names, first))
+        by_hash = [have in hashes for _, hashes, have in parts]
+        similar = [_similar(typed, have) for typed, _, have in parts]
+        return any(by_hash) and all(h or c for h, c in zip(by_hash, similar, strict=True))
 
-def prepare(c: Criteria) -> Query:
-    """The query for ``c``; BadCriteria names a criterion nothing could match."""
+
+@dataclass(frozen=True)
+class BlindName:
+    """A name asked for, as words and as the keyed hashes a hashed name part could hold."""
+
+    surname_words: str
+    surname: tuple[str, ...]
+    first_words: str
+    first_names: tuple[str, ...]
+
+
+def prepare(c: Criteria, hash_key: bytes | None = None) -> Query:
+    """The query for ``c``; BadCriteria names a criterion nothing could match. With the
+    region's ``hash_key``, exact values also match where a partner received them hashed."""
     if c.limit < 1:
         raise BadCriteria(f"limit {c.limit}: ask for at least one result")
+
+    def exact(value: str | None) -> tuple[str, ...]:
+        if not value or not value.strip():
+            return ()
+        return (value.strip(),) + ((keyed_hash(hash_key, value),) if hash_key else ())
+
     plate = plate_pattern = None
     if c.plate:
         pattern = re.sub(r"[^0-9A-Z*?]", "", c.plate.upper())
@@ -131,22 +174,27 @@ def prepare(c: Criteria) -> Query:
             plate_pattern = pattern
         else:
             plate = normalize_plate(c.plate)
-    name = grams = None
+    name = grams = blind_name = None
     if c.name:
-        surname = "".join(words(c.name)[-1:])
-        if not surname:
+        name_words = words(c.name)
+        if not name_words:
             raise BadCriteria(f"name {c.name!r} has no letters to search for")
-        name = c.name
+        name, surname = c.name, name_words[-1]
         grams = tuple(sorted({surname[i : i + 3] for i in range(len(surname) - 2)} or {surname}))
+        blind_name = _blind_name(name_words, hash_key) if hash_key else None
     return Query(
         plate=plate,
-        plate_key=plate_key(plate) if plate else None,
+        plate_keys=_plate_keys(plate, hash_key) if plate else (),
         plate_pattern=plate_pattern,
-        incident_number=c.incident_number.strip() if c.incident_number else None,
-        dob=c.dob or None,
-        text=parse_text(c.text) if c.text else (),
+        incident_numbers=exact(c.incident_number),
+        dobs=exact(c.dob),
+        text=_all_of(
+            parse_text(c.text) if c.text else (),
+            _identifier(c.identifier, hash_key) if c.identifier else (),
+        ),
         name=name,
         name_grams=grams or (),
+        name_hashes=blind_name,
         since=c.since.astimezone(UTC) if c.since else None,
         until=c.until.astimezone(UTC) if c.until else None,
         source_ori=c.source_ori or None,
@@ -157,13 +205,41 @@ def prepare(c: Criteria) -> Query:
     )
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words without accents, split as SQLite's unicode61 tokenizer splits them, so
-    PostgreSQL indexes and matches the very same words."""
-    plain = "".join(
-        ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch)
+def _plate_keys(plate: str, hash_key: bytes | None) -> tuple[str, ...]:
+    """The records' plate_key values that match: the folded plate, and the plate's keyed hash
+    (which a plate shared hashed holds there)."""
+    return (plate_key(plate),) + ((keyed_hash(hash_key, plate),) if hash_key else ())
+
+
+def _blind_name(name_words: list[str], hash_key: bytes) -> BlindName:
+    """Any split of the words into first name and surname: "Juan de la Cruz" may be filed as
+    Juan / De La Cruz or as Juan De La / Cruz."""
+    splits = range(len(name_words))
+    return BlindName(
+        surname_words=name_words[-1],
+        surname=tuple(sorted({keyed_hash(hash_key, "".join(name_words[i:])) for i in splits})),
+        first_words=" ".join(name_words[:-1]),
+        first_names=tuple(
+            sorted({keyed_hash(hash_key, "".join(name_words[:i])) for i in splits if i})
+        ),
     )
-    return re.findall(r"[^\W_]+", plain.lower())
+
+
+def _identifier(value: str, hash_key: bytes | None) -> TextQuery:
+    """An identifier as text alternatives: its words in a row, or its keyed hash (a hashed
+    field's hash is a word of the record's text, as every string of its body is)."""
+    clear = tuple(words(value))
+    if not clear:
+        raise BadCriteria(f"identifier {value!r} has no letters or digits to search for")
+    blind = ((Term((keyed_hash(hash_key, value),)),),) if hash_key else ()
+    return ((Term(clear),), *blind)
+
+
+def _all_of(a: TextQuery, b: TextQuery) -> TextQuery:
+    """Both text queries: (a1 OR a2) AND (b1 OR b2), as alternatives of conjunctions."""
+    if not a or not b:
+        return a or b
+    return tuple(x + y for x in a for y in b)
 
 
 def parse_text(text: str) -> TextQuery:
@@ -186,8 +262,13 @@ def parse_text(text: str) -> TextQuery:
 
 def to_hit(row: Mapping[str, Any]) -> Hit:
     """A stored row as a search result, times in UTC; ``body`` is JSON text, ``occurred_at``
-    a timestamp (or, from SQLite, ISO 8601 text)."""
+    a timestamp (or, from SQLite, ISO 8601 text). A field kept encrypted shows as null (in
+    the body it holds the keyed hash it is matched by), named in ``encrypted_fields``."""
     at = row["occurred_at"]
+    body = json.loads(row["body"]) if row["body"] else None
+    encrypted = sealed_paths(row["sealed"]) if row["sealed"] else []
+    for path in encrypted if body else ():
+        fieldpaths.set_concrete(body, path, None)
     return Hit(
         source_ori=row["source_ori"],
         kind=row["kind"],
@@ -198,8 +279,10 @@ def to_hit(row: Mapping[str, Any]) -> Hit:
         ),
         tier=row["tier"],
         contact=row["contact"],
-        body=json.loads(row["body"]) if row["body"] else None,
+        body=body,
         agreement_id=row["agreement_id"],
+        encrypted_fields=tuple(encrypted),
+        sealed=row["sealed"],
     )
 
 
@@ -215,6 +298,10 @@ def _box(near: tuple[float, float, float]) -> tuple[float, float, float, float]:
     lat, lon, km = near
     dlat, dlon = km / 111.0, km / (111.0 * max(math.cos(math.radians(lat)), 0.01))
     return lat - dlat, lat + dlat, lon - dlon, lon + dlon
+
+
+def _similar(typed: str, have: str | None) -> bool:
+    return SequenceMatcher(None, typed, (have or "").lower()).ratio() >= NAME_SIMILARITY
 
 
 def _name_similarity(wanted: str, first: str | None, last: str | None) -> float:

@@ -1,15 +1,24 @@
 """What an index keeps of a shared event, which of two versions of a record wins, and the rows
 of the search log: the same for every index backend.
+
+An index is given each event as its agency holds it: with sealed fields opened by the
+projector, or still sealed (``index_keep_encrypted``). Sealed fields are then kept as the
+ciphertext that arrived (``IndexedRecord.sealed``), and a field the agreement hashed or
+``encrypt_indexed`` holds its keyed hash, which searches match but never treat as a word,
+a name or a plate.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from mutualaid.crypto import PrivateKeyring
+from mutualaid.disclosure import sealed_from_avro
 from mutualaid.plates import plate_key
 
 RecordKey = tuple[str, str, str]  # owner ORI, kind, record id
@@ -25,18 +34,18 @@ CONTENT_COLUMNS = (
     "longitude",
     "body",
     "incident_number",
+    "sealed",
 )
 
 
 @dataclass(frozen=True)
 class Person:
+    """A person in a record; each field in clear or a keyed hash."""
+
     first_name: str | None
     last_name: str | None
     dob: str | None
-
-    @property
-    def name(self) -> str:
-        return " ".join(n for n in (self.first_name, self.last_name) if n)
+    name: str  # the parts in clear, for trigram matching: a hash's letters are no name
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,7 @@ class IndexedRecord:
     body: str | None  # JSON
     incident_number: str | None
     retain_until: datetime | None
+    sealed: str | None  # JSON: the fields kept encrypted, as they arrived (``kept_sealed``)
     # Not columns of the records table: the free text and the people, kept beside it.
     text: str | None
     persons: tuple[Person, ...]
@@ -93,9 +103,11 @@ def indexed(event: dict) -> IndexedRecord:
     # A pointer says only that the record exists and whom to call: even if a body came with
     # it, the index must not make withheld data searchable.
     body = None if deleted or disclosure["tier"] == "POINTER" else event["body"]
+    hashed = set(disclosure["hashed_fields"])
     plate = body.get("plate") if body else None
     latitude, longitude = _location(body) if body else (None, None)
     retain_until = disclosure.get("retain_until")
+    sealed = disclosure["sealed"]
     return IndexedRecord(
         source_ori=env["source_ori"],
         kind=env["kind"],
@@ -107,19 +119,65 @@ def indexed(event: dict) -> IndexedRecord:
         contact=disclosure["contact"],
         agreement_id=disclosure["agreement_id"],
         plate=plate,
-        plate_key=plate_key(plate) if plate else None,
+        plate_key=_plate_key(plate, "plate" in hashed),
         plate_state=body.get("plate_state") if body else None,
         latitude=latitude,
         longitude=longitude,
         body=json.dumps(body, default=_json_default) if body else None,
         incident_number=body.get("incident_number") if body else None,
         retain_until=retain_until.astimezone(UTC) if retain_until is not None else None,
+        sealed=kept_sealed(sealed, env["event_id"]) if sealed and body else None,
         text=" ".join(_strings(body)) if body else None,
-        persons=tuple(
-            Person(p.get("first_name"), p.get("last_name"), p.get("dob"))
-            for p in (body.get("persons") or [] if body else [])
-        ),
+        persons=_persons(body, hashed) if body else (),
     )
+
+
+def _plate_key(plate: str | None, hashed: bool) -> str | None:
+    """What plate searches look up: the misread-folded plate, or a hashed plate's own hash
+    (found exactly or not at all)."""
+    if not plate:
+        return None
+    return plate if hashed else plate_key(plate)
+
+
+def _persons(body: dict, hashed: set[str]) -> tuple[Person, ...]:
+    people = []
+    for i, p in enumerate(body.get("persons") or []):
+        clear = (
+            p.get(part)
+            for part in ("first_name", "last_name")
+            if f"persons[{i}].{part}" not in hashed
+        )
+        name = " ".join(n for n in clear if n)
+        people.append(Person(p.get("first_name"), p.get("last_name"), p.get("dob"), name))
+    return tuple(people)
+
+
+def kept_sealed(sealed: dict, event_id: str) -> str:
+    """Sealed fields as an index keeps them: JSON, bytes in hex, with the event id they are
+    bound to (opening needs it)."""
+    return json.dumps({"event_id": event_id, **sealed}, default=_json_default)
+
+
+def sealed_paths(kept: str) -> list[str]:
+    """The concrete paths of the fields a kept ``sealed`` holds."""
+    return [f["path"] for f in json.loads(kept)["fields"]]
+
+
+def open_kept(kept: str, keyring: PrivateKeyring) -> dict[str, bytes]:
+    """The plaintext of every field a kept ``sealed`` holds; DecryptionError as from crypto."""
+    record = json.loads(kept)
+    raw = {k: bytes.fromhex(record[k]) for k in ("ephemeral_public", "wrap_nonce", "wrapped_key")}
+    fields = [
+        {
+            "path": f["path"],
+            "nonce": bytes.fromhex(f["nonce"]),
+            "ciphertext": bytes.fromhex(f["ciphertext"]),
+        }
+        for f in record["fields"]
+    ]
+    sealed = sealed_from_avro({**record, **raw, "fields": fields})
+    return keyring.open_fields(sealed, event_id=record["event_id"])
 
 
 def supersedes(record: IndexedRecord, held: Held | IndexedRecord | None) -> bool:
@@ -143,6 +201,19 @@ def latest(
             winners[record.key] = record
             changed += 1
     return changed, list(winners.values())
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an index holds what it holds. ``epoch`` names the projector's consumer group, so a
+    new or emptied index has no committed offsets and is rebuilt from the topics."""
+
+    epoch: str
+    keeps_sealed: bool
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
 
 
 @dataclass(frozen=True)

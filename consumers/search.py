@@ -3,17 +3,27 @@
 The log is written to the agency's own store in the same call, before any result is returned;
 the agency's projector then publishes it to ``audit.search`` (an outbox), so searching keeps
 working while the broker is unreachable and no search goes unaudited.
+
+Where the index keeps partners' sealed fields encrypted, a search may ask to ``reveal``
+them: they are opened with the agency's private keys for the results alone, and the log
+says the search revealed.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, replace
 
 from consumers.index import open_index
 from consumers.query import BadCriteria, Criteria, Hit, prepare
+from consumers.records import open_kept
+from mutualaid.crypto import DecryptionError, PrivateKeyring, load_keyring
+from mutualaid.disclosure import restore
 from mutualaid.metrics import SEARCHES
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
+
+log = logging.getLogger("mutualaid.search")
 
 
 class SearchRefused(Exception):
@@ -26,6 +36,7 @@ class SearchRequest:
     user: str
     reason: str
     criteria: Criteria
+    reveal: bool = False  # open fields the index keeps encrypted
 
     def __post_init__(self) -> None:
         if not self.user.strip():
@@ -36,8 +47,8 @@ class SearchRequest:
             )
         if self.criteria.is_empty():
             raise SearchRefused(
-                "say what to look for: a plate, name, date of birth, incident number, text or "
-                "a place (--near); time, agency and kind only narrow a search"
+                "say what to look for: a plate, name, date of birth, incident number, "
+                "identifier, text or a place (--near); time, agency and kind only narrow a search"
             )
         try:
             prepare(self.criteria)
@@ -52,11 +63,36 @@ def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
     try:
         hits = index.search(request.criteria)
         query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
+        if request.reveal:
+            query["reveal"] = True
         index.record_search(request.user, request.reason, query, len(hits))
     finally:
         index.close()
     SEARCHES.labels(agency=ori).inc()
+    if request.reveal:
+        keyring = load_keyring(ori, settings.private_keys_dir)
+        hits = [_revealed(hit, keyring) for hit in hits]
     return hits
+
+
+def _revealed(hit: Hit, keyring: PrivateKeyring) -> Hit:
+    """The hit with its encrypted fields opened; as it was if they do not open (the key was
+    removed, or the row altered), which the log notes."""
+    if hit.sealed is None or hit.body is None:
+        return hit
+    try:
+        values = open_kept(hit.sealed, keyring)
+    except DecryptionError:
+        log.warning(
+            "%s/%s/%s: its encrypted fields do not open with %s's keys %s",
+            hit.source_ori,
+            hit.kind,
+            hit.record_id,
+            keyring.agency_ori,
+            keyring.key_ids,
+        )
+        return hit
+    return replace(hit, body=restore(hit.body, values), encrypted_fields=(), sealed=None)
 
 
 def parse_near(text: str | None) -> tuple[float, float, float] | None:

@@ -20,10 +20,12 @@ from consumers.records import (
     RECORD_COLUMNS,
     Held,
     IndexedRecord,
+    Layout,
     LoggedSearch,
     RecordKey,
     indexed,
     latest,
+    new_epoch,
     search_log_entry,
 )
 
@@ -47,6 +49,7 @@ create table if not exists records (
     body text,
     incident_number text,
     retain_until text,
+    sealed text,
     unique (source_ori, kind, record_id)
 );
 create index if not exists records_plate on records (plate) where deleted = 0;
@@ -64,6 +67,7 @@ create table if not exists persons (
 );
 create index if not exists persons_record on persons (record);
 create index if not exists persons_dob on persons (dob);
+create index if not exists persons_last_name on persons (last_name);
 create virtual table if not exists person_names using fts5(name, tokenize='trigram');
 create table if not exists search_audit (
     id integer primary key,
@@ -74,9 +78,14 @@ create table if not exists search_audit (
     result_count integer not null,
     published integer not null default 0
 );
+create table if not exists layout (
+    id integer primary key check (id = 1),
+    epoch text not null,
+    keeps_sealed integer not null
+);
 """
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 _INSERT = (
     f"insert into records ({', '.join(RECORD_COLUMNS)}) "
     f"values ({', '.join('?' * len(RECORD_COLUMNS))})"
@@ -115,6 +124,10 @@ def _set_aside_old_format(path: Path) -> None:
             path.with_name(path.name + suffix).unlink(missing_ok=True)
 
 
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
 def _fts5(text: TextQuery) -> str:
     """A parsed text query in FTS5 syntax; every word quoted, so none is read as an operator."""
 
@@ -128,7 +141,8 @@ class SqliteIndex:
     """One agency's index, one SQLite file. A single projector writes it; searches read it
     concurrently (WAL). Tombstones are rows with deleted=1 and no body, plate or text."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hash_key: bytes | None = None) -> None:
+        self._hash_key = hash_key
         path.parent.mkdir(parents=True, exist_ok=True)
         _set_aside_old_format(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -142,6 +156,34 @@ class SqliteIndex:
         self._db.execute("pragma busy_timeout=10000")
         self._db.executescript(SCHEMA)
         self._db.execute(f"pragma user_version={FORMAT_VERSION}")
+        self._db.execute(
+            "insert or ignore into layout (id, epoch, keeps_sealed) values (1, ?, 0)",
+            (new_epoch(),),
+        )
+
+    def layout(self) -> Layout:
+        row = self._db.execute("select epoch, keeps_sealed from layout").fetchone()
+        return Layout(row["epoch"], bool(row["keeps_sealed"]))
+
+    def reset(self, keeps_sealed: bool) -> Layout:
+        """Forget every record (the search log stays) under a new epoch. Deleted pages are
+        overwritten (secure_delete), so no opened field lingers in the file."""
+        layout = Layout(new_epoch(), keeps_sealed)
+        self._db.execute("pragma secure_delete=on")
+        self._db.execute("begin immediate")
+        try:
+            for table in ("records_text", "person_names", "persons", "records"):
+                self._db.execute(f"delete from {table}")
+            self._db.execute(
+                "update layout set epoch = ?, keeps_sealed = ?",
+                (layout.epoch, int(layout.keeps_sealed)),
+            )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        self._db.execute("pragma wal_checkpoint(truncate)")
+        return layout
 
     def apply(self, events: Sequence[dict]) -> int:
         """Apply a batch of shared events in one transaction; returns how many changed it."""
@@ -203,7 +245,7 @@ class SqliteIndex:
 
     def search(self, criteria: Criteria) -> list[Hit]:
         """Records matching every criterion: exact plates first, then misreads; newest first."""
-        q = prepare(criteria)
+        q = prepare(criteria, self._hash_key)
         sql, args = self._select(q)
         hits = []
         for row in self._db.execute(sql, args):
@@ -224,24 +266,30 @@ class SqliteIndex:
             where.append("r.plate glob ?")
             args.append(q.plate_pattern)
         elif q.plate:
-            where.append("r.plate_key = ?")
-            args.append(q.plate_key)
+            where.append(f"r.plate_key in ({_marks(q.plate_keys)})")
+            args += q.plate_keys
             rank, rank_args = "case when r.plate = ? then 0 else 1 end, ", [q.plate]
-        if q.incident_number:
-            where.append("r.incident_number = ?")
-            args.append(q.incident_number)
+        if q.incident_numbers:
+            where.append(f"r.incident_number in ({_marks(q.incident_numbers)})")
+            args += q.incident_numbers
         if q.text:
             where.append("r.id in (select rowid from records_text where records_text match ?)")
             args.append(_fts5(q.text))
-        if q.dob:
-            where.append("r.id in (select record from persons where dob = ?)")
-            args.append(q.dob)
+        if q.dobs:
+            where.append(f"r.id in (select record from persons where dob in ({_marks(q.dobs)}))")
+            args += q.dobs
         if q.name_grams:
-            where.append(
+            similar = (
                 "r.id in (select p.record from persons p join person_names n "
                 "on n.rowid = p.id where person_names match ?)"
             )
             args.append(" OR ".join('"' + g.replace('"', '""') + '"' for g in q.name_grams))
+            if q.name_hashes:
+                hashed = q.name_hashes.surname
+                similar += " or r.id in (select record from persons where last_name in "
+                similar += f"({_marks(hashed)}))"
+                args += hashed
+            where.append(f"({similar})")
         for column, op, value in (("occurred_at", ">=", q.since), ("occurred_at", "<=", q.until)):
             if value is not None:
                 where.append(f"r.{column} {op} ?")

@@ -161,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--dob", help="date of birth, YYYY-MM-DD")
     search.add_argument("--incident", help="incident or report number")
     search.add_argument("--text", help="words anywhere in the record, e.g. narratives")
+    search.add_argument(
+        "--id",
+        dest="identifier",
+        help="an identifier (licence, SSN, VIN, phone), found also where shared encrypted",
+    )
     search.add_argument("--near", help="LAT,LON,KM: within KM of a point")
     search.add_argument("--since", type=datetime.fromisoformat, help="from this time (ISO 8601)")
     search.add_argument("--until", type=datetime.fromisoformat, help="up to this time")
@@ -170,6 +175,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--user", default=getpass.getuser(), help="who is searching")
     search.add_argument("--limit", type=int, default=25, help="most results shown (25)")
     search.add_argument("--json", action="store_true", help="print JSON lines")
+    search.add_argument(
+        "--reveal",
+        action="store_true",
+        help="open fields the index keeps encrypted (index_keep_encrypted); logged as such",
+    )
     search.set_defaults(handler=_search)
 
     api = sub.add_parser("api", help="serve the agency's search over HTTP (OpenAPI at /docs)")
@@ -585,6 +595,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
             dob=args.dob,
             incident_number=args.incident,
             text=args.text,
+            identifier=args.identifier,
             near=parse_near(args.near),
             since=args.since,
             until=args.until,
@@ -592,7 +603,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
             kind=args.kind,
             limit=args.limit,
         )
-        request = SearchRequest(agency.ori, args.user, args.reason, criteria)
+        request = SearchRequest(agency.ori, args.user, args.reason, criteria, args.reveal)
     except (SearchRefused, ValueError, KeyError) as exc:
         print(f"mutualaid search: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -613,6 +624,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
                         "tier": hit.tier,
                         "contact": hit.contact,
                         "body": hit.body,
+                        "encrypted_fields": list(hit.encrypted_fields),
                     }
                 )
             )
@@ -649,7 +661,8 @@ def _summary(hit: Hit) -> str:
     what = body.get("incident_type_description") or ", ".join(
         o.get("description") or o.get("nibrs_code") or "" for o in body.get("offenses") or []
     )
-    return f"{body.get('incident_number') or hit.record_id} {what} {people}".strip()
+    sealed = f" [{len(hit.encrypted_fields)} field(s) encrypted]" if hit.encrypted_fields else ""
+    return f"{body.get('incident_number') or hit.record_id} {what} {people}".strip() + sealed
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,10 +4,13 @@ Applied on the router for every SHARED or POINTER decision. Field actions:
 
 - ``drop``: the value is withheld (null, or an empty list) and the path listed as withheld.
 - ``mask``: text shown as ``*****6789`` (the last four characters), for a human to recognise.
-- ``hash``: a keyed hash (HMAC-SHA256 under the router's hash key, hex): equal values match
-  across records and agencies holding the same key, the value itself is not revealed. Unkeyed
-  hashes of dates of birth or plates would be reversed by trying every value, hence the key.
+- ``hash``: a keyed hash (HMAC-SHA256 under the region's hash key, hex) of the value's letters
+  and digits (``mutualaid.text.blind_form``): equal values match across records and agencies
+  holding the same key, the value itself is not revealed. Unkeyed hashes of dates of birth or
+  plates would be reversed by trying every value, hence the key.
 - ``encrypt``: sealed for the partner alone (``mutualaid.crypto``), null in the body.
+- ``encrypt_indexed``: sealed as by ``encrypt``, with its keyed hash left in the body: a blind
+  index, by which a partner matches the value exactly without opening it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
 from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
 from mutualaid.policy import Decision, FieldAction
+from mutualaid.text import blind_form
 
 
 class MissingKey(Exception):
@@ -44,7 +48,8 @@ def mask(text: str) -> str:
 
 
 def keyed_hash(key: bytes, text: str) -> str:
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of the text's ``blind_form``, hex: the blind index a partner searches by."""
+    return hmac.new(key, blind_form(text).encode(), hashlib.sha256).hexdigest()
 
 
 def clear_paths(value: Any, prefix: str = "") -> list[str]:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
         description="where agencies keep their search indexes: unset, one SQLite file each under "
         "<data_dir>/index/; postgresql://user@host:5432/db, one schema each on that server",
     )
+    index_keep_encrypted: bool = Field(
+        False,
+        description="keep the fields partners encrypt sealed in the search index (opened only "
+        "by an audited `search --reveal`); encrypt_indexed fields are then found by their keyed "
+        "hash, which needs hash_key_file. Changing it empties and rebuilds the indexes",
+    )
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
     public_keys_dir: Path = Field(

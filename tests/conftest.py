@@ -21,17 +21,25 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from psycopg import sql
 
 from consumers.index import index_path, schema_name
 from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.processes import spawn, stop
-from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
+from mutualaid.serde import (
+    DEAD_LETTER,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    AvroSerializer,
+    SchemaStore,
+    SerializationContext,
+)
 from mutualaid.settings import Settings
-from mutualaid.topics import Stage, dlq_topic, topics_for
+from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +198,18 @@ def read_topic(
         return records
     finally:
         consumer.close()
+
+
+def publish_source(region: Region, kind: Kind, events: list[dict]) -> None:
+    """Publish source events to the region's local agency's topic, as a connector would."""
+    topic = source_topic(region.local, kind)
+    encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[kind])
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for event in events:
+        producer.produce(
+            topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
+        )
+    assert producer.flush(10) == 0
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:

@@ -15,6 +15,7 @@ import pytest
 from conftest import Region, both_index_backends, index_rows, mutualaid_cli, wait_for
 from consumers.index import open_index
 from mutualaid.broker import free_port
+from mutualaid.disclosure import new_disclosure
 from mutualaid.processes import spawn, stop
 
 
@@ -34,13 +35,7 @@ def read(region: Region) -> dict:
             "labels": [],
             "source_position": None,
         },
-        "disclosure": {
-            "partner_ori": region.county,
-            "agreement_id": "a",
-            "agreement_version": 1,
-            "tier": "FULL",
-            "contact": None,
-        },
+        "disclosure": new_disclosure(region.county, ("a", 1)),
         "body": {"plate": "7ABC123", "plate_state": "CA", "latitude": 38.96, "longitude": -119.94},
     }
 
@@ -112,6 +107,7 @@ def test_search_api(region: Region, api: str) -> None:
         "Next State PD",
     )
     assert hit["record_ref"] == f"{region.neighbour}/alpr.read/N-1"
+    assert hit["encrypted_fields"] == []
 
     audit = index_rows(
         region.settings, region.county, 'select "user", reason, result_count from search_audit'
@@ -122,3 +118,4 @@ def test_search_api(region: Region, api: str) -> None:
     assert status == 200
     names = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
     assert {"reason", "plate", "name", "dob", "incident", "text", "near"} <= names
+    assert {"identifier", "reveal"} <= names

@@ -4,6 +4,7 @@ idempotent, version-ordered, tombstone-aware, and answering every search the sam
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -17,10 +18,17 @@ import pytest
 from consumers.index import Index, IndexUnavailable, index_path, open_index
 from consumers.pgindex import PostgresIndex
 from consumers.query import Criteria, prepare
+from consumers.records import open_kept
 from consumers.sqliteindex import SqliteIndex
+from mutualaid.agencies import load_registry
 from mutualaid.configfile import ConfigError
+from mutualaid.crypto import generate_keypair, load_keyring, newest_public_key
+from mutualaid.disclosure import disclose, new_disclosure
 from mutualaid.plates import plate_key
+from mutualaid.policy import Agreement, Decision
+from mutualaid.serde import SchemaStore
 from mutualaid.settings import Settings, load_settings
+from mutualaid.topics import Kind
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -60,28 +68,24 @@ def shared(
             "labels": [],
             "source_position": None,
         },
-        "disclosure": {
-            "partner_ori": "CA0990100",
-            "agreement_id": "a",
-            "agreement_version": 1,
-            "tier": tier,
-            "contact": "Records 555-0300" if tier == "POINTER" else None,
-        },
+        "disclosure": new_disclosure("CA0990100", ("a", 1), tier)
+        | {"contact": "Records 555-0300" if tier == "POINTER" else None},
         "body": body,
     }
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Index]:
-    """Opens (again) one agency's index on the backend under test; each test its own."""
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Index]:
+    """Opens (again) one agency's index on the backend under test, with the region's hash key
+    if given one; each test its own."""
     if request.param == "sqlite":
-        return lambda: SqliteIndex(tmp_path / "idx" / "ca0990100.sqlite")
+        return lambda hash_key=None: SqliteIndex(tmp_path / "idx" / "ca0990100.sqlite", hash_key)
     url, schema = request.getfixturevalue("postgres_url"), f"test_{uuid.uuid4().hex[:12]}"
-    return lambda: PostgresIndex(url, schema)
+    return lambda hash_key=None: PostgresIndex(url, schema, hash_key)
 
 
 @pytest.fixture
-def index(opener: Callable[[], Index]) -> Iterator[Index]:
+def index(opener: Callable[..., Index]) -> Iterator[Index]:
     opened = opener()
     yield opened
     opened.close()
@@ -259,7 +263,7 @@ def test_free_text_follows_updates_and_deletes(index: Index) -> None:
 
 
 def test_plate_searches_use_the_plate_indexes(tmp_path: Path) -> None:
-    index = SqliteIndex(tmp_path / "a.sqlite")
+    index = SqliteIndex(tmp_path / "a.sqlite", os.urandom(32))  # plates also by keyed hash
     statements: list[str] = []
     index._db.set_trace_callback(statements.append)
     index.search(Criteria(plate="7ABC123"))
@@ -283,7 +287,7 @@ def test_search_audit_requires_user_and_reason(index: Index) -> None:
     assert [tuple(r) for r in rows] == [("det.rivera", "case 24-001", '{"plate": "X"}', 2)]
 
 
-def test_durable_across_reopen(opener: Callable[[], Index]) -> None:
+def test_durable_across_reopen(opener: Callable[..., Index]) -> None:
     first = opener()
     first.apply([shared("r1", "7ABC123"), shared("r2", "7ABC124", tier="POINTER")])
     first.apply([shared("r3", "7ABC125"), shared("r3", None, version=2, op="DELETE")])
@@ -429,7 +433,8 @@ def test_text_phrases_prefixes_and_refusals(reports: Index) -> None:
 
 
 def test_postgres_searches_use_its_indexes(postgres_url: str) -> None:
-    index = PostgresIndex(postgres_url, f"test_{uuid.uuid4().hex[:12]}")
+    hash_key = os.urandom(32)  # searches also by keyed hash, as in a region with one
+    index = PostgresIndex(postgres_url, f"test_{uuid.uuid4().hex[:12]}", hash_key)
     plates = [f"{n % 10}{chr(65 + n % 26)}{chr(65 + n // 26 % 26)}X{n:03d}" for n in range(3000)]
     index.apply([shared(f"r{n}", plate) for n, plate in enumerate(plates)])
     names = [{"first_name": "Pat", "last_name": f"Name{p}"} for p in plates]
@@ -437,13 +442,15 @@ def test_postgres_searches_use_its_indexes(postgres_url: str) -> None:
     index._db.execute("analyze")
 
     def plan(criteria: Criteria) -> str:
-        statement, args = index._select(prepare(criteria))
+        statement, args = index._select(prepare(criteria, hash_key))
         rows = index._db.execute(f"explain {statement}", args).fetchall()
         return " | ".join(r[0] for r in rows)
 
     assert "records_plate_key" in plan(Criteria(plate="7ABC123"))
     assert "records_plate" in plan(Criteria(plate="?ABC12*"))  # the trigram index, any wildcard
     assert "persons_name" in plan(Criteria(name="Ellis"))
+    assert "persons_last_name" in plan(Criteria(name="Ellis"))  # or its keyed hash
+    assert "persons_dob" in plan(Criteria(dob="1984-03-09"))
     assert "records_words" in plan(Criteria(text="camry"))
     index.close()
 
@@ -503,3 +510,142 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
         f"{tmp_path}:1/search"
     )
     assert "Check index_url and that the server is running" in search.stderr
+
+
+# --- fields kept encrypted, found by blind index --------------------------------------------
+
+PARTNER = "CA0990100"
+KEPT = {
+    "persons[].first_name": "encrypt_indexed",
+    "persons[].last_name": "encrypt_indexed",
+    "persons[].dob": "encrypt_indexed",
+    "persons[].drivers_license": "encrypt_indexed",
+    "narrative": "encrypt",
+}
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[bytes, Path]:
+    """A hash key and the partner's key pair, made for this test alone: (hash key, key dir)."""
+    generate_keypair(PARTNER, tmp_path / "keys" / "public", tmp_path / "keys" / "private")
+    return os.urandom(32), tmp_path / "keys"
+
+
+def as_router_shares(event: dict, fields: dict[str, str], keys: tuple[bytes, Path]) -> dict:
+    """The event as the router would share it with PARTNER under an agreement with these field
+    actions, sealed fields left sealed: what a projector keeping them encrypted indexes."""
+    hash_key, key_dir = keys
+    kind = event["envelope"]["kind"]
+    agreement = Agreement(
+        id="a", version=1, owner=event["envelope"]["source_ori"], partners=[PARTNER],
+        kinds=[kind], fields=fields,
+    )  # fmt: skip
+    schema = {"rms.record": "mutualaid.rms.Record", "alpr.read": "mutualaid.alpr.Read"}[kind]
+    shared, _ = disclose(
+        {"envelope": event["envelope"], "body": event["body"]},
+        Decision(PARTNER, "SHARED", agreement),
+        agreement.actions_for(Kind(kind), SchemaStore().get(schema)),
+        registry=load_registry(Path("deploy/agencies.yaml")),
+        public_key=newest_public_key(PARTNER, key_dir / "public"),
+        hash_key=hash_key,
+    )
+    return shared
+
+
+def ellis(record_id: str, licence: str, narrative: str) -> dict:
+    person = {"first_name": "Jordan", "last_name": "Ellis", "dob": "1984-03-09"}
+    return rms_record(record_id, [person | {"drivers_license": licence}], narrative=narrative)
+
+
+def test_kept_encrypted_fields_are_found_by_their_blind_index(
+    opener: Callable[..., Index], keys: tuple[bytes, Path]
+) -> None:
+    kept = as_router_shares(ellis("kept", "D123-4567", "silver Camry"), KEPT, keys)
+    in_clear = ellis("clear", "D765-4321", "silver Camry")
+    index = opener(keys[0])
+    index.apply([kept, in_clear])
+    # Exact values match hashed ones whatever the case or punctuation; misspellings only
+    # match names in clear, and encrypted free text is no text at all.
+    for name in ("Jordan Ellis", "JORDAN ellis", "Ellis"):
+        assert sorted(ids(index.search(Criteria(name=name)))) == ["clear", "kept"], name
+    assert ids(index.search(Criteria(name="Jordan Elis"))) == ["clear"]
+    assert ids(index.search(Criteria(name="Morgan Ellis"))) == ["clear"]  # near enough in clear
+    assert ids(index.search(Criteria(name="Morgan Smith"))) == []
+    assert sorted(ids(index.search(Criteria(dob="1984-03-09")))) == ["clear", "kept"]
+    assert ids(index.search(Criteria(dob="1984-03-10"))) == []
+    assert ids(index.search(Criteria(identifier="d1234567"))) == ["kept"]
+    assert ids(index.search(Criteria(identifier="D765-4321"))) == ["clear"]
+    assert ids(index.search(Criteria(text="Camry"))) == ["clear"]
+    assert ids(index.search(Criteria(text="Camry", identifier="D123 4567"))) == []
+    (hit,) = index.search(Criteria(identifier="D123-4567"))
+    assert hit.body["persons"][0]["last_name"] is None
+    assert hit.body["narrative"] is None
+    assert sorted(hit.encrypted_fields) == [
+        "narrative",
+        "persons[0].dob",
+        "persons[0].drivers_license",
+        "persons[0].first_name",
+        "persons[0].last_name",
+    ]
+    opened = open_kept(hit.sealed, load_keyring(PARTNER, keys[1] / "private"))
+    assert json.loads(opened["persons[0].last_name"]) == "Ellis"
+    assert json.loads(opened["narrative"]) == "silver Camry"
+    index.close()
+    # Without the region's hash key nothing hashed can be matched.
+    without = opener()
+    assert ids(without.search(Criteria(name="Jordan Ellis"))) == ["clear"]
+    assert ids(without.search(Criteria(identifier="D123-4567"))) == []
+    without.close()
+
+
+def stored_text(index: Index) -> str:
+    """Every value the index stores, as text: tables, full text and (SQLite) the raw file."""
+    if isinstance(index, SqliteIndex):
+        path = Path(index._db.execute("pragma database_list").fetchone()["file"])
+        files = [path, path.with_name(path.name + "-wal")]
+        return "".join(f.read_bytes().decode("latin-1") for f in files if f.exists())
+    tables = ("records", "persons", "search_audit", "layout")
+    return "".join(str(row) for t in tables for row in index._db.execute(f"select {t} from {t}"))
+
+
+def test_an_index_keeping_fields_encrypted_holds_no_clear_copy(
+    opener: Callable[..., Index], keys: tuple[bytes, Path]
+) -> None:
+    index = opener(keys[0])
+    index.apply([as_router_shares(ellis("kept", "D123-4567", "silver Camry"), KEPT, keys)])
+    assert index.count() == 1
+    stored = stored_text(index)
+    assert "kept" in stored  # the record is there: the scan can see what the index holds
+    for secret in ("Ellis", "ELLIS", "ellis", "Jordan", "1984-03-09", "D123", "Camry"):
+        assert secret not in stored
+    index.close()
+
+
+def test_a_plate_shared_hashed_matches_only_exactly(
+    opener: Callable[..., Index], keys: tuple[bytes, Path]
+) -> None:
+    index = opener(keys[0])
+    index.apply([as_router_shares(shared("h1", "7ABC123"), {"plate": "encrypt_indexed"}, keys)])
+    assert ids(index.search(Criteria(plate="7abc-123"))) == ["h1"]
+    assert ids(index.search(Criteria(plate="7A8C123"))) == []  # no misreads of a hash
+    assert ids(index.search(Criteria(plate="7ABC*"))) == []  # nor patterns
+    index.close()
+
+
+def test_reset_forgets_every_record_under_a_new_epoch(opener: Callable[..., Index]) -> None:
+    index = opener()
+    index.apply([shared("r1", "7ABC123"), shared("r2", "8XYZ999")])
+    index.record_search("det.rivera", "case 24-001", {"plate": "7ABC123"}, 1)
+    before = index.layout()
+    assert before.keeps_sealed is False
+    after = index.reset(keeps_sealed=True)
+    assert after.keeps_sealed is True and after.epoch != before.epoch
+    assert index.count() == 0
+    assert index.search(Criteria(plate="7ABC123")) == []
+    assert free_text(index) == []
+    assert [s.user for s in index.unpublished_searches()] == ["det.rivera"]  # the log stays
+    index.close()
+    again = opener()
+    assert again.layout() == after
+    assert again.apply([shared("r1", "7ABC123")]) == 1  # rebuilt from the topic as new
+    again.close()

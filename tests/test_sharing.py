@@ -11,7 +11,15 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, index_rows, read_topic, running_stages, wait_for
+from conftest import (
+    Region,
+    dead_letters,
+    index_rows,
+    publish_source,
+    read_topic,
+    running_stages,
+    wait_for,
+)
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
 from mutualaid.disclosure import disclose, sealed_from_avro
@@ -20,13 +28,12 @@ from mutualaid.policy import Agreement, Decision
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
-    SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import AUDIT_DISSEMINATION, Kind, Stage, share_topic, source_topic
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind, Stage, share_topic
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -66,17 +73,6 @@ def alpr(owner: str, record_id: str) -> dict:
         "envelope": envelope,
         "body": {"plate": "7ABC123", "latitude": 38.94, "longitude": -119.98},
     }
-
-
-def publish(region: Region, kind: Kind, events: list[dict]) -> None:
-    topic = source_topic(region.local, kind)
-    encode = AvroSerializer(STORE, SOURCE_EVENT[kind])
-    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
-    for event in events:
-        producer.produce(
-            topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
-        )
-    assert producer.flush(10) == 0
 
 
 def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
@@ -138,8 +134,8 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
     )
     read = alpr(local, "A-1")
     with running_stages(region, tmp_path, [county, neighbour]):
-        publish(region, Kind.RMS_RECORD, [adult, juvenile])
-        publish(region, Kind.ALPR_READ, [read])
+        publish_source(region, Kind.RMS_RECORD, [adult, juvenile])
+        publish_source(region, Kind.ALPR_READ, [read])
 
         audit_decode = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)
 
@@ -224,7 +220,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
             occurred_at=NOW,
             labels=["sealed"],
         )
-        publish(region, Kind.RMS_RECORD, [sealed_version])
+        publish_source(region, Kind.RMS_RECORD, [sealed_version])
         for partner in (county, neighbour):
             topic = share_topic(partner, Kind.RMS_RECORD)
             records = read_topic(s.bootstrap_servers, topic, lambda r: len(r) >= 3, timeout=30)
@@ -278,7 +274,7 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
 
     write(1, [county])
     with running_stages(region, tmp_path, []):
-        publish(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-1")])
         assert [
             e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, until=1)
         ] == ["A-1"]
@@ -289,7 +285,7 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
             return "agreements reloaded: alpr v2" in log
 
         wait_for(applied, 30, "the router to reload the edited agreement")
-        publish(region, Kind.ALPR_READ, [alpr(local, "A-2")])
+        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-2")])
         to_county = shared_on(region, county, Kind.ALPR_READ, until=2)
         # Different records, different partitions: compare by record, not by arrival order.
         assert {
@@ -343,7 +339,7 @@ def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path:
         )
     )
     with running_stages(region, tmp_path / "first", []):
-        publish(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-1")])
         assert len(shared_on(region, county, Kind.ALPR_READ, until=1)) == 1
     deleted = alpr(local, "A-1")
     deleted["envelope"] = new_envelope(
@@ -357,7 +353,7 @@ def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path:
     )
     deleted["body"] = None
     with running_stages(region, tmp_path / "second", []):
-        publish(region, Kind.ALPR_READ, [deleted])
+        publish_source(region, Kind.ALPR_READ, [deleted])
         records = shared_on(region, county, Kind.ALPR_READ, until=3)
         assert [e and (e["envelope"]["op"], e["envelope"]["version"]) for e in records] == [
             ("UPSERT", 1),
