@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -113,12 +114,13 @@ def _stored(record: IndexedRecord) -> list[Any]:
 
 
 def _set_aside_old_format(path: Path) -> None:
-    """An index in an older format is renamed (kept: it holds search audit rows) and rebuilt."""
+    """An index in an older format is renamed (kept: it holds search audit rows) and rebuilt.
+    Version 0 is a file another process is creating this moment, so it is left alone."""
     if not path.exists():
         return
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db:
         version = db.execute("pragma user_version").fetchone()[0]
-    if version != FORMAT_VERSION:
+    if version not in (0, FORMAT_VERSION):
         path.rename(path.with_name(f"{path.name}.format{version}"))
         for suffix in ("-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
@@ -154,11 +156,12 @@ class SqliteIndex:
         self._db.execute("pragma journal_mode=wal")
         self._db.execute("pragma synchronous=full")
         self._db.execute("pragma busy_timeout=10000")
-        self._db.executescript(SCHEMA)
-        self._db.execute(f"pragma user_version={FORMAT_VERSION}")
-        self._db.execute(
-            "insert or ignore into layout (id, epoch, keeps_sealed) values (1, ?, 0)",
-            (new_epoch(),),
+        # One transaction, so another process opening the file meanwhile (a search while the
+        # projector starts) sees no schema and version 0, or all of it and FORMAT_VERSION.
+        self._db.executescript(
+            f"begin immediate; {SCHEMA} pragma user_version={FORMAT_VERSION}; "
+            "insert or ignore into layout (id, epoch, keeps_sealed) "
+            f"values (1, '{new_epoch()}', 0); commit;"
         )
 
     def layout(self) -> Layout:

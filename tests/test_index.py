@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -649,3 +651,26 @@ def test_reset_forgets_every_record_under_a_new_epoch(opener: Callable[..., Inde
     assert again.layout() == after
     assert again.apply([shared("r1", "7ABC123")]) == 1  # rebuilt from the topic as new
     again.close()
+
+
+def test_an_index_in_an_older_format_is_set_aside_and_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "ca0990100.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("create table search_audit (id integer primary key, user text)")
+        db.execute("insert into search_audit (user) values ('det.rivera')")
+        db.execute("pragma user_version = 3")
+        db.commit()
+    index = SqliteIndex(path)
+    assert index.count() == 0 and index.unpublished_searches() == []
+    index.close()
+    with closing(sqlite3.connect(tmp_path / "ca0990100.sqlite.format3")) as kept:
+        assert kept.execute("select user from search_audit").fetchall() == [("det.rivera",)]
+
+
+def test_a_file_another_process_is_creating_is_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "ca0990100.sqlite"
+    path.touch()  # what sqlite3.connect leaves before the creator's schema commits: version 0
+    index = SqliteIndex(path)
+    assert index.apply([shared("r1", "7ABC123")]) == 1
+    index.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["ca0990100.sqlite"]
