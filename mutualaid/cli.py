@@ -671,6 +671,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.api import create_api
     from consumers.index import IndexUnavailable, open_index
     from mutualaid.agencies import load_registry
+    from mutualaid.metrics import serve_metrics
 
     registry = load_registry(settings.agencies_file)
     agency = registry.get(args.agency)
@@ -679,6 +680,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     except IndexUnavailable as exc:
         return _no_index(exc)
     app = create_api(settings, agency, registry)
+    serve_metrics(settings.metrics_port)  # searches per agency
     uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="warning")
     return 0
 

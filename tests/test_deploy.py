@@ -28,8 +28,9 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_promtool
-def test_config_and_rules_are_valid() -> None:
-    checked = run_promtool("check", "config", "prometheus.yml")
+@pytest.mark.parametrize("config", ["prometheus.yml", "compose.yml"])
+def test_config_and_rules_are_valid(config: str) -> None:
+    checked = run_promtool("check", "config", config)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 1 rule files found" in checked.stdout
 
