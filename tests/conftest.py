@@ -25,10 +25,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from psycopg import sql
 
 from consumers.index import index_path, schema_name
+from mutualaid.agencies import load_registry
 from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.crypto import newest_public_key
+from mutualaid.disclosure import disclose
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
+from mutualaid.policy import Agreement, Decision
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -210,6 +214,28 @@ def publish_source(region: Region, kind: Kind, events: list[dict]) -> None:
             topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
         )
     assert producer.flush(10) == 0
+
+
+def shared_by_router(
+    event: dict, partner: str, fields: dict[str, str], public_keys_dir: Path, hash_key: bytes
+) -> dict:
+    """``event`` as the router shares it with ``partner`` under an agreement with these field
+    actions (sealed fields left sealed): the real disclosure code, without a broker."""
+    kind = event["envelope"]["kind"]
+    agreement = Agreement(
+        id="a", version=1, owner=event["envelope"]["source_ori"], partners=[partner],
+        kinds=[kind], fields=fields,
+    )  # fmt: skip
+    schema = {"rms.record": "mutualaid.rms.Record", "alpr.read": "mutualaid.alpr.Read"}[kind]
+    shared, _ = disclose(
+        {"envelope": event["envelope"], "body": event["body"]},
+        Decision(partner, "SHARED", agreement),
+        agreement.actions_for(Kind(kind), SchemaStore().get(schema)),
+        registry=load_registry(Path("deploy/agencies.yaml")),
+        public_key=newest_public_key(partner, public_keys_dir),
+        hash_key=hash_key,
+    )
+    return shared
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, both_index_backends, index_rows, mutualaid_cli, wait_for
+from conftest import (
+    Region,
+    both_index_backends,
+    index_rows,
+    mutualaid_cli,
+    shared_by_router,
+    wait_for,
+)
 from consumers.index import open_index
 from mutualaid.broker import free_port
+from mutualaid.crypto import generate_hash_key, generate_keypair, load_hash_key
 from mutualaid.disclosure import new_disclosure
 from mutualaid.processes import spawn, stop
 
@@ -119,3 +127,40 @@ def test_search_api(region: Region, api: str) -> None:
     names = {p["name"] for p in spec["paths"]["/search"]["get"]["parameters"]}
     assert {"reason", "plate", "name", "dob", "incident", "text", "near"} <= names
     assert {"identifier", "reveal"} <= names
+
+
+def test_fields_kept_encrypted_are_opened_only_when_a_search_asks(region: Region, api: str) -> None:
+    s = region.settings
+    generate_keypair(region.county, s.public_keys_dir, s.private_keys_dir)
+    generate_hash_key(s.hash_key_file)
+    report = read(region) | {
+        "body": {"persons": [{"last_name": "Ellis", "drivers_license": "D123-4567"}]}
+    }
+    report["envelope"] = report["envelope"] | {"kind": "rms.record", "record_id": "R-1"}
+    fields = {"persons[].last_name": "encrypt_indexed", "persons[].drivers_license": "encrypt"}
+    index = open_index(s, region.county)
+    hash_key = load_hash_key(s.hash_key_file)
+    assert hash_key is not None
+    index.apply([shared_by_router(report, region.county, fields, s.public_keys_dir, hash_key)])
+    index.close()
+    token = mutualaid_cli(
+        region, "api-user", "add", "--agency", region.county, "--user", "det.rivera"
+    ).stdout.splitlines()[-1]
+    search = f"{api}/search?name=ellis&reason=case%2024-077"
+
+    status, body = get(search, token)
+    assert status == 200
+    (hit,) = body["results"]
+    assert hit["body"]["persons"][0]["last_name"] is None
+    assert hit["body"]["persons"][0]["drivers_license"] is None
+    assert sorted(hit["encrypted_fields"]) == [
+        "persons[0].drivers_license",
+        "persons[0].last_name",
+    ]
+    status, body = get(f"{search}&reveal=true", token)
+    (hit,) = body["results"]
+    assert hit["body"]["persons"][0]["last_name"] == "Ellis"
+    assert hit["body"]["persons"][0]["drivers_license"] == "D123-4567"
+    assert hit["encrypted_fields"] == []
+    logged = index_rows(s, region.county, "select query_json from search_audit order by id")
+    assert [json.loads(q).get("reveal", False) for (q,) in logged] == [False, True]

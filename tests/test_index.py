@@ -17,20 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from conftest import shared_by_router
 from consumers.index import Index, IndexUnavailable, index_path, open_index
 from consumers.pgindex import PostgresIndex
 from consumers.query import Criteria, prepare
 from consumers.records import open_kept
 from consumers.sqliteindex import SqliteIndex
-from mutualaid.agencies import load_registry
 from mutualaid.configfile import ConfigError
-from mutualaid.crypto import generate_keypair, load_keyring, newest_public_key
-from mutualaid.disclosure import disclose, new_disclosure
+from mutualaid.crypto import generate_keypair, load_keyring
+from mutualaid.disclosure import new_disclosure
 from mutualaid.plates import plate_key
-from mutualaid.policy import Agreement, Decision
-from mutualaid.serde import SchemaStore
 from mutualaid.settings import Settings, load_settings
-from mutualaid.topics import Kind
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -534,24 +531,8 @@ def keys(tmp_path: Path) -> tuple[bytes, Path]:
 
 
 def as_router_shares(event: dict, fields: dict[str, str], keys: tuple[bytes, Path]) -> dict:
-    """The event as the router would share it with PARTNER under an agreement with these field
-    actions, sealed fields left sealed: what a projector keeping them encrypted indexes."""
     hash_key, key_dir = keys
-    kind = event["envelope"]["kind"]
-    agreement = Agreement(
-        id="a", version=1, owner=event["envelope"]["source_ori"], partners=[PARTNER],
-        kinds=[kind], fields=fields,
-    )  # fmt: skip
-    schema = {"rms.record": "mutualaid.rms.Record", "alpr.read": "mutualaid.alpr.Read"}[kind]
-    shared, _ = disclose(
-        {"envelope": event["envelope"], "body": event["body"]},
-        Decision(PARTNER, "SHARED", agreement),
-        agreement.actions_for(Kind(kind), SchemaStore().get(schema)),
-        registry=load_registry(Path("deploy/agencies.yaml")),
-        public_key=newest_public_key(PARTNER, key_dir / "public"),
-        hash_key=hash_key,
-    )
-    return shared
+    return shared_by_router(event, PARTNER, fields, key_dir / "public", hash_key)
 
 
 def ellis(record_id: str, licence: str, narrative: str) -> dict:
