@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from mutualaid.agencies import UnknownAgency
 from mutualaid.configfile import ConfigError
+from mutualaid.kafka import BrokerUnavailable
 from mutualaid.settings import Settings, load_settings
 from mutualaid.topics import RECORD_KINDS, InvalidOri, Kind
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownAgency, InvalidOri) as exc:  # a bad ORI on the command line
         print(f"mutualaid: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokerUnavailable as exc:
+        print(f"mutualaid: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

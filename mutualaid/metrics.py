@@ -88,5 +88,12 @@ INGEST_REQUESTS = Counter(
 
 def serve_metrics(port: int) -> None:
     """Expose /metrics on ``port`` (0 turns it off). Each process of ``up`` gets its own port."""
-    if port:
+    if not port:
+        return
+    try:
         start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise SystemExit(
+            f"mutualaid: cannot serve metrics on 127.0.0.1:{port} ({exc.strerror}); set "
+            "metrics_port (MUTUALAID_METRICS_PORT) to a free port, or 0 for no metrics"
+        ) from None

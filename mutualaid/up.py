@@ -9,6 +9,7 @@ idempotent by record id and version, end up the same.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -25,7 +26,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from mutualaid.agencies import Agency, load_registry
-from mutualaid.broker import BrokerError, EmbeddedBroker
+from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.policy import load_policy
 from mutualaid.processes import spawn, stop
@@ -83,7 +84,10 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
         )
         print(f"broker      {broker.bootstrap_servers} (embedded Tansu, in memory)", flush=True)
         env = {"MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
-        ports = iter(range(settings.metrics_port, settings.metrics_port + 1000))
+        # Consecutive ports from metrics_port, skipping any another program holds; 0: none.
+        candidates = range(settings.metrics_port, settings.metrics_port + 1000)
+        free = (p for p in candidates if port_is_free("127.0.0.1", p))
+        ports = free if settings.metrics_port else itertools.repeat(0)
 
         def start(name: str, argv: list[str], report: Path | None = None) -> None:
             port = next(ports)

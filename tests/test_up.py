@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 from conftest import wait_for
-from mutualaid.broker import free_port
+from mutualaid.broker import EmbeddedBroker, free_port
 
 
 def alive(pid: int) -> bool:
@@ -112,3 +113,46 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in pids if alive(p)], "orphaned stage processes"
+
+
+def test_a_stage_whose_metrics_port_is_taken_says_so(
+    tmp_path: Path, broker: EmbeddedBroker
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            **os.environ,
+            "MUTUALAID_METRICS_PORT": str(port),
+            "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
+            "MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "mutualaid.cli", "project", "--agency", "CA0990100"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_stage_without_a_broker_says_where_it_looked(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "MUTUALAID_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "project", "--agency", "CA0990100"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "no Kafka broker answered at 127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
