@@ -56,20 +56,22 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
     bearer = HTTPBearer(auto_error=False)
     names = {a.ori: a.name for a in registry.agencies}
 
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+    def caller(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> tokens.Holder:
         # Read on every call, so a user added or removed takes effect without a restart.
-        user = tokens.holder(
+        holder = tokens.find(
             settings.api_users_file, agency.ori, credentials.credentials if credentials else None
         )
-        if user is None:
+        if holder is None:
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
-        return user
+        return holder
 
     @api.get("/search", response_model=SearchResponse)
     def search(
-        user: Annotated[str, Depends(caller)],
+        holder: Annotated[tokens.Holder, Depends(caller)],
         reason: Annotated[str, Query(description="case or incident number: required")] = "",
         plate: Annotated[str | None, Query(description="misread-tolerant; * ? wildcards")] = None,
         name: Annotated[str | None, Query(description='"last" or "first last"')] = None,
@@ -89,6 +91,13 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             bool, Query(description="open fields the index keeps encrypted (logged)")
         ] = False,
     ) -> SearchResponse:
+        user = holder.name
+        if reveal and "reveal" not in holder.grants:
+            raise HTTPException(
+                403,
+                f"{user} may not reveal encrypted fields; an administrator can issue a token "
+                f"with `mutualaid api-user add --agency {agency.ori} --user {user} --may-reveal`",
+            )
         try:
             criteria = Criteria(
                 plate=plate,

@@ -194,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
     _token_commands(
         sub, "api-user", "manage search API users", "api_users_file", "user",
         "who, as the audit should name them",
+        grants={"reveal": "may open fields the index keeps encrypted (reveal=true; audited)"},
     )  # fmt: skip
 
     console = sub.add_parser("console", help="serve a dispatch center's live hit alerts")
@@ -247,10 +248,12 @@ def _token_commands(
     *,
     positional: bool = False,
     display_name: str | None = None,
+    grants: dict[str, str] | None = None,
 ) -> None:
     """`<name> add|remove`: bearer tokens for API users, dispatchers or cameras.
 
-    ``display_name``, if given, is the help of an `add --name` option stored with the token.
+    ``display_name``, if given, is the help of an `add --name` option stored with the token;
+    each of ``grants`` (grant: help) an `add --may-<grant>` flag.
     """
     group = sub.add_parser(name, help=text)
     actions = group.add_subparsers(required=True, metavar="action")
@@ -266,6 +269,10 @@ def _token_commands(
             command.add_argument(f"--{holder}", dest="holder", required=True, help=holder_help)
         if display_name and action == "add":
             command.add_argument("--name", dest="display_name", help=display_name)
+        for grant, grant_help in (grants or {}).items() if action == "add" else ():
+            command.add_argument(
+                f"--may-{grant}", dest="grants", action="append_const", const=grant, help=grant_help
+            )
         command.set_defaults(handler=handler, tokens_file=file_setting, holder_kind=holder)
 
 
@@ -274,7 +281,11 @@ def _token_add(settings: Settings, args: argparse.Namespace) -> int:
 
     ori = _agency(settings, args.agency)
     token = tokens.issue(
-        getattr(settings, args.tokens_file), ori, args.holder, getattr(args, "display_name", None)
+        getattr(settings, args.tokens_file),
+        ori,
+        args.holder,
+        getattr(args, "display_name", None),
+        frozenset(getattr(args, "grants", None) or ()),
     )
     print(f"token for {args.holder_kind} {args.holder} of {ori} (shown only now):\n{token}")
     return 0

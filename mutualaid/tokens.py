@@ -19,10 +19,12 @@ from mutualaid.topics import check_ori
 
 @dataclass(frozen=True)
 class Holder:
-    """Whom a token belongs to: the id it acts as, and a name for people (a camera's site)."""
+    """Whom a token belongs to: the id it acts as, a name for people (a camera's site), and
+    what it may do beyond the ordinary (``"reveal"``: open fields an index keeps encrypted)."""
 
     name: str
     display_name: str | None = None
+    grants: frozenset[str] = frozenset()
 
 
 def digest(token: str) -> str:
@@ -41,13 +43,21 @@ def _write(path: Path, entries: list[dict]) -> None:
     tmp.replace(path)
 
 
-def issue(path: Path, agency_ori: str, name: str, display_name: str | None = None) -> str:
+def issue(
+    path: Path,
+    agency_ori: str,
+    name: str,
+    display_name: str | None = None,
+    grants: frozenset[str] = frozenset(),
+) -> str:
     """A new token for ``name`` of the agency; returns it (the only time it exists in clear)."""
     token = secrets.token_urlsafe(32)
     entries = _entries(path)
-    entry = {"agency_ori": check_ori(agency_ori), "user": name, "sha256": digest(token)}
+    entry: dict = {"agency_ori": check_ori(agency_ori), "user": name, "sha256": digest(token)}
     if display_name:
         entry["display_name"] = display_name
+    if grants:
+        entry["grants"] = sorted(grants)
     entries.append(entry)
     _write(path, entries)
     return token
@@ -68,7 +78,9 @@ def find(path: Path, agency_ori: str, token: str | None) -> Holder | None:
     wanted = digest(token)
     for entry in _entries(path):
         if entry["agency_ori"] == agency_ori and hmac.compare_digest(entry["sha256"], wanted):
-            return Holder(entry["user"], entry.get("display_name"))
+            return Holder(
+                entry["user"], entry.get("display_name"), frozenset(entry.get("grants", ()))
+            )
     return None
 
 

@@ -157,7 +157,14 @@ def test_fields_kept_encrypted_are_opened_only_when_a_search_asks(region: Region
         "persons[0].drivers_license",
         "persons[0].last_name",
     ]
-    status, body = get(f"{search}&reveal=true", token)
+    status, body = get(f"{search}&reveal=true", token)  # this user holds no grant to
+    assert status == 403 and "--may-reveal" in body["detail"]
+    granted = mutualaid_cli(
+        region, "api-user", "add", "--agency", region.county, "--user", "det.rivera",
+        "--may-reveal",
+    ).stdout.splitlines()[-1]  # fmt: skip
+    status, body = get(f"{search}&reveal=true", granted)
+    assert status == 200
     (hit,) = body["results"]
     assert hit["body"]["persons"][0]["last_name"] == "Ellis"
     assert hit["body"]["persons"][0]["drivers_license"] == "D123-4567"

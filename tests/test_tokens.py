@@ -38,3 +38,11 @@ def test_a_display_name_is_kept_with_the_token(tmp_path: Path) -> None:
     assert tokens.find(path, "CA0990100", named) == tokens.Holder("CAM7", "Main St & Pioneer Trl")
     assert tokens.find(path, "CA0990100", bare) == tokens.Holder("CAM8", None)
     assert tokens.find(path, "CA0990200", named) is None
+
+
+def test_grants_travel_with_the_token_they_were_issued_with(tmp_path: Path) -> None:
+    path = tmp_path / "api-users.json"
+    plain = tokens.issue(path, "CA0990100", "lee")
+    revealing = tokens.issue(path, "CA0990100", "lee", grants=frozenset({"reveal"}))
+    assert tokens.find(path, "CA0990100", plain).grants == frozenset()
+    assert tokens.find(path, "CA0990100", revealing).grants == frozenset({"reveal"})
