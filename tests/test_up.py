@@ -115,37 +115,11 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
     assert not [p for p in pids if alive(p)], "orphaned stage processes"
 
 
-def test_a_stage_whose_metrics_port_is_taken_says_so(
-    tmp_path: Path, broker: EmbeddedBroker
-) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        env = {
-            **os.environ,
-            "MUTUALAID_METRICS_PORT": str(port),
-            "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
-            "MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "mutualaid.cli", "project", "--agency", "CA0990100"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
-    assert done.returncode == 1
-    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
-    assert "Traceback" not in done.stderr
-
-
-def test_a_stage_without_a_broker_says_where_it_looked(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "MUTUALAID_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
-        "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
-    }
+def projector_failing_with(tmp_path: Path, **settings: str) -> str:
+    """Start a projector with these MUTUALAID_* settings; it must fail at once, with one line
+    for the operator and no traceback. Returns what it printed."""
+    env = {**os.environ, "MUTUALAID_DATA_DIR": str(tmp_path / "var")}
+    env |= {f"MUTUALAID_{k.upper()}": v for k, v in settings.items()}
     done = subprocess.run(
         [sys.executable, "-m", "mutualaid.cli", "project", "--agency", "CA0990100"],
         capture_output=True,
@@ -154,5 +128,23 @@ def test_a_stage_without_a_broker_says_where_it_looked(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 1
-    assert "no Kafka broker answered at 127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+    return done.stderr
+
+
+def test_a_stage_whose_metrics_port_is_taken_says_so(
+    tmp_path: Path, broker: EmbeddedBroker
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        said = projector_failing_with(
+            tmp_path, metrics_port=str(port), bootstrap_servers=broker.bootstrap_servers
+        )
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in said
+
+
+def test_a_stage_without_a_broker_says_where_it_looked(tmp_path: Path) -> None:
+    said = projector_failing_with(tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}")
+    assert "no Kafka broker answered at 127.0.0.1:" in said
