@@ -47,8 +47,17 @@ class Criteria:
     limit: int = 100
 
     def is_empty(self) -> bool:
-        wanted = (self.plate, self.name, self.dob, self.incident_number, self.text)
-        return not any((*wanted, self.identifier, self.near))
+        return not any(
+            (
+                self.plate,
+                self.name,
+                self.dob,
+                self.incident_number,
+                self.text,
+                self.identifier,
+                self.near,
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,7 @@ def prepare(c: Criteria, hash_key: bytes | None = None) -> Query:
     def exact(value: str | None) -> tuple[str, ...]:
         if not value or not value.strip():
             return ()
-        return (value.strip(),) + ((keyed_hash(hash_key, value),) if hash_key else ())
+        return (value.strip(), *_blind(value, hash_key))
 
     plate = plate_pattern = None
     if c.plate:
@@ -205,10 +214,15 @@ def prepare(c: Criteria, hash_key: bytes | None = None) -> Query:
     )
 
 
+def _blind(value: str, hash_key: bytes | None) -> tuple[str, ...]:
+    """The value's keyed hash, what a field shared hashed holds; nothing without the key."""
+    return (keyed_hash(hash_key, value),) if hash_key else ()
+
+
 def _plate_keys(plate: str, hash_key: bytes | None) -> tuple[str, ...]:
     """The records' plate_key values that match: the folded plate, and the plate's keyed hash
     (which a plate shared hashed holds there)."""
-    return (plate_key(plate),) + ((keyed_hash(hash_key, plate),) if hash_key else ())
+    return (plate_key(plate), *_blind(plate, hash_key))
 
 
 def _blind_name(name_words: list[str], hash_key: bytes) -> BlindName:
@@ -231,7 +245,7 @@ def _identifier(value: str, hash_key: bytes | None) -> TextQuery:
     clear = tuple(words(value))
     if not clear:
         raise BadCriteria(f"identifier {value!r} has no letters or digits to search for")
-    blind = ((Term((keyed_hash(hash_key, value),)),),) if hash_key else ()
+    blind = tuple((Term((h,)),) for h in _blind(value, hash_key))
     return ((Term(clear),), *blind)
 
 
