@@ -204,15 +204,23 @@ def read_topic(
         consumer.close()
 
 
-def publish_source(region: Region, kind: Kind, events: list[dict]) -> None:
-    """Publish source events to the region's local agency's topic, as a connector would."""
-    topic = source_topic(region.local, kind)
+def publish_source(
+    region: Region,
+    kind: Kind,
+    events: list[dict],
+    *,
+    owner: str | None = None,
+    partition: int | None = None,
+) -> None:
+    """Publish source events to an agency's topic (default: the region's local agency), as a
+    connector would; ``partition`` pins them all to one partition, in this order."""
+    topic = source_topic(owner or region.local, kind)
     encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[kind])
     producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    pinned = {} if partition is None else {"partition": partition}
     for event in events:
-        producer.produce(
-            topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
-        )
+        value = encode(event, SerializationContext(topic))
+        producer.produce(topic, value, record_key(event["envelope"]), **pinned)
     assert producer.flush(10) == 0
 
 

@@ -10,31 +10,29 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 
 from conftest import (
     Region,
     dead_letters,
     mutualaid_cli,
+    publish_source,
     random_ori,
     read_topic,
     wait_for,
     write_dispatch_region,
 )
 from mutualaid.broker import EmbeddedBroker
-from mutualaid.events import new_envelope, record_key
+from mutualaid.events import new_envelope
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import (
     HIT_ALERT,
-    SOURCE_EVENT,
     AvroDeserializer,
-    AvroSerializer,
     SchemaStore,
     SerializationContext,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic, source_topic, topics_for
+from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic, topics_for
 
 IN_CITY = (38.94, -119.98)
 FAR_AWAY = (37.00, -118.00)
@@ -75,22 +73,21 @@ def publish_reads(
 ) -> None:
     """(record id, plate, where, taken) reads, all on partition 0 so the matcher sees them in
     this order: a later alert proves every earlier read was already judged."""
-    encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
-    topic = source_topic(owner, Kind.ALPR_READ)
-    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
-    for record_id, plate, (lat, lon), taken in reads:
-        envelope = new_envelope(
-            source_ori=owner,
-            source_system="test",
-            kind=Kind.ALPR_READ,
-            record_id=record_id,
-            version=1,
-            occurred_at=taken,
-        )
-        body = {"plate": plate, "plate_state": "CA", "latitude": lat, "longitude": lon}
-        value = encode({"envelope": envelope, "body": body}, SerializationContext(topic))
-        producer.produce(topic, value, record_key(envelope), partition=0)
-    assert producer.flush(10) == 0
+    events = [
+        {
+            "envelope": new_envelope(
+                source_ori=owner,
+                source_system="test",
+                kind=Kind.ALPR_READ,
+                record_id=record_id,
+                version=1,
+                occurred_at=taken,
+            ),
+            "body": {"plate": plate, "plate_state": "CA", "latitude": lat, "longitude": lon},
+        }
+        for record_id, plate, (lat, lon), taken in reads
+    ]
+    publish_source(region, Kind.ALPR_READ, events, owner=owner, partition=0)
 
 
 def alerts_for(region: Region, center: str, count: int, timeout: float = 60) -> list[dict]:
