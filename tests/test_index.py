@@ -429,6 +429,8 @@ def test_text_phrases_prefixes_and_refusals(reports: Index) -> None:
     for bad in ("-- ;", "camry OR", "OR"):
         with pytest.raises(ValueError, match="needs a word"):
             reports.search(Criteria(text=bad))
+    with pytest.raises(ValueError, match="identifier '--' has no letters or digits"):
+        reports.search(Criteria(identifier="--"))
 
 
 def test_postgres_searches_use_its_indexes(postgres_url: str) -> None:
