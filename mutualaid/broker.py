@@ -6,6 +6,7 @@ else: production points ``bootstrap_servers`` at Apache Kafka and never starts t
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 from pathlib import Path
@@ -41,10 +42,28 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def free_port(host: str = "127.0.0.1", span: int = 1) -> int:
+    """The first of ``span`` consecutive free ports, chosen below the kernel's ephemeral range.
+
+    A port the kernel hands out for ``bind(0)`` lies in the range it also uses for outgoing
+    connections, so between choosing it and a child process binding it, any client socket (a
+    Kafka connection, say) may take it. Ports below that range are never taken that way.
+    """
+    below = _first_ephemeral_port() - span
+    if below <= 10_000:  # an unusually wide ephemeral range leaves no such room
+        below = 65_535 - span
+    for _ in range(200):
+        base = random.randrange(10_000, below)
+        if all(port_is_free(host, p) for p in range(base, base + span)):
+            return base
+    raise OSError(f"no {span} consecutive free ports on {host} between 10000 and {below}")
+
+
+def _first_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default where the setting cannot be read
 
 
 class EmbeddedBroker:

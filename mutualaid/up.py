@@ -44,6 +44,7 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     metrics_port: int
+    log: Path
     report: Path | None = None  # connectors end when their file is done, leaving a report
 
 
@@ -91,12 +92,13 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
 
         def start(name: str, argv: list[str], report: Path | None = None) -> None:
             port = next(ports)
+            log = logs / f"{name}.log"
             proc = spawn(
                 [sys.executable, "-m", "mutualaid.cli", *argv],
-                log=logs / f"{name}.log",
+                log=log,
                 env={**env, "MUTUALAID_METRICS_PORT": str(port)},
             )
-            children.append(Child(name, proc, port, report))
+            children.append(Child(name, proc, port, log, report))
             print(
                 f"{name:<11} pid {proc.pid}, metrics http://127.0.0.1:{port}/metrics, "
                 f"log {logs / (name + '.log')}",
@@ -168,7 +170,8 @@ def _watch(
             code = child.proc.poll()
             if code is not None and (code != 0 or child.report is None):
                 print(
-                    f"\n{child.name} exited with code {code}; see its log. Stopping.",
+                    f"\n{child.name} exited with code {code}: {_last_line(child.log)}\n"
+                    f"(whole log: {child.log}). Stopping.",
                     file=sys.stderr,
                 )
                 return 1
@@ -209,6 +212,11 @@ def _watch(
             if exit_when_done:
                 return 0
     return 0
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "(its log is empty)"
 
 
 def _command() -> str:

@@ -28,12 +28,21 @@ def alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
+def log_tails(logs: Path, lines: int = 15) -> str:
+    return "\n".join(
+        f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        for path in sorted(logs.glob("*.log"))
+    )
+
+
 def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "MUTUALAID_BROKER_PORT": str(free_port()),
-        "MUTUALAID_METRICS_PORT": str(free_port()),
-        "MUTUALAID_CONSOLE_PORT": str(free_port()),
+        # up hands out consecutive ports from these: a metrics port per stage, a console port
+        # per dispatch center.
+        "MUTUALAID_METRICS_PORT": str(free_port(span=20)),
+        "MUTUALAID_CONSOLE_PORT": str(free_port(span=5)),
         "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -46,7 +55,12 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
             env=env,
         )
     try:
-        wait_for(lambda: "Try (in another" in log.read_text(), 120, "the demo to be indexed")
+
+        def indexed() -> bool:
+            assert up.poll() is None, f"up exited with {up.returncode}:\n{log.read_text()}"
+            return "Try (in another" in log.read_text()
+
+        wait_for(indexed, 120, "the demo to be indexed")
         text = log.read_text()
         command = re.search(r"search --agency CA0990100 --plate (\w+)", text)
         assert command, text
@@ -99,6 +113,9 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(tmp_path: Path) -
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response) == {"user": user, "agency": "CA0990100"}
+    except AssertionError:
+        print(log_tails(tmp_path / "var" / "logs"))  # pytest shows it beside the failure
+        raise
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(timeout=60)
@@ -148,3 +165,32 @@ def test_a_stage_whose_metrics_port_is_taken_says_so(
 def test_a_stage_without_a_broker_says_where_it_looked(tmp_path: Path) -> None:
     said = projector_failing_with(tmp_path, bootstrap_servers=f"127.0.0.1:{free_port()}")
     assert "no Kafka broker answered at 127.0.0.1:" in said
+
+
+def test_up_stops_when_a_stage_fails_and_says_why(tmp_path: Path) -> None:
+    console_port = free_port(span=3)
+    env = {
+        **os.environ,
+        "MUTUALAID_BROKER_PORT": str(free_port()),
+        "MUTUALAID_METRICS_PORT": str(free_port(span=20)),
+        "MUTUALAID_CONSOLE_PORT": str(console_port),
+        "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
+    }
+    with socket.socket() as holder:  # Riverbend's console cannot have its port
+        holder.bind(("127.0.0.1", console_port))
+        holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "mutualaid.cli", "up", "--demo", "--reads", "10"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stdout
+    said = re.search(
+        r"console-ca0990100 exited with code \d+: (.+)\n\(whole log: (\S+)\)", done.stderr
+    )
+    assert said, done.stderr
+    assert "address already in use" in said.group(1)
+    assert Path(said.group(2)) == tmp_path / "var" / "logs" / "console-ca0990100.log"
+    assert "stopped: broker and all stages" in done.stdout
