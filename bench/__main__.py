@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import fastavro
@@ -24,12 +25,12 @@ import yaml
 from psycopg import sql
 
 from bench import save
-from consumers.index import Index, schema_name
-from consumers.pgindex import PostgresIndex
+from consumers.index import open_index, schema_name
 from consumers.query import Criteria
+from consumers.search import Searcher, SearchRequest, run_search
 from consumers.sqliteindex import SqliteIndex
 from mutualaid.agencies import Registry, load_registry
-from mutualaid.crypto import generate_keypair, newest_public_key
+from mutualaid.crypto import generate_hash_key, generate_keypair, newest_public_key
 from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
@@ -42,6 +43,7 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
+from mutualaid.settings import Settings
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
@@ -138,13 +140,11 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
     return figures
 
 
-# Searches run as in a region with a hash key, where a plate also matches by its keyed hash.
-SEARCH_HASH_KEY = os.urandom(32)
-
-
-def search_latency(index: Index, backend: str, size: int) -> dict[str, float]:
-    """Projection rate into an index of ``size`` ALPR reads, then plate-search latency. The
-    same seed on every backend: the same reads, the same searches."""
+def search_latency(settings: Settings, ori: str, backend: str, size: int) -> dict[str, float]:
+    """Projection rate into an index of ``size`` ALPR reads, then plate-search latency: the
+    index query alone, and the whole audited search a user waits for (query and durable audit
+    row), from the command line (which opens the index for it) and from the API (which keeps
+    it open). The same seed on every backend: the same reads, the same searches."""
     rng = random.Random(3)
     pool = [p for p, _ in samples.plate_pool(["CA", "NV"], max(size // 5, 10), rng)]
     at = datetime(2026, 11, 24, tzinfo=UTC)
@@ -177,59 +177,98 @@ def search_latency(index: Index, backend: str, size: int) -> dict[str, float]:
             "disclosure": new_disclosure("CA0990100", ("a", 1)),
         }
 
+    def plate_query(i: int) -> Criteria:
+        """Exact, misread (O for 0, B for 8) and prefix, in turn."""
+        plate = rng.choice(pool)
+        if i % 3 == 1:
+            plate = plate.replace("0", "O").replace("8", "B")
+        elif i % 3 == 2:
+            plate = plate[:4] + "*"
+        return Criteria(plate=plate, limit=100)
+
+    index = open_index(settings, ori)
     start = time.perf_counter()
     for first in range(0, size, 5000):
         index.apply([read(n) for n in range(first, min(first + 5000, size))])
     docs_per_second = size / (time.perf_counter() - start)
     print(f"  {f'projector: {size:,} reads into {backend}':<44} {docs_per_second:>12,.0f} /s")
-    latencies = []
-    for i in range(400):
-        plate = rng.choice(pool)
-        query = (
-            plate
-            if i % 3 == 0
-            else plate.replace("0", "O").replace("8", "B")
-            if i % 3 == 1
-            else plate[:4] + "*"
-        )
-        began = time.perf_counter()
-        index.search(Criteria(plate=query, limit=100))
-        latencies.append(time.perf_counter() - began)
-    index.close()
-    latencies.sort()
-    p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
-    print(
-        f"  {f'search: plate (exact, misread, prefix*), {backend}':<44} p50 {p50 * 1000:.1f} ms, "
-        f"p99 {p99 * 1000:.1f} ms"
+    query = latency(
+        f"search: plate (exact, misread, prefix*), {backend}",
+        400,
+        lambda i: index.search(plate_query(i)),
     )
+    index.close()
+    request = partial(SearchRequest, ori, "bench", "BENCH-1")
+    audited = latency(
+        f"audited search, CLI (opens index), {backend}",
+        200,
+        lambda i: run_search(settings, request(plate_query(i))),
+    )
+    searcher = Searcher(settings, ori)
+    kept = latency(
+        f"audited search, API (kept open), {backend}",
+        200,
+        lambda i: searcher.search(request(plate_query(i))),
+    )
+    searcher.close()
     return {
         "index_projection_docs_per_second": docs_per_second,
-        "search_p50_ms": p50 * 1000,
-        "search_p99_ms": p99 * 1000,
+        "search_p50_ms": query[0],
+        "search_p99_ms": query[1],
+        "audited_search_p50_ms": audited[0],
+        "audited_search_p99_ms": audited[1],
+        "kept_open_search_p50_ms": kept[0],
+        "kept_open_search_p99_ms": kept[1],
     }
 
 
-def postgres_latency(size: int) -> dict[str, float] | None:
+def latency(label: str, times: int, work: Callable[[int], object]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds of ``work(i)`` for i in range(times), printed."""
+    took = []
+    for i in range(times):
+        began = time.perf_counter()
+        work(i)
+        took.append((time.perf_counter() - began) * 1000)
+    took.sort()
+    p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99)]
+    print(f"  {label:<44} p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+    return p50, p99
+
+
+def search_settings(directory: Path, index_url: str | None = None) -> Settings:
+    """A region with a hash key (a plate also matches by its keyed hash), its index on SQLite
+    under ``directory`` or on the PostgreSQL server at ``index_url``."""
+    hash_key = directory / "hash.key"
+    if not hash_key.exists():
+        generate_hash_key(hash_key)
+    return Settings(data_dir=directory, index_url=index_url, hash_key_file=hash_key)
+
+
+def postgres_latency(directory: Path, size: int) -> dict[str, float] | None:
     """search_latency on PostgreSQL: the server at --index-url, else a throwaway one from the
     distribution's binaries; None (and a note) where there is neither."""
     if INDEX_URL:
-        return search_latency(bench_index(INDEX_URL), "PostgreSQL", size)
+        return search_latency(
+            search_settings(directory, INDEX_URL), fresh_schema(INDEX_URL), "PostgreSQL", size
+        )
     bindir = postgres_bindir()
     if bindir is None:
         print("  PostgreSQL: skipped, no server binaries (apt-get install postgresql)")
         return None
     with throwaway_postgres(bindir) as url:
-        return search_latency(bench_index(url), "PostgreSQL", size)
+        return search_latency(
+            search_settings(directory, url), fresh_schema(url), "PostgreSQL", size
+        )
 
 
-def bench_index(url: str) -> Index:
-    """A fresh index on the server: an agency ORI no registry holds, its schema emptied."""
+def fresh_schema(url: str) -> str:
+    """An agency ORI no registry holds, its schema on the server emptied."""
     ori = "ZZ" + f"{os.getpid():07d}"[-7:]
     with psycopg.connect(url, autocommit=True) as db:
         db.execute(
             sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema_name(ori)))
         )
-    return PostgresIndex(url, schema_name(ori), SEARCH_HASH_KEY)
+    return ori
 
 
 def main() -> None:
@@ -283,10 +322,8 @@ def main() -> None:
         )
         index.close()
         figures |= router_encryption(Path(tmp), store, registry)
-        latency = search_latency(
-            SqliteIndex(Path(tmp) / "search.sqlite", SEARCH_HASH_KEY), "SQLite", INDEX_SIZE
-        )
-        postgres = postgres_latency(INDEX_SIZE)
+        latency = search_latency(search_settings(Path(tmp)), "ZZ0000001", "SQLite", INDEX_SIZE)
+        postgres = postgres_latency(Path(tmp), INDEX_SIZE)
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))

@@ -1,13 +1,15 @@
 """The HTTP search API an agency runs over its own index: ``GET /search``, with OpenAPI.
 
 Callers authenticate with a bearer token issued by ``mutualaid api-user add``
-(``mutualaid.tokens``). Every search goes through
-``consumers.search.run_search``: the same refusals and the same audit as the command line.
+(``mutualaid.tokens``). Every search goes through a ``consumers.search.Searcher``: the same
+refusals and the same audit as the command line, with the index kept open between searches.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads these annotations at run time,
 # including ones that name local dependencies.
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
@@ -17,7 +19,7 @@ from pydantic import BaseModel
 
 from consumers.index import IndexUnavailable
 from consumers.query import Criteria, Hit
-from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
+from consumers.search import Searcher, SearchRefused, SearchRequest, parse_near
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
 from mutualaid.settings import Settings
@@ -47,7 +49,15 @@ class SearchResponse(BaseModel):
 
 
 def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAPI:
+    searcher = Searcher(settings, agency.ori)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        searcher.close()
+
     api = FastAPI(
+        lifespan=lifespan,
         title=f"mutualaid search: {agency.name} ({agency.ori})",
         description="Search the records partner agencies share with this agency. Every search "
         "needs a reason (a case or incident number) and is audited.",
@@ -114,7 +124,7 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
                 limit=limit,
             )
             request = SearchRequest(agency.ori, user, reason, criteria, reveal)
-            hits = run_search(settings, request)
+            hits = searcher.search(request)
         except (SearchRefused, ValueError) as exc:
             raise HTTPException(400, f"refused: {exc}") from None
         except IndexUnavailable as exc:

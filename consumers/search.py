@@ -12,9 +12,11 @@ says the search revealed.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import asdict, dataclass, replace
 
-from consumers.index import open_index
+from consumers.index import Index, open_index
 from consumers.query import BadCriteria, Criteria, Hit, prepare
 from consumers.records import open_kept
 from mutualaid.crypto import DecryptionError, PrivateKeyring, load_keyring
@@ -57,22 +59,99 @@ class SearchRequest:
 
 
 def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
-    """The records the agency holds that match, after logging who searched and why."""
-    ori = check_ori(request.agency_ori)
-    index = open_index(settings, ori)
+    """The records the agency holds that match, after logging who searched and why: a single
+    search, its index opened and closed for it (the command line)."""
+    searcher = Searcher(settings, request.agency_ori)
     try:
-        hits = index.search(request.criteria)
-        query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
-        if request.reveal:
-            query["reveal"] = True
-        index.record_search(request.user, request.reason, query, len(hits))
+        return searcher.search(request)
     finally:
-        index.close()
-    SEARCHES.labels(agency=ori).inc()
-    if request.reveal:
-        keyring = load_keyring(ori, settings.private_keys_dir)
-        hits = [_revealed(hit, keyring) for hit in hits]
-    return hits
+        searcher.close()
+
+
+class Searcher:
+    """Audited searches for one agency from a long-running process (the search API), with
+    its index kept open between searches: on PostgreSQL, opening one (a connection and its
+    setup) takes ten times as long as the search itself (`./run bench`).
+
+    An open index serves one search at a time; concurrent searches each take their own. One
+    is kept for at most ``reuse_seconds`` after it was opened, so a new hash key or anything
+    else read at opening is picked up within that time. A search that fails on a kept index
+    is tried once more on a new one: the server may have dropped the idle connection (a
+    restart, an idle timeout); a failure that is not the connection's repeats and is raised.
+    """
+
+    def __init__(self, settings: Settings, agency_ori: str, reuse_seconds: float = 60) -> None:
+        self.settings = settings
+        self.agency_ori = check_ori(agency_ori)
+        self.reuse_seconds = reuse_seconds
+        self._kept: list[tuple[float, Index]] = []  # (opened at, index), idle
+        self._lock = threading.Lock()
+
+    def search(self, request: SearchRequest) -> list[Hit]:
+        if check_ori(request.agency_ori) != self.agency_ori:
+            raise ValueError(f"this searcher searches {self.agency_ori}'s index only")
+        kept = self._take()
+        if kept is None:
+            hits = self._logged_search(self._open(), request)
+        else:
+            try:
+                hits = self._logged_search(kept, request)
+            except Exception as exc:
+                log.warning(
+                    "%s: a search failed on an index kept open (%s: %s); trying a new one",
+                    self.agency_ori,
+                    type(exc).__name__,
+                    exc,
+                )
+                hits = self._logged_search(self._open(), request)
+        SEARCHES.labels(agency=self.agency_ori).inc()
+        if request.reveal:
+            keyring = load_keyring(self.agency_ori, self.settings.private_keys_dir)
+            hits = [_revealed(hit, keyring) for hit in hits]
+        return hits
+
+    def close(self) -> None:
+        with self._lock:
+            kept, self._kept = self._kept, []
+        for _, index in kept:
+            index.close()
+
+    def _logged_search(self, opened: tuple[float, Index], request: SearchRequest) -> list[Hit]:
+        """Search and log on ``opened``; kept for the next search if it did not fail."""
+        index = opened[1]
+        try:
+            hits = index.search(request.criteria)
+            query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
+            if request.reveal:
+                query["reveal"] = True
+            index.record_search(request.user, request.reason, query, len(hits))
+        except BaseException:
+            index.close()
+            raise
+        self._keep(opened)
+        return hits
+
+    def _open(self) -> tuple[float, Index]:
+        return time.monotonic(), open_index(self.settings, self.agency_ori)
+
+    def _take(self) -> tuple[float, Index] | None:
+        with self._lock:
+            while self._kept:
+                opened = self._kept.pop()
+                if self._fresh(opened):
+                    return opened
+                opened[1].close()
+        return None
+
+    def _keep(self, opened: tuple[float, Index]) -> None:
+        if not self._fresh(opened):
+            opened[1].close()
+            return
+        with self._lock:
+            self._kept.append(opened)
+
+    def _fresh(self, opened: tuple[float, Index]) -> bool:
+        return time.monotonic() - opened[0] < self.reuse_seconds
 
 
 def _revealed(hit: Hit, keyring: PrivateKeyring) -> Hit:

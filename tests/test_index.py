@@ -1,5 +1,6 @@
 """The partner index on both backends, each for real (a SQLite file, a PostgreSQL server):
-idempotent, version-ordered, tombstone-aware, and answering every search the same way."""
+idempotent, version-ordered, tombstone-aware, and answering every search the same way; and
+the audited searches over it, their index kept open between them."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from conftest import shared_by_router
+from conftest import both_index_backends, index_rows, random_ori, shared_by_router, wait_for
 from consumers.index import Index, IndexUnavailable, index_path, open_index
 from consumers.pgindex import PostgresIndex
 from consumers.query import Criteria, prepare
 from consumers.records import open_kept
+from consumers.search import Searcher, SearchRequest
 from consumers.sqliteindex import SqliteIndex
 from mutualaid.configfile import ConfigError
 from mutualaid.crypto import generate_keypair, load_keyring
@@ -284,6 +288,59 @@ def test_search_audit_requires_user_and_reason(index: Index) -> None:
     index.record_search("det.rivera", "case 24-001", {"plate": "X"}, 2)
     rows = index._db.execute('select "user", reason, query_json, result_count from search_audit')
     assert [tuple(r) for r in rows] == [("det.rivera", "case 24-001", '{"plate": "X"}', 2)]
+
+
+@both_index_backends
+def test_concurrent_searches_each_get_an_index_and_each_is_logged(
+    tmp_path: Path, index_url: str | None
+) -> None:
+    settings, ori = Settings(data_dir=tmp_path, index_url=index_url), random_ori("CA")
+    with closing(open_index(settings, ori)) as index:
+        index.apply([shared("r1", "7AB0123")])
+    searcher = Searcher(settings, ori)
+    misread = Criteria(plate="7ABO123")
+    request = SearchRequest(ori, "det.rivera", "case 24-001", misread)
+    with ThreadPoolExecutor(8) as pool:
+        found = list(pool.map(lambda _: ids(searcher.search(request)), range(40)))
+    searcher.close()
+    assert found == [["r1"]] * 40
+    assert index_rows(settings, ori, "select count(*) from search_audit") == [(40,)]
+
+
+def test_a_kept_connection_the_server_dropped_is_replaced(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    settings, ori = Settings(data_dir=tmp_path, index_url=postgres_url), random_ori("CA")
+    with closing(open_index(settings, ori)) as index:
+        index.apply([shared("r1", "7ABC123")])
+    with closing(psycopg.connect(postgres_url, autocommit=True)) as admin:
+        since = admin.execute("select now()").fetchone()[0]
+
+        def searchers() -> list[int]:
+            """Connections opened during this test whose last statement logged a search."""
+            return [
+                pid
+                for (pid,) in admin.execute(
+                    "select pid from pg_stat_activity where backend_start >= %s "
+                    "and query like 'insert into search_audit%%'",
+                    (since,),
+                )
+            ]
+
+        request = SearchRequest(ori, "det.rivera", "case 24-001", Criteria(plate="7ABC123"))
+        searcher = Searcher(settings, ori)
+        assert ids(searcher.search(request)) == ["r1"]
+        kept = searchers()
+        assert len(kept) == 1  # open between searches, not closed after each
+        admin.execute("select pg_terminate_backend(%s)", (kept[0],))  # a server restart, say
+        assert ids(searcher.search(request)) == ["r1"]
+        assert index_rows(settings, ori, "select count(*) from search_audit") == [(2,)]
+        searcher.close()
+        wait_for(lambda: searchers() == [], 10, "the searcher's connections to close")
+
+        once = Searcher(settings, ori, reuse_seconds=0)
+        assert ids(once.search(request)) == ["r1"]
+        wait_for(lambda: searchers() == [], 10, "an index past its reuse time to be closed")
 
 
 def test_durable_across_reopen(opener: Callable[..., Index]) -> None:
