@@ -24,25 +24,23 @@ from consumers.index import open_index
 from mutualaid.broker import free_port
 from mutualaid.crypto import generate_hash_key, generate_keypair, load_hash_key
 from mutualaid.disclosure import new_disclosure
+from mutualaid.events import new_envelope
 from mutualaid.processes import spawn, stop
+from mutualaid.topics import Kind
 
 
 def read(region: Region) -> dict:
     at = datetime(2026, 11, 24, 22, 0, tzinfo=UTC)
     return {
-        "envelope": {
-            "event_id": "e1",
-            "source_ori": region.neighbour,
-            "source_system": "t",
-            "kind": "alpr.read",
-            "op": "UPSERT",
-            "record_id": "N-1",
-            "version": 1,
-            "occurred_at": at,
-            "ingested_at": at,
-            "labels": [],
-            "source_position": None,
-        },
+        "envelope": new_envelope(
+            source_ori=region.neighbour,
+            source_system="t",
+            kind=Kind.ALPR_READ,
+            record_id="N-1",
+            version=1,
+            occurred_at=at,
+            now=at,
+        ),
         "disclosure": new_disclosure(region.county, ("a", 1)),
         "body": {"plate": "7ABC123", "plate_state": "CA", "latitude": 38.96, "longitude": -119.94},
     }

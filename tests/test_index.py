@@ -30,8 +30,10 @@ from consumers.sqliteindex import SqliteIndex
 from mutualaid.configfile import ConfigError
 from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.disclosure import new_disclosure
+from mutualaid.events import new_envelope
 from mutualaid.plates import plate_key
 from mutualaid.settings import Settings, load_settings
+from mutualaid.topics import Kind
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 
@@ -58,19 +60,16 @@ def shared(
         }
     )
     return {
-        "envelope": {
-            "event_id": f"e-{record_id}-{version}",
-            "source_ori": owner,
-            "source_system": "t",
-            "kind": "alpr.read",
-            "op": op,
-            "record_id": record_id,
-            "version": version,
-            "occurred_at": T0 + timedelta(minutes=minutes),
-            "ingested_at": T0,
-            "labels": [],
-            "source_position": None,
-        },
+        "envelope": new_envelope(
+            source_ori=owner,
+            source_system="t",
+            kind=Kind.ALPR_READ,
+            op=op,
+            record_id=record_id,
+            version=version,
+            occurred_at=T0 + timedelta(minutes=minutes),
+            now=T0,
+        ),
         "disclosure": new_disclosure("CA0990100", ("a", 1), tier)
         | {"contact": "Records 555-0300" if tier == "POINTER" else None},
         "body": body,
