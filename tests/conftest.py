@@ -150,26 +150,32 @@ def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Reg
     (tmp_path / "agreements").mkdir()
     (tmp_path / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
     (tmp_path / "agreements" / "test.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
+    # Its own router group and tables: tests share one broker.
+    oris = (local, county, neighbour, federal)
+    return configured_region(
+        tmp_path, broker, oris, router_id=f"router-{local.lower()}", index_url=index_url
+    )
+
+
+def configured_region(
+    tmp_path: Path, broker: EmbeddedBroker, oris: tuple[str, str, str, str], **settings: object
+) -> Region:
+    """The region whose agencies.yaml and agreements/ are in ``tmp_path``: its settings, also
+    written to mutualaid.yaml there for the stages run as processes, and its topics created."""
     values = {
         "bootstrap_servers": broker.bootstrap_servers,
         "data_dir": str(tmp_path / "var"),
         "agencies_file": str(tmp_path / "agencies.yaml"),
         "agreements_dir": str(tmp_path / "agreements"),
         "metrics_port": 0,
-        # Its own router group and tables: tests share one broker.
-        "router_id": f"router-{local.lower()}",
+        **settings,
     }
-    if index_url is not None:
-        values["index_url"] = index_url
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
-    settings = Settings(**values)
-    ensure_topics(
-        wait_for_broker(broker.bootstrap_servers),
-        topics_for([local, county, neighbour, federal], settings.partitions),
-        1,
-    )
-    return Region(settings, config_file, local, county, neighbour, federal)
+    region = Region(Settings(**values), config_file, *oris)
+    topics = topics_for(list(oris), region.settings.partitions)
+    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, 1)
+    return region
 
 
 def read_topic(

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import (
     Region,
+    configured_region,
     dead_letters,
     mutualaid_cli,
     publish_source,
@@ -23,7 +23,6 @@ from conftest import (
 )
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.events import new_envelope
-from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import (
     HIT_ALERT,
@@ -31,8 +30,7 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic, topics_for
+from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic
 
 IN_CITY = (38.94, -119.98)
 FAR_AWAY = (37.00, -118.00)
@@ -45,21 +43,10 @@ def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
     the county shares its hotlist with the city."""
     city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
     write_dispatch_region(tmp_path, city, county, neighbour, federal, field_actions=False)
-    values = {
-        "bootstrap_servers": broker.bootstrap_servers,
-        "data_dir": str(tmp_path / "var"),
-        "agencies_file": str(tmp_path / "agencies.yaml"),
-        "agreements_dir": str(tmp_path / "agreements"),
-        "metrics_port": 0,
-        "matcher_id": f"matcher-{city.lower()}",
-        "alert_repeat_seconds": 600,
-    }
-    config_file = tmp_path / "mutualaid.yaml"
-    config_file.write_text(yaml.safe_dump(values))
-    settings = Settings(**values)
-    oris = [city, county, neighbour, federal]
-    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics_for(oris, 4), 1)
-    return Region(settings, config_file, city, county, neighbour, federal)
+    oris = (city, county, neighbour, federal)
+    return configured_region(
+        tmp_path, broker, oris, matcher_id=f"matcher-{city.lower()}", alert_repeat_seconds=600
+    )
 
 
 def extract(path: Path, rows: list[str]) -> Path:
