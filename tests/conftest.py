@@ -210,6 +210,17 @@ def read_topic(
         consumer.close()
 
 
+def source_events(
+    bootstrap_servers: str, ori: str, kind: Kind, count: int, timeout: float = 30.0
+) -> list[dict]:
+    """What the agency's connectors published on ``src.<ori>.<kind>``, decoded, once there
+    are ``count`` events (or fewer at the deadline)."""
+    topic = source_topic(ori, kind)
+    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[kind])
+    records = read_topic(bootstrap_servers, topic, lambda r: len(r) >= count, timeout)
+    return [decode(m.value(), SerializationContext(topic)) for m in records]
+
+
 def publish_source(
     region: Region,
     kind: Kind,

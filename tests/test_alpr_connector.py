@@ -9,11 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, read_topic
+from conftest import Region, dead_letters, source_events
 from mutualaid.configfile import ConfigError
-from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore
-from mutualaid.serde import SerializationContext as Ctx
-from mutualaid.topics import Kind, Stage, source_topic
+from mutualaid.topics import Kind, Stage
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.checkpoint import CheckpointStore
 from producers.runner import LineFile, Rejected, Runner, SourceItem
@@ -118,11 +116,8 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
         ).run()
 
     run()
-    store = SchemaStore()
-    topic = source_topic(ori, Kind.ALPR_READ)
-    events = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 5)
-    decode = AvroDeserializer(store, SOURCE_EVENT[Kind.ALPR_READ])
-    ids = sorted(decode(m.value(), Ctx(topic))["envelope"]["record_id"] for m in events)
+    events = source_events(region.settings.bootstrap_servers, ori, Kind.ALPR_READ, 5)
+    ids = sorted(e["envelope"]["record_id"] for e in events)
     assert ids == ["R-1", "R-2", "R-3", "R-4", "R-5"]
 
     letters = dead_letters(
@@ -139,7 +134,7 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
     assert checkpoint.line == 7
 
     run()  # from the checkpoint: nothing left to publish
-    again = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=2)
+    again = source_events(region.settings.bootstrap_servers, ori, Kind.ALPR_READ, 6, timeout=2)
     assert len(again) == 5
 
 
@@ -207,10 +202,5 @@ def test_connect_command_reads_ndjson(region: Region, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "read 3  published 2  rejected 1" in result.stdout
-    topic = source_topic(region.local, Kind.ALPR_READ)
-    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
-    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 2)
-    assert sorted(decode(m.value(), Ctx(topic))["envelope"]["record_id"] for m in records) == [
-        "J-1",
-        "J-2",
-    ]
+    events = source_events(region.settings.bootstrap_servers, region.local, Kind.ALPR_READ, 2)
+    assert sorted(e["envelope"]["record_id"] for e in events) == ["J-1", "J-2"]

@@ -18,14 +18,20 @@ import pytest
 import uvicorn
 from prometheus_client import REGISTRY
 
-from conftest import Region, dead_letters, mutualaid_cli, read_topic, serving, wait_for
+from conftest import (
+    Region,
+    dead_letters,
+    mutualaid_cli,
+    serving,
+    source_events,
+    wait_for,
+)
 from mutualaid import tokens
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import event_id
 from mutualaid.kafka import ensure_topics, wait_for_broker
-from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, source_topic, topics_for
+from mutualaid.topics import Kind, Stage, topics_for
 from producers.alpr import load_mapping
 from producers.alpr_http import ReadIngest, create_ingest
 
@@ -74,15 +80,8 @@ def push(url: str, token: str | None, body: bytes) -> tuple[int, dict, dict]:
 def published(
     region: Region, count: int, timeout: float = 30, bootstrap_servers: str | None = None
 ) -> list[dict]:
-    topic = source_topic(region.local, Kind.ALPR_READ)
-    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ])
-    records = read_topic(
-        bootstrap_servers or region.settings.bootstrap_servers,
-        topic,
-        lambda r: len(r) >= count,
-        timeout,
-    )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
+    servers = bootstrap_servers or region.settings.bootstrap_servers
+    return source_events(servers, region.local, Kind.ALPR_READ, count, timeout)
 
 
 @contextmanager

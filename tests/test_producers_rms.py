@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, mutualaid_cli, read_topic
-from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, SchemaStore
+from conftest import Region, dead_letters, mutualaid_cli, source_events
+from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
-from mutualaid.topics import Kind, Stage, source_topic
+from mutualaid.topics import Kind, Stage
 from producers.rms import RmsAdapter
 from producers.runner import Rejected, SourceItem
 
@@ -203,10 +203,7 @@ def test_connect_rms_publishes_reports_and_tombstones(region: Region, tmp_path: 
     assert result.returncode == 0, result.stderr
     assert "read 3  published 2  rejected 1" in result.stdout
 
-    topic = source_topic(region.local, Kind.RMS_RECORD)
-    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.RMS_RECORD])
-    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= 2)
-    events = [decode(m.value(), Ctx(topic)) for m in records]
+    events = source_events(region.settings.bootstrap_servers, region.local, Kind.RMS_RECORD, 2)
     assert [(e["envelope"]["op"], e["envelope"]["record_id"]) for e in events] == [
         ("UPSERT", "54236732"),
         ("DELETE", "54236732"),

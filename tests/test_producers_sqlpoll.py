@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import Region, mutualaid_cli, read_topic
-from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, SchemaStore
+from conftest import Region, mutualaid_cli, read_topic, source_events
+from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, source_topic
 from producers.checkpoint import CheckpointStore, WatermarkPosition
@@ -83,10 +83,7 @@ def poll(region: Region, engine: sa.Engine) -> None:
 
 
 def published(region: Region, count: int) -> list[dict]:
-    topic = source_topic(region.local, Kind.RMS_RECORD)
-    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.RMS_RECORD])
-    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= count)
-    return [decode(m.value(), Ctx(topic)) for m in records]
+    return source_events(region.settings.bootstrap_servers, region.local, Kind.RMS_RECORD, count)
 
 
 def version(at: datetime) -> int:
