@@ -22,6 +22,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
 
@@ -55,6 +56,9 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 6),
+        # mutualaid_consumer_lag, from the statistics librdkafka gathers as it fetches.
+        "statistics.interval.ms": int(LAG_INTERVAL_SECONDS * 1000),
+        "stats_cb": statistics_callback(group_id),
         **overrides,
     }
 

@@ -32,6 +32,12 @@ DECRYPT_FAILURES = Counter(
 INDEX_WRITES = Counter("mutualaid_index_writes", "Index rows changed by a projector.", ["agency"])
 INDEX_PURGED = Counter("mutualaid_index_purged", "Records purged past their retention.", ["agency"])
 SEARCHES = Counter("mutualaid_searches", "Searches run against an agency's index.", ["agency"])
+CONSUMER_LAG = Gauge(
+    "mutualaid_consumer_lag",
+    "Records on a partition past its consumer group's committed offset: work a stage has not "
+    "finished, which a restart would read again.",
+    ["group", "topic", "partition"],
+)
 END_TO_END = Histogram(
     "mutualaid_end_to_end_latency_seconds",
     "From a connector publishing an event to a partner's index holding it.",

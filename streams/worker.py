@@ -21,6 +21,7 @@ from mutualaid.agencies import Registry
 from mutualaid.configfile import ConfigError
 from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.lag import LAG_INTERVAL_SECONDS, show_lag
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy
 from mutualaid.settings import Settings
@@ -106,7 +107,7 @@ def new_app(settings: Settings, app_id: str) -> faust.App:
     _bound_fetch_wait()
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust fails at start if it is missing
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=[f"kafka://{s}" for s in settings.bootstrap_servers.split(",")],
         store=settings.router_store,
@@ -119,6 +120,27 @@ def new_app(settings: Settings, app_id: str) -> faust.App:
         web_enabled=False,
         datadir=str(datadir),
     )
+    export_lag(app)
+    return app
+
+
+def export_lag(app: faust.App) -> None:
+    """mutualaid_consumer_lag for the app's group, from faust's monitor: per assigned partition,
+    the fetch high watermark less the committed offset (known once the worker has committed
+    there)."""
+
+    @app.timer(LAG_INTERVAL_SECONDS)
+    async def lag() -> None:
+        monitor, assigned = app.monitor, app.consumer.assignment()
+        committed = monitor.tp_committed_offsets
+        show_lag(
+            app.conf.id,
+            {
+                (tp.topic, tp.partition): max(0, end - committed[tp])
+                for tp, end in monitor.tp_end_offsets.items()
+                if tp in assigned and tp in committed
+            },
+        )
 
 
 def agreements_fingerprint(directory: Path) -> list[tuple[str, int, int]]:

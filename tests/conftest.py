@@ -314,6 +314,21 @@ def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def metric(port: int, sample: str) -> float | None:
+    """The value of one Prometheus sample (name and labels as exposed) a stage serves on
+    ``port``; None if it is not there, or nothing answers yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == sample:
+            return float(value)
+    return None
+
+
 @contextmanager
 def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
     """A mutualaid HTTP stage run as a process (``argv`` gets ``--port``/``--listen`` here),

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, mutualaid_cli, read_topic, serving
+from conftest import Region, metric, mutualaid_cli, read_topic, serving
 from mutualaid.broker import free_port
 from mutualaid.serde import (
     ALERT_ACK,
@@ -87,16 +87,6 @@ def console(region: Region, agency: str, log: Path, metrics_port: int = 0):
     values = yaml.safe_load(region.config_file.read_text()) | {"metrics_port": metrics_port}
     config.write_text(yaml.safe_dump(values))
     return serving(config, ["console", "--agency", agency], log)
-
-
-def metric(port: int, sample: str) -> float | None:
-    """The value of one Prometheus sample (name and labels as exposed), if present."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    for line in text.splitlines():
-        name, _, value = line.rpartition(" ")
-        if name == sample:
-            return float(value)
-    return None
 
 
 @pytest.fixture
