@@ -13,7 +13,9 @@ Each request carries ``X-Mutualaid-Timestamp`` (Unix seconds), ``X-Mutualaid-Sig
 and ``X-Mutualaid-Alert-Id``. A connection error, a timeout, 429 or a 5xx is retried with
 exponential back-off and jitter; any other answer but 2xx, or ``max_attempts`` failures, sends
 the alert to ``dlq.consumers`` with the reason, as does a record that cannot be read as an
-alert. The offset is committed only once every
+alert. An alert matched longer ago than the endpoint's ``max_age_seconds`` (a first start
+over a long topic, an endpoint back after an outage) is not sent: it is logged and counted, and
+stays on the topic and the consoles. The offset is committed only once every
 endpoint has the alert or its dead letter, so a restart re-sends at most the alert in hand;
 receivers de-duplicate by alert id. Alerts are sent in order, one at a time: an endpoint that
 is down delays the ones behind it by its retry budget.
@@ -69,6 +71,12 @@ class Endpoint(BaseModel):
     timeout_seconds: float = Field(5.0, gt=0, le=60, description="per request")
     backoff_seconds: float = Field(0.5, gt=0, le=60, description="wait after the first failure")
     max_backoff_seconds: float = Field(30.0, gt=0, le=600, description="longest wait")
+    max_age_seconds: float = Field(
+        900,
+        ge=0,
+        description="alerts matched longer ago are not sent (0: none too old); a stale hit "
+        "would send units to where the car was",
+    )
 
     @field_validator("agency")
     @classmethod
@@ -209,7 +217,17 @@ class WebhookSender:
         if hit is None:
             return True  # a tombstone carries no alert
         body = alert_json(hit)
+        age = (datetime.now(UTC) - hit["matched_at"]).total_seconds()
         for endpoint in self.endpoints:
+            if endpoint.max_age_seconds and age > endpoint.max_age_seconds:
+                log.warning(
+                    "alert %s not sent to %s: matched %.0f s ago, past its max_age_seconds",
+                    hit["alert_id"],
+                    endpoint.url,
+                    age,
+                )
+                WEBHOOK_DELIVERIES.labels(center=self.agency_ori, outcome="expired").inc()
+                continue
             secret = self._secrets[endpoint.url]
             outcome = deliver(endpoint, secret, hit["alert_id"], body, stop)
             if stop.is_set() and not outcome.delivered:

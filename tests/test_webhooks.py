@@ -13,7 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, mutualaid_cli, wait_for
+from conftest import Region, dead_letters, metric, mutualaid_cli, wait_for
 from mutualaid.broker import free_port
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import HIT_ALERT, AvroSerializer, SchemaStore, SerializationContext
@@ -87,8 +87,8 @@ def receiver() -> Iterator[Receiver]:
     server.shutdown()
 
 
-def hit(center: str, plate: str) -> dict:
-    now = datetime.now(UTC)
+def hit(center: str, plate: str, age: timedelta = timedelta(0)) -> dict:
+    now = datetime.now(UTC) - age
     return {
         "alert_id": str(uuid.uuid4()),
         "center_ori": center,
@@ -244,3 +244,33 @@ def test_an_undecodable_record_is_dead_lettered_and_later_alerts_go_out(
     assert f'mutualaid_webhook_deliveries_total{{{center},outcome="delivered"}} 1.0' in samples
     assert f"mutualaid_webhook_delivery_latency_seconds_count{{{center}}} 1.0" in samples
     assert 'mutualaid_dead_letters_total{reason="undecodable",stage="consumers"} 1.0' in samples
+
+
+def test_an_alert_older_than_max_age_is_not_sent(
+    region: Region, tmp_path: Path, receiver: Receiver
+) -> None:
+    city = region.local
+    secret_file = tmp_path / "webhook.secret"
+    receiver.secret = receiver.secret.hex().encode()
+    secret_file.write_bytes(receiver.secret)
+    metrics_port = free_port()
+    endpoint = {"agency": city, "url": f"{receiver.url}/ok", "secret_file": str(secret_file)}
+    config = configure(region, tmp_path, [endpoint], metrics_port=metrics_port)  # 900 s
+    stale, fresh = hit(city, "7ABC123", age=timedelta(hours=2)), hit(city, "8XYZ789")
+    topic = alerts_topic(city)
+    encode = AvroSerializer(SchemaStore(), HIT_ALERT)
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for alert in (stale, fresh):  # one partition: in this order
+        producer.produce(topic, encode(alert, SerializationContext(topic)), b"k")
+    assert producer.flush(10) == 0
+
+    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
+    try:
+        wait_for(lambda: receiver.requests, 60, "the fresh alert delivered")
+        expired = f'mutualaid_webhook_deliveries_total{{center="{city}",outcome="expired"}}'
+        assert metric(metrics_port, expired) == 1
+    finally:
+        stop(sender, timeout=10)
+    assert [r["alert_id"] for r in receiver.requests] == [fresh["alert_id"]]
+    assert f"alert {stale['alert_id']} not sent" in (tmp_path / "webhooks.log").read_text()
