@@ -16,3 +16,9 @@ def save(figures: dict, prefix: str = "") -> Path:
     out.write_text(json.dumps(figures, indent=2))
     print(f"saved {out}")
     return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value ``q`` (0.5, 0.99) of the way through ``values`` sorted."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

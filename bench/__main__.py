@@ -24,7 +24,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from bench import save
+from bench import percentile, save
 from consumers.index import open_index, schema_name
 from consumers.query import Criteria
 from consumers.search import Searcher, SearchRequest, run_search
@@ -229,8 +229,7 @@ def latency(label: str, times: int, work: Callable[[int], object]) -> tuple[floa
         began = time.perf_counter()
         work(i)
         took.append((time.perf_counter() - began) * 1000)
-    took.sort()
-    p50, p99 = took[len(took) // 2], took[int(len(took) * 0.99)]
+    p50, p99 = percentile(took, 0.5), percentile(took, 0.99)
     print(f"  {label:<44} p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     return p50, p99
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench import save
+from bench import percentile, save
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import ensure_topics, producer_config, wait_for_broker
@@ -50,11 +50,6 @@ from producers.hotlist import EXTRACT_SYSTEM, HotlistPublisher, entry_event
 CENTER = "CA0990100"  # Riverbend PD in deploy/agencies.yaml: owns the reads and the entries
 CAMERA = (38.94, -119.98)
 HIT_SHARE = 0.01
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def rss_mb(pid: int) -> float:
