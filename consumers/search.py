@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 from consumers.index import Index, open_index
 from consumers.query import BadCriteria, Criteria, Hit, prepare
@@ -68,6 +69,11 @@ def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
         searcher.close()
 
 
+class _Opened(NamedTuple):
+    at: float  # time.monotonic() when opened
+    index: Index
+
+
 class Searcher:
     """Audited searches for one agency from a long-running process (the search API), with
     its index kept open between searches: on PostgreSQL, opening one (a connection and its
@@ -84,7 +90,7 @@ class Searcher:
         self.settings = settings
         self.agency_ori = check_ori(agency_ori)
         self.reuse_seconds = reuse_seconds
-        self._kept: list[tuple[float, Index]] = []  # (opened at, index), idle
+        self._kept: list[_Opened] = []  # idle
         self._lock = threading.Lock()
 
     def search(self, request: SearchRequest) -> list[Hit]:
@@ -113,12 +119,12 @@ class Searcher:
     def close(self) -> None:
         with self._lock:
             kept, self._kept = self._kept, []
-        for _, index in kept:
-            index.close()
+        for opened in kept:
+            opened.index.close()
 
-    def _logged_search(self, opened: tuple[float, Index], request: SearchRequest) -> list[Hit]:
+    def _logged_search(self, opened: _Opened, request: SearchRequest) -> list[Hit]:
         """Search and log on ``opened``; kept for the next search if it did not fail."""
-        index = opened[1]
+        index = opened.index
         try:
             hits = index.search(request.criteria)
             query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
@@ -131,27 +137,27 @@ class Searcher:
         self._keep(opened)
         return hits
 
-    def _open(self) -> tuple[float, Index]:
-        return time.monotonic(), open_index(self.settings, self.agency_ori)
+    def _open(self) -> _Opened:
+        return _Opened(time.monotonic(), open_index(self.settings, self.agency_ori))
 
-    def _take(self) -> tuple[float, Index] | None:
+    def _take(self) -> _Opened | None:
         with self._lock:
             while self._kept:
                 opened = self._kept.pop()
                 if self._fresh(opened):
                     return opened
-                opened[1].close()
+                opened.index.close()
         return None
 
-    def _keep(self, opened: tuple[float, Index]) -> None:
+    def _keep(self, opened: _Opened) -> None:
         if not self._fresh(opened):
-            opened[1].close()
+            opened.index.close()
             return
         with self._lock:
             self._kept.append(opened)
 
-    def _fresh(self, opened: tuple[float, Index]) -> bool:
-        return time.monotonic() - opened[0] < self.reuse_seconds
+    def _fresh(self, opened: _Opened) -> bool:
+        return time.monotonic() - opened.at < self.reuse_seconds
 
 
 def _revealed(hit: Hit, keyring: PrivateKeyring) -> Hit:
