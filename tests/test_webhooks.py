@@ -80,7 +80,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver(secrets.token_bytes(32), {"/flaky": 2, "/down": 10_000})
+    # The secret as the file holds it: hex text (the sender strips the file's whitespace).
+    server = Receiver(secrets.token_hex(32).encode(), {"/flaky": 2, "/down": 10_000})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -107,6 +108,13 @@ def hit(center: str, plate: str, age: timedelta = timedelta(0)) -> dict:
     }
 
 
+def secret_file(tmp_path: Path, receiver: Receiver) -> str:
+    """The receiver's secret written where an endpoint's ``secret_file`` names it."""
+    path = tmp_path / "webhook.secret"
+    path.write_bytes(receiver.secret)
+    return str(path)
+
+
 def configure(region: Region, tmp_path: Path, endpoints: list[dict], **settings: object) -> Path:
     """The region's settings plus a webhooks file (and ``settings``); returns the new settings
     file."""
@@ -125,10 +133,11 @@ def test_signed_retried_and_dead_lettered(
     region: Region, tmp_path: Path, receiver: Receiver
 ) -> None:
     city = region.local
-    secret_file = tmp_path / "webhook.secret"
-    secret_file.write_bytes(receiver.secret.hex().encode())
-    receiver.secret = receiver.secret.hex().encode()  # the file holds the hex text
-    fast = {"secret_file": str(secret_file), "backoff_seconds": 0.05, "max_attempts": 3}
+    fast = {
+        "secret_file": secret_file(tmp_path, receiver),
+        "backoff_seconds": 0.05,
+        "max_attempts": 3,
+    }
     config = configure(
         region,
         tmp_path,
@@ -182,7 +191,7 @@ def test_signed_retried_and_dead_lettered(
     assert len(down) == 6  # three attempts for each alert
     assert [(d["error_type"], d["source"]) for d in letters] == [("webhook_failed", topic)] * 2
     assert "failed 3 times; last: OSError: HTTP 503" in letters[0]["reason"]
-    assert str(receiver.secret) not in (tmp_path / "webhooks.log").read_text()
+    assert receiver.secret.decode() not in (tmp_path / "webhooks.log").read_text()
 
 
 def test_a_bad_webhooks_file_stops_start_up_naming_the_field(
@@ -203,14 +212,17 @@ def test_an_undecodable_record_is_dead_lettered_and_later_alerts_go_out(
     region: Region, tmp_path: Path, receiver: Receiver
 ) -> None:
     city = region.local
-    secret_file = tmp_path / "webhook.secret"
-    receiver.secret = receiver.secret.hex().encode()  # text: the sender strips the file
-    secret_file.write_bytes(receiver.secret)
     metrics_port = free_port()
     config = configure(
         region,
         tmp_path,
-        [{"agency": city, "url": f"{receiver.url}/ok", "secret_file": str(secret_file)}],
+        [
+            {
+                "agency": city,
+                "url": f"{receiver.url}/ok",
+                "secret_file": secret_file(tmp_path, receiver),
+            }
+        ],
         metrics_port=metrics_port,
     )
     topic = alerts_topic(city)
@@ -250,11 +262,9 @@ def test_an_alert_older_than_max_age_is_not_sent(
     region: Region, tmp_path: Path, receiver: Receiver
 ) -> None:
     city = region.local
-    secret_file = tmp_path / "webhook.secret"
-    receiver.secret = receiver.secret.hex().encode()
-    secret_file.write_bytes(receiver.secret)
     metrics_port = free_port()
-    endpoint = {"agency": city, "url": f"{receiver.url}/ok", "secret_file": str(secret_file)}
+    secret = secret_file(tmp_path, receiver)
+    endpoint = {"agency": city, "url": f"{receiver.url}/ok", "secret_file": secret}
     config = configure(region, tmp_path, [endpoint], metrics_port=metrics_port)  # 900 s
     stale, fresh = hit(city, "7ABC123", age=timedelta(hours=2)), hit(city, "8XYZ789")
     topic = alerts_topic(city)
