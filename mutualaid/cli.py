@@ -224,6 +224,16 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--partner", help="only this partner (default: every partner named)")
     explain.set_defaults(handler=_agreements_explain)
 
+    acls = sub.add_parser(
+        "acls",
+        help="the broker ACLs each agency and stage needs (print, or --apply)",
+        description="Derive the exact ACL set from the agency registry and the topic layout: "
+        "each agency's connector, projector, console and webhooks principals, the router and "
+        "the matcher. Run as the broker's super user to --apply.",
+    )
+    acls.add_argument("--apply", action="store_true", help="create them with the AdminClient")
+    acls.set_defaults(handler=_acls)
+
     keys = sub.add_parser("keys", help="manage encryption keys")
     keys_sub = keys.add_subparsers(required=True, metavar="action")
     for action, text in (
@@ -764,6 +774,25 @@ def _agreements_explain(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{decision.partner_ori}: {decision.outcome}")
         for step in decision.steps:
             print(f"  - {step}")
+    return 0
+
+
+def _acls(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import acls
+    from mutualaid.agencies import load_registry
+    from mutualaid.kafka import wait_for_broker
+
+    registry = load_registry(settings.agencies_file)
+    wanted = acls.derive(registry, router_id=settings.router_id, matcher_id=settings.matcher_id)
+    for acl in wanted:
+        print(acl.line())
+    if not args.apply:
+        print(f"{len(wanted)} ACLs; --apply creates them (as the broker's super user)")
+        return 0
+    admin = wait_for_broker(settings.bootstrap_servers)
+    for future in admin.create_acls(acls.to_bindings(wanted)).values():
+        future.result()  # raises with the broker's reason, e.g. no authorizer configured
+    print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}")
     return 0
 
 
