@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from consumers.index import open_index
+from consumers.opening import open_shared
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import for_consumed
-from mutualaid.disclosure import restore, sealed_from_avro
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
 from mutualaid.serde import (
@@ -167,14 +167,10 @@ class Projector:
         """The event with its sealed fields decrypted back into the body (or, keeping them
         sealed, as it came), or None if they cannot be opened (wrong key, tampering): counted,
         dead-lettered, never indexed half."""
-        sealed = event["disclosure"]["sealed"]
-        if sealed is None or event["body"] is None:
-            return event
         try:
-            values = self.keyring.open_fields(
-                sealed_from_avro(sealed), event_id=event["envelope"]["event_id"]
-            )
+            return open_shared(event, self.keyring, self.keep_sealed)
         except DecryptionError:
+            sealed = event["disclosure"]["sealed"]
             DECRYPT_FAILURES.labels(agency=self.agency_ori).inc()
             self._dead(
                 msg,
@@ -184,16 +180,6 @@ class Projector:
                 "or the record was altered",
             )
             return None
-        if self.keep_sealed:
-            return event
-        # Opened fields are in clear now: no longer sealed, nor matched by their hash.
-        disclosure = event["disclosure"]
-        hashed = [p for p in disclosure["hashed_fields"] if p not in values]
-        return {
-            **event,
-            "disclosure": {**disclosure, "sealed": None, "hashed_fields": hashed},
-            "body": restore(event["body"], values),
-        }
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
         topic = dlq_topic(Stage.CONSUMERS)

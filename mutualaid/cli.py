@@ -197,6 +197,25 @@ def _parser() -> argparse.ArgumentParser:
         grants={"reveal": "may open fields the index keeps encrypted (reveal=true; audited)"},
     )  # fmt: skip
 
+    export = sub.add_parser(
+        "export",
+        help="write everything an agency has to a folder, in open formats (Avro, NDJSON)",
+        description="Its own records, the records partners shared with it, the dissemination "
+        "audit of its records, its search log, its agreements and registry entries, with a "
+        "manifest of counts and SHA-256 checksums.",
+    )
+    export.add_argument("--agency", required=True, help="ORI of the agency")
+    export.add_argument("--out", required=True, type=Path, help="folder to write (created)")
+    export.add_argument("--since", type=_when, help="only what occurred at or after (ISO 8601)")
+    export.add_argument("--until", type=_when, help="only what occurred before (ISO 8601)")
+    export.set_defaults(handler=_export)
+    import_ = sub.add_parser(
+        "import", help="rebuild an agency's search index from an export's received records"
+    )
+    import_.add_argument("--agency", required=True, help="ORI of the agency")
+    import_.add_argument("--from", dest="source", required=True, type=Path, help="export folder")
+    import_.set_defaults(handler=_import)
+
     console = sub.add_parser("console", help="serve a dispatch center's live hit alerts")
     console.add_argument("--agency", required=True, help="ORI of the dispatch center")
     console.add_argument("--port", type=int, help="default: console_port setting (8700)")
@@ -737,6 +756,50 @@ def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     serve_metrics(settings.metrics_port)
     WebhookSender(settings, ori, endpoints).run(_stop_event())
+    return 0
+
+
+def _when(text: str) -> datetime:
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.export import Exporter, Window
+    from mutualaid.kafka import wait_for_broker
+
+    registry, policy = _registry_and_policy(settings)
+    ori = registry.get(args.agency).ori
+    wait_for_broker(settings.bootstrap_servers)
+    window = Window(args.since, args.until)
+    Exporter(settings, registry, policy, ori, args.out, window).run()
+    return 0
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.export import import_index
+    from consumers.opening import open_shared
+    from mutualaid.agencies import load_registry
+    from mutualaid.crypto import DecryptionError, load_keyring
+
+    ori = load_registry(settings.agencies_file).get(args.agency).ori
+    if not (args.source / "manifest.json").exists():
+        print(f"mutualaid: {args.source} has no manifest.json: not an export", file=sys.stderr)
+        return EXIT_CONFIG
+    keyring = load_keyring(ori, settings.private_keys_dir)
+    refused = 0
+
+    def opened(event: dict) -> dict | None:
+        nonlocal refused
+        try:
+            return open_shared(event, keyring, settings.index_keep_encrypted)
+        except DecryptionError:
+            refused += 1
+            return None
+
+    changed = import_index(settings, ori, args.source, opened)
+    print(f"imported into {ori}'s index: {changed:,} rows changed", end="")
+    print(f"; {refused:,} records whose sealed fields do not open with its keys" if refused else "")
     return 0
 
 

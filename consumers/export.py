@@ -1,0 +1,320 @@
+"""Everything an agency has, out of mutualaid in open formats: no lock-in.
+
+``mutualaid export --agency ORI --out DIR`` writes, for the agency:
+
+- ``own/<kind>.avro`` and ``.ndjson``: every event its connectors published (``src.<ori>.*``),
+- ``received/<kind>.avro`` and ``.ndjson``: every record partners shared with it
+  (``share.<ori>.*``), as received: fields a partner sealed stay sealed to the agency's own keys,
+- ``audit/dissemination.*``: every sharing decision about its own records,
+- ``audit/search.*``: every search of its index (who, why, what, how many results),
+- ``agreements.yaml`` (every agreement it is owner or partner of) and ``registry.yaml`` (its own
+  entry and those of the agencies those agreements name),
+- ``manifest.json``: for each file its format, schema, record count, size and SHA-256.
+
+Avro files are object container files with their schema embedded (readable by any Avro tool);
+NDJSON holds the same records one per line, times as ISO 8601, bytes as base64. Records are
+streamed from the topics to both files at once, so memory stays flat in the record count.
+``--since``/``--until`` narrow by when a record occurred (or was decided or searched).
+
+``mutualaid import`` rebuilds an agency's index from ``received/*.avro`` the way the projector
+builds it from the topics (same decryption, same versioning), e.g. into a new backend.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import fastavro
+import yaml
+from confluent_kafka import Message
+
+from consumers.index import open_index
+from mutualaid.agencies import Registry
+from mutualaid.kafka import TopicFollower
+from mutualaid.policy import Policy
+from mutualaid.serde import (
+    AUDIT_DISSEMINATION_SCHEMA,
+    SEARCH_AUDIT,
+    SHARED_EVENT,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    SchemaStore,
+    SerializationContext,
+    registry_client,
+)
+from mutualaid.settings import Settings
+from mutualaid.topics import (
+    AUDIT_DISSEMINATION,
+    AUDIT_SEARCH,
+    RECORD_KINDS,
+    check_ori,
+    share_topic,
+    source_topic,
+)
+
+log = logging.getLogger("mutualaid.export")
+FORMAT = "mutualaid-export/1"
+PROGRESS_EVERY = 50_000
+
+
+@dataclass(frozen=True)
+class Part:
+    """One topic's records into one pair of files."""
+
+    path: str  # without suffix, e.g. "own/alpr.read"
+    topic: str
+    schema: str
+    keep: Callable[[dict], bool]
+    when: Callable[[dict], datetime]
+
+
+@dataclass
+class Written:
+    path: str
+    format: str
+    schema: str | None
+    records: int = 0
+    bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class Window:
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def holds(self, at: datetime) -> bool:
+        return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
+
+
+def _occurred(event: dict) -> datetime:
+    return event["envelope"]["occurred_at"]
+
+
+def parts(ori: str) -> list[Part]:
+    out = []
+    for kind in RECORD_KINDS:
+        out.append(
+            Part(f"own/{kind}", source_topic(ori, kind), SOURCE_EVENT[kind], _always, _occurred)
+        )
+        out.append(
+            Part(f"received/{kind}", share_topic(ori, kind), SHARED_EVENT[kind], _always, _occurred)
+        )
+    out.append(
+        Part(
+            "audit/dissemination",
+            AUDIT_DISSEMINATION,
+            AUDIT_DISSEMINATION_SCHEMA,
+            lambda r: r["source_ori"] == ori,
+            lambda r: r["decided_at"],
+        )
+    )
+    out.append(
+        Part(
+            "audit/search",
+            AUDIT_SEARCH,
+            SEARCH_AUDIT,
+            lambda r: r["agency_ori"] == ori,
+            lambda r: r["searched_at"],
+        )
+    )
+    return out
+
+
+def _always(_: dict) -> bool:
+    return True
+
+
+def to_json(value: Any) -> Any:
+    """An Avro-decoded value as JSON: times as ISO 8601, bytes as base64."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def _checksum(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a written file, read back in chunks (memory stays flat)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fo:
+        while chunk := fo.read(1 << 20):
+            digest.update(chunk)
+    return path.stat().st_size, digest.hexdigest()
+
+
+def topic_records(settings: Settings, topic: str) -> Iterator[Message]:
+    """Every record on ``topic`` from its beginning to the end it had when reading began."""
+    arrived: deque[Message] = deque()
+    follower = TopicFollower(settings, [topic], arrived.append)
+    try:
+        while True:
+            follower.poll(0.5)
+            while arrived:
+                yield arrived.popleft()
+            if follower.caught_up.is_set():
+                return
+    finally:
+        follower.close()
+
+
+class Exporter:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        policy: Policy,
+        ori: str,
+        out: Path,
+        window: Window,
+        progress: IO[str] = sys.stderr,
+    ) -> None:
+        self.settings, self.registry, self.policy = settings, registry, policy
+        self.ori, self.out, self.window, self.progress = check_ori(ori), out, window, progress
+        self._store = SchemaStore()
+        self._registry_client = registry_client(settings.schema_registry_url)
+        self.written: list[Written] = []
+
+    def run(self) -> Path:
+        started = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        for part in parts(self.ori):
+            self._export(part)
+        self._policy_files()
+        manifest = {
+            "format": FORMAT,
+            "agency": self.ori,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "since": self.window.since.isoformat() if self.window.since else None,
+            "until": self.window.until.isoformat() if self.window.until else None,
+            "notes": [
+                "Avro files are object container files with the writer schema embedded.",
+                "NDJSON holds the same records: times in ISO 8601, bytes in base64.",
+                "received/: fields partners sealed stay sealed to this agency's keys.",
+            ],
+            "files": [vars(w) for w in self.written],
+        }
+        path = self.out / "manifest.json"
+        path.write_text(json.dumps(manifest, indent=2) + "\n")
+        total = sum(w.records for w in self.written if w.format == "avro")
+        print(
+            f"exported {total:,} records for {self.ori} to {self.out} "
+            f"in {time.monotonic() - started:.1f}s; manifest {path}",
+            file=self.progress,
+        )
+        return path
+
+    def _export(self, part: Part) -> None:
+        decode = AvroDeserializer(self._store, part.schema, self._registry_client)
+        schema = self._store.get(part.schema)
+        avro_path = self.out / f"{part.path}.avro"
+        json_path = self.out / f"{part.path}.ndjson"
+        avro_path.parent.mkdir(parents=True, exist_ok=True)
+        avro_out = Written(str(avro_path.relative_to(self.out)), "avro", part.schema)
+        json_out = Written(str(json_path.relative_to(self.out)), "ndjson", part.schema)
+        with avro_path.open("wb") as avro_file, json_path.open("wb") as json_file:
+
+            def records() -> Iterator[dict]:
+                for msg in topic_records(self.settings, part.topic):
+                    if msg.value() is None:
+                        continue  # a tombstone: only lets compaction drop the key
+                    ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
+                    record = decode(msg.value(), ctx)
+                    if record is None or not part.keep(record):
+                        continue
+                    if not self.window.holds(part.when(record)):
+                        continue
+                    line = json.dumps(to_json(record), separators=(",", ":")) + "\n"
+                    json_file.write(line.encode())
+                    json_out.records += 1
+                    if json_out.records % PROGRESS_EVERY == 0:
+                        print(f"  {part.path}: {json_out.records:,}", file=self.progress)
+                    yield record
+
+            fastavro.writer(avro_file, schema, records(), codec="deflate")
+        avro_out.records = json_out.records
+        for w, path in ((avro_out, avro_path), (json_out, json_path)):
+            w.bytes, w.sha256 = _checksum(path)
+            self.written.append(w)
+        print(f"  {part.path}: {json_out.records:,} records", file=self.progress)
+
+    def _policy_files(self) -> None:
+        mine = [
+            a
+            for a in self.policy.agreements
+            if a.owner == self.ori or self.ori in self.policy.partners_of(a)
+        ]
+        named = {self.ori}
+        for a in mine:
+            named |= {a.owner, *self.policy.partners_of(a)}
+        files = {
+            "agreements.yaml": {
+                "agreements": [a.model_dump(mode="json") for a in sorted(mine, key=lambda a: a.id)]
+            },
+            "registry.yaml": {
+                "agencies": [
+                    a.model_dump(mode="json")
+                    for a in sorted(self.registry.agencies, key=lambda a: a.ori)
+                    if a.ori in named
+                ]
+            },
+        }
+        for name, content in files.items():
+            data = yaml.safe_dump(content, sort_keys=False).encode()
+            (self.out / name).write_bytes(data)
+            self.written.append(
+                Written(name, "yaml", None, 0, len(data), hashlib.sha256(data).hexdigest())
+            )
+
+
+def read_received(directory: Path) -> Iterator[dict]:
+    """The shared events of an export, every kind, in the order they were received per kind."""
+    for kind in RECORD_KINDS:
+        path = directory / "received" / f"{kind}.avro"
+        if not path.exists():
+            continue
+        with path.open("rb") as fo:
+            yield from fastavro.reader(fo)
+
+
+def import_index(
+    settings: Settings,
+    ori: str,
+    directory: Path,
+    open_event: Callable[[dict], dict | None],
+    batch: int = 500,
+) -> int:
+    """Apply an export's received records to the agency's index; returns rows changed."""
+    index = open_index(settings, check_ori(ori))
+    changed = 0
+    pending: list[dict] = []
+    try:
+        for event in read_received(directory):
+            if event["disclosure"]["partner_ori"] != ori:
+                continue
+            opened = open_event(event)
+            if opened is not None:
+                pending.append(opened)
+            if len(pending) >= batch:
+                changed += index.apply(pending)
+                pending = []
+        if pending:
+            changed += index.apply(pending)
+    finally:
+        index.close()
+    return changed

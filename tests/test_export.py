@@ -1,0 +1,160 @@
+"""`mutualaid export` and `import`: everything an agency has, out in open formats and back in.
+
+Real processes on the real broker: connectors, the router and a projector fill the topics and
+the county's SQLite index; the export is read back with plain fastavro and json; the import
+rebuilds the county's index on PostgreSQL, which then answers searches as the original did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from conftest import Region, mutualaid_cli, running_stages, wait_for
+from consumers.index import open_index
+from consumers.query import Criteria
+from mutualaid.settings import Settings
+from producers import samples
+
+HEADER = ",".join(samples.HEADER)
+LOCAL_ROWS = [
+    "L-1,7ABC123,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main,38.94,-119.98,N,Kia,Rio,",
+    "L-2,8XYZ999,CA,2026-11-25T22:01:40-08:00,0.88,C2,Hwy 50,38.93,-119.97,E,Kia,Rio,",
+]
+NEIGHBOUR_ROWS = [
+    "N-1,7ABC123,CA,2026-11-24T23:30:00-08:00,0.95,D1,Stateline,38.96,-119.94,W,Toyota,Camry,",
+]
+
+
+def plate_answers(settings: Settings, ori: str, plate: str) -> list[tuple[str, str, str]]:
+    index = open_index(settings, ori)
+    try:
+        hits = index.search(Criteria(plate=plate))
+        return sorted((h.source_ori, h.record_id, json.dumps(h.body, sort_keys=True)) for h in hits)
+    finally:
+        index.close()
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.broker
+def test_export_holds_everything_in_open_formats_and_import_rebuilds_the_index(
+    region: Region, tmp_path: Path, postgres_url: str
+) -> None:
+    for ori, rows in ((region.local, LOCAL_ROWS), (region.neighbour, NEIGHBOUR_ROWS)):
+        csv = tmp_path / f"{ori}.csv"
+        csv.write_text(HEADER + "\n" + "\n".join(rows) + "\n")
+        done = mutualaid_cli(region, "connect", "alpr", "--agency", ori, "--source", str(csv))
+        assert done.returncode == 0, done.stderr
+    county = region.county
+    with running_stages(region, tmp_path / "logs", [county]):
+        wait_for(
+            lambda: len(plate_answers(region.settings, county, "7ABC123")) == 2,
+            60,
+            "the county's index to hold both reads of 7ABC123",
+        )
+        searched = mutualaid_cli(
+            region, "search", "--agency", county, "--plate", "7ABC123",
+            "--reason", "case 24-007", "--user", "det.okafor",
+        )  # fmt: skip
+        assert searched.returncode == 0, searched.stderr
+        out = tmp_path / "export"
+
+        def exported() -> dict | None:
+            # The search log reaches audit.search through the projector's outbox.
+            if out.exists():
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+            done = mutualaid_cli(region, "export", "--agency", county, "--out", str(out))
+            assert done.returncode == 0, done.stderr
+            manifest = json.loads((out / "manifest.json").read_text())
+            files = {f["path"]: f for f in manifest["files"]}
+            return manifest if files["audit/search.ndjson"]["records"] == 1 else None
+
+        manifest = wait_for(exported, 30, "the export to hold the county's search")
+    files = {f["path"]: f for f in manifest["files"]}
+    assert manifest["agency"] == county
+    # Every file is what the manifest says: size, checksum, and the same records in both formats.
+    for entry in manifest["files"]:
+        data = (out / entry["path"]).read_bytes()
+        assert len(data) == entry["bytes"]
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    with (out / "received" / "alpr.read.avro").open("rb") as fo:
+        reader = fastavro.reader(fo)
+        assert reader.writer_schema["name"] == "mutualaid.alpr.SharedReadEvent"
+        received = list(reader)
+    assert sorted(e["envelope"]["record_id"] for e in received) == sorted(
+        e["envelope"]["record_id"] for e in lines(out / "received" / "alpr.read.ndjson")
+    )
+    assert sorted((e["envelope"]["source_ori"], e["body"]["plate"]) for e in received) == sorted(
+        [(region.local, "7ABC123"), (region.local, "8XYZ999"), (region.neighbour, "7ABC123")]
+    )
+    assert files["received/alpr.read.avro"]["records"] == 3
+    # The county publishes nothing of its own; the audit is of its own records only (none).
+    assert files["own/alpr.read.avro"]["records"] == 0
+    assert files["audit/dissemination.avro"]["records"] == 0
+    (search,) = lines(out / "audit" / "search.ndjson")
+    assert (search["user"], search["reason"], search["result_count"]) == (
+        "det.okafor",
+        "case 24-007",
+        2,
+    )
+    agreements = (out / "agreements.yaml").read_text()
+    assert "local-to-county" in agreements and "neighbour-to-ca" in agreements
+    assert region.federal not in (out / "registry.yaml").read_text()
+
+    # The owner's export holds its own records, and every decision about them.
+    local_out = tmp_path / "local-export"
+    done = mutualaid_cli(region, "export", "--agency", region.local, "--out", str(local_out))
+    assert done.returncode == 0, done.stderr
+    own = lines(local_out / "own" / "alpr.read.ndjson")
+    assert sorted(e["envelope"]["record_id"] for e in own) == sorted(
+        {
+            e["envelope"]["record_id"]
+            for e in received
+            if e["envelope"]["source_ori"] == region.local
+        }
+    )
+    decisions = lines(local_out / "audit" / "dissemination.ndjson")
+    assert {(d["partner_ori"], d["decision"]) for d in decisions} == {(county, "SHARED")}
+    assert len(decisions) == len(own)
+    # --since narrows by when records occurred.
+    narrow = tmp_path / "narrow"
+    done = mutualaid_cli(
+        region, "export", "--agency", region.local, "--out", str(narrow),
+        "--since", "2026-11-25T12:00:00+00:00",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [e["envelope"]["record_id"] for e in lines(narrow / "own" / "alpr.read.ndjson")] == [
+        e["envelope"]["record_id"] for e in own if e["body"]["plate"] == "8XYZ999"
+    ]
+
+    # Import into an empty index on the other backend: the same answers.
+    before = plate_answers(region.settings, county, "7ABC123")
+    env = {**os.environ, "MUTUALAID_INDEX_URL": postgres_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file),
+         "import", "--agency", county, "--from", str(out)],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "rows changed" in done.stdout
+    on_postgres = region.settings.model_copy(update={"index_url": postgres_url})
+    assert plate_answers(on_postgres, county, "7ABC123") == before
+    assert plate_answers(on_postgres, county, "8XYZ999") == plate_answers(
+        region.settings, county, "8XYZ999"
+    )
+
+
+def test_import_refuses_a_folder_that_is_not_an_export(region: Region, tmp_path: Path) -> None:
+    done = mutualaid_cli(region, "import", "--agency", region.county, "--from", str(tmp_path))
+    assert done.returncode == 2
+    assert "not an export" in done.stderr
