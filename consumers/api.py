@@ -1,25 +1,34 @@
-"""The HTTP search API an agency runs over its own index: ``GET /search``, with OpenAPI.
+"""The HTTP search API an agency runs over its own index: ``GET /search``, with OpenAPI, and
+the analyst's search page at ``/``.
 
-Callers authenticate with a bearer token issued by ``mutualaid api-user add``
-(``mutualaid.tokens``). Every search goes through a ``consumers.search.Searcher``: the same
-refusals and the same audit as the command line, with the index kept open between searches.
+Programs authenticate with a bearer token issued by ``mutualaid api-user add``
+(``mutualaid.tokens``); people sign in on the page with the same token once and then hold a
+server-side session (``consumers.sessions``). Every search, and every CSV download of results,
+goes through a ``consumers.search.Searcher``: the same refusals and the same audit as the
+command line, with the index kept open between searches.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads these annotations at run time,
 # including ones that name local dependencies.
 
+import csv
+import io
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from consumers.index import IndexUnavailable
 from consumers.query import Criteria, Hit
 from consumers.search import Searcher, SearchRefused, SearchRequest, parse_near
+from consumers.sessions import Sessions
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
 from mutualaid.settings import Settings
@@ -38,6 +47,17 @@ class Result(BaseModel):
     contact: str | None
     body: dict | None
     encrypted_fields: list[str]  # held encrypted, null in body; reveal=true opens them
+
+
+PAGE = Path(__file__).parent / "search_page.html"
+SESSION_COOKIE = "mutualaid_search"
+CSV_COLUMNS = ("occurred_at", "source_ori", "source_agency", "kind", "record_id", "version",
+               "tier", "contact", "latitude", "longitude", "body_json")  # fmt: skip
+
+
+class Login(BaseModel):
+    user: str
+    token: str
 
 
 class SearchResponse(BaseModel):
@@ -66,69 +86,88 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
     bearer = HTTPBearer(auto_error=False)
     names = {a.ori: a.name for a in registry.agencies}
 
+    sessions = Sessions(settings.api_users_file, agency.ori)
+
     def caller(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        mutualaid_search: Annotated[str | None, Cookie()] = None,
     ) -> tokens.Holder:
         # Read on every call, so a user added or removed takes effect without a restart.
-        holder = tokens.find(
-            settings.api_users_file, agency.ori, credentials.credentials if credentials else None
-        )
+        if credentials is not None:
+            holder = tokens.find(settings.api_users_file, agency.ori, credentials.credentials)
+        else:
+            holder = sessions.holder(mutualaid_search)
         if holder is None:
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
         return holder
 
+    def searching(download: str | None):
+        """A dependency that runs one audited search from the request's parameters, giving
+        (user, reason, hits); with ``download``, the log notes the results left as a file."""
+
+        def searched(
+            holder: Annotated[tokens.Holder, Depends(caller)],
+            reason: Annotated[str, Query(description="case or incident number: required")] = "",
+            plate: Annotated[
+                str | None, Query(description="misread-tolerant; * ? wildcards")
+            ] = None,
+            name: Annotated[str | None, Query(description='"last" or "first last"')] = None,
+            dob: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
+            incident: Annotated[str | None, Query(description="incident or report number")] = None,
+            text: Annotated[str | None, Query(description="words anywhere in the record")] = None,
+            identifier: Annotated[
+                str | None, Query(description="licence, SSN, VIN...; also where shared encrypted")
+            ] = None,
+            near: Annotated[str | None, Query(description="LAT,LON,KM")] = None,
+            since: datetime | None = None,
+            until: datetime | None = None,
+            from_agency: Annotated[str | None, Query(description="owner ORI")] = None,
+            kind: Kind | None = None,
+            limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+            reveal: Annotated[
+                bool, Query(description="open fields the index keeps encrypted (logged)")
+            ] = False,
+        ) -> tuple[str, str, list[Hit]]:
+            user = holder.name
+            if reveal and "reveal" not in holder.grants:
+                raise HTTPException(
+                    403,
+                    f"{user} may not reveal encrypted fields; an administrator can issue a "
+                    f"token with `mutualaid api-user add --agency {agency.ori} --user {user} "
+                    "--may-reveal`",
+                )
+            try:
+                criteria = Criteria(
+                    plate=plate or None,
+                    name=name or None,
+                    dob=dob or None,
+                    incident_number=incident or None,
+                    text=text or None,
+                    identifier=identifier or None,
+                    near=parse_near(near or None),
+                    since=since,
+                    until=until,
+                    source_ori=check_ori(from_agency) if from_agency else None,
+                    kind=str(kind) if kind else None,
+                    limit=limit,
+                )
+                request = SearchRequest(agency.ori, user, reason, criteria, reveal, download)
+                hits = searcher.search(request)
+            except (SearchRefused, ValueError) as exc:
+                raise HTTPException(400, f"refused: {exc}") from None
+            except IndexUnavailable as exc:
+                raise HTTPException(503, f"the index is unavailable: {exc}") from None
+            return user, reason, hits
+
+        return searched
+
+    Found = tuple[str, str, list[Hit]]
+
     @api.get("/search", response_model=SearchResponse)
-    def search(
-        holder: Annotated[tokens.Holder, Depends(caller)],
-        reason: Annotated[str, Query(description="case or incident number: required")] = "",
-        plate: Annotated[str | None, Query(description="misread-tolerant; * ? wildcards")] = None,
-        name: Annotated[str | None, Query(description='"last" or "first last"')] = None,
-        dob: Annotated[str | None, Query(description="YYYY-MM-DD")] = None,
-        incident: Annotated[str | None, Query(description="incident or report number")] = None,
-        text: Annotated[str | None, Query(description="words anywhere in the record")] = None,
-        identifier: Annotated[
-            str | None, Query(description="licence, SSN, VIN...; also where shared encrypted")
-        ] = None,
-        near: Annotated[str | None, Query(description="LAT,LON,KM")] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        from_agency: Annotated[str | None, Query(description="owner ORI")] = None,
-        kind: Kind | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        reveal: Annotated[
-            bool, Query(description="open fields the index keeps encrypted (logged)")
-        ] = False,
-    ) -> SearchResponse:
-        user = holder.name
-        if reveal and "reveal" not in holder.grants:
-            raise HTTPException(
-                403,
-                f"{user} may not reveal encrypted fields; an administrator can issue a token "
-                f"with `mutualaid api-user add --agency {agency.ori} --user {user} --may-reveal`",
-            )
-        try:
-            criteria = Criteria(
-                plate=plate,
-                name=name,
-                dob=dob,
-                incident_number=incident,
-                text=text,
-                identifier=identifier,
-                near=parse_near(near),
-                since=since,
-                until=until,
-                source_ori=check_ori(from_agency) if from_agency else None,
-                kind=str(kind) if kind else None,
-                limit=limit,
-            )
-            request = SearchRequest(agency.ori, user, reason, criteria, reveal)
-            hits = searcher.search(request)
-        except (SearchRefused, ValueError) as exc:
-            raise HTTPException(400, f"refused: {exc}") from None
-        except IndexUnavailable as exc:
-            raise HTTPException(503, f"the index is unavailable: {exc}") from None
+    def search(found: Annotated[Found, Depends(searching(None))]) -> SearchResponse:
+        user, reason, hits = found
         return SearchResponse(
             agency_ori=agency.ori,
             user=user,
@@ -136,6 +175,69 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             count=len(hits),
             results=[_result(h, names) for h in hits],
         )
+
+    @api.get("/search.csv", response_class=Response)
+    def search_csv(found: Annotated[Found, Depends(searching("csv"))]) -> Response:
+        """The results of a search as CSV: the same parameters, and itself a logged search."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for hit in found[2]:
+            r = _result(hit, names)
+            body = r.body or {}
+            writer.writerow(
+                [r.occurred_at.isoformat(), r.source_ori, r.source_agency, r.kind, r.record_id,
+                 r.version, r.tier, r.contact or "", body.get("latitude", ""),
+                 body.get("longitude", ""), json.dumps(body, sort_keys=True, default=str)]
+            )  # fmt: skip
+        return Response(
+            out.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="mutualaid-search.csv"'},
+        )
+
+    page = PAGE.read_text().replace("{{AGENCY}}", json.dumps(f"{agency.name} ({agency.ori})"))
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @api.post("/login", include_in_schema=False)
+    def login(credentials: Login, response: Response) -> dict:
+        session = sessions.open(credentials.user, credentials.token)
+        if session is None:
+            raise HTTPException(401, f"not a user of {agency.name}, or a wrong token")
+        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+        return {"user": credentials.user, "agency": agency.ori}
+
+    @api.post("/logout", include_in_schema=False)
+    def logout(
+        response: Response, mutualaid_search: Annotated[str | None, Cookie()] = None
+    ) -> dict:
+        sessions.close(mutualaid_search)
+        response.delete_cookie(SESSION_COOKIE)
+        return {}
+
+    @api.get("/me", include_in_schema=False)
+    def me(holder: Annotated[tokens.Holder, Depends(caller)]) -> dict:
+        return {
+            "user": holder.name,
+            "agency": agency.ori,
+            "may_reveal": "reveal" in holder.grants,
+        }
+
+    @api.get("/agencies")
+    def agencies(holder: Annotated[tokens.Holder, Depends(caller)]) -> list[dict]:
+        """The registry's agencies: names, jurisdictions (for plotting) and whom to call."""
+        return [
+            {
+                "ori": a.ori,
+                "name": a.name,
+                "contact": a.contact,
+                "jurisdiction": a.jurisdiction.model_dump() if a.jurisdiction else None,
+            }
+            for a in registry.agencies
+        ]
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -40,6 +40,7 @@ class SearchRequest:
     reason: str
     criteria: Criteria
     reveal: bool = False  # open fields the index keeps encrypted
+    download: str | None = None  # "csv": the results leave as a file (the log says so)
 
     def __post_init__(self) -> None:
         if not self.user.strip():
@@ -130,6 +131,8 @@ class Searcher:
             query = {k: v for k, v in asdict(request.criteria).items() if v is not None}
             if request.reveal:
                 query["reveal"] = True
+            if request.download:
+                query["download"] = request.download
             index.record_search(request.user, request.reason, query, len(hits))
         except BaseException:
             index.close()

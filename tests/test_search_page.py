@@ -1,0 +1,159 @@
+"""The analyst's search page, served by `mutualaid api`, in real headless Chromium: sign in with
+the API token, a search refused without a reason, results with a detail view, the plate's path
+on a plot and a time line, a CSV download that is itself logged, another agency refused."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import Region, index_rows, mutualaid_cli, serving
+from consumers.index import open_index
+from mutualaid.disclosure import new_disclosure
+from mutualaid.events import new_envelope
+from mutualaid.topics import Kind
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(),
+    reason="no Chromium here (apt-get install chromium; .ci/run does)",
+)
+# Set MUTUALAID_SCREENSHOT=docs/search-page.png to refresh the README's picture.
+SCREENSHOT = os.environ.get("MUTUALAID_SCREENSHOT")
+START = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
+# A vehicle's evening: three reads by two agencies' cameras, an hour apart, heading north-east.
+READS = [
+    ("neighbour", "N-1", 38.955, -119.945, "Stateline & Hwy 50"),
+    ("local", "L-1", 38.962, -119.931, "Main St & Pioneer Trl"),
+    ("neighbour", "N-2", 38.971, -119.917, "Kingsbury Grade"),
+]
+
+
+def shared_read(region: Region, owner: str, record_id: str, lat: float, lon: float,
+                camera: str, hours: int) -> dict:  # fmt: skip
+    at = START + timedelta(hours=hours)
+    return {
+        "envelope": new_envelope(
+            source_ori=getattr(region, owner),
+            source_system="t",
+            kind=Kind.ALPR_READ,
+            record_id=record_id,
+            version=1,
+            occurred_at=at,
+            now=at,
+        ),
+        "disclosure": new_disclosure(region.county, ("a", 1)),
+        "body": {
+            "plate": "7ABC123",
+            "plate_state": "CA",
+            "latitude": lat,
+            "longitude": lon,
+            "camera_name": camera,
+            "vehicle_make": "Kia",
+            "vehicle_model": "Rio",
+        },
+    }
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def token(region: Region, agency: str, user: str) -> str:
+    issued = mutualaid_cli(region, "api-user", "add", "--agency", agency, "--user", user)
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.strip().splitlines()[-1]
+
+
+def sign_in(page, url: str, user: str, secret: str) -> None:
+    page.goto(url)
+    page.fill("input[name=user]", user)
+    page.fill("input[name=token]", secret)
+    page.click("form#login button[type=submit]")
+
+
+def test_analyst_searches_sees_the_path_and_downloads_from_the_page(
+    region: Region, tmp_path: Path, browser
+) -> None:
+    index = open_index(region.settings, region.county)
+    index.apply([shared_read(region, *r, hours=i) for i, r in enumerate(READS)])
+    index.close()
+    okafor = token(region, region.county, "analyst.okafor")
+    outsider = token(region, region.local, "analyst.lee")
+    with serving(
+        region.config_file, ["api", "--agency", region.county], tmp_path / "api.log"
+    ) as url:
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1366, "height": 900})
+        sign_in(page, url, "analyst.okafor", okafor)
+        page.wait_for_selector("form#search:visible", timeout=10_000)
+        assert page.locator("#who").inner_text() == "analyst.okafor"
+
+        # A reason of blanks passes the browser's own check; the server refuses it, says why.
+        page.fill("input[name=reason]", "   ")
+        page.fill("input[name=plate]", "7ABC123")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#search-error:has-text('needs a reason')", timeout=10_000)
+        assert page.locator("[data-testid=result]").count() == 0
+
+        # A misread plate typed from a witness's note still finds all three reads.
+        page.fill("input[name=reason]", "case 24-007")
+        page.fill("input[name=plate]", "7ABCI23")
+        page.click("form#search button[type=submit]")
+        page.wait_for_selector("#count:has-text('3 record(s)')", timeout=10_000)
+        rows = page.locator("[data-testid=result]")
+        assert rows.count() == 3
+        assert "Next State PD" in rows.nth(0).inner_text()
+        assert "7ABC123 CA Kia Rio" in page.locator("#results").inner_text()
+        # The path: a dot per read on the plot, a dot per read on the time line, numbered in
+        # time order, with the partner's jurisdiction drawn.
+        assert page.locator("[data-testid=read-point]").count() == 3
+        assert page.locator("[data-testid=time-point]").count() == 3
+        labels = page.locator("[data-testid=read-point] text").all_text_contents()
+        assert [label.split(" ")[0] for label in labels] == ["1", "2", "3"]
+        assert page.locator("#plot ellipse").count() >= 1
+        # Keyboard: focus a row, Enter opens its detail.
+        rows.nth(1).focus()
+        page.keyboard.press("Enter")
+        detail = page.locator("#detail dl").inner_text()
+        assert "Main St & Pioneer Trl" in detail or "Kingsbury Grade" in detail
+        assert "record" in detail and "alpr.read" in detail
+        page.screenshot(path=str(SCREENSHOT or tmp_path / "search-page.png"), full_page=True)
+
+        # The download is the same search as a file, and is logged as one.
+        with page.expect_download() as downloading:
+            page.click("#download")
+        saved = tmp_path / "results.csv"
+        downloading.value.save_as(saved)
+        table = list(csv.DictReader(io.StringIO(saved.read_text())))
+        assert sorted(r["record_id"] for r in table) == ["L-1", "N-1", "N-2"]
+        assert {r["source_agency"] for r in table} == {"Test City PD", "Next State PD"}
+        logged = index_rows(
+            region.settings, region.county, 'select "user", reason, query_json from search_audit'
+        )
+        queries = [(u, r, json.loads(q)) for u, r, q in logged]
+        assert [q.get("download") for _, _, q in queries] == [None, "csv"]
+        assert all(u == "analyst.okafor" and r == "case 24-007" for u, r, _ in queries)
+
+        # Another agency's user cannot sign in here, and nothing is served without a session.
+        intruder = browser.new_page()
+        sign_in(intruder, url, "analyst.lee", outsider)
+        intruder.wait_for_selector("#login-error:has-text('not a user')", timeout=10_000)
+        assert not intruder.locator("form#search").is_visible()
+        assert intruder.request.get(f"{url}/search?plate=7ABC123&reason=x").status == 401
+        # Signing out ends the session.
+        page.click("#logout")
+        page.wait_for_selector("form#login:visible", timeout=10_000)
+        assert page.request.get(f"{url}/me").status == 401
