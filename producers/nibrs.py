@@ -11,8 +11,8 @@ element has one place in the record; the element numbers are the FBI's (NIBRS Us
                         OffenseFactorBiasMotivationCode, LocationCategoryCode (directly or via
                         OffenseLocationAssociation), OffenseStructuresEnteredQuantity,
                         PassagePointMethodCode, CriminalActivityCategoryCode, ForceCategoryCode
-    Item, Substance     ItemStatusCode, ItemCategoryNIBRSPropertyCategoryCode, Amount,
-    (14-22)             ItemValueDate, ItemQuantity, DrugCategoryCode,
+    Item, Substance     ItemStatusCode and StatusDescriptionText, Amount, ItemValueDate,
+    (14-22)             ItemCategoryNIBRSPropertyCategoryCode, ItemQuantity, DrugCategoryCode,
                         SubstanceQuantityMeasure/MeasureDecimalValue + SubstanceUnitCode
     Victim (23-35)      VictimSequenceNumberText, OffenseVictimAssociation, VictimCategoryCode,
                         EnforcementOfficial (25A-C), the Person's age, sex, race, ethnicity and
@@ -391,6 +391,7 @@ class Reading:
                 {
                     "description": value(element, "ItemDescriptionText") or category,
                     "loss_type": first_value(element, "ItemStatusCode"),
+                    "status_description": value(element, "ItemStatus", "StatusDescriptionText"),
                     "value_usd": decimal(first_value(element, "Amount"), "Item value"),
                     "category": category,
                     "recovered_date": iso_date(

@@ -151,6 +151,7 @@ BODIES = {
             {
                 "description": "2012 Toyota Camry",
                 "loss_type": "STOLEN",
+                "status_description": None,
                 "value_usd": 9500.0,
                 "category": "03",
                 "recovered_date": None,
