@@ -129,8 +129,21 @@ class CheckpointStore:
         marks = data.get("topic_offsets")
         return None if marks is None else {int(p): o for p, o in marks.items()}
 
+    def adapter_state(self, name: str) -> dict[str, Any] | None:
+        """What a stateful adapter kept with the checkpoint (``producers.runner``), if any."""
+        try:
+            data = json.loads(self.path(name).read_text())
+        except FileNotFoundError:
+            return None
+        return data.get("adapter_state")
+
     def save(
-        self, name: str, position: Position, source: str, topic_offsets: Mapping[int, int]
+        self,
+        name: str,
+        position: Position,
+        source: str,
+        topic_offsets: Mapping[int, int],
+        adapter_state: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         target = self.path(name)
@@ -142,6 +155,8 @@ class CheckpointStore:
             "topic_offsets": {str(p): o for p, o in sorted(topic_offsets.items())},
             "saved_at": datetime.now(UTC).isoformat(),
         }
+        if adapter_state is not None:
+            record["adapter_state"] = adapter_state
         with open(tmp, "w") as out:
             json.dump(record, out)
             out.flush()

@@ -1,55 +1,56 @@
-"""RMS connector: NIBRS XML incident reports, one per document, as ``mutualaid.rms.Record``.
+"""RMS connector: NIBRS XML reports (IEPD 4.2), one per document, as ``mutualaid.rms.Record``.
 
-The FBI's NIBRS XML exchange (the NIEM-based IEPD, 4.2 and 2025.0) writes every element in a
-namespace (``nibrs:``, ``cjis:``, ``j:``, ``nc:``). Namespaces vary between IEPD versions, so
-elements are matched by *local name* only: ``j:Offense/j:OffenseUCRCode``, ``nibrs:OffenseUCRCode``
-and an unprefixed ``Offense/OffenseUCRCode`` read the same. What is read (any nesting under the
-``Report`` element, or the document root if there is none)::
+The FBI's NIBRS XML exchange writes every element in a namespace (``nibrs:``, ``cjis:``, ``j:``,
+``nc:``). Namespaces vary between IEPD versions, so elements are matched by *local name* only:
+``j:Offense/nibrs:OffenseUCRCode`` and an unprefixed ``Offense/OffenseUCRCode`` read the same.
+``producers.nibrs`` reads the report's data elements; this module decides what the document is:
 
     ReportHeader/
-      ReportActionCategoryCode        I insert, R replace -> UPSERT; D delete -> DELETE
-      ReportSequenceNumber            optional explicit version (a positive integer)
-      ReportDateTime | ReportDate     the report's time (DateTime, Date or YearMonthDate inside)
-      RecordStatusCode                SEALED or EXPUNGED -> DELETE labelled sealed / expunged
-    MessageMetadata/MessageDateTime   when the RMS wrote the document (cjis:MessageMetadata)
-    Incident/
-      ActivityIdentification/IdentificationID   the incident number: the record id (required)
-      ActivityDate/DateTime                     incident date and hour
-      IncidentExceptionalClearanceCode          A-E or N
-      IncidentStatusCode                        the owner's case status (optional)
-    Offense/  OffenseUCRCode, OffenseAttemptedIndicator (true/false) or
-              OffenseAttemptedCompletedCode (A/C), LocationCategoryCode, ForceCategoryCode
-    Location/LocationCategoryCode (via OffenseLocationAssociation, as NIEM links them)
-    Person[@id]/  PersonAgeMeasure/MeasureIntegerValue | PersonAge, PersonSexCode,
-                  PersonRaceNDExCode | PersonRaceCode, PersonEthnicityCode
-    Victim | Subject | Arrestee/  RoleOfPerson[@ref] -> the Person; or the person fields inline;
-                  VictimSequenceNumberText etc. -> person_id
-    Vehicle/  VehicleMakeCode, VehicleModelCode, ItemModelYearDate, ItemColorDescriptionText,
-              VehicleIdentification/IdentificationID (VIN),
-              ConveyanceRegistrationPlateIdentification/IdentificationID and
-              .../IdentificationJurisdictionText (the plate and its state)
-    Item/     ItemDescriptionText | ItemCategoryNIBRSPropertyCategoryCode, ItemStatus/ItemStatusCode
-              (the loss type: STOLEN, RECOVERED, ...), ItemValue/ItemValueAmount/Amount
-    ReportNarrativeText | Narrative
+      NIBRSReportCategoryCode   GROUP A INCIDENT REPORT (the default), GROUP B ARREST REPORT,
+                                ZERO REPORT
+      ReportActionCategoryCode  I (incident) or A (add): UPSERT; R (replace): UPSERT that
+                                supersedes; D (delete): DELETE, a tombstone to every partner
+      ReportDate                the report month (YearMonthDate), Date or DateTime
+      ReportingAgency/.../OrganizationORIIdentification/IdentificationID
+                                the owner's ORI: must be the connector's --agency
+      ReportSequenceNumber      optional, not IEPD: an explicit version from the RMS
+      RecordStatusCode          optional, not IEPD: SEALED or EXPUNGED -> a labelled DELETE
+    MessageMetadata/MessageDateTime   when the RMS wrote the document
 
-Versions: an explicit ``ReportSequenceNumber`` if the RMS sends one, else the message
-date-time, else the report date-time, in epoch milliseconds (a later submission of the same
-incident is a higher version). Times without an offset are read in the agency's zone (UTC
-unless told otherwise).
+Report types:
 
-A report with an offender or arrestee under 18 is labelled ``juvenile``, which agreements
-exclude unless they say otherwise.
+- Group A incident: record id = the incident number (``Incident/ActivityIdentification``).
+- Group B arrest: record id = ``arrest-`` + the arrest transaction number (NIBRS element 41,
+  ``Arrest/ActivityIdentification``), prefixed because incident numbers and arrest numbers are
+  separate series that may collide; the arrest number itself is in ``arrests[].arrest_number``.
+- Zero report ("nothing to report this month"): publishes nothing and is no error: the runner
+  logs and counts it as skipped, with no dead letter.
+- IEPD 4.2 has no time-window submissions (the flat file's "W" action); they are not read.
 
-Sealed and expunged reports become a DELETE (a tombstone downstream, body withheld) labelled
-``sealed`` or ``expunged``: a sealed record must leave every partner's index, and a DELETE is
-what makes the router send the tombstone. Documents are parsed with ``defusedxml``, DTDs
-forbidden: an instance with entity declarations (billion laughs, external entities) is
-rejected, never expanded.
+Versions. A Replace must supersede what it replaces even when both carry the same
+MessageDateTime, and two different documents must never get one event id. So a version is
+``stamp_ms * 10 + rank``, ``stamp_ms`` the MessageDateTime (else the report date) in epoch
+milliseconds and ``rank`` the action's (I and A 1, R 2, D 3), and the connector remembers, per
+record, the version and a digest of the content it last published (``state()``; the runner keeps
+it in the checkpoint). A document whose content equals the last published gets that version
+again (a replay is the same event); any other content gets at least the last version + 1: the
+order documents arrive in wins over their time stamps, as the FBI applies submissions in order.
+Records not seen for ``STATE_DAYS`` (by time stamp) are forgotten, and their next version comes
+from its stamp and rank alone. An explicit ``ReportSequenceNumber`` is the version as given; one
+reused for different content is dead-lettered (``version_reused``). Times without an offset are
+read in the agency's zone (UTC unless told otherwise).
+
+Labels come from ``mutualaid.labels.derive``: ``juvenile`` when an offender or arrestee may have
+been under 18 (an exact age, or the lower end of an age range; NN/NB/BB are age 0). Sealed and
+expunged reports become a DELETE (body withheld) labelled ``sealed`` or ``expunged``. Documents
+are parsed with ``defusedxml``, DTDs forbidden: an instance with entity declarations (billion
+laughs, external entities) is rejected, never expanded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import json
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from xml.etree.ElementTree import Element, ParseError
@@ -58,78 +59,35 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
 from mutualaid.events import new_envelope
-from mutualaid.plates import normalize_plate
+from mutualaid.labels import Person, derive
 from mutualaid.topics import Kind, check_ori
+from producers.nibrs import (
+    UCR_DESCRIPTIONS,
+    Reading,
+    boolean,
+    child,
+    first_value,
+    iso_date,
+    strip_namespaces,
+    value,
+)
 from producers.parsing import epoch_millis, text
-from producers.runner import Rejected, SourceItem
+from producers.runner import Rejected, Skipped, SourceItem
+
+__all__ = ["UCR_DESCRIPTIONS", "RmsAdapter"]
 
 SOURCE_SYSTEM = "rms-nibrs-xml"
-ROLES = {"Victim": "VICTIM", "Subject": "OFFENDER", "Arrestee": "ARRESTEE"}
-# A few of the NIBRS offense codes, for a readable description; the code always travels.
-UCR_DESCRIPTIONS = {
-    "09A": "Murder and nonnegligent manslaughter",
-    "100": "Kidnapping/abduction",
-    "120": "Robbery",
-    "13A": "Aggravated assault",
-    "13B": "Simple assault",
-    "13C": "Intimidation",
-    "200": "Arson",
-    "220": "Burglary/breaking and entering",
-    "23C": "Shoplifting",
-    "23F": "Theft from motor vehicle",
-    "23H": "All other larceny",
-    "240": "Motor vehicle theft",
-    "250": "Counterfeiting/forgery",
-    "26A": "False pretenses/swindle/confidence game",
-    "290": "Destruction/damage/vandalism of property",
-    "35A": "Drug/narcotic violations",
-    "520": "Weapon law violations",
-}
-
-
-def local(tag: object) -> str:
-    """'{http://...}Offense' -> 'Offense' (comments and processing instructions -> '')."""
-    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-
-def strip_namespaces(root: Element) -> Element:
-    """Every tag and attribute name by its local name, once, so lookups are plain and fast."""
-    for element in root.iter():
-        element.tag = local(element.tag)
-        if element.attrib:
-            element.attrib = {local(k): v for k, v in element.attrib.items()}
-    return root
-
-
-# After strip_namespaces, ElementTree's own (C) lookups do the work.
-def attr(element: Element, name: str) -> str | None:
-    return element.get(name)
-
-
-def child(element: Element | None, *path: str) -> Element | None:
-    return element.find("/".join(path)) if element is not None else None
-
-
-def value(element: Element | None, *path: str) -> str | None:
-    found = child(element, *path)
-    return text(found.text) if found is not None else None
-
-
-def descendants(element: Element, name: str) -> Iterator[Element]:
-    return element.iter(name)
-
-
-def first_value(element: Element, *names: str) -> str | None:
-    """The text of the first descendant with any of these local names."""
-    for name in names:
-        for found in descendants(element, name):
-            if text(found.text):
-                return text(found.text)
-    return None
+GROUP_A = "GROUP A INCIDENT REPORT"
+GROUP_B = "GROUP B ARREST REPORT"
+ZERO_REPORT = "ZERO REPORT"
+# The action's rank, the version's lowest digit: at one time stamp, Insert < Replace < Delete.
+ACTION_RANK = {"I": 1, "A": 1, "R": 2, "D": 3}
+STATE_DAYS = 30
+_STATE_MS = STATE_DAYS * 24 * 3600 * 1000
 
 
 class RmsAdapter:
-    """Turns one NIBRS XML report into one RMS record event, or rejects it."""
+    """Turns one NIBRS XML report into one RMS record event, or rejects (or skips) it."""
 
     kind = Kind.RMS_RECORD
 
@@ -139,67 +97,170 @@ class RmsAdapter:
         self.source_ori = check_ori(source_ori)
         self.source_system = source_system
         self.zone = zone
+        # record id -> [version, content digest, stamp ms or None] of the last published.
+        self._last: dict[str, list[Any]] = {}
+        self._newest = 0
+
+    # The runner's StatefulAdapter protocol: saved with the checkpoint, restored from it.
+    def state(self) -> dict[str, Any]:
+        horizon = self._newest - _STATE_MS
+        self._last = {k: v for k, v in self._last.items() if v[2] is None or v[2] >= horizon}
+        return {"records": {k: list(v) for k, v in self._last.items()}, "newest": self._newest}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        state = state or {}
+        self._last = {str(k): list(v) for k, v in (state.get("records") or {}).items()}
+        self._newest = int(state.get("newest") or 0)
 
     def to_event(self, item: SourceItem) -> dict:
         root = self._parse(item.raw)
-        report = next(descendants(root, "Report"), root)
+        report = next(root.iter("Report"), root)
         header = child(report, "ReportHeader")
-        incident = child(report, "Incident")
-        number = value(incident, "ActivityIdentification", "IdentificationID")
-        if number is None:
+        category = (value(header, "NIBRSReportCategoryCode") or GROUP_A).upper()
+        if category not in {GROUP_A, GROUP_B, ZERO_REPORT}:
             raise Rejected(
-                "missing_incident_id", "Incident/ActivityIdentification/IdentificationID is missing"
+                "bad_report_category",
+                f"NIBRSReportCategoryCode {category!r} is not {GROUP_A}, {GROUP_B} or "
+                f"{ZERO_REPORT}",
             )
         action = (value(header, "ReportActionCategoryCode") or "I").upper()
-        if action not in {"I", "R", "D"}:
+        if action not in ACTION_RANK:
             raise Rejected(
-                "bad_report_action", f"ReportActionCategoryCode {action!r} is not I, R or D"
+                "bad_report_action", f"ReportActionCategoryCode {action!r} is not I, A, R or D"
             )
-        reported = self._time(header, "ReportDateTime") or self._time(header, "ReportDate")
+        self._check_ori(header)
+        reported = self._time(header, "ReportDate") or self._time(header, "ReportDateTime")
+        if category == ZERO_REPORT:
+            month = reported.strftime("%Y-%m") if reported else "an unstated month"
+            raise Skipped(f"zero report for {month} (nothing to report)")
+        reading = Reading(report)
+        incident = child(report, "Incident")
+        if category == GROUP_B:
+            number = next(
+                (
+                    n
+                    for a in reading.arrests
+                    if (n := value(a, "ActivityIdentification", "IdentificationID"))
+                ),
+                None,
+            )
+            if number is None:
+                raise Rejected(
+                    "missing_arrest_number",
+                    "a Group B arrest report needs Arrest/ActivityIdentification/"
+                    "IdentificationID (NIBRS element 41, the arrest transaction number)",
+                )
+            record_id = f"arrest-{number}"
+            first_arrest = reading.arrests[0] if reading.arrests else None
+            happened = self._time(first_arrest, "ActivityDate")
+        else:
+            number = value(incident, "ActivityIdentification", "IdentificationID")
+            if number is None:
+                raise Rejected(
+                    "missing_incident_id",
+                    "a Group A incident report needs Incident/ActivityIdentification/"
+                    "IdentificationID (NIBRS element 2, the incident number)",
+                )
+            record_id = number
+            happened = self._time(incident, "ActivityDate")
         metadata = child(root, "MessageMetadata")
         written = self._time(metadata if metadata is not None else root, "MessageDateTime")
-        happened = self._time(incident, "ActivityDate")
-        version = self._version(header, written or reported)
+        occurred = happened or reported or written
+        if occurred is None:
+            raise Rejected(
+                "missing_time", "no incident or arrest date, ReportDate or MessageDateTime"
+            )
         record_status = (value(header, "RecordStatusCode") or "").upper()
-        labels = [record_status.lower()] if record_status in {"SEALED", "EXPUNGED"} else []
-        delete = action == "D" or bool(labels)
+        given = [record_status.lower()] if record_status in {"SEALED", "EXPUNGED"} else []
+        delete = action == "D" or bool(given)
+        body = None if delete else self._body(reading, report, incident, category, action)
+        if body is None:
+            labels = derive(given)
+        else:
+            at = happened.date() if happened else None
+            labels = derive(
+                given,
+                people=[
+                    Person(p["age_min"], p["age_max"])
+                    for p in body["persons"]
+                    if p["role"] in {"OFFENDER", "ARRESTEE"}
+                ],
+                at=at,
+            )
+        op = "DELETE" if delete else "UPSERT"
+        stamp = written or reported
+        version = self._version(
+            record_id, header, stamp, action, _digest(op, labels, occurred, body)
+        )
         envelope = new_envelope(
             source_ori=self.source_ori,
             source_system=self.source_system,
             kind=self.kind,
-            record_id=number,
+            record_id=record_id,
             version=version,
-            occurred_at=happened or reported or written,  # type: ignore[arg-type]
-            op="DELETE" if delete else "UPSERT",
+            occurred_at=occurred,
+            op=op,
             labels=labels,
             source_position=item.position,
         )
-        if delete:
-            return {"envelope": envelope, "body": None}
-        persons = self._persons(report)
-        if any(
-            p["role"] in {"OFFENDER", "ARRESTEE"} and p["age"] is not None and p["age"] < 18
-            for p in persons
-        ):
-            # Juvenile records are protected by law in every state: agreements exclude them.
-            envelope["labels"] = sorted({*envelope["labels"], "juvenile"})
-        body = {
-            "incident_number": number,
+        return {"envelope": envelope, "body": body}
+
+    def _body(
+        self,
+        reading: Reading,
+        report: Element,
+        incident: Element | None,
+        category: str,
+        action: str,
+    ) -> dict[str, Any]:
+        happened_at = child(incident, "ActivityDate")
+        happened = self._time(incident, "ActivityDate")
+        reported = self._time(child(report, "ReportHeader"), "ReportDate")
+        return {
+            "incident_number": value(incident, "ActivityIdentification", "IdentificationID"),
+            "report_type": category,
+            "report_action": action,
             "report_date": reported.date().isoformat() if reported else None,
             "incident_date": happened.date().isoformat() if happened else None,
-            "incident_hour": self._hour(incident, happened),
-            "location": None,
-            "cleared_exceptionally": self._incident_value(
-                incident, "IncidentExceptionalClearanceCode"
+            "incident_hour": self._hour(incident, happened_at, happened),
+            "incident_date_is_report_date": boolean(
+                first_value(incident, "IncidentReportDateIndicator"),
+                "IncidentReportDateIndicator",
             ),
-            "status": self._incident_value(incident, "IncidentStatusCode"),
-            "offenses": self._offenses(report),
-            "persons": persons,
-            "vehicles": self._vehicles(report),
-            "property": self._property(report),
+            "location": None,
+            "cleared_exceptionally": first_value(incident, "IncidentExceptionalClearanceCode"),
+            "cleared_exceptionally_date": iso_date(
+                next(incident.iter("IncidentExceptionalClearanceDate"), None)
+                if incident is not None
+                else None,
+                "IncidentExceptionalClearanceDate",
+            ),
+            "cargo_theft": boolean(
+                first_value(incident, "OffenseCargoTheftIndicator"), "OffenseCargoTheftIndicator"
+            ),
+            "status": first_value(incident, "IncidentStatusCode"),
+            "offenses": reading.offense_list(),
+            "persons": reading.person_list(),
+            "vehicles": reading.vehicle_list(),
+            "property": reading.property_list(),
+            "arrests": reading.arrest_list(),
             "narrative": first_value(report, "ReportNarrativeText", "Narrative"),
         }
-        return {"envelope": envelope, "body": body}
+
+    @staticmethod
+    def _hour(
+        incident: Element | None, activity_date: Element | None, happened: datetime | None
+    ) -> int | None:
+        hour = value(incident, "IncidentHour")
+        if hour is not None:
+            if not hour.isdigit() or not 0 <= int(hour) <= 23:
+                raise Rejected("bad_timestamp", f"IncidentHour {hour!r} is not 0-23")
+            return int(hour)
+        # An ActivityDate with a Date only says nothing about the hour (NIBRS: hour unknown).
+        timed = value(activity_date, "DateTime") is not None or "T" in (
+            text(activity_date.text) or "" if activity_date is not None else ""
+        )
+        return happened.hour if happened is not None and timed else None
 
     def _parse(self, raw: bytes) -> Element:
         try:
@@ -216,17 +277,32 @@ class RmsAdapter:
             ) from None
         return strip_namespaces(root)
 
+    def _check_ori(self, header: Element | None) -> None:
+        agency = child(header, "ReportingAgency")
+        ori_element = (
+            next(agency.iter("OrganizationORIIdentification"), None) if agency is not None else None
+        )
+        ori = value(ori_element, "IdentificationID")
+        if ori is not None and ori.upper() != self.source_ori:
+            raise Rejected(
+                "ori_mismatch",
+                f"the report's ReportingAgency ORI {ori!r} is not {self.source_ori}, the agency "
+                "this connector publishes for (--agency): another agency's report is never "
+                f"published under this one; run a connector with --agency {ori} or fix the "
+                "RMS export",
+            )
+
     def _time(self, parent: Element | None, name: str) -> datetime | None:
-        """A time from ``name``'s text or its DateTime/Date/YearMonthDate child."""
+        """A time from ``name``'s text or its DateTime, else Date, else YearMonthDate child.
+
+        By preference, not by document order: an ActivityDate holding a YearMonthDate, a
+        DateTime and a Date (as the IEPD's own samples do) is the DateTime.
+        """
         element = child(parent, name)
         if element is None:
             return None
         raw = text(element.text) or next(
-            (
-                text(e.text)
-                for e in element.iter()
-                if e.tag in {"DateTime", "Date", "YearMonthDate"} and text(e.text)
-            ),
+            (v for tag in ("DateTime", "Date", "YearMonthDate") if (v := value(element, tag))),
             None,
         )
         if raw is None:
@@ -242,143 +318,48 @@ class RmsAdapter:
             ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=self.zone)
 
-    def _version(self, header: Element | None, stamped: datetime | None) -> int:
+    def _version(
+        self,
+        record_id: str,
+        header: Element | None,
+        stamped: datetime | None,
+        action: str,
+        digest: str,
+    ) -> int:
+        stamp = epoch_millis(stamped) if stamped is not None else None
+        last = self._last.get(record_id)
         sequence = value(header, "ReportSequenceNumber")
         if sequence is not None:
             if not sequence.isdigit() or int(sequence) < 1:
                 raise Rejected(
                     "bad_version", f"ReportSequenceNumber {sequence!r} is not a positive integer"
                 )
-            return int(sequence)
-        if stamped is None:
+            version = int(sequence)
+            if last is not None and last[0] == version and last[1] != digest:
+                raise Rejected(
+                    "version_reused",
+                    f"ReportSequenceNumber {version} of {record_id} was already published with "
+                    "other content; the RMS must number each new version higher",
+                )
+        elif stamp is None:
             raise Rejected(
                 "missing_version",
                 "no ReportSequenceNumber, MessageDateTime or ReportDate to order versions by",
             )
-        return epoch_millis(stamped)
+        else:
+            version = stamp * 10 + ACTION_RANK[action]
+            if last is not None:
+                version = last[0] if last[1] == digest else max(version, last[0] + 1)
+        self._last[record_id] = [version, digest, stamp]
+        self._newest = max(self._newest, stamp or 0)
+        return version
 
-    def _hour(self, incident: Element | None, happened: datetime | None) -> int | None:
-        hour = value(incident, "IncidentHour")
-        if hour is not None:
-            if not hour.isdigit() or not 0 <= int(hour) <= 23:
-                raise Rejected("bad_timestamp", f"IncidentHour {hour!r} is not 0-23")
-            return int(hour)
-        # An ActivityDate with a Date only says nothing about the hour.
-        timed = child(incident, "ActivityDate", "DateTime") is not None
-        return happened.hour if happened is not None and timed else None
 
-    @staticmethod
-    def _incident_value(incident: Element | None, name: str) -> str | None:
-        return first_value(incident, name) if incident is not None else None
-
-    def _offense_locations(self, report: Element) -> dict[str, str]:
-        """Offense id -> location category, from NIEM's OffenseLocationAssociation."""
-        locations = {
-            attr(e, "id"): value(e, "LocationCategoryCode")
-            for e in descendants(report, "Location")
-            if attr(e, "id")
-        }
-        out = {}
-        for link in descendants(report, "OffenseLocationAssociation"):
-            offense, place = child(link, "Offense"), child(link, "Location")
-            if offense is not None and place is not None:
-                code = locations.get(attr(place, "ref"))
-                if attr(offense, "ref") and code:
-                    out[attr(offense, "ref") or ""] = code
-        return out
-
-    def _offenses(self, report: Element) -> list[dict[str, Any]]:
-        located = self._offense_locations(report)
-        offenses = []
-        for offense in descendants(report, "Offense"):
-            code = value(offense, "OffenseUCRCode")
-            if code is None:  # a reference inside an association, not an offense
-                continue
-            attempted = (value(offense, "OffenseAttemptedIndicator") or "").lower()
-            status = value(offense, "OffenseAttemptedCompletedCode") or {
-                "true": "A",
-                "false": "C",
-            }.get(attempted)
-            offenses.append(
-                {
-                    "nibrs_code": code.upper(),
-                    "description": UCR_DESCRIPTIONS.get(code.upper()),
-                    "attempted_completed": status.upper() if status else None,
-                    "location_type": value(offense, "LocationCategoryCode")
-                    or located.get(attr(offense, "id") or ""),
-                    "weapon": first_value(offense, "ForceCategoryCode"),
-                }
-            )
-        return offenses
-
-    def _persons(self, report: Element) -> list[dict[str, Any]]:
-        people = {attr(p, "id"): p for p in descendants(report, "Person") if attr(p, "id")}
-        persons = []
-        for name, role in ROLES.items():
-            for element in descendants(report, name):
-                link = child(element, "RoleOfPerson")
-                ref = attr(link, "ref") if link is not None else None
-                person = people.get(ref, element) if ref else element
-                age = first_value(person, "MeasureIntegerValue", "PersonAge", "MeasureValueText")
-                if age is not None and not age.isdigit():
-                    age = None  # NIBRS age codes such as NN (under 24 hours) or 99+ ranges
-                persons.append(
-                    {
-                        "person_id": value(element, f"{name}SequenceNumberText")
-                        or attr(element, "id"),
-                        "role": role,
-                        "age": int(age) if age is not None else None,
-                        "sex": first_value(person, "PersonSexCode"),
-                        "race": first_value(person, "PersonRaceNDExCode", "PersonRaceCode"),
-                        "ethnicity": first_value(person, "PersonEthnicityCode"),
-                    }
-                )
-        return persons
-
-    def _vehicles(self, report: Element) -> list[dict[str, Any]]:
-        vehicles = []
-        for vehicle in descendants(report, "Vehicle"):
-            year = value(vehicle, "ItemModelYearDate")
-            plate = child(vehicle, "ConveyanceRegistrationPlateIdentification")
-            vehicles.append(
-                {
-                    "plate": normalize_plate(value(plate, "IdentificationID") or "") or None,
-                    "plate_state": first_value(
-                        plate,
-                        "IdentificationJurisdictionText",
-                        "LocationStateUSPostalServiceCode",
-                        "LocationStateNCICLSTACode",
-                    )
-                    if plate is not None
-                    else None,
-                    "vin": value(vehicle, "VehicleIdentification", "IdentificationID"),
-                    "make": value(vehicle, "VehicleMakeCode"),
-                    "model": value(vehicle, "VehicleModelCode"),
-                    "year": int(year[:4]) if year and year[:4].isdigit() else None,
-                    "color": value(vehicle, "ItemColorDescriptionText")
-                    or value(vehicle, "VehicleColorPrimaryCode"),
-                    "style": value(vehicle, "VehicleStyleCode"),
-                    "role": first_value(vehicle, "ItemStatusCode"),
-                }
-            )
-        return vehicles
-
-    def _property(self, report: Element) -> list[dict[str, Any]]:
-        items = []
-        for element in descendants(report, "Item"):
-            amount = first_value(element, "Amount")
-            try:
-                worth = float(amount) if amount is not None else None
-            except ValueError:
-                raise Rejected(
-                    "bad_value", f"Item value {amount!r} is not a number of dollars"
-                ) from None
-            items.append(
-                {
-                    "description": value(element, "ItemDescriptionText")
-                    or value(element, "ItemCategoryNIBRSPropertyCategoryCode"),
-                    "loss_type": first_value(element, "ItemStatusCode"),
-                    "value_usd": worth,
-                }
-            )
-        return items
+def _digest(op: str, labels: list[str], occurred: datetime, body: dict | None) -> str:
+    """What makes two versions the same event: op, labels, time and body (not the file name)."""
+    canonical = json.dumps(
+        {"op": op, "labels": labels, "at": occurred.isoformat(), "body": body},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]

@@ -11,6 +11,13 @@ Before publishing anything, the runner reads its topic from the offsets saved wi
 checkpoint to the end and notes the event ids it finds (deterministic: owner, kind, record id,
 version); the items that map to those are skipped. Each source record version is therefore
 on the topic exactly once. Dead letters of rejected items may repeat; they carry positions.
+
+An adapter may raise ``Skipped`` for an item that is valid but holds no record (a NIBRS zero
+report: "nothing to report this month"): it is logged and counted, with no event and no dead
+letter. An adapter that keeps per-record state (``StatefulAdapter``: the RMS connector's last
+version and content digest of each record) has that state saved with the checkpoint, as it
+stood after the checkpoint's last item, and restored from it: a restart maps the items after
+the checkpoint exactly as the first run did, so they get the same versions and event ids.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -61,7 +68,15 @@ log = logging.getLogger("mutualaid.connector")
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
 DELIVERY_TIMEOUT = 30.0
-__all__ = ["FOLLOW_POLL_SECONDS", "LineFile", "Rejected", "Runner", "Source", "SourceItem"]
+__all__ = [
+    "FOLLOW_POLL_SECONDS",
+    "LineFile",
+    "Rejected",
+    "Runner",
+    "Skipped",
+    "Source",
+    "SourceItem",
+]
 
 
 class Rejected(Exception):
@@ -85,12 +100,33 @@ class Rejected(Exception):
         )
 
 
+class Skipped(Exception):
+    """A valid item that holds no record (a NIBRS zero report): no event, no dead letter."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class Adapter(Protocol):
     kind: Kind
     source_system: str
 
     def to_event(self, item: SourceItem) -> dict:
-        """The event for this item, or raise Rejected."""
+        """The event for this item, or raise Rejected (or Skipped)."""
+        ...
+
+
+@runtime_checkable
+class StatefulAdapter(Protocol):
+    """An adapter whose mapping depends on what it mapped before; the state is plain JSON."""
+
+    def state(self) -> dict[str, Any]:
+        """A snapshot of the state now (not shared with later changes)."""
+        ...
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        """Start over from a snapshot (None: from nothing, as for a new checkpoint)."""
         ...
 
 
@@ -99,16 +135,19 @@ class Progress:
     read: int = 0
     published: int = 0
     rejected: int = 0
+    skipped: int = 0  # valid items holding no record (zero reports)
     started: float = field(default_factory=time.monotonic)
 
     def counts(self) -> dict[str, int]:
-        return {"read": self.read, "published": self.published, "rejected": self.rejected}
+        counts = {"read": self.read, "published": self.published, "rejected": self.rejected}
+        return {**counts, "skipped": self.skipped} if self.skipped else counts
 
     def line(self, name: str) -> str:
         rate = self.read / max(time.monotonic() - self.started, 1e-6)
+        skipped = f"  skipped {self.skipped:,}" if self.skipped else ""
         return (
             f"{name}: read {self.read:,}  published {self.published:,}  "
-            f"rejected {self.rejected:,}  ({rate:,.0f}/s)"
+            f"rejected {self.rejected:,}{skipped}  ({rate:,.0f}/s)"
         )
 
 
@@ -121,8 +160,10 @@ class _BatchAcks(DeliveryTracker):
         self.after = after
         self.items = items
         self.published = 0
+        self.skipped = 0
         self.topic = topic
         self.offsets: dict[int, int] = {}
+        self.state: dict[str, Any] | None = None  # the adapter's, after the batch's last item
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         super().__call__(err, msg)
@@ -165,6 +206,7 @@ class Runner:
         # Per partition, where this connector's events after the checkpoint can start.
         self._marks: dict[int, int] = {}
         self._already: set[str] = set()  # event ids found on the topic after the checkpoint
+        self._state: dict[str, Any] | None = None  # a stateful adapter's, as last checkpointed
         self._events_in = EVENTS_IN.labels(stage="producers", kind=str(adapter.kind))
 
     def run(self, stop: threading.Event | None = None, follow: bool = False) -> Progress:
@@ -173,10 +215,16 @@ class Runner:
         checkpoint = self.checkpoints.load(self.name)
         position = self.source.start(checkpoint)
         marks = self.checkpoints.topic_offsets(self.name)
+        if isinstance(self.adapter, StatefulAdapter):
+            saved = self.checkpoints.adapter_state(self.name) if checkpoint else None
+            self.adapter.restore(saved)
+            self._state = self.adapter.state()
         if checkpoint is None or marks is None:
             # Nothing of ours can be on the topic past its current end: note it before sending.
             self._marks = end_offsets(self._settings, self.topic)
-            self.checkpoints.save(self.name, position, self.source.description, self._marks)
+            self.checkpoints.save(
+                self.name, position, self.source.description, self._marks, self._state
+            )
         else:
             self._marks = marks
             self._already = self._published_after(marks)
@@ -213,6 +261,8 @@ class Runner:
         acks = _BatchAcks(batch[-1].after, len(batch), self.topic)
         self._in_flight.append(acks)
         acks.published = sum(self._produce_one(item, acks) for item in batch)
+        if isinstance(self.adapter, StatefulAdapter):
+            acks.state = self.adapter.state()
         self._producer.poll(0)
         if len(self._in_flight) > MAX_IN_FLIGHT:
             oldest, deadline = self._in_flight[0], time.monotonic() + DELIVERY_TIMEOUT
@@ -238,11 +288,16 @@ class Runner:
             if acks.errors:
                 raise DeliveryFailed("broker refused records: " + "; ".join(acks.errors[:5]))
             self._marks.update(acks.offsets)
-            self.checkpoints.save(self.name, acks.after, self.source.description, self._marks)
+            if acks.state is not None:
+                self._state = acks.state
+            self.checkpoints.save(
+                self.name, acks.after, self.source.description, self._marks, self._state
+            )
             EVENTS_OUT.labels(stage="producers", kind=str(self.adapter.kind)).inc(acks.published)
             self.progress.read += acks.items
             self.progress.published += acks.published
-            self.progress.rejected += acks.items - acks.published
+            self.progress.skipped += acks.skipped
+            self.progress.rejected += acks.items - acks.published - acks.skipped
             self.on_progress(self.progress)
         if everything and self._in_flight:
             raise DeliveryFailed(
@@ -251,12 +306,17 @@ class Runner:
             )
 
     def _produce_one(self, item: SourceItem, acks: _BatchAcks) -> bool:
-        """Produce the item's event and return True, or its dead letter and return False."""
+        """Produce the item's event and return True, or its dead letter and return False (also
+        False, with nothing produced, for an item the adapter skipped)."""
         self._events_in.inc()
         try:
             event = self.adapter.to_event(item)
         except Rejected as rejected:
             self._reject(item, rejected, acks)
+            return False
+        except Skipped as skipped:
+            log.info("%s: %s: %s; nothing published", self.name, item.position, skipped.reason)
+            acks.skipped += 1
             return False
         if event["envelope"]["event_id"] in self._already:
             self._already.discard(event["envelope"]["event_id"])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage
 from producers.rms import RmsAdapter
-from producers.runner import Rejected, SourceItem
+from producers.runner import Rejected, Skipped, SourceItem
 
 DATA = Path(__file__).parent / "data" / "rms"
 NIEM = (DATA / "nibrs-54236732.xml").read_bytes()
@@ -46,9 +47,8 @@ def test_a_niem_nibrs_report_becomes_a_record() -> None:
     envelope, body = event["envelope"], event["body"]
     assert (envelope["record_id"], envelope["op"], envelope["labels"]) == ("54236732", "UPSERT", [])
     written = datetime(2026, 11, 25, 6, 5, tzinfo=UTC)  # MessageDateTime, 22:05 -08:00
-    assert (
-        envelope["version"] == (written - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000
-    )
+    millis = (written - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert envelope["version"] == millis * 10 + 1  # the Insert's rank in the lowest digit
     assert envelope["occurred_at"] == datetime(2026, 11, 24, 19, 30, tzinfo=UTC)  # zone: UTC
     assert body["incident_number"] == "54236732"
     assert (body["report_date"], body["incident_date"], body["incident_hour"]) == (
@@ -57,33 +57,15 @@ def test_a_niem_nibrs_report_becomes_a_record() -> None:
         19,
     )
     assert body["cleared_exceptionally"] == "N"
-    assert body["offenses"] == [
-        {
-            "nibrs_code": "240",
-            "description": "Motor vehicle theft",
-            "attempted_completed": "C",
-            "location_type": "18",
-            "weapon": None,
-        },
-        {
-            "nibrs_code": "13A",
-            "description": "Aggravated assault",
-            "attempted_completed": "A",
-            "location_type": "18",
-            "weapon": "12",
-        },
-    ]
-    assert body["persons"] == [
-        {"person_id": "1", "role": "VICTIM", "age": 34, "sex": "F", "race": "W", "ethnicity": "N"},
-        {
-            "person_id": "1",
-            "role": "OFFENDER",
-            "age": 19,
-            "sex": "M",
-            "race": "B",
-            "ethnicity": None,
-        },
-    ]
+    assert [
+        (o["nibrs_code"], o["description"], o["attempted_completed"], o["location_type"])
+        for o in body["offenses"]
+    ] == [("240", "Motor vehicle theft", "C", "18"), ("13A", "Aggravated assault", "A", "18")]
+    assert [(o["weapon"], o["weapons"]) for o in body["offenses"]] == [(None, []), ("12", ["12"])]
+    assert [
+        (p["person_id"], p["role"], p["age"], p["sex"], p["race"], p["ethnicity"])
+        for p in body["persons"]
+    ] == [("1", "VICTIM", 34, "F", "W", "N"), ("1", "OFFENDER", 19, "M", "B", None)]
     assert body["vehicles"] == [
         {
             "plate": "8ABC123",
@@ -97,8 +79,8 @@ def test_a_niem_nibrs_report_becomes_a_record() -> None:
             "role": None,
         }
     ]
-    assert body["property"] == [
-        {"description": "2019 Toyota Tacoma, silver", "loss_type": "STOLEN", "value_usd": 18500.0}
+    assert [(p["description"], p["loss_type"], p["value_usd"]) for p in body["property"]] == [
+        ("2019 Toyota Tacoma, silver", "STOLEN", 18500.0)
     ]
     AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.RMS_RECORD])(event, Ctx("t"))
 
@@ -160,14 +142,14 @@ def test_a_later_submission_is_a_higher_version() -> None:
         (
             NIEM.replace(b"<nc:IdentificationID>54236732</nc:IdentificationID>", b""),
             "missing_incident_id",
-            "IdentificationID is missing",
+            "needs Incident/ActivityIdentification/IdentificationID",
         ),
         (
             NIEM.replace(
                 b">I</nibrs:ReportActionCategoryCode", b">X</nibrs:ReportActionCategoryCode"
             ),
             "bad_report_action",
-            "'X' is not I, R or D",
+            "'X' is not I, A, R or D",
         ),
         (
             DELETE.replace(
@@ -217,3 +199,137 @@ def test_connect_rms_publishes_reports_and_tombstones(region: Region, tmp_path: 
         ("unsafe_xml", "file c-bomb.xml")
     ]
     assert letters[0]["payload"] == BILLION_LAUGHS
+
+
+# The project's own IEPD 4.2 fixtures (tests/data/rms/conformance/), of agency ZZ0000001.
+CONFORMANCE = DATA / "conformance"
+FIXTURE_ORI = "ZZ0000001"
+
+
+def fixture(name: str) -> bytes:
+    return next(CONFORMANCE.glob(f"{name}*.xml")).read_bytes()
+
+
+def mapped(adapter: RmsAdapter, raw: bytes, where: str = "file f.xml") -> dict:
+    return adapter.to_event(SourceItem(raw, 1, None, where=where))  # type: ignore[arg-type]
+
+
+def test_the_incident_time_is_its_datetime_not_a_stray_year_month() -> None:
+    # 01 writes a YearMonthDate (2026-11) before the DateTime inside ActivityDate.
+    event = mapped(RmsAdapter(FIXTURE_ORI), fixture("01"))
+    assert (event["body"]["incident_date"], event["body"]["incident_hour"]) == ("2026-11-24", 23)
+    assert event["envelope"]["occurred_at"] == datetime(2026, 11, 24, 23, 40, tzinfo=UTC)
+    # A Date alone says nothing of the hour.
+    dated = mapped(RmsAdapter(FIXTURE_ORI), fixture("03"))["body"]
+    assert (dated["incident_date"], dated["incident_hour"]) == ("2026-11-21", None)
+
+
+def test_persons_come_from_the_role_elements_not_the_association_links() -> None:
+    persons = mapped(RmsAdapter(FIXTURE_ORI), fixture("01"))["body"]["persons"]
+    assert [(p["role"], p["person_id"]) for p in persons] == [
+        ("VICTIM", "1"),
+        ("VICTIM", "2"),
+        ("VICTIM", "3"),
+        ("VICTIM", "4"),
+        ("OFFENDER", "1"),
+        ("OFFENDER", "2"),
+        ("ARRESTEE", "1"),
+    ]
+
+
+def test_a_replace_with_the_same_message_time_supersedes_the_insert() -> None:
+    adapter = RmsAdapter(FIXTURE_ORI)
+    insert, replace = mapped(adapter, fixture("01")), mapped(adapter, fixture("02"))
+    assert insert["envelope"]["version"] < replace["envelope"]["version"]
+    assert insert["envelope"]["event_id"] != replace["envelope"]["event_id"]
+    # Without any state too: at one MessageDateTime the action's rank orders them.
+    alone = mapped(RmsAdapter(FIXTURE_ORI), fixture("02"))
+    assert alone["envelope"]["version"] > insert["envelope"]["version"]
+    # Read again, the same Replace is the same event.
+    reread = mapped(adapter, fixture("02"))["envelope"]
+    assert (reread["version"], reread["event_id"]) == (
+        replace["envelope"]["version"],
+        replace["envelope"]["event_id"],
+    )
+
+
+def test_different_content_never_gets_the_same_version_and_arrival_order_wins() -> None:
+    adapter = RmsAdapter(FIXTURE_ORI)
+    versions = [mapped(adapter, fixture("02"))["envelope"]["version"]]
+    # Another Replace with the same MessageDateTime, and one stamped before the Insert.
+    again = fixture("02").replace(b"<nc:Amount>1400<", b"<nc:Amount>1500<")
+    earlier = again.replace(b"2026-11-25T06:00:00-08:00", b"2026-11-20T06:00:00-08:00")
+    earlier = earlier.replace(b"<nc:Amount>1500<", b"<nc:Amount>1600<")
+    versions += [mapped(adapter, raw)["envelope"]["version"] for raw in (again, earlier)]
+    assert versions == sorted(versions) and len(set(versions)) == 3
+
+
+def test_the_per_record_state_survives_a_restart() -> None:
+    first = RmsAdapter(FIXTURE_ORI)
+    replace = mapped(first, fixture("02"))
+    again = fixture("02").replace(b"<nc:Amount>1400<", b"<nc:Amount>1500<")
+    bumped = mapped(first, again)["envelope"]["version"]
+    restarted = RmsAdapter(FIXTURE_ORI)
+    restarted.restore(json.loads(json.dumps(first.state())))  # as the checkpoint keeps it
+    assert mapped(restarted, again)["envelope"]["version"] == bumped
+    assert bumped > replace["envelope"]["version"]
+    # A restart that lost its state would give that content the Replace's version again:
+    # that is the collision the state prevents.
+    assert mapped(RmsAdapter(FIXTURE_ORI), again)["envelope"]["version"] != bumped
+
+
+def test_a_reused_sequence_number_with_other_content_is_refused() -> None:
+    adapter = RmsAdapter(FIXTURE_ORI)
+    sequenced = fixture("01").replace(
+        b"</nibrs:ReportHeader>",
+        b"<nibrs:ReportSequenceNumber>4</nibrs:ReportSequenceNumber></nibrs:ReportHeader>",
+    )
+    assert mapped(adapter, sequenced)["envelope"]["version"] == 4
+    with pytest.raises(Rejected) as caught:
+        mapped(adapter, sequenced.replace(b"<nc:Amount>900<", b"<nc:Amount>901<"))
+    assert caught.value.error_type == "version_reused"
+
+
+def test_group_b_arrests_are_records_of_their_own() -> None:
+    adapter = RmsAdapter(FIXTURE_ORI)
+    arrest, deleted = mapped(adapter, fixture("05")), mapped(adapter, fixture("06"))
+    assert (arrest["envelope"]["record_id"], arrest["envelope"]["op"]) == (
+        "arrest-RB26-B0077",
+        "UPSERT",
+    )
+    assert arrest["body"]["incident_number"] is None
+    assert arrest["body"]["report_type"] == "GROUP B ARREST REPORT"
+    assert [
+        (a["arrest_number"], a["charge"], a["arrest_type"]) for a in arrest["body"]["arrests"]
+    ] == [("RB26-B0077", "90D", "S")]
+    assert (deleted["envelope"]["record_id"], deleted["envelope"]["op"]) == (
+        "arrest-RB26-B0077",
+        "DELETE",
+    )
+    assert deleted["envelope"]["version"] > arrest["envelope"]["version"]
+
+
+def test_a_zero_report_is_skipped_not_rejected() -> None:
+    with pytest.raises(Skipped, match="zero report for 2026-10"):
+        mapped(RmsAdapter(FIXTURE_ORI), fixture("07"))
+
+
+@pytest.mark.parametrize("name", ["01", "05", "07"])
+def test_another_agencys_report_is_refused(name: str) -> None:
+    with pytest.raises(Rejected) as caught:
+        mapped(RmsAdapter("CA0990100"), fixture(name))
+    assert caught.value.error_type == "ori_mismatch"
+    assert "ReportingAgency ORI 'ZZ0000001' is not CA0990100" in caught.value.reason
+
+
+def test_a_juvenile_offender_or_arrestee_labels_the_record_through_derive() -> None:
+    adapter = RmsAdapter(FIXTURE_ORI)
+    assert mapped(adapter, fixture("03"))["envelope"]["labels"] == ["juvenile"]  # aged 16
+    assert mapped(adapter, fixture("01"))["envelope"]["labels"] == []  # 28-35, unknown, 31
+    # An offender "16-20" may be a juvenile: the lower end counts.
+    ranged = fixture("01").replace(
+        b"<nc:RangeMinimumIntegerValue>28<", b"<nc:RangeMinimumIntegerValue>16<"
+    )
+    assert mapped(RmsAdapter(FIXTURE_ORI), ranged)["envelope"]["labels"] == ["juvenile"]
+    # Infant victims (NB, BB: age 0) do not make a juvenile record.
+    assert [p["age"] for p in mapped(adapter, fixture("03"))["body"]["persons"][1:3]] == [0, 0]

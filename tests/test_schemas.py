@@ -76,11 +76,16 @@ BODIES = {
     },
     Kind.RMS_RECORD: {
         "incident_number": "RB26-004411",
+        "report_type": "GROUP A INCIDENT REPORT",
+        "report_action": "R",
         "report_date": "2026-11-24",
         "incident_date": "2026-11-23",
         "incident_hour": 23,
+        "incident_date_is_report_date": False,
         "location": LOCATION,
         "cleared_exceptionally": "N",
+        "cleared_exceptionally_date": None,
+        "cargo_theft": False,
         "status": "OPEN",
         "offenses": [
             {
@@ -89,6 +94,12 @@ BODIES = {
                 "attempted_completed": "C",
                 "location_type": "20",
                 "weapon": None,
+                "weapons": [],
+                "suspected_of_using": ["N"],
+                "bias_motivations": ["NONE"],
+                "premises_entered": None,
+                "entry_method": "F",
+                "criminal_activities": [],
             }
         ],
         "persons": [
@@ -100,6 +111,9 @@ BODIES = {
                 "middle_name": None,
                 "dob": "1984-03-09",
                 "age": 42,
+                "age_min": 42,
+                "age_max": 42,
+                "age_code": None,
                 "sex": "F",
                 "race": "W",
                 "ethnicity": "N",
@@ -108,6 +122,16 @@ BODIES = {
                 "drivers_license_state": "CA",
                 "address": "18 Pine Ct",
                 "phone": "555-0142",
+                "resident_status": "R",
+                "victim_type": "I",
+                "officer_activity": None,
+                "officer_assignment": None,
+                "officer_other_ori": None,
+                "injuries": ["N"],
+                "circumstances": [],
+                "justifiable_homicide_circumstance": None,
+                "offenses": ["240"],
+                "relationships": [{"offender_id": "1", "relationship": "Stranger"}],
             }
         ],
         "vehicles": [
@@ -124,7 +148,31 @@ BODIES = {
             }
         ],
         "property": [
-            {"description": "2012 Toyota Camry", "loss_type": "STOLEN", "value_usd": 9500.0}
+            {
+                "description": "2012 Toyota Camry",
+                "loss_type": "STOLEN",
+                "status_description": None,
+                "value_usd": 9500.0,
+                "category": "03",
+                "recovered_date": None,
+                "quantity": 1,
+                "drug_type": None,
+                "drug_measures": [],
+            }
+        ],
+        "arrests": [
+            {
+                "arrestee_id": "1",
+                "arrest_number": "RB26-A0042",
+                "arrest_date": "2026-11-24",
+                "arrest_type": "T",
+                "multiple_arrestee_indicator": "N",
+                "charge": "240",
+                "charge_description": "Motor vehicle theft",
+                "armed_with": ["01"],
+                "juvenile_disposition": None,
+                "clears_incident": True,
+            }
         ],
         "narrative": "Vehicle taken from residence between 2300 and 0600.",
     },
