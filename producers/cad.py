@@ -383,6 +383,31 @@ def _note(component: Fields) -> dict:
     }
 
 
+COMMENT = "{urn:ietf:params:xml:ns:EmergencyCallData:Comment}"
+
+
+def _call_comments(eido: Fields) -> list[dict]:
+    """Comments a call brought as RFC 7852 additional data (EmergencyCallData.Comment), as notes.
+    Other additional data (provider, service, device info) is the carrier's, not the incident's."""
+    notes = []
+    for component in eido.components("additionalDataComponent"):
+        xml = component.get("additionalDataByValue")
+        if not isinstance(xml, str) or "EmergencyCallData:Comment" not in xml:
+            continue
+        root = pidflo.parse(xml, f"{component.where}.additionalDataByValue")
+        for comment in root.iter(f"{COMMENT}Comment"):
+            if (comment.text or "").strip():
+                notes.append(
+                    {
+                        "note_id": component.text("$id"),
+                        "at": component.time("lastUpdateTimeStamp"),
+                        "author": component.ref("updatedByAgencyReference"),
+                        "text": comment.text.strip(),
+                    }
+                )
+    return notes
+
+
 def _narrative(notes: list[dict]) -> str | None:
     lines = []
     for note in notes:
@@ -459,7 +484,7 @@ class CadAdapter:
         caller = next((p for p in persons if any(r.lower() == "caller" for r in p["roles"])), None)
         call_phone = next((callbacks.get(c.ref("callBackReference") or "") for c in calls), None)
         locations = [_location(c) for c in eido.components("locationComponent")]
-        notes = [_note(c) for c in eido.components("notesComponent")]
+        notes = [_note(c) for c in eido.components("notesComponent")] + _call_comments(eido)
         body = self._incident(incident, updated)
         body |= {
             "incident_tracking_id": rid.partition("/")[0] if "/" in rid else rid,

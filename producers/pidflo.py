@@ -91,6 +91,20 @@ class PidfLocation:
     problem: str | None
 
 
+def parse(xml: str, where: str) -> ET.Element:
+    """Any small XML document of an EIDO (PIDF-LO, RFC 7852 additional data), safely, strictly."""
+    if len(xml.encode()) > MAX_BYTES:
+        raise Rejected("bad_location", f"{where} is over {MAX_BYTES // 1024} KiB")
+    try:
+        return fromstring(xml.strip())
+    except DefusedXmlException as exc:
+        raise Rejected(
+            "bad_xml", f"{where} uses {type(exc).__name__}: DTDs and entities are refused"
+        ) from None
+    except ET.ParseError as exc:
+        raise Rejected("bad_xml", f"{where} is not well-formed XML: {exc}") from None
+
+
 def read(xml: str, where: str) -> PidfLocation:
     """The civic address, geodetic point and method of one PIDF-LO document."""
     if len(xml.encode()) > MAX_BYTES:

@@ -217,6 +217,8 @@ def test_conformance_documents_publish_what_they_hold(region: Region, tmp_path: 
     assert (circle["shape"], circle["radius_m"], circle["confidence"]) == ("Circle", 35.0, 90)
     assert (t["location"]["latitude"], t["location"]["longitude"]) == (38.91207, -119.94416)
     assert transfer["envelope"]["labels"] == []
+    # The caller's comment, sent as RFC 7852 additional data, is a note.
+    assert [n["text"] for n in t["notes"]] == ["Caller reports a white van circling the lot."]
 
     # ...and the EIDO that makes it an incident, located where the incident names.
     i = incident["body"]
