@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mutualaid import labels as vocabulary
 from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
@@ -77,6 +78,15 @@ class AlprMapping(BaseModel):
     confidence_scale: float = Field(
         1.0, gt=0, description="what the vendor's full confidence is: 1 or 100"
     )
+    labels: list[str] = Field(
+        [], description="labels every read of this export carries, e.g. [investigation_open]"
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, names: list[str]) -> list[str]:
+        # Checked when the mapping loads: a typo must not become a label that protects nothing.
+        return vocabulary.check_all(names)
 
     @field_validator("timezone")
     @classmethod
@@ -159,6 +169,7 @@ class AlprAdapter:
             record_id=record_id,
             version=1,  # a read never changes; a correction is a delete plus a new read
             occurred_at=occurred,
+            labels=vocabulary.derive(self.mapping.labels),
             source_position=f"line {item.line}",
         )
         return {"envelope": envelope, "body": body}

@@ -1,68 +1,71 @@
-"""CAD connector: NENA EIDO JSON, one document per incident update, as ``mutualaid.cad.Incident``.
+"""CAD connector: NENA EIDO JSON (NENA-STA-021.1) documents as ``mutualaid.cad.Incident``.
 
-NENA's Emergency Incident Data Object (NENA-STA-021) is how one CAD hands an incident to another.
-Each document is the whole incident as of one update; the connector reads the subset below
-(component names as in EIDO; a component may be one object or a list, the first is used)::
+An EIDO is the whole incident (or call) as of one update: a header object whose ``$id`` is the
+Incident Tracking Identifier, and lists of data components (``incidentComponent``,
+``locationComponent``, ``personComponent``, ...), each with its own ``$id`` and
+``lastUpdateTimeStamp``; components point at each other with ``{"$ref": id}``. What is read,
+and into which field, is tabled in the README ("CAD: which EIDO components are carried").
 
-    {
-      "eidoMessageIdentifier": "...",                       # optional
-      "incidentComponent": {
-        "incidentTrackingIdentifier": "urn:emergency:uid:incidentid:...",   # required: record id
-        "localIncidentNumber": "RB-26-001234",
-        "incidentTypeCommonRegistryText": "TA",
-        "incidentTypeDescription": "Traffic accident",
-        "incidentPriority": "1",
-        "incidentStatusCommonRegistryText": "Dispatched",
-        "lastUpdateTimeStamp": "2026-11-24T21:14:03.120-08:00",   # required: the version
-        "incidentCreationTimeStamp": "2026-11-24T21:12:40-08:00",
-        "incidentClosedTimeStamp": null,
-        "incidentDisposition": null
-      },
-      "locationComponent": {
-        "civicAddress": {"HNO": "120", "RD": "Main", "STS": "St", "A3": "Riverbend",
-                         "A1": "CA", "PC": "96150"},          # PIDF-LO (RFC 5139) elements
-        "civicAddressText": "120 Main St",                  # used when civicAddress is absent
-        "latitude": 38.94, "longitude": -119.98,   # or "gmlPoint": {"pos": "38.94 -119.98"}
-        "beat": "B3"
-      },
-      "callComponent": {"callerName": "...", "callbackNumber": "+1..."},
-      "emergencyResourceComponent": [
-        {"unitIdentifier": "M12", "agencyIdentifier": "CA0990100", "unitStatus": "Enroute",
-         "dispatchedTimeStamp": "...", "arrivedTimeStamp": null, "clearedTimeStamp": null}
-      ],
-      "notesComponent": [{"noteDateTime": "...", "noteAuthor": "D12", "noteText": "..."}]
-    }
+Record id, written down because partners' indexes key on it:
+- the EIDO's ``$id`` (the Incident Tracking Identifier), or a top-level or incident-component
+  ``incidentTrackingIdentifier`` where an earlier draft put it (NENA's ``Sample_EIDO.json``);
+- a call-transfer EIDO (no ``incidentComponent``: a call handed to another PSAP before any
+  incident exists) is *not* refused: it already carries the Incident Tracking Identifier its
+  later EIDOs will carry, so it is version one of that same record, and its call ids are kept in
+  ``call_ids`` for a partner to link calls to incidents by;
+- NENA reserves the unique string ``0`` (``urn:emergency:uid:incidentid:0:<agency>``) for an EIDO
+  that is not part of an incident; such ids repeat, so the record id is then that id, ``/``, and
+  the ``$id`` of the incident (else the first call) component, which NENA requires to be the
+  same in every EIDO of the incident.
 
-The record id is the incident tracking id; the version is ``lastUpdateTimeStamp`` in epoch
-milliseconds, so each status change is a higher version of the same record and an older update
-arriving late never overwrites a newer one downstream. Times must carry a UTC offset.
+Version: every update must be a higher version of its record, and different content must never
+share an event id (event ids derive from record id and version). So the version is the newest
+``lastUpdateTimeStamp`` in the document (header or any component) in epoch milliseconds, shifted
+left 20 bits, plus 20 bits of the SHA-256 of the document's canonical JSON: a later update
+always wins, a re-sent identical document keeps its event id, and two different documents
+stamped in the same millisecond differ (but for a 1 in 2^20 chance, stated here rather than
+hidden) and are kept in a fixed order.
+
+Key spellings: keys are matched without regard to case (the official sample writes
+``LastUpdateTimeStamp`` and ``EIDOVersion``), and ``locationInformationComponent`` (an earlier
+draft's name) is read as ``locationComponent``. NIEM values may be plain or wrapped
+(``{"value": ...}``, ``{"simpleType": ...}``, lists of them), as NENA's openapi.yaml writes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from datetime import datetime
+import re
+from collections.abc import Iterator
+from datetime import date, datetime
 from typing import Any
 
+from mutualaid import labels
 from mutualaid.events import new_envelope
+from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind, check_ori
-from producers.parsing import decode_utf8, epoch_millis, instant, optional_instant, text
+from producers import pidflo
+from producers.parsing import decode_utf8, epoch_millis, optional_instant, text
 from producers.runner import Rejected, SourceItem
 
 SOURCE_SYSTEM = "cad-eido"
+DIGEST_BITS = 20
+NOT_AN_INCIDENT = re.compile(r"^urn:emergency:uid:incidentid:0:", re.IGNORECASE)
+ALIASES = {"locationinformationcomponent": "locationcomponent"}
 
-# Vendor spellings of the common statuses; anything else passes through upper-cased.
+# Spellings of the common statuses (the EIDO Incident Status registry and CAD vendors);
+# anything else passes through as sent.
 STATUSES = {
     "NEW": "RECEIVED",
     "PENDING": "RECEIVED",
     "RECEIVED": "RECEIVED",
+    "OPEN": "RECEIVED",
     "DISPATCHED": "DISPATCHED",
     "ASSIGNED": "DISPATCHED",
     "ENROUTE": "ENROUTE",
-    "EN ROUTE": "ENROUTE",
     "RESPONDING": "ENROUTE",
     "ONSCENE": "ONSCENE",
-    "ON SCENE": "ONSCENE",
     "ARRIVED": "ONSCENE",
     "CLEARED": "CLEARED",
     "CLOSED": "CLOSED",
@@ -71,105 +74,371 @@ STATUSES = {
 }
 
 
-def _component(doc: dict, name: str) -> dict:
-    value = doc.get(name)
+class Fields:
+    """One EIDO object's members, looked up without regard to the case of their names."""
+
+    def __init__(self, value: Any, where: str) -> None:
+        if not isinstance(value, dict):
+            raise Rejected("malformed_document", f"{where} must be an object")
+        self.where = where
+        self.raw = value
+        self._by_name = {ALIASES.get(k.lower(), k.lower()): v for k, v in value.items()}
+
+    def get(self, *names: str) -> Any:
+        for name in names:
+            value = self._by_name.get(name.lower())
+            if value not in (None, "", []):
+                return value
+        return None
+
+    def text(self, *names: str) -> str | None:
+        return niem_text(self.get(*names))
+
+    def texts(self, name: str) -> list[str]:
+        value = self.get(name)
+        items = value if isinstance(value, list) else [value] if value is not None else []
+        return [t for t in (niem_text(v) for v in items) if t]
+
+    def ref(self, name: str) -> str | None:
+        value = self.get(name)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        return text(value.get("$ref")) if isinstance(value, dict) else text(value)
+
+    def refs(self, name: str) -> list[str]:
+        value = self.get(name) or []
+        items = value if isinstance(value, list) else [value]
+        return [r for r in (text(v.get("$ref")) for v in items if isinstance(v, dict)) if r]
+
+    def components(self, name: str) -> list[Fields]:
+        value = self.get(name)
+        if value is None:
+            return []
+        items = value if isinstance(value, list) else [value]
+        return [Fields(v, f"{name}[{n}]") for n, v in enumerate(items)]
+
+    def time(self, name: str) -> datetime | None:
+        return optional_instant(self.get(name), f"{self.where}.{name}")
+
+
+def niem_text(value: Any) -> str | None:
+    """The text of a plain or NIEM-wrapped value: 'x', {"value": 'x'}, [{"simpleType": 'x'}]."""
     if isinstance(value, list):
-        value = value[0] if value else None
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Rejected("malformed_document", f"{name} must be an object or a list of objects")
+        return next((t for t in (niem_text(v) for v in value) if t), None)
+    if isinstance(value, dict):
+        for key in ("value", "simpleType", "identificationId"):
+            if key in value:
+                return niem_text(value[key])
+        return None
+    if isinstance(value, bool):
+        return None
+    return text(value)
+
+
+def _nested(value: Any, *path: str) -> Any:
+    """value[path[0]][0][path[1]][0]...: NIEM wraps nearly everything in one-item lists."""
+    for name in path:
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if not isinstance(value, dict):
+            return None
+        value = Fields(value, name).get(name)
     return value
 
 
-def _status(value: object) -> str | None:
-    raw = text(value)
-    if raw is None:
-        return None
-    key = raw.upper().replace("_", " ").replace("-", " ")
-    return STATUSES.get(key, STATUSES.get(key.replace(" ", ""), key.replace(" ", "_")))
-
-
-def _coordinate(value: object, name: str, limit: float) -> float | None:
-    if value in (None, ""):
+def _int(value: Any, where: str) -> int | None:
+    raw = niem_text(value) if not isinstance(value, int | float) else value
+    if raw in (None, ""):
         return None
     try:
-        number = float(value)  # type: ignore[arg-type]
+        number = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise Rejected("bad_coordinates", f"{name} {value!r} is not a number") from None
-    if not -limit <= number <= limit:
-        raise Rejected("bad_coordinates", f"{name} {number} is out of range")
-    return number
+        raise Rejected("bad_value", f"{where} {raw!r} is not a number") from None
+    if number != int(number):
+        raise Rejected("bad_value", f"{where} {raw!r} is not a whole number")
+    return int(number)
 
 
-def _location(component: dict) -> dict[str, Any] | None:
-    if not component:
+def _status(value: str | None) -> str | None:
+    if value is None:
         return None
-    civic = component.get("civicAddress") or {}
-    if not isinstance(civic, dict):
-        raise Rejected("malformed_document", "locationComponent.civicAddress must be an object")
-    street = " ".join(
-        filter(None, (text(civic.get(k)) for k in ("HNO", "HNS", "PRD", "RD", "STS", "POD")))
+    key = re.sub(r"[\s_-]+", "", value.upper())
+    return STATUSES.get(key, value)
+
+
+def record_id(eido: Fields, incident: Fields | None, calls: list[Fields]) -> str:
+    """The record id, as the module docstring decides it."""
+    tracking = (
+        eido.text("incidentTrackingIdentifier")
+        or (incident.text("incidentTrackingIdentifier") if incident else None)
+        or eido.text("$id")
     )
-    lat, lon = component.get("latitude"), component.get("longitude")
-    point = component.get("gmlPoint")
-    if lat is None and isinstance(point, dict) and isinstance(point.get("pos"), str):
-        parts = point["pos"].split()
-        if len(parts) != 2:
-            raise Rejected("bad_coordinates", f"gmlPoint.pos {point['pos']!r} is not 'lat lon'")
-        lat, lon = parts
+    if tracking is None:
+        raise Rejected(
+            "missing_incident_id",
+            "the EIDO has no $id (its Incident Tracking Identifier) nor incidentTrackingIdentifier",
+        )
+    if not NOT_AN_INCIDENT.match(tracking):
+        return tracking
+    component = (incident.text("$id") if incident else None) or next(
+        (c.text("$id") for c in calls if c.text("$id")), None
+    )
+    if component is None:
+        raise Rejected(
+            "missing_incident_id",
+            f"{tracking} is the not-an-incident form (unique string 0) and there is no incident "
+            "or call component $id to tell this incident from others",
+        )
+    return f"{tracking}/{component}"
+
+
+def _stamps(eido: Fields) -> Iterator[datetime]:
+    """Every lastUpdateTimeStamp in the document: the header's and each component's."""
+    own = eido.time("lastUpdateTimeStamp")
+    if own is not None:
+        yield own
+    for name, value in eido.raw.items():
+        items = value if isinstance(value, list) else [value]
+        for n, component in enumerate(items):
+            if isinstance(component, dict) and not name.startswith("@"):
+                stamp = Fields(component, f"{name}[{n}]").time("lastUpdateTimeStamp")
+                if stamp is not None:
+                    yield stamp
+
+
+def version_of(newest: datetime, doc: dict) -> int:
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = int.from_bytes(hashlib.sha256(canonical.encode()).digest()[:4], "big")
+    millis = epoch_millis(newest)
+    return (millis << DIGEST_BITS) | (digest >> (32 - DIGEST_BITS))
+
+
+def _callbacks(eido: Fields) -> dict[str, str]:
+    """callback $id -> the number to call back (tel: preferred over sip:)."""
+    out = {}
+    for callback in eido.components("callbackComponent"):
+        uris = callback.texts("callBackInformationUri")
+        tel = next((u for u in uris if u.lower().startswith("tel:")), None)
+        chosen = tel or (uris[0] if uris else None)
+        if chosen and callback.text("$id"):
+            out[callback.text("$id")] = re.sub(r"^(tel|sips?):", "", chosen, flags=re.IGNORECASE)
+    return out
+
+
+def _location(component: Fields) -> dict[str, Any]:
+    where = f"{component.where}.locationByValue"
+    pidf = component.get("locationByValue")
+    read = pidflo.read(pidf, where) if isinstance(pidf, str) and pidf.strip() else None
     return {
-        "address": street or text(component.get("civicAddressText")),
-        "city": text(civic.get("A3")),
-        "state": (text(civic.get("A1")) or "").upper() or None,
-        "postal_code": text(civic.get("PC")),
-        "latitude": _coordinate(lat, "latitude", 90),
-        "longitude": _coordinate(lon, "longitude", 180),
-        "beat": text(component.get("beat")),
+        "location_id": component.text("$id"),
+        "type": component.text("locationTypeDescriptionRegistryText"),
+        "description": component.text("locationDescriptionText"),
+        "reference_url": component.text("locationByReferenceUrl"),
+        "civic": read.civic if read else None,
+        "point": read.point if read else None,
+        "method": read.method if read else None,
+        "problem": read.problem if read else None,
     }
 
 
-def _units(doc: dict) -> list[dict[str, Any]]:
-    resources = doc.get("emergencyResourceComponent") or []
-    if isinstance(resources, dict):
-        resources = [resources]
-    units = []
-    for n, unit in enumerate(resources):
-        where = f"emergencyResourceComponent[{n}]"
-        if not isinstance(unit, dict):
-            raise Rejected("malformed_document", f"{where} is not an object")
-        agency = text(unit.get("agencyIdentifier"))
-        units.append(
-            {
-                "unit_id": text(unit.get("unitIdentifier")),
-                "agency_ori": agency.upper() if agency else None,
-                "status": _status(unit.get("unitStatus")),
-                "dispatched_at": optional_instant(
-                    unit.get("dispatchedTimeStamp"), f"{where}.dispatchedTimeStamp"
-                ),
-                "arrived_at": optional_instant(
-                    unit.get("arrivedTimeStamp"), f"{where}.arrivedTimeStamp"
-                ),
-                "cleared_at": optional_instant(
-                    unit.get("clearedTimeStamp"), f"{where}.clearedTimeStamp"
-                ),
-            }
+def _primary(locations: list[dict[str, Any]], wanted: list[str], beat: str | None) -> dict | None:
+    """The incident's one mutualaid.Location: the one the incident names, else the first
+    with an address or a point (what the index maps and agreements' place conditions use)."""
+    located = [loc for loc in locations if loc["civic"] or loc["point"]]
+    named = [loc for loc in located if loc["location_id"] in wanted]
+    chosen = (named or located or [None])[0]
+    if chosen is None:
+        return (
+            {"beat": beat}
+            | dict.fromkeys(("address", "city", "state", "postal_code", "latitude", "longitude"))
+            if beat
+            else None
         )
-    return units
+    civic, point = chosen["civic"] or {}, chosen["point"] or {}
+    street = " ".join(
+        filter(None, (civic.get(k) for k in ("hno", "hns", "prd", "rd", "sts", "pod")))
+    )
+    return {
+        "address": street or civic.get("loc") or civic.get("nam"),
+        "city": civic.get("a3"),
+        "state": (civic.get("a1") or "").upper() or None,
+        "postal_code": civic.get("pc"),
+        "latitude": point.get("latitude"),
+        "longitude": point.get("longitude"),
+        "beat": beat,
+    }
 
 
-def _narrative(doc: dict) -> str | None:
-    notes = doc.get("notesComponent") or []
-    if isinstance(notes, dict):
-        notes = [notes]
+def _birth_date(value: str | None, where: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        raise Rejected("bad_value", f"{where} {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _person(component: Fields, callbacks: dict[str, str]) -> tuple[dict, labels.Person]:
+    where = component.where
+    nc = component.get("ncPersonComponent") or {}
+    name = _nested(nc, "name")
+    dob = _birth_date(
+        niem_text(_nested(nc, "birthDate", "date") or _nested(nc, "birthDate")),
+        f"{where}.ncPersonComponent.birthDate",
+    )
+    age_measure = _nested(nc, "ageMeasure")
+    age = _int(
+        _nested(age_measure, "integerValue")
+        or _nested(age_measure, "decimalValue")
+        or _nested(age_measure, "value"),
+        f"{where}.ncPersonComponent.ageMeasure",
+    )
+    low = _int(_nested(age_measure, "integerRange", "rangeMinimumIntegerValue"), f"{where} age")
+    high = _int(_nested(age_measure, "integerRange", "rangeMaximumIntegerValue"), f"{where} age")
+    person = {
+        "person_id": component.text("$id"),
+        "roles": component.texts("personIncidentRoleRegistryText"),
+        "first_name": niem_text(_nested(name, "personGivenName")),
+        "middle_name": niem_text(_nested(name, "personMiddleName")),
+        "last_name": niem_text(_nested(name, "personSurName")),
+        "full_name": niem_text(_nested(name, "personFullName")),
+        "dob": dob.isoformat() if dob else None,
+        "age": age,
+        "sex": niem_text(_nested(nc, "sexCode") or _nested(nc, "sex")),
+        "race": niem_text(_nested(nc, "raceCode") or _nested(nc, "race")),
+        "phone": callbacks.get(component.ref("callBackReference") or ""),
+        "call_ids": component.texts("callIdentifier"),
+    }
+    ages = (low, high) if age is None else (age, age)
+    return person, labels.Person(ages[0], ages[1], dob)
+
+
+def _plate(nc: dict) -> tuple[str | None, str | None]:
+    """NENA's NIEM subset has no registration-plate element: a vehicle's plate is the state- or
+    other identification whose category names a plate or registration (a state identification
+    without a category counts: for a vehicle, that is what a state assigns)."""
+    for name in ("stateIdentification", "otherIdentification"):
+        for ident in Fields(nc, "ncVehicleComponent").get(name) or []:
+            if not isinstance(ident, dict):
+                continue
+            fields = Fields(ident, name)
+            category = " ".join(
+                filter(
+                    None,
+                    (
+                        fields.text("category"),
+                        fields.text("categoryDescription"),
+                        fields.text("categoryCode"),
+                    ),
+                )
+            ).lower()
+            plate = fields.text("identificationId")
+            is_plate = "plate" in category or "registration" in category
+            if plate and (is_plate or (name == "stateIdentification" and not category)):
+                return normalize_plate(plate) or None, _jurisdiction(fields.get("jurisdiction"))
+    return None, None
+
+
+def _jurisdiction(value: Any) -> str | None:
+    if not value:
+        return None
+    fields = Fields(value[0] if isinstance(value, list) else value, "jurisdiction")
+    state = fields.text(
+        "locationStateUspsCode",
+        "locationStateUsPostalServiceCode",
+        "ansiD20AuthorityCode",
+        "locationStateName",
+        "locationCountryName",
+    ) or niem_text(_nested(fields.raw, "identification", "identificationId"))
+    return state.upper() if state and len(state) == 2 else state
+
+
+def _vehicle(component: Fields) -> dict:
+    nc = component.get("ncVehicleComponent") or {}
+    fields = Fields(nc, f"{component.where}.ncVehicleComponent")
+    plate, plate_state = _plate(nc)
+    return {
+        "vehicle_id": component.text("$id"),
+        "relationships": component.texts("vehicleRelationshipType"),
+        "plate": plate,
+        "plate_state": plate_state,
+        "vin": niem_text(_nested(nc, "identification", "identificationId")),
+        "make": fields.text("makeName", "makeCode"),
+        "model": fields.text("modelName", "modelCode"),
+        "year": _int(fields.get("modelYearDate"), f"{fields.where}.modelYearDate"),
+        "color": fields.text(
+            "colorDescription", "conveyanceColorPrimary", "conveyanceColorPrimaryCode"
+        ),
+        "style": fields.text("style", "vehicleStyleCode"),
+        "description": fields.text("description"),
+    }
+
+
+def _note(component: Fields) -> dict:
+    return {
+        "note_id": component.text("$id"),
+        "at": component.time("lastUpdateTimeStamp"),
+        "author": component.ref("agentReference") or component.ref("updatedByAgentReference"),
+        "text": component.text("notesActionComments"),
+    }
+
+
+COMMENT = "{urn:ietf:params:xml:ns:EmergencyCallData:Comment}"
+
+
+def _call_comments(eido: Fields) -> list[dict]:
+    """Comments a call brought as RFC 7852 additional data (EmergencyCallData.Comment), as notes.
+    Other additional data (provider, service, device info) is the carrier's, not the incident's."""
+    notes = []
+    for component in eido.components("additionalDataComponent"):
+        xml = component.get("additionalDataByValue")
+        if not isinstance(xml, str) or "EmergencyCallData:Comment" not in xml:
+            continue
+        root = pidflo.parse(xml, f"{component.where}.additionalDataByValue")
+        for comment in root.iter(f"{COMMENT}Comment"):
+            if (comment.text or "").strip():
+                notes.append(
+                    {
+                        "note_id": component.text("$id"),
+                        "at": component.time("lastUpdateTimeStamp"),
+                        "author": component.ref("updatedByAgencyReference"),
+                        "text": comment.text.strip(),
+                    }
+                )
+    return notes
+
+
+def _narrative(notes: list[dict]) -> str | None:
     lines = []
     for note in notes:
-        if isinstance(note, dict) and text(note.get("noteText")):
-            stamp = text(note.get("noteDateTime"))
-            author = text(note.get("noteAuthor"))
-            prefix = " ".join(filter(None, (stamp, author)))
-            lines.append(f"[{prefix}] {note['noteText'].strip()}" if prefix else note["noteText"])
+        if note["text"]:
+            stamp = note["at"].isoformat() if note["at"] else None
+            prefix = " ".join(filter(None, (stamp, note["author"])))
+            lines.append(f"[{prefix}] {note['text']}" if prefix else note["text"])
     return "\n".join(lines) or None
+
+
+def _unit(component: Fields) -> dict:
+    return {
+        "unit_id": component.text("emergencyResourceName", "$id"),
+        # EIDO names agencies by domain (police.example.gov), not by ORI.
+        "agency_ori": None,
+        "status": _status(component.text("primaryUnitStatusRegistryText")),
+        "dispatched_at": None,
+        "arrived_at": None,
+        "cleared_at": None,
+    }
+
+
+def _disposition(incident: Fields | None) -> str | None:
+    if incident is None:
+        return None
+    dispositions = incident.components("dispositionComponent")
+    primary = [d for d in dispositions if d.get("dispositionPrimaryIndicator") is True]
+    chosen = (primary or dispositions or [None])[0]
+    if chosen is None:
+        return None
+    return chosen.text("dispositionCommonRegistryCode") or chosen.text("dispositionDescriptionText")
 
 
 class CadAdapter:
@@ -190,53 +459,106 @@ class CadAdapter:
             ) from None
         if not isinstance(doc, dict):
             raise Rejected("malformed_document", "expected one EIDO JSON object per document")
-        incident = _component(doc, "incidentComponent")
-        if not incident:
-            raise Rejected("malformed_document", "no incidentComponent: is this an EIDO?")
-        record_id = text(incident.get("incidentTrackingIdentifier"))
-        if record_id is None:
+        eido = Fields(doc, "EIDO")
+        incidents = eido.components("incidentComponent")
+        incident = incidents[0] if incidents else None
+        calls = eido.components("callComponent")
+        rid = record_id(eido, incident, calls)
+        stamps = list(_stamps(eido))
+        if not stamps:
             raise Rejected(
-                "missing_incident_id", "incidentComponent.incidentTrackingIdentifier is missing"
+                "bad_timestamp",
+                "EIDO.lastUpdateTimeStamp is missing; expected ISO 8601 with an offset",
             )
-        updated = instant(
-            incident.get("lastUpdateTimeStamp") or doc.get("lastUpdateTimeStamp"),
-            "incidentComponent.lastUpdateTimeStamp",
-        )
-        status = _status(incident.get("incidentStatusCommonRegistryText"))
-        closed = optional_instant(
-            incident.get("incidentClosedTimeStamp"), "incidentComponent.incidentClosedTimeStamp"
-        )
-        if closed is None and status == "CLOSED":
-            closed = updated
-        reported = optional_instant(
-            incident.get("incidentCreationTimeStamp"),
-            "incidentComponent.incidentCreationTimeStamp",
-        )
-        caller = _component(doc, "callComponent")
-        body = {
-            "incident_number": text(incident.get("localIncidentNumber")),
-            "incident_type": text(incident.get("incidentTypeCommonRegistryText")),
-            "incident_type_description": text(incident.get("incidentTypeDescription")),
-            "priority": text(incident.get("incidentPriority")),
-            "status": status,
-            "status_at": updated,
+        updated = (incident.time("lastUpdateTimeStamp") if incident else None) or max(stamps)
+        call_starts = [s for s in (c.time("callStartTimestamp") for c in calls) if s]
+        reported = min(call_starts) if call_starts else None
+        occurred = reported or min(stamps)
+
+        callbacks = _callbacks(eido)
+        persons, people = [], []
+        for component in eido.components("personComponent"):
+            person, age = _person(component, callbacks)
+            persons.append(person)
+            people.append(age)
+        caller = next((p for p in persons if any(r.lower() == "caller" for r in p["roles"])), None)
+        call_phone = next((callbacks.get(c.ref("callBackReference") or "") for c in calls), None)
+        locations = [_location(c) for c in eido.components("locationComponent")]
+        notes = [_note(c) for c in eido.components("notesComponent")] + _call_comments(eido)
+        body = self._incident(incident, updated)
+        body |= {
+            "incident_tracking_id": rid.partition("/")[0] if "/" in rid else rid,
             "reported_at": reported,
-            "closed_at": closed,
-            "location": _location(_component(doc, "locationComponent")),
-            "units": _units(doc),
-            "caller_name": text(caller.get("callerName")),
-            "caller_phone": text(caller.get("callbackNumber") or caller.get("callerPhone")),
-            "narrative": _narrative(doc),
-            "disposition": text(incident.get("incidentDisposition")),
+            "location": _primary(
+                locations,
+                incident.refs("locationReference") if incident else [],
+                incident.text("beatOrDispatchGroupText") if incident else None,
+            ),
+            "units": [_unit(c) for c in eido.components("emergencyResourceComponent")],
+            "caller_name": _name(caller) if caller else None,
+            "caller_phone": (caller or {}).get("phone") or call_phone,
+            "narrative": _narrative(notes),
+            "call_ids": [c.text("$id") for c in calls if c.text("$id")],
+            "locations": locations,
+            "persons": persons,
+            "vehicles": [_vehicle(c) for c in eido.components("vehicleComponent")],
+            "notes": notes,
         }
-        occurred: datetime = reported or updated
         envelope = new_envelope(
             source_ori=self.source_ori,
             source_system=self.source_system,
             kind=self.kind,
-            record_id=record_id,
-            version=epoch_millis(updated),
+            record_id=rid,
+            version=version_of(max(stamps), doc),
             occurred_at=occurred,
+            labels=labels.derive([], people=people, at=occurred),
             source_position=item.position,
         )
         return {"envelope": envelope, "body": body}
+
+    def _incident(self, incident: Fields | None, updated: datetime) -> dict[str, Any]:
+        """What the incident component says; all None for a call-transfer EIDO."""
+        if incident is None:
+            return dict.fromkeys(
+                (
+                    "incident_number",
+                    "incident_type",
+                    "incident_type_description",
+                    "local_incident_type",
+                    "priority",
+                    "common_priority",
+                    "status",
+                    "local_status",
+                    "status_at",
+                    "closed_at",
+                    "disposition",
+                )
+            )
+        where = incident.where
+        commons = incident.texts("incidentStatusCommonRegistryText")
+        locals_ = incident.texts("incidentStatusInternalText")
+        status = _status(commons[0] if commons else locals_[0] if locals_ else None)
+        common_priority = _int(
+            incident.get("incidentCommonPriorityNumber"), f"{where}.incidentCommonPriorityNumber"
+        )
+        priority = incident.text("incidentPriorityInternalText")
+        return {
+            "incident_number": incident.text("internalIncidentId"),
+            "incident_type": incident.text(
+                "incidentTypeCommonRegistryText", "incidentTypeInternalCode"
+            ),
+            "incident_type_description": incident.text("incidentTypeInternalText"),
+            "local_incident_type": incident.text("incidentTypeInternalCode"),
+            "priority": priority or (str(common_priority) if common_priority is not None else None),
+            "common_priority": common_priority,
+            "status": status,
+            "local_status": ", ".join(locals_) or None,
+            "status_at": updated,
+            "closed_at": updated if status == "CLOSED" else None,
+            "disposition": _disposition(incident),
+        }
+
+
+def _name(person: dict) -> str | None:
+    parts = (person["first_name"], person["middle_name"], person["last_name"])
+    return " ".join(filter(None, parts)) or person["full_name"]

@@ -231,54 +231,125 @@ def _address(rng: random.Random) -> tuple[str, str]:
     return number, f"{road}|{suffix}"
 
 
+def _pidf_lo(number: str, road: str, suffix: str, lat: float, lon: float) -> str:
+    """A PIDF-LO (RFC 4119/5139/5491) with a civic address and a geodetic point."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?><presence xmlns="urn:ietf:params:xml:ns:pidf" '
+        'xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" '
+        'xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" '
+        'xmlns:gml="http://www.opengis.net/gml" entity="pres:caller@cad.example"><tuple id="t1">'
+        "<status><gp:geopriv><gp:location-info><ca:civicAddress><ca:country>US</ca:country>"
+        f"<ca:A1>CA</ca:A1><ca:HNO>{number}</ca:HNO><ca:RD>{road}</ca:RD><ca:STS>{suffix}</ca:STS>"
+        '</ca:civicAddress><gml:Point srsName="urn:ogc:def:crs:EPSG::4326">'
+        f"<gml:pos>{lat} {lon}</gml:pos></gml:Point></gp:location-info><gp:usage-rules/>"
+        "<gp:method>GPS</gp:method></gp:geopriv></status></tuple></presence>"
+    )
+
+
 def write_eido_documents(
     directory: Path, ori: str, center: tuple[float, float], incidents: int, rng: random.Random
 ) -> int:
-    """NENA EIDO JSON documents, one per status change (each a new version of its incident);
-    returns how many were written."""
+    """NENA EIDO JSON documents (NENA-STA-021.1), one per status change (each a new version of
+    its incident); returns how many were written."""
     directory.mkdir(parents=True, exist_ok=True)
     written = 0
     start = datetime(2026, 11, 24, 18, 0, tzinfo=UTC)
+    agency = f"psap.{ori.lower()}.example"
+
+    def prologue(id_: str, at: str) -> dict:
+        return {"$id": id_, "lastUpdateTimeStamp": at, "updatedByAgencyReference": {"$ref": agency}}
+
     for n in range(1, incidents + 1):
         code, description, priority = rng.choice(INCIDENT_TYPES)
         number, street = _address(rng)
         road, suffix = street.split("|")
         created = start + timedelta(minutes=rng.randint(0, 600))
-        incident_id = f"urn:emergency:uid:incidentid:{ori.lower()}-{n:06d}:cad.example"
+        incident_id = f"urn:emergency:uid:incidentid:{n:06d}{ori.lower()}:{agency}"
+        call_id = f"urn:emergency:uid:callid:{n:06d}{ori.lower()}:bcf.{agency}"
         lat = round(center[0] + rng.uniform(-0.04, 0.04), 5)
         lon = round(center[1] + rng.uniform(-0.05, 0.05), 5)
         units = [f"{rng.choice('EMPT')}{rng.randint(1, 40)}" for _ in range(rng.randint(1, 3))]
+        caller = (rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES))
+        phone = f"+1530555{rng.randint(0, 9999):04d}"
+        component = f"urn:emergency:uid:eidodatacomponent:{n:06d}"
         for step, status in enumerate(CAD_STATUSES[: rng.randint(1, len(CAD_STATUSES))]):
             updated = (created + timedelta(minutes=4 * step + 1)).isoformat()
             document = {
-                "eidoMessageIdentifier": f"urn:emergency:uid:eido:{n}-{step}:cad.example",
-                "lastUpdateTimeStamp": updated,
-                "incidentComponent": {
-                    "incidentTrackingIdentifier": incident_id,
-                    "localIncidentNumber": f"{ori[-3:]}-26-{n:06d}",
-                    "incidentTypeCommonRegistryText": code,
-                    "incidentTypeDescription": description,
-                    "incidentPriority": priority,
-                    "incidentStatusCommonRegistryText": status,
-                    "incidentCreationTimeStamp": created.isoformat(),
-                    "lastUpdateTimeStamp": updated,
-                },
-                "locationComponent": [
+                **prologue(incident_id, updated),
+                "eidoVersion": "1.0",
+                "issuingElementIdentification": f"cad.{agency}",
+                "agencyComponent": [
                     {
-                        "civicAddress": {"HNO": number, "RD": road, "STS": suffix, "A1": "CA"},
-                        "gmlPoint": {"pos": f"{lat} {lon}"},
+                        **prologue(agency, created.isoformat()),
+                        "agencyRoleDescriptionRegistryText": ["Dispatch"],
+                        "agencyType": ["psap"],
                     }
                 ],
-                "callComponent": {
-                    "callerName": f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}",
-                    "callbackNumber": f"+1530555{rng.randint(0, 9999):04d}",
+                "incidentComponent": {
+                    **prologue(f"{component}-incident:{agency}", updated),
+                    "internalIncidentId": f"{ori[-3:]}-26-{n:06d}",
+                    "incidentTypeCommonRegistryText": code,
+                    "incidentTypeInternalText": description,
+                    "incidentPriorityInternalText": priority,
+                    "incidentCommonPriorityNumber": int(priority),
+                    "incidentStatusCommonRegistryText": [status.replace(" ", "")],
                 },
+                "callComponent": [
+                    {
+                        **prologue(call_id, created.isoformat()),
+                        "standardPrimaryCallType": "emergency",
+                        "direction": "incoming",
+                        "callStartTimestamp": created.isoformat(),
+                        "callStateRegistryText": "callAnswered",
+                        "callBackReference": {"$ref": f"{component}-callback:{agency}"},
+                    }
+                ],
+                "callbackComponent": [
+                    {
+                        **prologue(f"{component}-callback:{agency}", created.isoformat()),
+                        "callBackInformationUri": [f"tel:{phone}"],
+                    }
+                ],
+                "locationComponent": [
+                    {
+                        **prologue(f"{component}-location:{agency}", created.isoformat()),
+                        "locationTypeDescriptionRegistryText": "Incident",
+                        "locationByValue": _pidf_lo(number, road, suffix, lat, lon),
+                    }
+                ],
+                "personComponent": [
+                    {
+                        **prologue(f"{component}-caller:{agency}", created.isoformat()),
+                        "personIncidentRoleRegistryText": ["Caller"],
+                        "callIdentifier": [call_id],
+                        "callBackReference": {"$ref": f"{component}-callback:{agency}"},
+                        "ncPersonComponent": {
+                            "name": [
+                                {
+                                    "personGivenName": [{"value": caller[0]}],
+                                    "personSurName": [{"value": caller[1]}],
+                                }
+                            ]
+                        },
+                    }
+                ],
                 "emergencyResourceComponent": [
-                    {"unitIdentifier": u, "agencyIdentifier": ori, "unitStatus": status}
+                    {
+                        **prologue(f"{u.lower()}@{agency}", updated),
+                        "emergencyResourceName": u,
+                        "emergencyResourceTypeCommonRegistryText": "Unit",
+                        "primaryUnitStatusRegistryText": status.replace(" ", ""),
+                        "secondaryUnitStatusRegistryText": [],
+                        "resourceAttributeRegistryText": [],
+                        "agentReference": [],
+                    }
                     for u in units
                 ],
                 "notesComponent": [
-                    {"noteDateTime": created.isoformat(), "noteText": f"{description} reported."}
+                    {
+                        **prologue(f"{component}-note:{agency}", created.isoformat()),
+                        "notesActionComments": f"{description} reported.",
+                    }
                 ],
             }
             (directory / f"{n:06d}-{step}.json").write_text(json.dumps(document, indent=1))

@@ -11,6 +11,13 @@ updated-at in epoch milliseconds, so every change is a higher version. A row who
 flag (or ``sealed``, ``expunged``: any column listed in ``delete_flags``) is true becomes a
 DELETE, labelled with the flag's name unless it is ``deleted``.
 
+Labels: ``labels`` names labels every row of the table carries, ``label_columns`` boolean columns
+that add a label when true; all are checked against the vocabulary when the mapping loads (a
+typo is an error with a did-you-mean, never a label that protects nothing). ``juvenile`` is
+derived through ``mutualaid.labels.derive`` from the mapped ``persons[i].dob`` / ``persons[i].age``
+columns, at the record's own date (``incident_date``, ``report_date``, ``reported_at`` or
+``status_at``, else the row's updated-at).
+
 Values are coerced to the record's Avro types (numbers, ISO dates for date strings, times for
 timestamp fields); a value that does not fit is a dead letter naming the column. Times the
 database returns without an offset (``timestamp without time zone``, SQLite) are read as UTC:
@@ -34,10 +41,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import MetaData, Table, create_engine, select, tuple_
 from sqlalchemy.engine import Engine
 
+from mutualaid import labels as vocabulary
 from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
 from mutualaid.serde import SchemaStore
@@ -69,6 +77,32 @@ class SqlMapping(BaseModel):
         description="field path -> column, e.g. persons[0].last_name: last_name; unset: every "
         "column named like a top-level field of the record",
     )
+    labels: list[str] = Field(
+        [], description="labels every row carries, e.g. [juvenile] for a juvenile-court table"
+    )
+    label_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="boolean column -> the label it adds when true, e.g. dv: domestic_violence",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, names: list[str]) -> list[str]:
+        return vocabulary.check_all(names)
+
+    @field_validator("label_columns")
+    @classmethod
+    def _known_column_labels(cls, columns: dict[str, str]) -> dict[str, str]:
+        return {column: vocabulary.check(label) for column, label in columns.items()}
+
+    @field_validator("delete_flags")
+    @classmethod
+    def _flags_are_labels(cls, flags: list[str]) -> list[str]:
+        # A flag other than `deleted` labels the DELETE it causes: it must be a known label.
+        for flag in flags:
+            if flag != "deleted":
+                vocabulary.check(flag)
+        return flags
 
 
 def load_sql_mapping(path: Path) -> SqlMapping:
@@ -165,6 +199,34 @@ def _set(body: dict, path: str, value: Any) -> None:
             target = target.setdefault(name, {})
 
 
+def _people(body: dict[str, Any]) -> list[vocabulary.Person]:
+    """The ages the mapped person columns tell (RMS and CAD persons both have dob and age)."""
+    out = []
+    for person in body.get("persons") or []:
+        dob = person.get("dob")
+        try:
+            born = date.fromisoformat(dob[:10]) if isinstance(dob, str) else None
+        except ValueError:
+            raise Rejected("bad_value", f"persons[].dob {dob!r} is not a date") from None
+        age = person.get("age")
+        out.append(vocabulary.Person(age, age, born))
+    return out
+
+
+def _record_date(body: dict[str, Any] | None, stamp: datetime) -> date | datetime:
+    """When the record's events happened, for ages: its own date, else the row's change time."""
+    for name in ("incident_date", "report_date", "reported_at", "status_at"):
+        value = (body or {}).get(name)
+        if isinstance(value, datetime):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value[:10])
+            except ValueError:
+                continue
+    return stamp
+
+
 class SqlRowAdapter:
     """Turns one changed row into one CAD or RMS event, coercing values to the schema's types."""
 
@@ -178,6 +240,12 @@ class SqlRowAdapter:
         self.columns = dict(mapping.columns) or {c: c for c in columns if c in fields}
         self.types = {path: self._type_of(path) for path in self.columns}
         self.flags = [c for c in mapping.delete_flags if c in columns]
+        absent = [c for c in mapping.label_columns if c not in columns]
+        if columns and absent:
+            raise ValueError(
+                f"label_columns names {absent}, which the table does not have; its columns are "
+                f"{', '.join(columns)}"
+            )
 
     def _type_of(self, path: str) -> Any:
         schema: Any = self.schema
@@ -228,12 +296,16 @@ class SqlRowAdapter:
                 ) from None
         stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
         raised = [flag for flag in self.flags if row.get(flag)]
-        labels = sorted({f for f in raised if f != "deleted"})
+        given = [*self.mapping.labels, *(f for f in raised if f != "deleted")]
+        given += [label for column, label in self.mapping.label_columns.items() if row.get(column)]
         body: dict[str, Any] | None = None
+        people: list[vocabulary.Person] = []
         if not raised:
             body = {}
             for path, column in self.columns.items():
                 _set(body, path, self._coerce(path, row.get(column)))
+            people = _people(body)
+        labels = vocabulary.derive(given, people=people, at=_record_date(body, stamp))
         envelope = new_envelope(
             source_ori=self.source_ori,
             source_system=self.source_system,

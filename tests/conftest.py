@@ -251,7 +251,11 @@ def shared_by_router(
         id="a", version=1, owner=event["envelope"]["source_ori"], partners=[partner],
         kinds=[kind], fields=fields,
     )  # fmt: skip
-    schema = {"rms.record": "mutualaid.rms.Record", "alpr.read": "mutualaid.alpr.Read"}[kind]
+    schema = {
+        "rms.record": "mutualaid.rms.Record",
+        "alpr.read": "mutualaid.alpr.Read",
+        "cad.incident": "mutualaid.cad.Incident",
+    }[kind]
     shared, _ = disclose(
         {"envelope": event["envelope"], "body": event["body"]},
         Decision(partner, "SHARED", agreement),

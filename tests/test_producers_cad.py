@@ -16,10 +16,10 @@ from mutualaid.topics import Kind, Stage, source_topic
 from producers.cad import CadAdapter
 from producers.runner import Rejected, SourceItem
 
-DATA = Path(__file__).parent / "data" / "cad"
-FIRST = (DATA / "eido-rb-26-001234-1.json").read_bytes()
-SECOND = (DATA / "eido-rb-26-001234-2.json").read_bytes()
-INCIDENT = "urn:emergency:uid:incidentid:0a1b2c3d:cad.riverbend.example"
+DATA = Path(__file__).parent / "data" / "eido"
+FIRST = (DATA / "01-incident-dispatched.json").read_bytes()
+SECOND = (DATA / "02-incident-on-scene.json").read_bytes()
+INCIDENT = "urn:emergency:uid:incidentid:7c1e09ab44:psap.riverbend.example"
 
 
 def to_event(raw: bytes) -> dict:
@@ -29,15 +29,18 @@ def to_event(raw: bytes) -> dict:
 def test_an_eido_document_becomes_an_incident() -> None:
     event = to_event(FIRST)
     envelope, body = event["envelope"], event["body"]
-    assert envelope["record_id"] == INCIDENT
+    assert envelope["record_id"] == INCIDENT == body["incident_tracking_id"]
     assert envelope["op"] == "UPSERT" and envelope["source_system"] == "cad-eido"
     status_at = datetime(2026, 11, 25, 5, 14, 3, 120000, tzinfo=UTC)
-    assert envelope["version"] == 1795583643120  # status time in epoch milliseconds
-    assert envelope["version"] == int(status_at.timestamp() * 1000)
-    assert envelope["occurred_at"] == datetime(2026, 11, 25, 5, 12, 40, tzinfo=UTC)
+    # The newest lastUpdateTimeStamp in milliseconds, then 20 bits of the document's digest.
+    assert envelope["version"] >> 20 == int(status_at.timestamp() * 1000)
+    assert envelope["occurred_at"] == datetime(2026, 11, 25, 5, 12, 40, tzinfo=UTC)  # call start
     assert envelope["source_position"] == "file x.json"
+    assert envelope["labels"] == ["juvenile"]  # the 15-year-old patient
     assert body["incident_number"] == "RB-26-001234"
-    assert (body["incident_type"], body["priority"], body["status"]) == ("TA", "1", "DISPATCHED")
+    assert (body["incident_type"], body["local_incident_type"]) == ("TA", "1183")
+    assert (body["priority"], body["common_priority"]) == ("1", 1)
+    assert (body["status"], body["local_status"]) == ("DISPATCHED", "DISP")
     assert body["status_at"] == status_at and body["closed_at"] is None
     assert body["location"] == {
         "address": "120 Main St",
@@ -51,15 +54,17 @@ def test_an_eido_document_becomes_an_incident() -> None:
     assert body["units"] == [
         {
             "unit_id": "M12",
-            "agency_ori": "CA0990100",
+            "agency_ori": None,
             "status": "ENROUTE",
-            "dispatched_at": datetime(2026, 11, 25, 5, 13, 55, tzinfo=UTC),
+            "dispatched_at": None,
             "arrived_at": None,
             "cleared_at": None,
         }
     ]
     assert (body["caller_name"], body["caller_phone"]) == ("Pat Doe", "+15305550142")
-    assert body["narrative"] == "[2026-11-24T21:13:01-08:00 CT4] Two vehicles, one driver trapped."
+    assert body["narrative"] == (
+        "[2026-11-24T21:13:01-08:00 ct4@psap.riverbend.example] Two vehicles, one driver trapped."
+    )
     # It fits the schema.
     AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.CAD_INCIDENT])(event, Ctx("t"))
 
@@ -74,13 +79,37 @@ def test_a_status_change_is_a_higher_version_of_the_same_record() -> None:
     assert to_event(FIRST)["envelope"]["event_id"] == first["envelope"]["event_id"]  # replay
 
 
+def test_the_same_content_keeps_its_event_id_and_different_content_never_shares_one() -> None:
+    doc = json.loads(FIRST)
+    reformatted = json.dumps(doc, indent=None).encode()  # whitespace is not content
+    assert to_event(reformatted)["envelope"]["event_id"] == to_event(FIRST)["envelope"]["event_id"]
+    # A CAD that re-sends a changed incident without moving any timestamp.
+    doc["incidentComponent"]["incidentPriorityInternalText"] = "2"
+    changed = to_event(json.dumps(doc).encode())
+    original = to_event(FIRST)
+    assert changed["envelope"]["version"] >> 20 == original["envelope"]["version"] >> 20
+    assert changed["envelope"]["version"] != original["envelope"]["version"]
+    assert changed["envelope"]["event_id"] != original["envelope"]["event_id"]
+
+
+def test_a_later_component_stamp_raises_the_version_even_if_the_header_lags() -> None:
+    doc = json.loads(FIRST)
+    doc["notesComponent"][0]["lastUpdateTimeStamp"] = "2026-11-24T21:30:00-08:00"
+    later = to_event(json.dumps(doc).encode())
+    assert later["envelope"]["version"] >> 20 == int(
+        datetime(2026, 11, 25, 5, 30, tzinfo=UTC).timestamp() * 1000
+    )
+
+
+def test_keys_are_read_whatever_their_case() -> None:
+    doc = json.loads(FIRST)
+    doc["LastUpdateTimeStamp"] = doc.pop("lastUpdateTimeStamp")
+    doc["EIDOVersion"] = doc.pop("eidoVersion")
+    assert to_event(json.dumps(doc).encode())["envelope"]["record_id"] == INCIDENT
+
+
 def closed(doc: dict) -> dict:
-    doc["incidentComponent"]["incidentStatusCommonRegistryText"] = "Closed"
-    return doc
-
-
-def without(doc: dict, key: str) -> dict:
-    doc["incidentComponent"].pop(key)
+    doc["incidentComponent"]["incidentStatusCommonRegistryText"] = ["Closed"]
     return doc
 
 
@@ -92,7 +121,25 @@ def test_closing_sets_closed_at_to_the_status_time() -> None:
 
 def edited(**changes: object) -> bytes:
     doc = json.loads(FIRST)
-    doc["incidentComponent"].update(changes)
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+def without(key: str) -> bytes:
+    doc = json.loads(FIRST)
+    doc.pop(key)
+    return json.dumps(doc).encode()
+
+
+DTD = (
+    '<?xml version="1.0"?><!DOCTYPE presence [<!ENTITY x "boom">]>'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf">&x;</presence>'
+)
+
+
+def with_pidf(xml: str) -> bytes:
+    doc = json.loads(FIRST)
+    doc["locationComponent"][0]["locationByValue"] = xml
     return json.dumps(doc).encode()
 
 
@@ -101,23 +148,23 @@ def edited(**changes: object) -> bytes:
     [
         (FIRST[:200], "malformed_document", "not JSON: "),
         (b"[1, 2]", "malformed_document", "expected one EIDO JSON object"),
-        (b'{"callComponent": {}}', "malformed_document", "no incidentComponent"),
+        (b'{"callComponent": [{}]}', "missing_incident_id", "has no $id"),
+        (without("$id"), "missing_incident_id", "Incident Tracking Identifier"),
         (
-            json.dumps(without(json.loads(FIRST), "incidentTrackingIdentifier")).encode(),
+            edited(**{"$id": "urn:emergency:uid:incidentid:0:psap.riverbend.example"})
+            .replace(b'"incidentComponent"', b'"_incidentComponent"')
+            .replace(b'"callComponent"', b'"_callComponent"'),
             "missing_incident_id",
-            "incidentTrackingIdentifier is missing",
-        ),
-        (
-            json.dumps(
-                without(json.loads(FIRST), "lastUpdateTimeStamp") | {"lastUpdateTimeStamp": None}
-            ).encode(),
-            "bad_timestamp",
-            "lastUpdateTimeStamp is missing",
+            "not-an-incident form",
         ),
         (edited(lastUpdateTimeStamp="24/11/2026 9pm"), "bad_timestamp", "is not ISO 8601"),
         (edited(lastUpdateTimeStamp="2026-11-24T21:14:03"), "bad_timestamp", "no UTC offset"),
-        (FIRST.replace(b"Pat Doe", b"P\xe4t Doe"), "bad_encoding", "byte 0xe4 at position"),
-        (FIRST.replace(b"38.94012", b"138.94012"), "bad_coordinates", "latitude 138.94012"),
+        (FIRST.replace(b"Doe", b"D\xf6e"), "bad_encoding", "byte 0xf6 at position"),
+        (FIRST.replace(b"38.94012", b"138.94012"), "bad_coordinates", "138.94012"),
+        (with_pidf(DTD), "bad_location", "DTDs and entities are refused"),
+        (with_pidf("<presence>" + "x" * 300_000 + "</presence>"), "bad_location", "KiB"),
+        (FIRST.replace(b'"2012"', b'"MMXII"'), "bad_value", "modelYearDate"),
+        (FIRST.replace(b'"1984-03-09"', b'"09/03/1984"'), "bad_value", "is not a date"),
     ],
 )
 def test_malformed_documents_are_rejected_with_a_reason(
@@ -135,8 +182,8 @@ def test_connect_cad_publishes_a_drop_directory_and_dead_letters_the_bad(
 ) -> None:
     drop = tmp_path / "eido"
     drop.mkdir()
-    shutil.copy(DATA / "eido-rb-26-001234-1.json", drop / "0001.json")
-    shutil.copy(DATA / "eido-rb-26-001234-2.json", drop / "0002.json")
+    shutil.copy(DATA / "01-incident-dispatched.json", drop / "0001.json")
+    shutil.copy(DATA / "02-incident-on-scene.json", drop / "0002.json")
     (drop / "0003.json").write_bytes(FIRST[:300])  # truncated in transfer
     result = mutualaid_cli(
         region, "connect", "cad", "--agency", region.local, "--source", str(drop)
