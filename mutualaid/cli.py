@@ -400,7 +400,7 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     if args.listen:
         return _listen(settings, args, ori)
     try:
-        adapter, source, label = _connector(args, ori)
+        adapter, source, label = _connector(settings, args, ori)
     except (OSError, ValueError) as exc:
         print(f"mutualaid connect: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -449,7 +449,7 @@ def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
     return 0
 
 
-def _connector(args: argparse.Namespace, ori: str):
+def _connector(settings: Settings, args: argparse.Namespace, ori: str):
     """(adapter, source, checkpoint label) for `connect`; ValueError says what to fix."""
     from producers.sources import DocumentDirectory, LineFile
 
@@ -477,11 +477,13 @@ def _connector(args: argparse.Namespace, ori: str):
         raise ValueError("--table goes with --sql")
     if kind == "alpr":
         from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
+        from producers.jsonlimits import ReadLimits
 
         mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
         source = LineFile(path, has_header=mapping.format == "csv")
         try:
-            return AlprAdapter(mapping, source.header, ori), source, path.name
+            adapter = AlprAdapter(mapping, source.header, ori, ReadLimits.of(settings))
+            return adapter, source, path.name
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     if args.mapping:

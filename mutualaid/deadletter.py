@@ -13,6 +13,9 @@ from confluent_kafka import Message
 from mutualaid.metrics import DEAD_LETTERS
 from mutualaid.topics import Stage
 
+# Well under the 1 MB a Kafka broker takes per record by default, with room for the rest.
+MAX_PAYLOAD_BYTES = 256 * 1024
+
 
 def dead_letter(
     *,
@@ -26,8 +29,15 @@ def dead_letter(
     source_ori: str | None = None,
     now: datetime | None = None,
 ) -> dict:
-    """A ``mutualaid.DeadLetter`` record, counted in Prometheus by stage and error type."""
+    """A ``mutualaid.DeadLetter`` record, counted in Prometheus by stage and error type.
+
+    A payload past MAX_PAYLOAD_BYTES is cut to its start, and the reason says so: the whole of
+    it could make the dead letter larger than the broker takes, and then nothing is kept.
+    """
     DEAD_LETTERS.labels(stage=str(stage), reason=error_type).inc()
+    if payload is not None and len(payload) > MAX_PAYLOAD_BYTES:
+        reason += f" (payload cut to its first {MAX_PAYLOAD_BYTES:,} of {len(payload):,} bytes)"
+        payload = payload[:MAX_PAYLOAD_BYTES]
     return {
         "stage": str(stage),
         "reason": reason,

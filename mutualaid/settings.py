@@ -72,6 +72,21 @@ class Settings(BaseSettings):
         "default <data_dir>/cameras.json",
     )
     api_port: int = Field(8600, ge=1, le=65535, description="port of `mutualaid api`")
+    # Bounds on what cameras may send (`connect alpr --listen`); the last three also bound each
+    # line of an ALPR export file. Past them a request gets 413 or 400 with the reason.
+    ingest_max_body_bytes: int = Field(
+        1_000_000, ge=1_000, le=8_000_000, description="bytes of one POST /v1/reads request"
+    )
+    ingest_max_reads: int = Field(
+        1_000, ge=1, le=100_000, description="reads in one request (a JSON array or NDJSON)"
+    )
+    ingest_max_depth: int = Field(
+        8, ge=2, le=64, description="JSON nesting levels of a request or an NDJSON line"
+    )
+    ingest_max_fields: int = Field(100, ge=16, le=10_000, description="fields of one JSON read")
+    ingest_max_text: int = Field(
+        2048, ge=64, le=65_536, description="characters of one field of a read"
+    )
     router_id: str = Field(
         "mutualaid-router",
         pattern=r"^[a-z0-9][a-z0-9-]*$",

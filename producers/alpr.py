@@ -23,6 +23,7 @@ from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind
+from producers.jsonlimits import ReadLimits, check_depth
 from producers.runner import Rejected, SourceItem
 
 DEFAULT_MAPPING = Path("deploy/mappings/alpr/mutualaid.yaml")
@@ -108,17 +109,49 @@ class AlprMapping(BaseModel):
         return columns
 
 
-def _json_row(text: str) -> dict[str, str]:
+def _json_row(text: str, limits: ReadLimits, mapped: frozenset[str]) -> dict[str, str]:
+    check_depth(text, limits.max_depth)  # before json.loads, which recurses per level
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Rejected("malformed_row", f"not JSON: {exc.msg} at column {exc.colno}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise Rejected("malformed_row", f"not usable JSON: {exc}") from None
     if not isinstance(row, dict):
         raise Rejected(
             "malformed_row", f"expected a JSON object per line, got {type(row).__name__}"
         )
-    # One text form for every value, so CSV and NDJSON go through the same field parsers.
-    return {k: "" if v is None else str(v) for k, v in row.items()}
+    if len(row) > limits.max_fields:
+        raise Rejected(
+            "too_many_fields",
+            f"{len(row):,} fields in one read; at most {limits.max_fields} are accepted",
+        )
+    nested = sorted(k for k, v in row.items() if k in mapped and isinstance(v, dict | list))
+    if nested:
+        raise Rejected(
+            "malformed_row",
+            f"{', '.join(map(repr, nested))} must hold text or a number, not an object or array",
+        )
+    # One text form for every value, so CSV and NDJSON go through the same field parsers;
+    # nested vendor extras that no column maps are left out.
+    return {
+        k: "" if v is None else str(v) for k, v in row.items() if not isinstance(v, dict | list)
+    }
+
+
+def record_id(camera_id: str | None, read_id: str) -> str:
+    """A read's record id, namespaced by the camera that took it: ``<camera>/<read id>``.
+
+    Read ids are unique per camera at best (often a camera's own counter), and the owner's ORI
+    already namespaces every record id by agency (event ids and keys include it). With the
+    camera in the id, no camera can publish a read that replaces, or hides as a duplicate,
+    another camera's read. ``%`` and ``/`` in the camera id are escaped so the first ``/``
+    always ends it and two different (camera, read id) pairs never give the same record id.
+    A read naming no camera (an export without a camera column) keeps its read id as is.
+    """
+    if not camera_id:
+        return read_id
+    return f"{camera_id.replace('%', '%25').replace('/', '%2F')}/{read_id}"
 
 
 def load_mapping(path: Path) -> AlprMapping:
@@ -130,16 +163,30 @@ class AlprAdapter:
 
     kind = Kind.ALPR_READ
 
-    def __init__(self, mapping: AlprMapping, header: bytes, source_ori: str) -> None:
-        """``header`` is the CSV's first line; NDJSON has none (pass b"")."""
+    def __init__(
+        self,
+        mapping: AlprMapping,
+        header: bytes,
+        source_ori: str,
+        limits: ReadLimits | None = None,
+    ) -> None:
+        """``header`` is the CSV's first line; NDJSON has none (pass b""). ``limits`` bound
+        each read (default: as in the settings' defaults)."""
         self.mapping = mapping
+        self.limits = limits or ReadLimits()
+        self._mapped = frozenset(mapping.columns.values())
         self.source_system = mapping.source_system
         self.source_ori = source_ori
         self.zone = ZoneInfo(mapping.timezone)
         if mapping.format == "ndjson":
             self.header = []
             return
-        self.header = next(csv.reader([header.decode("utf-8-sig")], delimiter=mapping.delimiter))
+        try:
+            self.header = next(
+                csv.reader([header.decode("utf-8-sig")], delimiter=mapping.delimiter)
+            )
+        except csv.Error as exc:
+            raise ValueError(f"the file's first line is not a CSV header: {exc}") from None
         absent = [c for c in mapping.columns.values() if c not in self.header]
         if absent:
             raise ValueError(
@@ -161,12 +208,12 @@ class AlprAdapter:
             "longitude": self._coordinate(row, AlprField.LONGITUDE, 180),
             **{str(f): self._text(row, f) for f in TEXT_FIELDS},
         }
-        record_id = self._text(row, AlprField.RECORD_ID) or self._derived_id(body, occurred)
+        read_id = self._text(row, AlprField.RECORD_ID) or self._derived_id(body, occurred)
         envelope = new_envelope(
             source_ori=self.source_ori,
             source_system=self.source_system,
             kind=self.kind,
-            record_id=record_id,
+            record_id=record_id(body["camera_id"], read_id),
             version=1,  # a read never changes; a correction is a delete plus a new read
             occurred_at=occurred,
             labels=vocabulary.derive(self.mapping.labels),
@@ -184,8 +231,11 @@ class AlprAdapter:
                 "export the file as UTF-8",
             ) from None
         if self.mapping.format == "ndjson":
-            return _json_row(text)
-        values = next(csv.reader([text], delimiter=self.mapping.delimiter), [])
+            return _json_row(text, self.limits, self._mapped)
+        try:
+            values = next(csv.reader([text], delimiter=self.mapping.delimiter), [])
+        except csv.Error as exc:  # a field past csv's size limit, a bare carriage return
+            raise Rejected("malformed_row", f"not a CSV line: {exc}") from None
         if len(values) != len(self.header):
             raise Rejected(
                 "malformed_row",
@@ -199,6 +249,12 @@ class AlprAdapter:
     def _text(self, row: dict[str, str], field: AlprField) -> str | None:
         column = self._column(field)
         value = row.get(column, "").strip() if column else ""
+        if len(value) > self.limits.max_text:
+            raise Rejected(
+                "field_too_long",
+                f"{len(value):,} characters in column {column!r}; "
+                f"at most {self.limits.max_text:,} are accepted",
+            )
         return value or None
 
     def _time(self, row: dict[str, str]) -> datetime:

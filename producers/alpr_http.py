@@ -11,6 +11,11 @@ connector). The answer comes only after the broker acknowledged every read of th
 same record ids and event ids, so downstream ignores the copies. Reads that cannot be used go
 to ``dlq.producers`` with the reason and ``http:<camera>:<request id>#<index>``, and the answer
 lists them; the good ones in the same request are published.
+
+Bodies are bounded by settings before any read is looked at (``ingest_max_body_bytes``,
+``ingest_max_reads``: 413, nothing kept; ``ingest_max_depth``: 400, measured before the JSON
+parser runs) and each read by ``ingest_max_fields`` and ``ingest_max_text``. Record ids are
+``<camera>/<read id>`` (``producers.alpr.record_id``): no camera can overwrite another's reads.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads these annotations at run time.
@@ -43,12 +48,16 @@ from mutualaid.serde import (
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
 from producers.alpr import AlprAdapter, AlprField, AlprMapping
+from producers.jsonlimits import ReadLimits, check_depth, nesting_depth
 from producers.runner import Rejected
 from producers.sources import SourceItem
 
-MAX_BODY_BYTES = 1_000_000  # a camera pushes a few reads at a time, not exports
 # A camera waits for its answer; past this it gets 503 and sends again (the copies are harmless).
 DELIVERY_TIMEOUT = 10.0
+
+
+class TooLarge(Exception):
+    """A request past the size bounds: refused whole (413), the camera sends it in parts."""
 
 
 class Rejection(BaseModel):
@@ -64,25 +73,49 @@ class Accepted(BaseModel):
     rejected: list[Rejection]
 
 
-def split_reads(body: bytes) -> list[bytes]:
+def split_reads(body: bytes, limits: ReadLimits, max_reads: int) -> list[bytes]:
     """The reads in a body: a JSON object, a JSON array of objects, or NDJSON (one per line).
 
-    Each read comes back as its own JSON text, for the mapping's NDJSON parser; a body that is
-    none of these raises Rejected.
+    Each read comes back as its own JSON text, for the mapping's NDJSON parser. A body that is
+    none of these raises Rejected; one of more than ``max_reads`` reads raises TooLarge, before
+    any read is looked at.
     """
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Rejected("bad_encoding", f"byte {exc.start} is not UTF-8") from None
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) > 1:
-            return [line.encode() for line in lines]  # NDJSON; each line is checked on its own
-        raise Rejected("malformed_body", "not JSON, a JSON array, or NDJSON") from None
-    reads = parsed if isinstance(parsed, list) else [parsed]
-    return [json.dumps(read).encode() for read in reads]
+    # Parsed whole only within the depth bound; deeper, it can still be NDJSON whose lines are
+    # each checked on their own (in ReadIngest._event).
+    depth = nesting_depth(text)
+    parsed, unusable = _NOT_JSON, "not JSON, a JSON array, or NDJSON"
+    if depth <= limits.max_depth:
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            pass
+        except ValueError as exc:  # JSON, but e.g. an integer of more than 4,300 digits
+            unusable = f"not usable JSON: {exc}"
+    if parsed is not _NOT_JSON:
+        reads = parsed if isinstance(parsed, list) else [parsed]
+        _check_count(len(reads), max_reads)
+        return [json.dumps(read).encode() for read in reads]
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        _check_count(len(lines), max_reads)
+        return [line.encode() for line in lines]  # NDJSON; each line is checked on its own
+    check_depth(text, limits.max_depth)
+    raise Rejected("malformed_body", unusable)
+
+
+_NOT_JSON = object()
+
+
+def _check_count(count: int, max_reads: int) -> None:
+    if count > max_reads:
+        raise TooLarge(
+            f"{count:,} reads in one request; at most {max_reads:,} are accepted: "
+            "send them in smaller requests"
+        )
 
 
 class ReadIngest:
@@ -102,7 +135,9 @@ class ReadIngest:
         self.ori = ori
         self.delivery_timeout = delivery_timeout
         self.topic = source_topic(ori, Kind.ALPR_READ)
-        self.adapter = AlprAdapter(mapping, b"", ori)
+        self.limits = ReadLimits.of(settings)
+        self.max_reads = settings.ingest_max_reads
+        self.adapter = AlprAdapter(mapping, b"", ori, self.limits)
         self._camera_column = mapping.columns[AlprField.CAMERA_ID]
         schema_registry = registry_client(settings.schema_registry_url)
         self._encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
@@ -113,13 +148,14 @@ class ReadIngest:
         self._events_out = EVENTS_OUT.labels(stage="producers", kind=str(Kind.ALPR_READ))
 
     def publish(self, camera: tokens.Holder, body: bytes) -> Accepted:
-        """Publish the request's reads; DeliveryFailed if the broker did not take them all."""
+        """Publish the request's reads; DeliveryFailed if the broker did not take them all,
+        TooLarge (nothing published) if the request holds too many."""
         request_id = uuid.uuid4().hex[:12]
         where = f"http:{camera.name}:{request_id}"
         acks = DeliveryTracker()
         rejected: list[Rejection] = []
         try:
-            reads = split_reads(body)
+            reads = split_reads(body, self.limits, self.max_reads)
         except Rejected as whole:
             reads = []
             self._dead(acks, whole, f"{where}#body", body)
@@ -152,10 +188,13 @@ class ReadIngest:
 
     def _event(self, camera: tokens.Holder, raw: bytes, index: int, where: str) -> dict:
         """The event for one read, as the token's camera; Rejected if unusable."""
+        check_depth(raw.decode(), self.limits.max_depth)  # an NDJSON line is checked here
         try:
             read = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise Rejected("malformed_row", f"not JSON: {exc.msg}") from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise Rejected("malformed_row", f"not usable JSON: {exc}") from None
         if not isinstance(read, dict):
             raise Rejected("malformed_row", f"expected a JSON object, got {type(read).__name__}")
         claimed = read.get(self._camera_column)
@@ -182,15 +221,16 @@ class ReadIngest:
         produce(self._producer, topic, f"{self.ori}/http".encode(), value, acks)
 
 
-async def _bounded_body(request: Request) -> bytes | None:
-    """The body, or None once it is known to exceed MAX_BODY_BYTES: from the declared length
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it is known to exceed ``limit`` bytes: from the declared length
     before reading anything, else (chunked uploads) as soon as that much has arrived."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+    declared = request.headers.get("content-length") or "0"
+    if not declared.isdigit() or int(declared) > limit:
         return None
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > limit:
             return None
     return bytes(body)
 
@@ -221,12 +261,16 @@ def create_ingest(settings: Settings, ingest: ReadIngest) -> FastAPI:
     async def reads(
         request: Request, camera: Annotated[tokens.Holder, Depends(camera_of_token)]
     ) -> Accepted:
-        body = await _bounded_body(request)
+        limit = settings.ingest_max_body_bytes
+        body = await _bounded_body(request, limit)
         if body is None:
             INGEST_REQUESTS.labels(outcome="too_large").inc()
-            raise HTTPException(413, f"at most {MAX_BODY_BYTES:,} bytes per request")
+            raise HTTPException(413, f"at most {limit:,} bytes per request")
         try:
             result = await run_in_threadpool(ingest.publish, camera, body)
+        except TooLarge as exc:
+            INGEST_REQUESTS.labels(outcome="too_large").inc()
+            raise HTTPException(413, str(exc)) from None
         except DeliveryFailed as exc:
             INGEST_REQUESTS.labels(outcome="unavailable").inc()
             raise HTTPException(

@@ -41,8 +41,9 @@ def test_a_good_line_becomes_a_normalised_read() -> None:
     assert body["vehicle_make"] is None and body["vehicle_color"] == "Silver"
     assert envelope["occurred_at"] == datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC)
     assert envelope["occurred_at"].utcoffset() == timezone(timedelta(hours=-8)).utcoffset(None)
+    # The vendor's read id, namespaced by the camera that took it.
     assert (envelope["record_id"], envelope["version"], envelope["source_ori"]) == (
-        "R-1",
+        "CAM-1/R-1",
         1,
         "CA0990100",
     )
@@ -118,7 +119,7 @@ def test_runner_publishes_valid_rows_and_dead_letters_the_rest(
     run()
     events = source_events(region.settings.bootstrap_servers, ori, Kind.ALPR_READ, 5)
     ids = sorted(e["envelope"]["record_id"] for e in events)
-    assert ids == ["R-1", "R-2", "R-3", "R-4", "R-5"]
+    assert ids == ["CAM-1/R-1", "CAM-1/R-2", "CAM-1/R-3", "CAM-1/R-4", "CAM-1/R-5"]
 
     letters = dead_letters(
         region.settings.bootstrap_servers, Stage.PRODUCERS, lambda d: d["source_ori"] == ori
@@ -150,7 +151,7 @@ def test_ndjson_layout() -> None:
     assert (event["body"]["plate"], event["body"]["plate_state"]) == ("8ABC999", "NV")
     assert event["body"]["confidence"] == pytest.approx(0.91)
     assert event["body"]["camera_id"] is None
-    assert event["envelope"]["record_id"] == "R-9"
+    assert event["envelope"]["record_id"] == "R-9"  # no camera to namespace it by
     for bad, reason in ((b'{"plate": ', "not JSON"), (b'["R-9"]', "expected a JSON object")):
         with pytest.raises(Rejected, match=reason) as caught:
             ndjson.to_event(item(bad))

@@ -141,12 +141,12 @@ def test_only_a_valid_camera_token_publishes_and_as_that_camera(
     assert len(published(region, 2, timeout=3)) == 1
     envelope, read = event["envelope"], event["body"]
     assert {k: v for k, v in envelope.items() if k != "ingested_at"} == {
-        "event_id": event_id(region.local, Kind.ALPR_READ, "CAM7-000123", 1),
+        "event_id": event_id(region.local, Kind.ALPR_READ, "CAM7/CAM7-000123", 1),
         "source_ori": region.local,
         "source_system": "alpr-ndjson:mutualaid",
         "kind": "alpr.read",
         "op": "UPSERT",
-        "record_id": "CAM7-000123",
+        "record_id": "CAM7/CAM7-000123",  # the read id, namespaced by the token's camera
         "version": 1,
         "occurred_at": datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC),
         "labels": [],
@@ -186,9 +186,9 @@ def test_a_retried_post_yields_the_same_records(region: Region, ingest: str) -> 
     assert identities[0] == identities[1] and identities[2] == identities[3]
     assert identities[0] != identities[2]
     record_ids = {identity[0] for identity in identities}
-    assert "CAM7-000123" in record_ids  # the vendor's read id
-    derived = (record_ids - {"CAM7-000123"}).pop()  # camera, plate and time
-    assert len(derived) == 24
+    assert "CAM7/CAM7-000123" in record_ids  # the vendor's read id, as camera CAM7's
+    derived = (record_ids - {"CAM7/CAM7-000123"}).pop()  # from camera, plate and time
+    assert derived.startswith("CAM7/") and len(derived) == len("CAM7/") + 24
 
 
 def test_broker_unavailable_answers_503_and_the_cameras_retry_lands(
@@ -226,7 +226,7 @@ def test_broker_unavailable_answers_503_and_the_cameras_retry_lands(
     # The unanswered attempt may land too, once the broker is back: as the very same event.
     assert 1 <= len(events) <= 2
     assert {e["envelope"]["event_id"] for e in events} == {
-        event_id(region.local, Kind.ALPR_READ, "CAM7-000123", 1)
+        event_id(region.local, Kind.ALPR_READ, "CAM7/CAM7-000123", 1)
     }
 
 
@@ -251,7 +251,7 @@ def test_bad_reads_are_dead_lettered_while_good_ones_are_published(
     ]
     [event] = published(region, 1)
     assert event["body"]["camera_id"] == "CAM7"
-    assert len(event["envelope"]["record_id"]) == 24  # derived from camera, plate and time
+    assert len(event["envelope"]["record_id"]) == len("CAM7/") + 24  # from camera, plate, time
     letters = wait_for(
         lambda: (
             found

@@ -26,15 +26,19 @@ def test_genetec_reads_export() -> None:
         except Rejected as exc:
             rejected.append((item.line, exc.error_type, exc.reason))
     reads = [
-        (e["envelope"]["record_id"][:8], e["body"]["plate"], e["envelope"]["occurred_at"])
+        (e["envelope"]["record_id"][:25], e["body"]["plate"], e["envelope"]["occurred_at"])
         for e in events
     ]
     assert reads == [
         # 09:14:03 PM Pacific standard time is 05:14:03 UTC the next day.
-        ("5b0f2c1e", "8HVT029", datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC)),
-        ("7c3e9d20", "7ABC123", datetime(2026, 11, 25, 5, 15, 41, tzinfo=UTC)),
-        ("9a1d4b33", "123A456", datetime(2026, 11, 25, 7, 59, 59, tzinfo=UTC)),
-        ("a2e5c644", "6XYZ777", datetime(2026, 11, 25, 8, 0, 7, tzinfo=UTC)),  # 12:00:07 AM
+        ("AutoVu-SharpV-12/5b0f2c1e", "8HVT029", datetime(2026, 11, 25, 5, 14, 3, tzinfo=UTC)),
+        ("AutoVu-SharpV-12/7c3e9d20", "7ABC123", datetime(2026, 11, 25, 5, 15, 41, tzinfo=UTC)),
+        ("AutoVu-SharpX-03/9a1d4b33", "123A456", datetime(2026, 11, 25, 7, 59, 59, tzinfo=UTC)),
+        (
+            "AutoVu-SharpX-03/a2e5c644",
+            "6XYZ777",
+            datetime(2026, 11, 25, 8, 0, 7, tzinfo=UTC),
+        ),  # 12:00:07 AM
     ]
     assert [e["body"]["confidence"] for e in events] == pytest.approx([0.97, 0.88, 1.0, 0.64])
     first = events[0]["body"]
