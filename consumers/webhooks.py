@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from mutualaid.configfile import load_model
 from mutualaid.deadletter import for_consumed
+from mutualaid.errors import MutualaidError
 from mutualaid.kafka import DeliveryTracker, consumer_config, produce, producer_config
 from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS, WEBHOOK_LATENCY
 from mutualaid.serde import (
@@ -122,7 +123,7 @@ class Outcome:
     reason: str = ""
 
 
-class Permanent(Exception):
+class Permanent(MutualaidError):
     """An answer that retrying will not change (wrong URL, refused signature)."""
 
 

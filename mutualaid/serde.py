@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from mutualaid.errors import MutualaidError
 from mutualaid.topics import Kind
 
 AVRO_DIR = Path(__file__).resolve().parent.parent / "avro"
@@ -52,7 +53,7 @@ AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
 SEARCH_AUDIT = "mutualaid.SearchAudit"
 
 
-class SerializationError(Exception):
+class SerializationError(MutualaidError):
     """Any failure to encode or decode an event."""
 
 

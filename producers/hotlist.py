@@ -25,6 +25,7 @@ from pathlib import Path
 
 from confluent_kafka import Message, Producer
 
+from mutualaid.errors import UsageError
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
 from mutualaid.plates import normalize_plate
@@ -71,7 +72,7 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("ncic_number", "plate", "reason")
 
 
-class ExtractError(ValueError):
+class ExtractError(UsageError, ValueError):
     """The extract as a whole cannot be read (wrong header, not UTF-8)."""
 
 

@@ -26,6 +26,7 @@ from typing import Protocol
 from confluent_kafka import KafkaError, Message, Producer
 
 from mutualaid.deadletter import dead_letter
+from mutualaid.errors import UsageError
 from mutualaid.events import record_key
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -64,7 +65,7 @@ DELIVERY_TIMEOUT = 30.0
 __all__ = ["FOLLOW_POLL_SECONDS", "LineFile", "Rejected", "Runner", "Source", "SourceItem"]
 
 
-class Rejected(Exception):
+class Rejected(UsageError):
     """An item the adapter cannot turn into an event; it goes to dlq.producers."""
 
     def __init__(self, error_type: str, reason: str) -> None:

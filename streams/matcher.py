@@ -12,10 +12,11 @@ is its own. The alert carries only what those agreements give that center in cle
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 
 from mutualaid.agencies import Agency
+from mutualaid.clock import Clock
 from mutualaid.disclosure import FieldReport, clear_view
 from mutualaid.events import record_key
 from mutualaid.metrics import HITS, HITS_SUPPRESSED
@@ -35,7 +36,6 @@ from mutualaid.topics import AUDIT_DISSEMINATION, Kind, alerts_topic
 from streams.router import Output
 
 ALERT_NAMESPACE = uuid.UUID("3d0c8f5e-2b7a-5c4e-8f61-1a9b7c2d4e30")
-Clock = Callable[[], datetime]
 # What the dedupe table remembers per (center, entry, plate): when the last alert's read was
 # taken, and which read it was (so a replay of that very read is sent again, not suppressed).
 Recent = MutableMapping[str, list]

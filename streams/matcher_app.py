@@ -36,7 +36,7 @@ from mutualaid.serde import (
     registry_client,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, hotlist_topic, source_topic
+from mutualaid.topics import Kind, alerts_topic, hotlist_topic, source_topic
 from streams.matcher import Hotlists, Matcher
 from streams.router import Output
 from streams.worker import (
@@ -104,6 +104,8 @@ def create_matcher_app(
         value_serializer="raw",
     )
 
+    alert_topics = {alerts_topic(ori) for ori in registry.oris}
+
     async def use(new: Policy) -> None:
         matcher.policy = new
 
@@ -121,7 +123,7 @@ def create_matcher_app(
     def observe(outputs: list[Output]) -> None:
         now = datetime.now(UTC)
         for out in outputs:
-            if out.topic.startswith("alerts."):
+            if out.topic in alert_topics:
                 hit = read_alert(out.value, SerializationContext(out.topic))
                 ALERT_LATENCY.observe((now - hit["read_ingested_at"]).total_seconds())
 

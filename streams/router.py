@@ -9,10 +9,11 @@ moves bytes in and out and decides when offsets may be committed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mutualaid.clock import Clock
 from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import dead_letter
 from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
@@ -47,7 +48,6 @@ from mutualaid.topics import (
     share_topic,
 )
 
-Clock = Callable[[], datetime]
 Holders = MutableMapping[str, dict]
 # Labels that withdraw a record from every partner, whatever the agreements say.
 WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
