@@ -16,6 +16,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 
 from mutualaid.agencies import Agency
+from mutualaid.audit import dissemination_audit
 from mutualaid.clock import Clock
 from mutualaid.disclosure import FieldReport, clear_view
 from mutualaid.events import record_key
@@ -276,24 +277,17 @@ class Matcher:
         self, envelope: dict, grant: Decision, report: FieldReport, alert: str, now: datetime
     ) -> Output:
         assert grant.agreement is not None
-        record = {
-            "event_id": envelope["event_id"],
-            "source_ori": envelope["source_ori"],
-            "kind": envelope["kind"],
-            "record_id": envelope["record_id"],
-            "version": envelope["version"],
-            "partner_ori": grant.partner_ori,
-            "decision": "SHARED",
-            "agreement_id": grant.agreement.id,
-            "agreement_version": grant.agreement.version,
-            "reasons": [*grant.steps, f"sent in hit alert {alert}"],
-            "fields_in_clear": report.in_clear,
-            "fields_withheld": report.withheld,
-            "fields_masked": report.masked,
-            "fields_hashed": [],
-            "fields_encrypted": [],
-            "decided_at": now,
-        }
+        # A clear view hashes and encrypts nothing: its report lists no such fields.
+        record = dissemination_audit(
+            envelope,
+            report,
+            partner_ori=grant.partner_ori,
+            decision="SHARED",
+            agreement_id=grant.agreement.id,
+            agreement_version=grant.agreement.version,
+            reasons=[*grant.steps, f"sent in hit alert {alert}"],
+            decided_at=now,
+        )
         value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))
         return Output(AUDIT_DISSEMINATION, record_key(envelope), value)
 
