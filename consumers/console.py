@@ -42,12 +42,9 @@ from mutualaid.metrics import ALERT_ACKS, CONSOLE_ALERTS, CONSOLE_CLIENTS
 from mutualaid.serde import (
     ALERT_ACK,
     HIT_ALERT,
-    AvroDeserializer,
-    AvroSerializer,
     DeserializationError,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import alert_acks_topic, alerts_topic
@@ -170,11 +167,10 @@ class AlertBoard:
 
 def follow_alerts(settings: Settings, center: str, board: AlertBoard) -> TopicFollower:
     """A follower of the center's alerts and acks topics that feeds ``board``."""
-    store = SchemaStore()
-    schema_registry = registry_client(settings.schema_registry_url)
+    codecs = codecs_for(settings)
     hits_topic, acks_topic = alerts_topic(center), alert_acks_topic(center)
-    decode_hit = AvroDeserializer(store, HIT_ALERT, schema_registry)
-    decode_ack = AvroDeserializer(store, ALERT_ACK, schema_registry)
+    decode_hit = codecs.deserializer(HIT_ALERT)
+    decode_ack = codecs.deserializer(ALERT_ACK)
 
     def apply(msg: Message) -> None:
         ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
@@ -199,9 +195,7 @@ class Acknowledger:
     def __init__(self, settings: Settings, center: str) -> None:
         self.center = center
         self.topic = alert_acks_topic(center)
-        self._encode = AvroSerializer(
-            SchemaStore(), ALERT_ACK, registry_client(settings.schema_registry_url)
-        )
+        self._encode = codecs_for(settings).serializer(ALERT_ACK)
         self._producer = Producer(producer_config(settings))
         self._lock = threading.Lock()
 

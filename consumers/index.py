@@ -16,12 +16,15 @@ from consumers.query import Criteria, Hit
 from consumers.records import Layout, LoggedSearch
 from consumers.sqliteindex import SqliteIndex
 from mutualaid.crypto import load_hash_key
+from mutualaid.errors import MutualaidError
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
 
 
-class IndexUnavailable(Exception):
+class IndexUnavailable(MutualaidError):
     """The configured index cannot be opened; the message says why and what to check."""
+
+    prefix = "cannot open the search index: "
 
 
 class Index(Protocol):

@@ -22,19 +22,15 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from consumers.index import open_index
 from consumers.opening import open_shared
 from mutualaid.crypto import DecryptionError, load_keyring
-from mutualaid.deadletter import for_consumed
+from mutualaid.deadletter import DeadLetters
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
 from mutualaid.serde import (
-    DEAD_LETTER,
     SEARCH_AUDIT,
     SHARED_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
     DeserializationError,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import (
@@ -42,7 +38,6 @@ from mutualaid.topics import (
     RECORD_KINDS,
     Stage,
     check_ori,
-    dlq_topic,
     share_topic,
 )
 
@@ -71,13 +66,10 @@ class Projector:
             layout = self.index.reset(self.keep_sealed)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
-        store = SchemaStore()
-        registry = registry_client(settings.schema_registry_url)
-        self._decode = {
-            kind: AvroDeserializer(store, SHARED_EVENT[kind], registry) for kind in RECORD_KINDS
-        }
-        self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
-        self._encode_search = AvroSerializer(store, SEARCH_AUDIT, registry)
+        codecs = codecs_for(settings)
+        self._decode = {kind: codecs.deserializer(SHARED_EVENT[kind]) for kind in RECORD_KINDS}
+        self._dead_letters = DeadLetters(self._send, codecs, Stage.CONSUMERS)
+        self._encode_search = codecs.serializer(SEARCH_AUDIT)
         group = f"mutualaid-projector-{self.agency_ori.lower()}-{layout.epoch}"
         self._consumer = Consumer(consumer_config(settings, group))
         self._producer = Producer(producer_config(settings))  # dead letters, search audits
@@ -182,10 +174,10 @@ class Projector:
             return None
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
-        topic = dlq_topic(Stage.CONSUMERS)
-        letter = for_consumed(Stage.CONSUMERS, msg, error_type, reason)
-        value = self._encode_dead(letter, SerializationContext(topic))
-        self._producer.produce(topic, value, msg.key(), on_delivery=self._delivery)
+        self._dead_letters.message(msg, error_type, reason)
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._producer.produce(topic, value, key, on_delivery=self._delivery)
         self._delivery.sent()
 
     def _commit(self, messages: list[Message]) -> None:

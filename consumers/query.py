@@ -22,6 +22,7 @@ from typing import Any
 from consumers.records import sealed_paths
 from mutualaid import fieldpaths
 from mutualaid.disclosure import keyed_hash
+from mutualaid.errors import Refused
 from mutualaid.plates import normalize_plate, plate_key
 from mutualaid.policy import distance_km
 from mutualaid.text import words
@@ -78,7 +79,7 @@ class Hit:
     sealed: str | None = None  # what ``consumers.records.open_kept`` opens
 
 
-class BadCriteria(ValueError):
+class BadCriteria(Refused, ValueError):
     """A criterion no index can answer; nothing was searched."""
 
 

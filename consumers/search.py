@@ -22,6 +22,7 @@ from consumers.query import BadCriteria, Criteria, Hit, prepare
 from consumers.records import open_kept
 from mutualaid.crypto import DecryptionError, PrivateKeyring, load_keyring
 from mutualaid.disclosure import restore
+from mutualaid.errors import Refused
 from mutualaid.metrics import SEARCHES
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
@@ -29,7 +30,7 @@ from mutualaid.topics import check_ori
 log = logging.getLogger("mutualaid.search")
 
 
-class SearchRefused(Exception):
+class SearchRefused(Refused):
     """A search without the user, reason or criteria that policy requires; nothing was searched."""
 
 

@@ -41,21 +41,18 @@ from confluent_kafka import Consumer, Message, Producer
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 from mutualaid.configfile import load_model
-from mutualaid.deadletter import for_consumed
+from mutualaid.deadletter import DeadLetters, Letter
+from mutualaid.errors import MutualaidError
 from mutualaid.kafka import DeliveryTracker, consumer_config, produce, producer_config
 from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS, WEBHOOK_LATENCY
 from mutualaid.serde import (
-    DEAD_LETTER,
     HIT_ALERT,
-    AvroDeserializer,
-    AvroSerializer,
     DeserializationError,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Stage, alerts_topic, check_ori, dlq_topic
+from mutualaid.topics import Stage, alerts_topic, check_ori
 
 log = logging.getLogger("mutualaid.webhooks")
 RETRYABLE_STATUS = {408, 425, 429}
@@ -122,7 +119,7 @@ class Outcome:
     reason: str = ""
 
 
-class Permanent(Exception):
+class Permanent(MutualaidError):
     """An answer that retrying will not change (wrong URL, refused signature)."""
 
 
@@ -183,10 +180,9 @@ class WebhookSender:
         self.endpoints = endpoints
         # Read once at start: rotating a secret means restarting the sender.
         self._secrets = {e.url: e.secret_file.read_bytes().strip() for e in endpoints}
-        store = SchemaStore()
-        schema_registry = registry_client(settings.schema_registry_url)
-        self._decode = AvroDeserializer(store, HIT_ALERT, schema_registry)
-        self._encode_dead = AvroSerializer(store, DEAD_LETTER, schema_registry)
+        codecs = codecs_for(settings)
+        self._decode = codecs.deserializer(HIT_ALERT)
+        self._dead_letters = DeadLetters(Letter, codecs, Stage.CONSUMERS)
         self._consumer = Consumer(
             consumer_config(settings, f"mutualaid-webhooks-{agency_ori.lower()}")
         )
@@ -243,14 +239,7 @@ class WebhookSender:
         return True
 
     def _dead(self, msg: Message, error_type: str, reason: str) -> None:
-        topic = dlq_topic(Stage.CONSUMERS)
-        letter = for_consumed(Stage.CONSUMERS, msg, error_type, reason, self.agency_ori)
+        letter = self._dead_letters.message(msg, error_type, reason, self.agency_ori)
         acks = DeliveryTracker()
-        produce(
-            self._producer,
-            topic,
-            msg.key(),
-            self._encode_dead(letter, SerializationContext(topic)),
-            acks,
-        )
+        produce(self._producer, *letter, acks)
         acks.wait(self._producer)

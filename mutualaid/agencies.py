@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mutualaid.configfile import load_model
+from mutualaid.errors import UsageError
 from mutualaid.topics import check_ori
 
 US_STATES = frozenset(
@@ -76,7 +77,7 @@ US_STATES = frozenset(
 )
 
 
-class UnknownAgency(KeyError):
+class UnknownAgency(UsageError, KeyError):
     """An ORI that is not in the registry."""
 
     def __str__(self) -> str:

@@ -11,11 +11,12 @@ import socket
 import subprocess
 from pathlib import Path
 
+from mutualaid.errors import MutualaidError
 from mutualaid.kafka import BrokerUnavailable, wait_for_broker
 from mutualaid.processes import spawn, stop
 
 
-class BrokerError(Exception):
+class BrokerError(MutualaidError):
     """The embedded broker cannot start; the message says why and what to do."""
 
 

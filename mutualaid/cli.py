@@ -17,17 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mutualaid.agencies import UnknownAgency
-from mutualaid.configfile import ConfigError
-from mutualaid.kafka import BrokerUnavailable
+from mutualaid.errors import EXIT_CONFIG, MutualaidError, Refused, UsageError
 from mutualaid.settings import Settings, load_settings
-from mutualaid.topics import RECORD_KINDS, InvalidOri, Kind
+from mutualaid.topics import RECORD_KINDS, Kind
 
 if TYPE_CHECKING:  # the stages are imported only by the command that runs them
     from consumers.query import Hit
-
-EXIT_CONFIG = 2
-EXIT_REFUSED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         return args.handler(settings, args)
-    except ConfigError as exc:
-        print(f"mutualaid: cannot start, fix the configuration first:\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except (UnknownAgency, InvalidOri) as exc:  # a bad ORI on the command line
-        print(f"mutualaid: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except BrokerUnavailable as exc:
-        print(f"mutualaid: {exc}", file=sys.stderr)
-        return 1
+    except MutualaidError as exc:  # the one place an error becomes an exit code
+        print(f"mutualaid: {exc.prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 
@@ -353,7 +342,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 
 def _broker(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.agencies import load_registry
-    from mutualaid.broker import BrokerError, EmbeddedBroker
+    from mutualaid.broker import EmbeddedBroker
     from mutualaid.kafka import ensure_topics, wait_for_broker
     from mutualaid.topics import topics_for
 
@@ -362,11 +351,7 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
         args.port or settings.broker_port, log=settings.data_dir / "logs" / "broker.log"
     )
     (settings.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    try:
-        broker.start()
-    except BrokerError as exc:
-        print(f"mutualaid broker: {exc}", file=sys.stderr)
-        return 1
+    broker.start()  # BrokerError: main reports it
     try:
         created = ensure_topics(
             wait_for_broker(broker.bootstrap_servers),
@@ -402,8 +387,7 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     try:
         adapter, source, label = _connector(settings, args, ori)
     except (OSError, ValueError) as exc:
-        print(f"mutualaid connect: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError(f"connect: {exc}") from exc
     wait_for_broker(settings.bootstrap_servers)
     from mutualaid.metrics import serve_metrics
 
@@ -434,14 +418,12 @@ def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
 
     host, _, port = args.listen.rpartition(":")
     if args.source_kind != "alpr" or not port.isdigit():
-        print("mutualaid connect: --listen HOST:PORT serves ALPR reads only", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError("connect: --listen HOST:PORT serves ALPR reads only")
     try:
         mapping = load_mapping(args.mapping or Path("deploy/mappings/alpr/mutualaid-ndjson.yaml"))
         ingest = ReadIngest(settings, ori, mapping)
     except ValueError as exc:
-        print(f"mutualaid connect: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        raise UsageError(f"connect: {exc}") from exc
     wait_for_broker(settings.bootstrap_servers)
     serve_metrics(settings.metrics_port)
     app = create_ingest(settings, ingest)
@@ -510,15 +492,10 @@ def _connector(settings: Settings, args: argparse.Namespace, ori: str):
 
 
 def _router(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid.disclosure import MissingKey
     from streams.app import run_router
 
     registry, policy = _registry_and_policy(settings)
-    try:
-        run_router(settings, registry, policy)
-    except MissingKey as exc:
-        print(f"mutualaid router: cannot start: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    run_router(settings, registry, policy)  # MissingKey, KeyFileError: main reports them
     return 0
 
 
@@ -538,13 +515,12 @@ def _matcher(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _hotlist_load(settings: Settings, args: argparse.Namespace) -> int:
-    from producers.hotlist import ExtractError, load_extract
+    from producers.hotlist import load_extract
 
-    try:
+    try:  # ExtractError: main reports it
         report = load_extract(settings, _agency(settings, args.agency), args.file)
-    except (ExtractError, OSError) as exc:
-        print(f"mutualaid hotlist load: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except OSError as exc:
+        raise UsageError(f"hotlist load: {exc}") from exc
     print(
         f"{report.published} entries published, {report.removed} removed (no longer in the "
         f"extract), {report.rejected} lines rejected (see dlq.producers)"
@@ -554,7 +530,6 @@ def _hotlist_load(settings: Settings, args: argparse.Namespace) -> int:
 
 def _hotlist_add(settings: Settings, args: argparse.Namespace) -> int:
     from producers.hotlist import add_bolo
-    from producers.runner import Rejected
 
     fields = {
         "plate": args.plate,
@@ -567,11 +542,8 @@ def _hotlist_add(settings: Settings, args: argparse.Namespace) -> int:
         "caution": args.caution,
         "notes": args.notes,
     }
-    try:
-        record_id = add_bolo(settings, _agency(settings, args.agency), fields, record_id=args.id)
-    except Rejected as exc:
-        print(f"mutualaid hotlist add: {exc.reason}", file=sys.stderr)
-        return EXIT_CONFIG
+    # Rejected (a field to fix): main reports it
+    record_id = add_bolo(settings, _agency(settings, args.agency), fields, record_id=args.id)
     print(record_id)
     return 0
 
@@ -603,7 +575,6 @@ def _hotlist_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _project(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.index import IndexUnavailable
     from consumers.projector import Projector
     from mutualaid.agencies import load_registry
     from mutualaid.kafka import wait_for_broker
@@ -612,22 +583,13 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
     ori = load_registry(settings.agencies_file).get(args.agency).ori
     wait_for_broker(settings.bootstrap_servers)
     serve_metrics(settings.metrics_port)
-    try:
-        projector = Projector(settings, ori)
-    except IndexUnavailable as exc:
-        return _no_index(exc)
+    projector = Projector(settings, ori)  # IndexUnavailable: main reports it
     print(f"projecting share.{ori.lower()}.* into its index; Ctrl-C stops", flush=True)
     projector.run(_stop_event())
     return 0
 
 
-def _no_index(exc: Exception) -> int:
-    print(f"mutualaid: cannot open the search index: {exc}", file=sys.stderr)
-    return 1
-
-
 def _search(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.index import IndexUnavailable
     from consumers.query import Criteria
     from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
     from mutualaid.agencies import load_registry
@@ -650,13 +612,11 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
             limit=args.limit,
         )
         request = SearchRequest(agency.ori, args.user, args.reason, criteria, args.reveal)
-    except (SearchRefused, ValueError, KeyError) as exc:
-        print(f"mutualaid search: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    try:
-        hits = run_search(settings, request)
-    except IndexUnavailable as exc:
-        return _no_index(exc)
+    except Refused:
+        raise
+    except (ValueError, KeyError) as exc:  # a criterion or an agency that makes no search
+        raise SearchRefused(str(exc)) from exc
+    hits = run_search(settings, request)  # IndexUnavailable: main reports it
     if args.json:
         for hit in hits:
             print(
@@ -715,16 +675,13 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from consumers.api import create_api
-    from consumers.index import IndexUnavailable, open_index
+    from consumers.index import open_index
     from mutualaid.agencies import load_registry
     from mutualaid.metrics import serve_metrics
 
     registry = load_registry(settings.agencies_file)
     agency = registry.get(args.agency)
-    try:  # fail at start-up, not at the first search
-        open_index(settings, agency.ori).close()
-    except IndexUnavailable as exc:
-        return _no_index(exc)
+    open_index(settings, agency.ori).close()  # fail at start-up, not at the first search
     app = create_api(settings, agency, registry)
     serve_metrics(settings.metrics_port)  # searches per agency
     uvicorn.run(app, host=args.host, port=args.port or settings.api_port, log_level="warning")
@@ -750,12 +707,10 @@ def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
     ori = _agency(settings, args.agency)
     endpoints = load_endpoints(settings.webhooks_file, ori)  # ConfigError: main reports it
     if not endpoints:
-        print(
-            f"mutualaid webhooks: no endpoint for {ori} in webhooks_file "
-            f"({settings.webhooks_file or 'not set'}); add one (see README)",
-            file=sys.stderr,
+        raise UsageError(
+            f"webhooks: no endpoint for {ori} in webhooks_file "
+            f"({settings.webhooks_file or 'not set'}); add one (see README)"
         )
-        return EXIT_CONFIG
     serve_metrics(settings.metrics_port)
     WebhookSender(settings, ori, endpoints).run(_stop_event())
     return 0
@@ -882,12 +837,10 @@ def _keys_hash(settings: Settings, args: argparse.Namespace) -> int:
     try:
         generate_hash_key(settings.hash_key_file)
     except FileExistsError:
-        print(
-            f"mutualaid keys: {settings.hash_key_file} exists; not overwritten (hashes made "
-            "with it would stop matching)",
-            file=sys.stderr,
-        )
-        return 1
+        raise MutualaidError(
+            f"keys: {settings.hash_key_file} exists; not overwritten (hashes made "
+            "with it would stop matching)"
+        ) from None
     print(f"hash key written to {settings.hash_key_file} (mode 0600)")
     return 0
 

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mutualaid.errors import UsageError
+
 M = TypeVar("M", bound=BaseModel)
 
 Loc = tuple[str | int, ...]
@@ -37,8 +39,10 @@ class Problem:
         return f"{where}:{field} {self.message}\n  Fix: {self.fix}"
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A configuration or agreement file that must be fixed before anything starts."""
+
+    prefix = "cannot start, fix the configuration first:\n"
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems

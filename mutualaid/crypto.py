@@ -25,17 +25,18 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from mutualaid.errors import MutualaidError, UsageError
 from mutualaid.topics import check_ori
 
 VERSION = b"mutualaid-fle-v1"
 NONCE_BYTES = 12
 
 
-class DecryptionError(Exception):
+class DecryptionError(MutualaidError):
     """A sealed field could not be opened: wrong key, tampered data, or moved ciphertext."""
 
 
-class KeyFileError(Exception):
+class KeyFileError(UsageError):
     """A key file is missing or unreadable; the message says which and what to do."""
 
 
@@ -178,7 +179,10 @@ def newest_public_key(agency_ori: str, public_dir: Path) -> PublicKey | None:
     if not files:
         return None
     path = files[-1]
-    key = serialization.load_pem_public_key(path.read_bytes())
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except ValueError:  # not PEM at all: the same fix as a key of the wrong type
+        key = None
     if not isinstance(key, X25519PublicKey):
         raise KeyFileError(f"{path} is not an X25519 public key; regenerate it with mutualaid keys")
     return PublicKey(ori, path.name.removeprefix(f"{ori.lower()}.").removesuffix(".pub"), key)
@@ -188,7 +192,10 @@ def load_keyring(agency_ori: str, private_dir: Path) -> PrivateKeyring:
     ori = check_ori(agency_ori)
     keys: dict[str, X25519PrivateKey] = {}
     for path in sorted((private_dir / ori.lower()).glob("*.pem")):
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError):  # not PEM, or protected by a password
+            key = None
         if not isinstance(key, X25519PrivateKey):
             raise KeyFileError(f"{path} is not an X25519 private key")
         keys[path.stem] = key
@@ -208,3 +215,8 @@ def load_hash_key(path: Path) -> bytes | None:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         return None
+    except ValueError:
+        raise KeyFileError(
+            f"{path} is not a hash key (64 hex digits); restore it, or make a new one with "
+            "mutualaid keys hash-key (hashes made with the old one will stop matching)"
+        ) from None

@@ -26,12 +26,15 @@ from typing import Any
 from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
 from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
+from mutualaid.errors import UsageError
 from mutualaid.policy import Decision, FieldAction
 from mutualaid.text import blind_form
 
 
-class MissingKey(Exception):
+class MissingKey(UsageError):
     """An agreement encrypts or hashes, but the key it needs is not configured."""
+
+    prefix = "cannot start: "
 
 
 @dataclass

@@ -22,16 +22,17 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mutualaid.errors import MutualaidError
 from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(MutualaidError):
     """The broker did not answer in time."""
 
 
-class DeliveryFailed(Exception):
+class DeliveryFailed(MutualaidError):
     """The broker did not acknowledge every produced record; nothing may be checkpointed."""
 
 

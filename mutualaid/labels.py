@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from mutualaid.errors import UsageError
+
 # The vocabulary every agreement, rule, setting and connector mapping is checked against.
 # Extend it with the ``extra_labels`` setting rather than by editing records by hand.
 VOCABULARY: frozenset[str] = frozenset(
@@ -53,7 +55,7 @@ WITHDRAWING: frozenset[str] = frozenset({"sealed", "expunged"})
 JUVENILE_AGE = 18
 
 
-class UnknownLabel(ValueError):
+class UnknownLabel(UsageError, ValueError):
     """A label outside the vocabulary; the message names the closest known label."""
 
 

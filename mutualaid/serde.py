@@ -16,6 +16,7 @@ topic, partition and offset, because that is what an on-call engineer needs to f
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from mutualaid.errors import MutualaidError
 from mutualaid.topics import Kind
 
 AVRO_DIR = Path(__file__).resolve().parent.parent / "avro"
@@ -52,7 +54,7 @@ AUDIT_DISSEMINATION_SCHEMA = "mutualaid.DisseminationAudit"
 SEARCH_AUDIT = "mutualaid.SearchAudit"
 
 
-class SerializationError(Exception):
+class SerializationError(MutualaidError):
     """Any failure to encode or decode an event."""
 
 
@@ -228,6 +230,55 @@ class AvroDeserializer:
             raise DeserializationError(f"schema id {schema_id}: {exc}", ctx) from exc
         self._registry_schemas[schema_id] = schema
         return schema
+
+
+class Codecs:
+    """A process's serializers and deserializers by schema name, over one store and one registry.
+
+    Built once per process (``codecs_for``), so every part of it frames records the same way,
+    and what it writes with a schema registry it also reads back with that registry.
+    """
+
+    def __init__(self, store: SchemaStore, registry: RegistryClient | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self._serializers: dict[str, AvroSerializer] = {}
+        self._deserializers: dict[str, AvroDeserializer] = {}
+
+    def serializer(self, name: str) -> AvroSerializer:
+        if name not in self._serializers:
+            self._serializers[name] = AvroSerializer(self.store, name, self.registry)
+        return self._serializers[name]
+
+    def deserializer(self, name: str) -> AvroDeserializer:
+        if name not in self._deserializers:
+            self._deserializers[name] = AvroDeserializer(self.store, name, self.registry)
+        return self._deserializers[name]
+
+
+class RegistrySettings(Protocol):
+    """What ``codecs_for`` needs of ``mutualaid.settings.Settings``."""
+
+    @property
+    def schema_registry_url(self) -> str | None: ...
+
+
+def codecs_for(settings: RegistrySettings) -> Codecs:
+    """The process's codecs for these settings, built the first time they are asked for."""
+    return _codecs(settings.schema_registry_url)
+
+
+@functools.cache
+def _codecs(registry_url: str | None) -> Codecs:
+    # One client per URL: a mock:// registry lives in its client, so a second would not know
+    # the schema ids the first registered.
+    return Codecs(default_store(), registry_client(registry_url))
+
+
+@functools.cache
+def default_store() -> SchemaStore:
+    """The schemas in avro/, read once per process."""
+    return SchemaStore()
 
 
 def registry_client(url: str | None) -> RegistryClient | None:

@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mutualaid.errors import UsageError
+
 ORI_PATTERN = re.compile(r"^[A-Z]{2}[A-Z0-9]{7}$")
 
 
@@ -33,7 +35,7 @@ class Stage(StrEnum):
     CONSUMERS = "consumers"
 
 
-class InvalidOri(ValueError):
+class InvalidOri(UsageError, ValueError):
     """Not the shape of an NCIC ORI."""
 
 

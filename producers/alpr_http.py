@@ -34,19 +34,17 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from mutualaid import tokens
+from mutualaid.deadletter import DeadLetters, Letter
 from mutualaid.events import record_key
 from mutualaid.kafka import DeliveryFailed, DeliveryTracker, produce, producer_config
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT, INGEST_REQUESTS
 from mutualaid.serde import (
-    DEAD_LETTER,
     SOURCE_EVENT,
-    AvroSerializer,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from mutualaid.topics import Kind, Stage, source_topic
 from producers.alpr import AlprAdapter, AlprField, AlprMapping
 from producers.jsonlimits import ReadLimits, check_depth, nesting_depth
 from producers.runner import Rejected
@@ -139,9 +137,9 @@ class ReadIngest:
         self.max_reads = settings.ingest_max_reads
         self.adapter = AlprAdapter(mapping, b"", ori, self.limits)
         self._camera_column = mapping.columns[AlprField.CAMERA_ID]
-        schema_registry = registry_client(settings.schema_registry_url)
-        self._encode = AvroSerializer(SchemaStore(), SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
-        self._encode_dead = AvroSerializer(SchemaStore(), DEAD_LETTER, schema_registry)
+        codecs = codecs_for(settings)
+        self._encode = codecs.serializer(SOURCE_EVENT[Kind.ALPR_READ])
+        self._dead_letters = DeadLetters(Letter, codecs, Stage.PRODUCERS)
         self._producer = Producer(producer_config(settings))
         self._lock = threading.Lock()
         self._events_in = EVENTS_IN.labels(stage="producers", kind=str(Kind.ALPR_READ))
@@ -210,15 +208,15 @@ class ReadIngest:
         return event
 
     def _dead(self, acks: DeliveryTracker, why: Rejected, position: str, raw: bytes) -> None:
-        topic = dlq_topic(Stage.PRODUCERS)
-        letter = why.dead_letter(
+        letter = self._dead_letters.rejected(
+            why,
             source=f"http ingest ({self.adapter.source_system})",
             position=position,
             payload=raw,
             source_ori=self.ori,
+            key=f"{self.ori}/http".encode(),
         )
-        value = self._encode_dead(letter, SerializationContext(topic))
-        produce(self._producer, topic, f"{self.ori}/http".encode(), value, acks)
+        produce(self._producer, *letter, acks)
 
 
 async def _bounded_body(request: Request, limit: int) -> bytes | None:

@@ -25,20 +25,18 @@ from pathlib import Path
 
 from confluent_kafka import Message, Producer
 
+from mutualaid.deadletter import DeadLetters
+from mutualaid.errors import UsageError
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
 from mutualaid.plates import normalize_plate
 from mutualaid.serde import (
-    DEAD_LETTER,
     SOURCE_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, check_ori, dlq_topic, hotlist_topic
+from mutualaid.topics import Kind, Stage, check_ori, hotlist_topic
 from producers.parsing import epoch_millis, text
 from producers.runner import Rejected
 
@@ -71,7 +69,7 @@ COLUMNS = (
 REQUIRED_COLUMNS = ("ncic_number", "plate", "reason")
 
 
-class ExtractError(ValueError):
+class ExtractError(UsageError, ValueError):
     """The extract as a whole cannot be read (wrong header, not UTF-8)."""
 
 
@@ -202,10 +200,9 @@ class HotlistPublisher:
     """Publishes entries (and dead letters) and waits until the broker acknowledged them all."""
 
     def __init__(self, settings: Settings) -> None:
-        registry = registry_client(settings.schema_registry_url)
-        store = SchemaStore()
-        self._encode = AvroSerializer(store, SOURCE_EVENT[Kind.HOTLIST_ENTRY], registry)
-        self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        codecs = codecs_for(settings)
+        self._encode = codecs.serializer(SOURCE_EVENT[Kind.HOTLIST_ENTRY])
+        self._dead_letters = DeadLetters(self._produce, codecs, Stage.PRODUCERS)
         self._producer = Producer(producer_config(settings))
         self._acks = DeliveryTracker()
 
@@ -228,10 +225,10 @@ class HotlistPublisher:
     def dead_letters(
         self, ori: str, source: str, rejected: list[tuple[str, Rejected, bytes]]
     ) -> None:
-        topic = dlq_topic(Stage.PRODUCERS)
         for position, why, raw in rejected:
-            letter = why.dead_letter(source=source, position=position, payload=raw, source_ori=ori)
-            self._produce(topic, None, self._encode_dead(letter, SerializationContext(topic)))
+            self._dead_letters.rejected(
+                why, source=source, position=position, payload=raw, source_ori=ori
+            )
         self._acks.wait(self._producer)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None) -> None:
@@ -240,7 +237,8 @@ class HotlistPublisher:
 
 def current_entries(settings: Settings, ori: str) -> dict[str, dict]:
     """The agency's entries as the topic holds them now: record id -> latest event."""
-    decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.HOTLIST_ENTRY])
+    # With the process's registry: what the publisher wrote with it, this reads with it.
+    decode = codecs_for(settings).deserializer(SOURCE_EVENT[Kind.HOTLIST_ENTRY])
     entries: dict[str, dict] = {}
     topic = hotlist_topic(ori)
 

@@ -32,7 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from mutualaid.deadletter import dead_letter
+from mutualaid.deadletter import DeadLetters, Letter
+from mutualaid.errors import UsageError
 from mutualaid.events import record_key
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -44,17 +45,13 @@ from mutualaid.kafka import (
 )
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT
 from mutualaid.serde import (
-    DEAD_LETTER,
     SOURCE_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
     DeserializationError,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from mutualaid.topics import Kind, Stage, source_topic
 from producers.checkpoint import CheckpointStore, Position
 from producers.sources import (  # re-exported: adapters import them from here
     FOLLOW_POLL_SECONDS,
@@ -79,25 +76,13 @@ __all__ = [
 ]
 
 
-class Rejected(Exception):
+class Rejected(UsageError):
     """An item the adapter cannot turn into an event; it goes to dlq.producers."""
 
     def __init__(self, error_type: str, reason: str) -> None:
         self.error_type = error_type
         self.reason = reason
         super().__init__(f"{error_type}: {reason}")
-
-    def dead_letter(self, *, source: str, position: str, payload: bytes, source_ori: str) -> dict:
-        """The ``mutualaid.DeadLetter`` for dlq.producers saying why and where."""
-        return dead_letter(
-            stage=Stage.PRODUCERS,
-            reason=self.reason,
-            error_type=self.error_type,
-            source=source,
-            position=position,
-            payload=payload,
-            source_ori=source_ori,
-        )
 
 
 class Skipped(Exception):
@@ -195,14 +180,13 @@ class Runner:
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints")
         self.progress = Progress()
         self.on_progress = on_progress or (lambda _p: None)
-        store = SchemaStore()
-        registry = registry_client(settings.schema_registry_url)
-        self._encode = AvroSerializer(store, SOURCE_EVENT[adapter.kind], registry)
-        self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        codecs = codecs_for(settings)
+        self._encode = codecs.serializer(SOURCE_EVENT[adapter.kind])
+        self._dead_letters = DeadLetters(Letter, codecs, Stage.PRODUCERS)
         self._producer = Producer(producer_config(settings))
         self._in_flight: deque[_BatchAcks] = deque()
         self._settings = settings
-        self._decode = AvroDeserializer(store, SOURCE_EVENT[adapter.kind], registry)
+        self._decode = codecs.deserializer(SOURCE_EVENT[adapter.kind])
         # Per partition, where this connector's events after the checkpoint can start.
         self._marks: dict[int, int] = {}
         self._already: set[str] = set()  # event ids found on the topic after the checkpoint
@@ -354,17 +338,16 @@ class Runner:
         return found
 
     def _reject(self, item: SourceItem, rejected: Rejected, acks: _BatchAcks) -> None:
-        topic = dlq_topic(Stage.PRODUCERS)
-        letter = rejected.dead_letter(
+        letter = self._dead_letters.rejected(
+            rejected,
             source=f"{self.source.description} ({self.adapter.source_system})",
             position=item.position,
             payload=item.raw,
             source_ori=self.source_ori,
+            key=f"{self.source_ori}/{self.name}".encode(),
         )
         produce(
             self._producer,
-            topic,
-            f"{self.source_ori}/{self.name}".encode(),
-            self._encode_dead(letter, SerializationContext(topic)),
+            *letter,
             acks,
         )

@@ -48,7 +48,7 @@ from sqlalchemy.engine import Engine
 from mutualaid import labels as vocabulary
 from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
-from mutualaid.serde import SchemaStore
+from mutualaid.serde import default_store
 from mutualaid.topics import Kind, check_ori
 from producers.checkpoint import Position, WatermarkPosition
 from producers.parsing import epoch_millis
@@ -235,7 +235,7 @@ class SqlRowAdapter:
         self.mapping = mapping
         self.source_system = mapping.source_system
         self.source_ori = check_ori(source_ori)
-        self.schema = SchemaStore().get(BODY_SCHEMA[kind])
+        self.schema = default_store().get(BODY_SCHEMA[kind])
         fields = {f["name"]: f for f in self.schema["fields"]}
         self.columns = dict(mapping.columns) or {c: c for c in columns if c in fields}
         self.types = {path: self._type_of(path) for path in self.columns}

@@ -15,7 +15,7 @@ from faust.types import Message
 from mutualaid.agencies import Registry
 from mutualaid.crypto import load_hash_key, newest_public_key
 from mutualaid.policy import Policy
-from mutualaid.serde import SchemaStore, registry_client
+from mutualaid.serde import codecs_for
 from mutualaid.settings import Settings
 from mutualaid.topics import (
     RECORD_KINDS,
@@ -41,10 +41,11 @@ BATCH_WITHIN_SECONDS = 0.05
 def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.App:
     app = new_app(settings, settings.router_id)
     keys = {ori: newest_public_key(ori, settings.public_keys_dir) for ori in registry.oris}
+    codecs = codecs_for(settings)
     router = Router(
         policy,
-        SchemaStore(),
-        registry_client(settings.schema_registry_url),
+        codecs.store,
+        codecs.registry,
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),

@@ -12,10 +12,12 @@ is its own. The alert carries only what those agreements give that center in cle
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 
 from mutualaid.agencies import Agency
+from mutualaid.audit import dissemination_audit
+from mutualaid.clock import Clock
 from mutualaid.disclosure import FieldReport, clear_view
 from mutualaid.events import record_key
 from mutualaid.metrics import HITS, HITS_SUPPRESSED
@@ -35,7 +37,6 @@ from mutualaid.topics import AUDIT_DISSEMINATION, Kind, alerts_topic
 from streams.router import Output
 
 ALERT_NAMESPACE = uuid.UUID("3d0c8f5e-2b7a-5c4e-8f61-1a9b7c2d4e30")
-Clock = Callable[[], datetime]
 # What the dedupe table remembers per (center, entry, plate): when the last alert's read was
 # taken, and which read it was (so a replay of that very read is sent again, not suppressed).
 Recent = MutableMapping[str, list]
@@ -276,24 +277,17 @@ class Matcher:
         self, envelope: dict, grant: Decision, report: FieldReport, alert: str, now: datetime
     ) -> Output:
         assert grant.agreement is not None
-        record = {
-            "event_id": envelope["event_id"],
-            "source_ori": envelope["source_ori"],
-            "kind": envelope["kind"],
-            "record_id": envelope["record_id"],
-            "version": envelope["version"],
-            "partner_ori": grant.partner_ori,
-            "decision": "SHARED",
-            "agreement_id": grant.agreement.id,
-            "agreement_version": grant.agreement.version,
-            "reasons": [*grant.steps, f"sent in hit alert {alert}"],
-            "fields_in_clear": report.in_clear,
-            "fields_withheld": report.withheld,
-            "fields_masked": report.masked,
-            "fields_hashed": [],
-            "fields_encrypted": [],
-            "decided_at": now,
-        }
+        # A clear view hashes and encrypts nothing: its report lists no such fields.
+        record = dissemination_audit(
+            envelope,
+            report,
+            partner_ori=grant.partner_ori,
+            decision="SHARED",
+            agreement_id=grant.agreement.id,
+            agreement_version=grant.agreement.version,
+            reasons=[*grant.steps, f"sent in hit alert {alert}"],
+            decided_at=now,
+        )
         value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))
         return Output(AUDIT_DISSEMINATION, record_key(envelope), value)
 

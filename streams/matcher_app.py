@@ -29,14 +29,12 @@ from mutualaid.policy import Policy
 from mutualaid.serde import (
     HIT_ALERT,
     SOURCE_EVENT,
-    AvroDeserializer,
     DeserializationError,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, hotlist_topic, source_topic
+from mutualaid.topics import Kind, alerts_topic, hotlist_topic, source_topic
 from streams.matcher import Hotlists, Matcher
 from streams.router import Output
 from streams.worker import (
@@ -58,8 +56,8 @@ HOTLIST_POLLS_PER_TICK = 5
 
 def load_hotlists(settings: Settings, registry: Registry) -> tuple[Hotlists, TopicFollower]:
     """Every agency's hotlist, read to its current end; the follower keeps it current."""
-    registry_url = registry_client(settings.schema_registry_url)
-    hotlists = Hotlists(SchemaStore(), registry_url)
+    codecs = codecs_for(settings)
+    hotlists = Hotlists(codecs.store, codecs.registry)
 
     def apply(msg: Message) -> None:
         hotlists.apply(msg.key(), msg.value(), msg.topic())
@@ -83,18 +81,17 @@ def create_matcher_app(
     settings: Settings, registry: Registry, policy: Policy, hotlists: Hotlists
 ) -> tuple[faust.App, Matcher]:
     app = new_app(settings, settings.matcher_id)
-    store = SchemaStore()
-    schema_registry = registry_client(settings.schema_registry_url)
+    codecs = codecs_for(settings)
     matcher = Matcher(
         policy,
         hotlists,
-        store,
-        schema_registry,
+        codecs.store,
+        codecs.registry,
         repeat_window=timedelta(seconds=settings.alert_repeat_seconds),
         misreads=settings.alert_misreads,
     )
-    decode = AvroDeserializer(store, SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
-    read_alert = AvroDeserializer(store, HIT_ALERT, schema_registry)
+    decode = codecs.deserializer(SOURCE_EVENT[Kind.ALPR_READ])
+    read_alert = codecs.deserializer(HIT_ALERT)
     recent = app.Table("recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],
@@ -103,6 +100,8 @@ def create_matcher_app(
         key_serializer="raw",
         value_serializer="raw",
     )
+
+    alert_topics = {alerts_topic(ori) for ori in registry.oris}
 
     async def use(new: Policy) -> None:
         matcher.policy = new
@@ -121,7 +120,7 @@ def create_matcher_app(
     def observe(outputs: list[Output]) -> None:
         now = datetime.now(UTC)
         for out in outputs:
-            if out.topic.startswith("alerts."):
+            if out.topic in alert_topics:
                 hit = read_alert(out.value, SerializationContext(out.topic))
                 ALERT_LATENCY.observe((now - hit["read_ingested_at"]).total_seconds())
 

@@ -9,12 +9,14 @@ moves bytes in and out and decides when offsets may be committed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mutualaid.audit import dissemination_audit
+from mutualaid.clock import Clock
 from mutualaid.crypto import PublicKey
-from mutualaid.deadletter import dead_letter
+from mutualaid.deadletter import DeadLetters
 from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
 from mutualaid.events import new_envelope, record_key
 from mutualaid.metrics import (
@@ -27,11 +29,11 @@ from mutualaid.metrics import (
 from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
-    DEAD_LETTER,
     SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     DeserializationError,
     RegistryClient,
     SchemaStore,
@@ -42,12 +44,10 @@ from mutualaid.topics import (
     RECORD_KINDS,
     Kind,
     Stage,
-    dlq_topic,
     parse_source_topic,
     share_topic,
 )
 
-Clock = Callable[[], datetime]
 Holders = MutableMapping[str, dict]
 # Labels that withdraw a record from every partner, whatever the agreements say.
 WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
@@ -95,7 +95,7 @@ class Router:
         self._store = store
         self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in RECORD_KINDS}
         self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in RECORD_KINDS}
-        self._encode_dead = AvroSerializer(store, DEAD_LETTER, registry)
+        self._dead_letters = DeadLetters(Output, Codecs(store, registry), Stage.STREAMS)
         self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
         self.use_policy(policy)
 
@@ -344,36 +344,26 @@ class Router:
         reasons: list[str],
         report: FieldReport,
     ) -> Output:
-        record = {
-            "event_id": envelope["event_id"],
-            "source_ori": envelope["source_ori"],
-            "kind": envelope["kind"],
-            "record_id": envelope["record_id"],
-            "version": envelope["version"],
-            "partner_ori": partner,
-            "decision": outcome,
-            "agreement_id": agreement[0] if agreement else None,
-            "agreement_version": agreement[1] if agreement else None,
-            "reasons": reasons,
-            "fields_in_clear": report.in_clear,
-            "fields_withheld": report.withheld,
-            "fields_masked": report.masked,
-            "fields_hashed": report.hashed,
-            "fields_encrypted": report.encrypted,
-            "decided_at": self.clock(),
-        }
+        record = dissemination_audit(
+            envelope,
+            report,
+            partner_ori=partner,
+            decision=outcome,
+            agreement_id=agreement[0] if agreement else None,
+            agreement_version=agreement[1] if agreement else None,
+            reasons=reasons,
+            decided_at=self.clock(),
+        )
         value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))
         return Output(AUDIT_DISSEMINATION, record_key(envelope), value)
 
     def _dead(self, record: Consumed, error_type: str, reason: str) -> Output:
-        topic = dlq_topic(Stage.STREAMS)
-        letter = dead_letter(
-            stage=Stage.STREAMS,
-            reason=reason,
-            error_type=error_type,
-            source=record.topic,
-            position=f"partition {record.partition} offset {record.offset}",
-            payload=record.value,
+        return self._dead_letters.consumed(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
             key=record.key,
+            payload=record.value,
+            error_type=error_type,
+            reason=reason,
         )
-        return Output(topic, record.key, self._encode_dead(letter, SerializationContext(topic)))

@@ -1,0 +1,78 @@
+"""Every project error has one base carrying its exit code; the command line maps them once."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import consumers
+import mutualaid
+import producers
+import streams
+from mutualaid.agencies import UnknownAgency
+from mutualaid.cli import main
+from mutualaid.crypto import KeyFileError, generate_keypair, load_hash_key, load_keyring
+from mutualaid.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_REFUSED, MutualaidError
+from mutualaid.topics import InvalidOri
+
+
+def project_exceptions() -> list[type[BaseException]]:
+    found = []
+    for package in (mutualaid, producers, streams, consumers):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = importlib.import_module(info.name)
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, BaseException) and cls.__module__ == info.name:
+                    found.append(cls)
+    return found
+
+
+def test_every_project_exception_derives_from_the_one_base() -> None:
+    found = project_exceptions()
+    assert len(found) >= 17  # the walk really found the classes (it cannot pass on nothing)
+    strays = [c.__qualname__ for c in found if not issubclass(c, MutualaidError)]
+    assert strays == []
+    for cls in found:
+        assert cls.exit_code in (EXIT_FAILURE, EXIT_CONFIG, EXIT_REFUSED), cls
+
+
+def test_builtin_bases_callers_rely_on_are_kept() -> None:
+    assert issubclass(InvalidOri, ValueError)  # check_ori callers catch ValueError
+    assert issubclass(UnknownAgency, KeyError)  # registry lookups are mapping lookups
+    assert InvalidOri.exit_code == UnknownAgency.exit_code == EXIT_CONFIG
+
+
+def test_a_garbage_public_key_stops_the_router_with_exit_2_and_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MUTUALAID_DATA_DIR", str(tmp_path))
+    public = tmp_path / "keys" / "public"
+    public.mkdir(parents=True)
+    (public / "ca0990200.k1.pub").write_text("not a key\n")
+    assert main(["router"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith(f"mutualaid: {public / 'ca0990200.k1.pub'} is not an X25519 public key")
+    assert "Traceback" not in err
+
+
+def test_unreadable_key_files_are_key_file_errors(tmp_path: Path) -> None:
+    generate_keypair("CA0990200", tmp_path / "pub", tmp_path / "priv")
+    (tmp_path / "priv" / "ca0990200" / "zz.pem").write_text("-----BEGIN nothing")
+    with pytest.raises(KeyFileError, match=r"zz\.pem is not an X25519 private key"):
+        load_keyring("CA0990200", tmp_path / "priv")
+    (tmp_path / "hash.key").write_text("not hex")
+    with pytest.raises(KeyFileError, match=r"hash\.key is not a hash key"):
+        load_hash_key(tmp_path / "hash.key")
+
+
+def test_an_existing_hash_key_is_refused_through_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MUTUALAID_DATA_DIR", str(tmp_path))
+    assert main(["keys", "hash-key"]) == 0
+    assert main(["keys", "hash-key"]) == EXIT_FAILURE
+    assert "not overwritten" in capsys.readouterr().err
