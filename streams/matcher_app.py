@@ -40,6 +40,7 @@ from mutualaid.topics import Kind, hotlist_topic, source_topic
 from streams.matcher import Hotlists, Matcher
 from streams.router import Output
 from streams.worker import (
+    Outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -95,6 +96,7 @@ def create_matcher_app(
     )
     decode = AvroDeserializer(store, SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
     read_alert = AvroDeserializer(store, HIT_ALERT, schema_registry)
+    outbox = Outbox(settings, log)
     recent = app.Table("recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],
@@ -128,7 +130,7 @@ def create_matcher_app(
     @app.agent(reads, name="match")
     async def match(stream: faust.Stream) -> None:
         await process_in_batches(
-            app, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS, log, acknowledged=observe
+            outbox, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS, acknowledged=observe
         )
 
     return app, matcher
