@@ -25,6 +25,7 @@ import yaml
 from psycopg import sql
 
 from bench import percentile, save
+from bench.data import alpr_lines, encoded, rms_events
 from consumers.index import open_index, schema_name
 from consumers.query import Criteria
 from consumers.search import Searcher, SearchRequest, run_search
@@ -32,7 +33,6 @@ from consumers.sqliteindex import SqliteIndex
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_hash_key, generate_keypair, newest_public_key
 from mutualaid.disclosure import new_disclosure
-from mutualaid.events import new_envelope
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import load_policy
 from mutualaid.serde import (
@@ -47,7 +47,6 @@ from mutualaid.settings import Settings
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
-from producers.runner import LineFile, SourceItem
 from streams.router import Consumed, Router
 
 EVENTS = 20_000
@@ -64,47 +63,10 @@ def rate(label: str, items: list, work: Callable[[object], object]) -> float:
     return per_second
 
 
-def alpr_lines(directory: Path) -> tuple[bytes, list[SourceItem]]:
-    rng = random.Random(7)
-    cameras = samples.cameras_for("NV0990300", (38.96, -119.93), 6, rng)
-    path = directory / "bench.csv"
-    samples.write_alpr_csv(
-        path,
-        "NV0990300",
-        cameras,
-        samples.plate_pool(["NV", "CA"], 2000, rng),
-        EVENTS,
-        datetime(2026, 11, 24, tzinfo=UTC),
-        rng,
-    )
-    source = LineFile(path)
-    items = list(source.items(source.start(None), follow=lambda: False))
-    return source.header, items
-
-
 def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict[str, float]:
     """The router on RMS records to two partners, with and without two encrypted fields each."""
-    rng = random.Random(11)
     topic = "src.ca0990100.rms.record"
-    encode = AvroSerializer(store, SOURCE_EVENT[Kind.RMS_RECORD])
-    values = []
-    for n in range(EVENTS // 4):
-        envelope = new_envelope(
-            source_ori="CA0990100",
-            source_system="bench",
-            kind=Kind.RMS_RECORD,
-            record_id=f"R-{n}",
-            version=1,
-            occurred_at=datetime.now(UTC),
-        )
-        person = {
-            "role": "OFFENDER",
-            "last_name": "Doe",
-            "dob": "1990-01-01",
-            "ssn": f"{rng.randint(100, 999)}-45-{rng.randint(1000, 9999)}",
-        }
-        body = {"incident_number": f"RB-{n}", "persons": [person], "narrative": "theft" * 20}
-        values.append(encode({"envelope": envelope, "body": body}, SerializationContext(topic)))
+    values = encoded(store, Kind.RMS_RECORD, topic, rms_events("CA0990100", EVENTS // 4))
     for ori in ("CA0990200", "NV0990300"):
         generate_keypair(ori, tmp / "pub", tmp / "priv")
     keys = {o: newest_public_key(o, tmp / "pub") for o in ("CA0990200", "NV0990300")}
@@ -279,7 +241,7 @@ def main() -> None:
     topic = "src.nv0990300.alpr.read"
     ctx = SerializationContext(topic)
     with tempfile.TemporaryDirectory() as tmp:
-        header, items = alpr_lines(Path(tmp))
+        header, items = alpr_lines(Path(tmp), "NV0990300", EVENTS)
         adapter = AlprAdapter(load_mapping(DEFAULT_MAPPING), header, "NV0990300")
         events = [adapter.to_event(i) for i in items]
         encode = AvroSerializer(store, SOURCE_EVENT[Kind.ALPR_READ])

@@ -1,12 +1,12 @@
 """The faust application that runs the router (the rules are in ``streams.router``).
 
 Delivery rule (``streams.worker.process_in_batches``): a batch's offsets become committable
-only after every record the batch produced was acknowledged by the broker.
+only after every record the batch produced was acknowledged by the broker. Outputs leave
+through the worker's ``Outbox`` (librdkafka); faust keeps the group, rebalances and the table.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import faust
@@ -25,6 +25,7 @@ from mutualaid.topics import (
 )
 from streams.router import Consumed, Output, Router
 from streams.worker import (
+    Outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -50,6 +51,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),
     )
+    outbox = Outbox(settings, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     holders = app.Table("holders", partitions=settings.partitions, key_type=str)
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in RECORD_KINDS]
@@ -61,11 +63,9 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     async def use(policy: Policy) -> None:
         router.use_policy(policy)
         rechecks = router.rechecks(holders)
-        sent = [
-            await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
-            for o in rechecks
-        ]
-        await asyncio.gather(*sent)
+        for out in rechecks:
+            outbox.send(out)
+        await outbox.delivered()
         log.warning("%d shared record(s) to recheck against the new agreements", len(rechecks))
 
     watch_agreements(app, settings, registry, use, log)
@@ -76,7 +76,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
             consumed = Consumed(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
             return router.route(consumed, holders)
 
-        await process_in_batches(app, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS, log)
+        await process_in_batches(outbox, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS)
 
     return app
 

@@ -38,6 +38,7 @@ from mutualaid.topics import Kind, alerts_topic, hotlist_topic, source_topic
 from streams.matcher import Hotlists, Matcher
 from streams.router import Output
 from streams.worker import (
+    Outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -92,6 +93,7 @@ def create_matcher_app(
     )
     decode = codecs.deserializer(SOURCE_EVENT[Kind.ALPR_READ])
     read_alert = codecs.deserializer(HIT_ALERT)
+    outbox = Outbox(settings, log)
     recent = app.Table("recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],
@@ -127,7 +129,7 @@ def create_matcher_app(
     @app.agent(reads, name="match")
     async def match(stream: faust.Stream) -> None:
         await process_in_batches(
-            app, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS, log, acknowledged=observe
+            outbox, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS, acknowledged=observe
         )
 
     return app, matcher
