@@ -18,6 +18,11 @@ DEAD_LETTERS = Counter(
 SHARE_DECISIONS = Counter(
     "mutualaid_share_decisions", "Router decisions per partner.", ["partner", "kind", "outcome"]
 )
+STALE_EVENTS = Counter(
+    "mutualaid_stale_events",
+    "Source events older than the version partners already hold, so not shared again.",
+    ["kind"],
+)
 FIELDS_ENCRYPTED = Counter(
     "mutualaid_fields_encrypted", "Fields sealed for a partner.", ["partner"]
 )

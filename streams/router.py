@@ -25,6 +25,7 @@ from mutualaid.metrics import (
     FIELDS_ENCRYPTED,
     POLICY_SECONDS,
     SHARE_DECISIONS,
+    STALE_EVENTS,
 )
 from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy
 from mutualaid.serde import (
@@ -182,8 +183,18 @@ class Router:
         the record and no longer may (deleted, sealed, or no longer qualifying)."""
         envelope = event["envelope"]
         key = holder_key(envelope)
-        held: dict[str, list] = dict((holders.get(key) or {}).get("partners", {}))
+        entry = holders.get(key) or {}
+        held: dict[str, list] = dict(entry.get("partners", {}))
         withdrawing = envelope["op"] == "DELETE" or WITHDRAWING_LABELS & set(envelope["labels"])
+        sent_version = entry.get("version", 0)
+        if not withdrawing and envelope["version"] < sent_version:
+            # Older than what partners hold: their indexes keep the newer copy, and the newer
+            # version's decision stands. Deletes and seals are never skipped (below).
+            STALE_EVENTS.labels(kind=str(kind)).inc()
+            return []
+        # A withdrawal takes effect whatever version it carries: it is sent at the highest
+        # version any partner was sent, so no index keeps a newer copy over it.
+        withdrawn_as = {**envelope, "version": max(envelope["version"], sent_version)}
         started = time.perf_counter()
         decisions = [] if withdrawing else self.policy.decide(event, self.clock())
         POLICY_SECONDS.observe(time.perf_counter() - started)
@@ -225,7 +236,9 @@ class Router:
                 if withdrawing
                 else f"no longer qualifies: {denied.get(partner, 'no agreement names it')}"
             )
-            outputs += self._withdraw(kind, envelope, ctx, partner, (agreement_id, version), reason)
+            outputs += self._withdraw(
+                kind, withdrawn_as, ctx, partner, (agreement_id, version), reason
+            )
         if holding:
             entry = {
                 "partition": partition,

@@ -254,3 +254,28 @@ def test_narrowed_agreements_recall_records_already_shared(tmp_path: Path) -> No
     ]
     assert holders["alpr.read/NV0990300/r1"]["partners"] == {"CA0990200": ["desert-out", 1]}
     assert router.rechecks(holders) == []  # nothing left to recall
+
+
+def test_a_seal_with_a_lower_version_withdraws_at_the_version_partners_hold(
+    tmp_path: Path,
+) -> None:
+    router, holders = withdrawal_router(tmp_path), {}
+    topic = "src.nv0990300.rms.record"
+    first = version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 5, [])
+    router.route(consumed(topic, first), holders)
+    # An older version arriving late changes nothing: the county's index holds version 5.
+    late = version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 4, [])
+    assert router.route(consumed(topic, late), holders) == []
+    sealed = router.route(
+        consumed(topic, version_of("NV0990300", Kind.RMS_RECORD, "UPSERT", 3, ["sealed"])), holders
+    )
+    assert summary(sealed) == [
+        ("share.ca0990200.rms.record", "DELETE"),
+        ("share.ca0990200.rms.record", "tombstone"),
+        ("audit.dissemination", "CA0990200 WITHDRAWN"),
+    ]
+    withdrawal = AvroDeserializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(
+        sealed[0].value, SerializationContext("s")
+    )
+    assert withdrawal["envelope"]["version"] == 5  # not 3, which the index would ignore
+    assert holders == {}
