@@ -132,6 +132,7 @@ class DeadLetters(Generic[T]):
             source_ori=source_ori,
         )
 
+
 # Well under the 1 MB a Kafka broker takes per record by default, with room for the rest.
 MAX_PAYLOAD_BYTES = 256 * 1024
 
