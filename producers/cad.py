@@ -74,6 +74,21 @@ STATUSES = {
 }
 
 
+def _lowered(pairs: Any) -> dict[str, Any]:
+    return {ALIASES.get(k.lower(), k.lower()): v for k, v in pairs}
+
+
+class _Object(dict):
+    """A JSON object with its members also by lower-cased name, built once while parsing (a
+    component is looked at many times)."""
+
+    __slots__ = ("lowered",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.lowered = _lowered(pairs)
+
+
 class Fields:
     """One EIDO object's members, looked up without regard to the case of their names."""
 
@@ -82,7 +97,7 @@ class Fields:
             raise Rejected("malformed_document", f"{where} must be an object")
         self.where = where
         self.raw = value
-        self._by_name = {ALIASES.get(k.lower(), k.lower()): v for k, v in value.items()}
+        self._by_name = value.lowered if isinstance(value, _Object) else _lowered(value.items())
 
     def get(self, *names: str) -> Any:
         for name in names:
@@ -452,7 +467,7 @@ class CadAdapter:
 
     def to_event(self, item: SourceItem) -> dict:
         try:
-            doc = json.loads(decode_utf8(item.raw))
+            doc = json.loads(decode_utf8(item.raw), object_pairs_hook=_Object)
         except json.JSONDecodeError as exc:
             raise Rejected(
                 "malformed_document", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
