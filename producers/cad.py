@@ -74,6 +74,21 @@ STATUSES = {
 }
 
 
+def _lowered(pairs: Any) -> dict[str, Any]:
+    return {ALIASES.get(k.lower(), k.lower()): v for k, v in pairs}
+
+
+class _Object(dict):
+    """A JSON object with its members also by lower-cased name, built once while parsing (a
+    component is looked at many times)."""
+
+    __slots__ = ("lowered",)
+
+    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
+        super().__init__(pairs)
+        self.lowered = _lowered(pairs)
+
+
 class Fields:
     """One EIDO object's members, looked up without regard to the case of their names."""
 
@@ -82,7 +97,7 @@ class Fields:
             raise Rejected("malformed_document", f"{where} must be an object")
         self.where = where
         self.raw = value
-        self._by_name = {ALIASES.get(k.lower(), k.lower()): v for k, v in value.items()}
+        self._by_name = value.lowered if isinstance(value, _Object) else _lowered(value.items())
 
     def get(self, *names: str) -> Any:
         for name in names:
@@ -166,8 +181,8 @@ def _status(value: str | None) -> str | None:
     return STATUSES.get(key, value)
 
 
-def record_id(eido: Fields, incident: Fields | None, calls: list[Fields]) -> str:
-    """The record id, as the module docstring decides it."""
+def record_id(eido: Fields, incident: Fields | None, calls: list[Fields]) -> tuple[str, str]:
+    """(record id, Incident Tracking Identifier), as the module docstring decides them."""
     tracking = (
         eido.text("incidentTrackingIdentifier")
         or (incident.text("incidentTrackingIdentifier") if incident else None)
@@ -179,7 +194,7 @@ def record_id(eido: Fields, incident: Fields | None, calls: list[Fields]) -> str
             "the EIDO has no $id (its Incident Tracking Identifier) nor incidentTrackingIdentifier",
         )
     if not NOT_AN_INCIDENT.match(tracking):
-        return tracking
+        return tracking, tracking
     component = (incident.text("$id") if incident else None) or next(
         (c.text("$id") for c in calls if c.text("$id")), None
     )
@@ -189,7 +204,7 @@ def record_id(eido: Fields, incident: Fields | None, calls: list[Fields]) -> str
             f"{tracking} is the not-an-incident form (unique string 0) and there is no incident "
             "or call component $id to tell this incident from others",
         )
-    return f"{tracking}/{component}"
+    return f"{tracking}/{component}", tracking
 
 
 def _stamps(eido: Fields) -> Iterator[datetime]:
@@ -293,6 +308,10 @@ def _person(component: Fields, callbacks: dict[str, str]) -> tuple[dict, labels.
         or _nested(age_measure, "value"),
         f"{where}.ncPersonComponent.ageMeasure",
     )
+    # UN/ECE time units: ANN years (the default), MON months, WEE weeks, DAY days.
+    unit = (niem_text(_nested(age_measure, "timeUnitCode")) or "ANN").upper()
+    if age is not None and unit != "ANN":
+        age = age // 12 if unit == "MON" else 0 if unit in ("WEE", "DAY", "HUR", "MIN") else age
     low = _int(_nested(age_measure, "integerRange", "rangeMinimumIntegerValue"), f"{where} age")
     high = _int(_nested(age_measure, "integerRange", "rangeMaximumIntegerValue"), f"{where} age")
     person = {
@@ -430,6 +449,24 @@ def _unit(component: Fields) -> dict:
     }
 
 
+def _links(eido: Fields) -> list[dict]:
+    """Linked (PARENT, CHILD, RELATED, UNLINK) and merged or split (REPLACING, REPLACED, SPLIT)
+    incidents: how a partner follows an incident whose tracking id was replaced."""
+    links = [
+        {
+            "incident_tracking_id": c.text("incidentTrackingIdentifier"),
+            "relation": (c.text(code) or "").upper() or None,
+            "reason": c.text("transactionReasonText"),
+        }
+        for name, code in (
+            ("linkComponent", "linkDirectionCode"),
+            ("mergeComponent", "incidentMergeDirectionCode"),
+        )
+        for c in eido.components(name)
+    ]
+    return [link for link in links if link["incident_tracking_id"]]
+
+
 def _disposition(incident: Fields | None) -> str | None:
     if incident is None:
         return None
@@ -452,7 +489,7 @@ class CadAdapter:
 
     def to_event(self, item: SourceItem) -> dict:
         try:
-            doc = json.loads(decode_utf8(item.raw))
+            doc = json.loads(decode_utf8(item.raw), object_pairs_hook=_Object)
         except json.JSONDecodeError as exc:
             raise Rejected(
                 "malformed_document", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -463,7 +500,7 @@ class CadAdapter:
         incidents = eido.components("incidentComponent")
         incident = incidents[0] if incidents else None
         calls = eido.components("callComponent")
-        rid = record_id(eido, incident, calls)
+        rid, tracking = record_id(eido, incident, calls)
         stamps = list(_stamps(eido))
         if not stamps:
             raise Rejected(
@@ -487,7 +524,7 @@ class CadAdapter:
         notes = [_note(c) for c in eido.components("notesComponent")] + _call_comments(eido)
         body = self._incident(incident, updated)
         body |= {
-            "incident_tracking_id": rid.partition("/")[0] if "/" in rid else rid,
+            "incident_tracking_id": tracking,
             "reported_at": reported,
             "location": _primary(
                 locations,
@@ -503,6 +540,7 @@ class CadAdapter:
             "persons": persons,
             "vehicles": [_vehicle(c) for c in eido.components("vehicleComponent")],
             "notes": notes,
+            "links": _links(eido),
         }
         envelope = new_envelope(
             source_ori=self.source_ori,

@@ -80,6 +80,15 @@ def _broken(change) -> dict:
             "should be non-empty",
         ),
         (lambda d: d.update(incidentComponent=[d["incidentComponent"]]), "is not of type 'object'"),
+        (
+            lambda d: d.update(
+                linkComponent=[
+                    d["incidentComponent"]
+                    | {"incidentTrackingIdentifier": "x", "linkDirectionCode": "SIBLING"}
+                ]
+            ),
+            "'SIBLING' is not one of",
+        ),
     ],
 )
 def test_the_schema_refuses_what_nena_requires_otherwise(change, expected: str) -> None:
@@ -226,6 +235,13 @@ def test_conformance_documents_publish_what_they_hold(region: Region, tmp_path: 
     assert i["closed_at"] == i["status_at"]
     assert (i["location"]["address"], i["location"]["latitude"]) == ("2210 Lake Pkwy", None)
     assert i["call_ids"] == [CALL_B]
+    assert i["links"] == [
+        {
+            "incident_tracking_id": INCIDENT_A,
+            "relation": "RELATED",
+            "reason": "Van matches the one seen at the crash",
+        }
+    ]
 
     # Only the bad documents were dead-lettered, each with its reason.
     topic = dlq_topic(Stage.PRODUCERS)

@@ -108,6 +108,39 @@ def test_keys_are_read_whatever_their_case() -> None:
     assert to_event(json.dumps(doc).encode())["envelope"]["record_id"] == INCIDENT
 
 
+@pytest.mark.parametrize(
+    ("value", "unit", "age", "juvenile"),
+    [(15, "ANN", 15, True), (7, "MON", 0, True), (240, "MON", 20, False), (3, "WEE", 0, True)],
+)
+def test_an_age_is_read_in_its_time_unit(value: int, unit: str, age: int, juvenile: bool) -> None:
+    doc = json.loads(FIRST)
+    doc["personComponent"] = doc["personComponent"][1:2]  # the patient alone
+    measure = doc["personComponent"][0]["ncPersonComponent"]["ageMeasure"][0]
+    measure["integerValue"] = [{"value": value}]
+    measure["timeUnitCode"] = [{"simpleType": unit}]
+    event = to_event(json.dumps(doc).encode())
+    assert event["body"]["persons"][0]["age"] == age
+    assert ("juvenile" in event["envelope"]["labels"]) is juvenile
+
+
+def test_an_age_range_reaching_under_18_is_juvenile() -> None:
+    doc = json.loads(FIRST)
+    doc["personComponent"] = doc["personComponent"][1:2]
+    doc["personComponent"][0]["ncPersonComponent"]["ageMeasure"] = [
+        {"integerRange": [{"rangeMinimumIntegerValue": [{"value": 16}],
+                           "rangeMaximumIntegerValue": [{"value": 20}]}]}
+    ]  # fmt: skip
+    event = to_event(json.dumps(doc).encode())
+    assert event["body"]["persons"][0]["age"] is None
+    assert event["envelope"]["labels"] == ["juvenile"]
+
+
+def test_an_adult_only_incident_is_not_labelled() -> None:
+    doc = json.loads(FIRST)
+    doc["personComponent"] = [doc["personComponent"][0], doc["personComponent"][2]]
+    assert to_event(json.dumps(doc).encode())["envelope"]["labels"] == []
+
+
 def closed(doc: dict) -> dict:
     doc["incidentComponent"]["incidentStatusCommonRegistryText"] = ["Closed"]
     return doc

@@ -176,6 +176,13 @@ BODIES = {
             }
         ],
         "notes": [{"note_id": "n-1", "at": AT, "author": "ct4", "text": "Taken overnight."}],
+        "links": [
+            {
+                "incident_tracking_id": "urn:emergency:uid:incidentid:9f:psap.riverbend.example",
+                "relation": "REPLACED",
+                "reason": None,
+            }
+        ],
     },
     Kind.RMS_RECORD: {
         "incident_number": "RB26-004411",
