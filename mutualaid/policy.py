@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -340,9 +340,9 @@ class Decision:
         return [(a.id, a.version) for a in self.agreements]
 
 
-@dataclass(frozen=True)
-class _Verdict:
-    """One agreement's answer for one partner, before the combination."""
+class _Verdict(NamedTuple):
+    """One agreement's answer for one partner, before the combination (a tuple: the hot path
+    makes one per agreement and partner)."""
 
     agreement: Agreement
     outcome: Outcome
@@ -560,7 +560,7 @@ class Policy:
     ) -> tuple[dict[str, FieldAction], dict[str, tuple[str, ...]], tuple[str, ...]]:
         """The most protective action per field of the granting agreements, the agreements
         each came from, and the steps saying so. Cached per set of agreements."""
-        key = (kind, tuple(_ref(a) for a in granting))
+        key = (kind, *(a.id for a in granting))  # ids are unique within a policy
         cached = self._combined.get(key)
         if cached is not None:
             return cached
