@@ -320,10 +320,10 @@ def _token_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 def _registry_and_policy(settings: Settings):
     from mutualaid.agencies import load_registry
-    from mutualaid.policy import load_policy
+    from mutualaid.policy import load_policy_from
 
     registry = load_registry(settings.agencies_file)
-    return registry, load_policy(settings.agreements_dir, registry)
+    return registry, load_policy_from(settings, registry)
 
 
 def _stop_event() -> threading.Event:
@@ -761,16 +761,24 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _agreements_check(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid.policycheck import findings
+
     registry, policy = _registry_and_policy(settings)
+    found = findings(policy, datetime.now(UTC))
+    for finding in found:
+        print(finding)
+    errors = sum(f.level == "error" for f in found)
     print(
-        f"ok: {len(registry.agencies)} agencies in {settings.agencies_file}, "
-        f"{len(policy.agreements)} agreements in {settings.agreements_dir}"
+        f"{'ok' if not errors else f'{errors} error(s)'}: {len(registry.agencies)} agencies in "
+        f"{settings.agencies_file}, {len(policy.agreements)} agreements in "
+        f"{settings.agreements_dir}, {len(policy.rules)} rules in {settings.rules_dir}"
     )
-    return 0
+    return 1 if errors else 0
 
 
 def _agreements_explain(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.events import event_from_json
+    from mutualaid.policycheck import describe
 
     registry, policy = _registry_and_policy(settings)
     try:
@@ -791,9 +799,7 @@ def _agreements_explain(settings: Settings, args: argparse.Namespace) -> int:
     if not decisions:
         print("no agreement covers this owner and kind: nobody receives it (default deny)")
     for decision in decisions:
-        print(f"{decision.partner_ori}: {decision.outcome}")
-        for step in decision.steps:
-            print(f"  - {step}")
+        print("\n".join(describe(decision)))
     return 0
 
 

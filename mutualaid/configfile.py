@@ -165,16 +165,33 @@ def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        # Also a dangling symbolic link, or a file deleted between listing and reading.
         raise ConfigError(
             [
                 Problem(
                     path,
                     None,
                     "",
-                    "file not found",
-                    "create it, or point the setting at the right path",
+                    "file not found (or a link to a file that is not there)",
+                    "create it, remove the link, or point the setting at the right path",
                 )
             ]
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            [
+                Problem(
+                    path,
+                    None,
+                    "",
+                    "cannot be read: permission denied",
+                    "let the user the stage runs as read it (chmod o+r, or chgrp)",
+                )
+            ]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [Problem(path, None, "", f"cannot be read: {exc.strerror or exc}", "make it a file")]
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
@@ -201,6 +218,21 @@ def read_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
     if node is not None:
         _line_index(node, (), lines)
     return data, lines
+
+
+def is_editor_file(name: str) -> bool:
+    """Hidden files and what editors leave beside the file being edited: Emacs locks and
+    autosaves (``.#a.yaml``, ``#a.yaml#``), backups (``a.yaml~``), vim swaps (``.a.yaml.swp``)."""
+    return name.startswith((".", "#")) or name.endswith(("~", "#", ".swp", ".swx", ".tmp"))
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    """The ``*.yaml`` files of a configuration folder, sorted, without editor files. An
+    unreadable folder lists nothing; the caller reports that it found no files."""
+    try:
+        return sorted(p for p in directory.glob("*.yaml") if not is_editor_file(p.name))
+    except OSError:
+        return []
 
 
 def load_model(path: Path, model: type[M], context: dict[str, Any] | None = None) -> M:

@@ -100,17 +100,23 @@ def disclose(
     public_key: PublicKey | None,
     hash_key: bytes | None,
 ) -> tuple[dict, FieldReport]:
-    """The shared event for this decision, and the report of what happened to each field."""
+    """The shared event for this decision, and the report of what happened to each field.
+
+    ``actions`` are the decision's combined field actions (``decision.actions`` on the router),
+    applied in their order: deepest path first, so a field inside an encrypted one is treated
+    before the encrypted one is sealed.
+    """
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
-    agreement = decision.agreement
-    assert agreement is not None and decision.shares
-    if agreement.retention_days is not None:
-        retain_until = envelope["occurred_at"] + timedelta(days=agreement.retention_days)
+    ref = decision.agreement_ref
+    assert ref is not None and decision.shares
+    agreements = ", ".join(a for a, _ in decision.agreement_refs)
+    if decision.retention_days is not None:
+        retain_until = envelope["occurred_at"] + timedelta(days=decision.retention_days)
     else:
         retain_until = None
     disclosure = new_disclosure(
         decision.partner_ori,
-        decision.agreement_ref,
+        ref,
         "FULL" if decision.outcome == "SHARED" else "POINTER",
     )
     disclosure["retain_until"] = retain_until
@@ -134,19 +140,19 @@ def disclose(
                 holder[key] = mask(value)
                 report.masked.append(concrete)
             elif action == FieldAction.HASH:
-                holder[key] = keyed_hash(_need(hash_key, agreement.id, path), value)
+                holder[key] = keyed_hash(_need(hash_key, agreements, path), value)
                 report.hashed.append(concrete)
             elif action in (FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED):
                 to_seal[concrete] = json.dumps(value, default=str).encode()
                 holder[key] = [] if isinstance(value, list) else None
                 report.encrypted.append(concrete)
                 if action == FieldAction.ENCRYPT_INDEXED:
-                    holder[key] = keyed_hash(_need(hash_key, agreement.id, path), value)
+                    holder[key] = keyed_hash(_need(hash_key, agreements, path), value)
                     report.hashed.append(concrete)
     if to_seal:
         if public_key is None:
             raise MissingKey(
-                f"agreement {agreement.id} encrypts fields for "
+                f"agreement {agreements} encrypts fields for "
                 f"{decision.partner_ori}, which has no public key installed"
             )
         sealed = seal_fields(to_seal, event_id=envelope["event_id"], partner=public_key)

@@ -1,28 +1,57 @@
-"""Sharing agreements and the decisions they make. Default deny.
+"""Sharing agreements, the rules above them, and the decisions they make. Default deny.
 
 An agreement names an owner, the partners (by ORI or by class, e.g. every county agency in CA),
 the kinds of record, conditions every shared record must meet, what happens to each field, and
 a tier (``full``, or ``pointer``: only that the record exists and whom to call).
 
-``Policy.decide`` returns one Decision per partner that any agreement for the event's owner and
-kind names, with every step that led to it, so ``mutualaid agreements explain`` and the audit
-can show a supervisor exactly why.
+The guarantee: **an agreement grants; a rule or a protected label forbids; when several
+agreements grant the same record to the same partner, the partner gets the most protective
+combination of them.** ``Policy.decide`` returns one Decision per partner that any agreement for
+the event's owner and kind names:
+
+- Every agreement naming the partner is evaluated; those whose conditions hold *grant*. One
+  whose conditions fail grants nothing, and revokes nothing another grants.
+- A rule (``mutualaid.rules``) governing the record that the partner does not meet forbids it,
+  whatever the agreements say.
+- A protected label (``mutualaid.labels.PROTECTED``: juvenile, sealed, expunged, informant, or the
+  ``protected_labels`` setting) forbids it unless *every* granting agreement allows the label by
+  name (``conditions.allow_labels``, or excludes it with ``on_excluded_label: pointer``, which
+  grants a pointer). One agreement written for juvenile records cannot open them under another
+  that never considered them. ``sealed`` and ``expunged`` can never be allowed: they withdraw.
+- Of the granting agreements, the lowest tier wins (pointer over full), the shortest retention,
+  and for each field the most protective action of any of them, in this order:
+
+  ``drop > hash > mask > encrypt > encrypt_indexed > keep``
+
+  drop reveals nothing; hash reveals no value, only that two records match, to those holding the
+  region's hash key; mask shows four characters, but to anyone who holds the copy; encrypt shows
+  the whole value, but only to the partner's key; encrypt_indexed is encrypt plus a keyed hash
+  that anyone with the hash key can match; keep shows it to anyone reading the topic or index.
+  A dropped field takes every field inside it along (nothing under ``persons`` leaves if
+  ``persons`` is dropped, however another agreement treats ``persons[].ssn``).
+
+Nothing depends on file names, file order or agreement order: agreements, rules and partners
+are taken in id order wherever order reaches a decision, its steps or the audit. Each Decision
+names every contributing agreement, the rules applied, the combined field actions with the
+agreements each came from, and every step, for ``mutualaid agreements explain`` and the audit.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from mutualaid import fieldpaths
-from mutualaid.agencies import Agency, AgencyType, Registry
-from mutualaid.configfile import ConfigError, Problem, load_model
+from mutualaid import fieldpaths, labels
+from mutualaid.agencies import Agency, AgencyType, Registry, check_state, start_of
+from mutualaid.configfile import ConfigError, Problem, load_model, yaml_files
+from mutualaid.rules import Rule, RuleFile, checked_labels
 from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind, check_ori
 
@@ -34,7 +63,6 @@ BODY_SCHEMA = {
 }
 
 Outcome = Literal["SHARED", "POINTER", "DENIED"]
-_RANK = {"SHARED": 2, "POINTER": 1, "DENIED": 0}
 
 
 class FieldAction(StrEnum):
@@ -46,6 +74,22 @@ class FieldAction(StrEnum):
     # Encrypt, and leave a keyed hash (a blind index) in the field, so a partner can match the
     # value exactly (a case's SSN, a DL number) without decrypting anything.
     ENCRYPT_INDEXED = "encrypt_indexed"
+
+
+# Most protective first; why, in the module docstring.
+PROTECTION_ORDER = (
+    FieldAction.DROP,
+    FieldAction.HASH,
+    FieldAction.MASK,
+    FieldAction.ENCRYPT,
+    FieldAction.ENCRYPT_INDEXED,
+    FieldAction.KEEP,
+)
+_PROTECTION = {action: len(PROTECTION_ORDER) - i for i, action in enumerate(PROTECTION_ORDER)}
+
+
+def most_protective(actions: Iterable[FieldAction]) -> FieldAction:
+    return max(actions, key=_PROTECTION.__getitem__)
 
 
 class Tier(StrEnum):
@@ -69,6 +113,11 @@ class PartnerClass(BaseModel):
     type: AgencyType | None = Field(None, description="local, county, state or federal")
     state: str | None = Field(None, description="two-letter state code")
     dispatch_center: bool | None = Field(None, description="true for dispatch centers only")
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str | None) -> str | None:
+        return None if value is None else check_state(value)
 
     def matches(self, agency: Agency) -> bool:
         return (
@@ -95,6 +144,11 @@ class Conditions(BaseModel):
     on_excluded_label: Literal["deny", "pointer"] = Field(
         "deny", description="deny, or pointer: say only that it exists and whom to call"
     )
+    allow_labels: list[str] = Field(
+        [],
+        description="protected labels this agreement shares records with, e.g. [juvenile]; "
+        "without it a record with a protected label is denied",
+    )
     partner_types: list[AgencyType] | None = Field(
         None, description="only partners of these types, e.g. [local, county, state]"
     )
@@ -114,6 +168,29 @@ class Conditions(BaseModel):
     offenses_exclude: list[str] = Field(
         [], description="RMS only: never share a report with any of these NIBRS codes"
     )
+
+    @field_validator("exclude_labels", "allow_labels")
+    @classmethod
+    def _labels(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        return checked_labels(values, info)
+
+    @field_validator("allow_labels")
+    @classmethod
+    def _not_withdrawing(cls, values: list[str]) -> list[str]:
+        barred = sorted(set(values) & labels.WITHDRAWING)
+        if barred:
+            raise ValueError(
+                f"{', '.join(barred)} records are withdrawn from every partner; no agreement "
+                "can allow them (remove them from allow_labels)"
+            )
+        return values
+
+    @model_validator(mode="after")
+    def _not_both(self) -> Conditions:
+        both = sorted(set(self.exclude_labels) & set(self.allow_labels))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both excluded and allowed; keep one")
+        return self
 
 
 class Agreement(BaseModel):
@@ -211,20 +288,79 @@ class AgreementFile(BaseModel):
 
 @dataclass(frozen=True)
 class Decision:
-    """What one partner receives of one event, and why."""
+    """What one partner receives of one event, and why.
+
+    ``agreements``: for a grant, every agreement that granted it (in id order); for a denial,
+    every agreement that named the partner. ``actions`` are the combined field actions for the
+    kind (most protective first applied deepest path first), ``sources`` the agreements each
+    came from, ``rules`` the rules that governed the record.
+    """
 
     partner_ori: str
     outcome: Outcome
-    agreement: Agreement | None
+    agreements: tuple[Agreement, ...] = ()
     steps: tuple[str, ...] = field(default=())
+    actions: Mapping[str, FieldAction] = field(default_factory=dict)
+    sources: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    retention_days: int | None = None
+    rules: tuple[Rule, ...] = ()
+
+    @classmethod
+    def under(
+        cls,
+        partner_ori: str,
+        agreement: Agreement,
+        actions: Mapping[str, FieldAction],
+        outcome: Outcome = "SHARED",
+    ) -> Decision:
+        """The decision one agreement alone makes (for tests and tools that hold one)."""
+        return cls(
+            partner_ori,
+            outcome,
+            (agreement,),
+            actions=actions,
+            retention_days=agreement.retention_days,
+        )
 
     @property
     def shares(self) -> bool:
         return self.outcome != "DENIED"
 
     @property
+    def agreement(self) -> Agreement | None:
+        """The first contributing agreement (by id): what single-agreement fields record."""
+        return self.agreements[0] if self.agreements else None
+
+    @property
     def agreement_ref(self) -> tuple[str, int] | None:
         return (self.agreement.id, self.agreement.version) if self.agreement else None
+
+    @property
+    def agreement_refs(self) -> list[tuple[str, int]]:
+        return [(a.id, a.version) for a in self.agreements]
+
+
+class _Verdict(NamedTuple):
+    """One agreement's answer for one partner, before the combination (a tuple: the hot path
+    makes one per agreement and partner)."""
+
+    agreement: Agreement
+    outcome: Outcome
+    steps: tuple[str, ...]
+    last: str  # the concluding step: "shared", "denied: <why>", "pointer: <why>"
+
+    def allows(self, label: str) -> bool:
+        """Whether this grant was made with the protected label in mind."""
+        c = self.agreement.conditions
+        return label in c.allow_labels or (label in c.exclude_labels and self.outcome == "POINTER")
+
+
+def _ref(agreement: Agreement) -> str:
+    return f"{agreement.id} v{agreement.version}"
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path.startswith((parent + ".", parent + "[]"))
 
 
 def _location(body: dict | None) -> tuple[float, float] | None:
@@ -246,18 +382,42 @@ def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 class Policy:
-    """Every agreement in force, indexed by (owner, kind) for the router's hot path."""
+    """Every agreement and rule in force, indexed by (owner, kind) for the router's hot path."""
 
-    def __init__(self, agreements: list[Agreement], registry: Registry) -> None:
-        self.agreements = agreements
+    def __init__(
+        self,
+        agreements: list[Agreement],
+        registry: Registry,
+        rules: Iterable[Rule] = (),
+        *,
+        protected: Iterable[str] = labels.PROTECTED,
+        store: SchemaStore | None = None,
+    ) -> None:
+        self.agreements = sorted(agreements, key=lambda a: a.id)
+        self.rules = sorted(rules, key=lambda r: r.id)
         self.registry = registry
+        self.protected = frozenset(protected) | labels.WITHDRAWING
         self._agencies = {a.ori: a for a in registry.agencies}
-        self._covering: dict[tuple[str, str], list[tuple[Agreement, list[str]]]] = {}
-        for agreement in agreements:
-            partners = self.partners_of(agreement)
+        store = store or SchemaStore()
+        # Each agreement's field actions per kind, keep included, for the paths the kind has.
+        self._fields: dict[tuple[str, str], dict[str, FieldAction]] = {}
+        self._covering: dict[tuple[str, str], list[tuple[Agreement, frozenset[str]]]] = {}
+        for agreement in self.agreements:
+            partners = frozenset(self.partners_of(agreement))
             for kind in agreement.kinds:
                 key = (agreement.owner, str(kind))
                 self._covering.setdefault(key, []).append((agreement, partners))
+                schema = store.get(BODY_SCHEMA[kind])
+                self._fields[(agreement.id, str(kind))] = {
+                    path: action
+                    for path, action in sorted(agreement.fields.items())
+                    if _has_path(schema, path)
+                }
+        self._rules: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            for kind in rule.governs.kinds:
+                self._rules.setdefault(str(kind), []).append(rule)
+        self._combined: dict[tuple, tuple[dict[str, FieldAction], dict, tuple[str, ...]]] = {}
 
     def partners_of(self, agreement: Agreement) -> list[str]:
         named = list(agreement.partners)
@@ -267,39 +427,177 @@ class Policy:
                 and agency.ori not in named
             ):
                 named.append(agency.ori)
-        return [p for p in named if p != agreement.owner]
+        return sorted(p for p in named if p != agreement.owner)
+
+    def actions(self, agreement: Agreement, kind: str) -> dict[str, FieldAction]:
+        """One agreement's field actions that change something, for this kind."""
+        fields = self._fields.get((agreement.id, str(kind)), {})
+        return {p: a for p, a in fields.items() if a != FieldAction.KEEP}
+
+    def covering(self, owner_ori: str, kind: str) -> list[tuple[Agreement, frozenset[str]]]:
+        """The agreements of this owner for this kind, in id order, each with its partners."""
+        return self._covering.get((owner_ori, str(kind)), [])
 
     def decide(self, event: dict, now: datetime | None = None) -> list[Decision]:
-        """One decision per partner named by an agreement covering this owner and kind.
+        """One decision per partner named by an agreement covering this owner and kind, in ORI
+        order.
 
         Agencies no agreement names are denied by default and get no decision record: there
-        was nothing to decide. Where several agreements name a partner, the most open outcome
-        wins (shared over pointer over denied), so one agreement cannot revoke another's grant.
+        was nothing to decide.
         """
         envelope = event["envelope"]
-        best: dict[str, Decision] = {}
-        for agreement, partners in self._covering.get(
-            (envelope["source_ori"], envelope["kind"]), []
-        ):
-            for partner in partners:
-                decision = self._evaluate(agreement, partner, event, now or datetime.now(UTC))
-                current = best.get(partner)
-                if current is None or _RANK[decision.outcome] > _RANK[current.outcome]:
-                    best[partner] = decision
-        return list(best.values())
+        covering = self.covering(envelope["source_ori"], envelope["kind"])
+        if not covering:
+            return []
+        now = now or datetime.now(UTC)
+        partners = sorted({p for _, named in covering for p in named})
+        return [
+            self._decide_for(partner, [a for a, named in covering if partner in named], event, now)
+            for partner in partners
+        ]
 
     def partners(self) -> set[str]:
         return {p for entries in self._covering.values() for _, ps in entries for p in ps}
 
-    def _evaluate(self, a: Agreement, partner_ori: str, event: dict, now: datetime) -> Decision:
+    def next_change(self, now: datetime) -> datetime | None:
+        """The earliest moment after ``now`` at which a decision can change by time alone: an
+        assurance some rule needs taking effect or expiring. None if none ever will.
+
+        The router rechecks what partners hold then (an expired assurance withdraws what it
+        covered). A record's own age (``max_age_days``) is not counted here: it only ever
+        narrows, and is judged again at the record's next version and by retention.
+        """
+        needed = {r.id for r in self.rules if r.partners_must.have_assurance}
+        moments = [
+            start_of(day)
+            for agency in self.registry.agencies
+            for assurance in agency.assurances
+            if assurance.rule in needed
+            for day in (assurance.signed, assurance.expires)
+        ]
+        future = [m for m in moments if m > now]
+        return min(future) if future else None
+
+    def _decide_for(
+        self, partner_ori: str, agreements: list[Agreement], event: dict, now: datetime
+    ) -> Decision:
+        envelope = event["envelope"]
+        kind, record_labels = envelope["kind"], frozenset(envelope["labels"])
+        owner = self._agencies[envelope["source_ori"]]
+        partner = self._agencies[partner_ori]
+        verdicts = [self._evaluate(a, partner_ori, event, now) for a in agreements]
+        steps: list[str] = []
+        for verdict in verdicts:
+            steps += verdict.steps
+            if len(verdicts) > 1:
+                steps.append(f"{verdict.agreement.id}: {verdict.last}")
+        governing = tuple(
+            r for r in self._rules.get(kind, ()) if r.governs_record(owner, kind, record_labels)
+        )
+
+        def denied(reason: str) -> Decision:
+            return Decision(
+                partner_ori,
+                "DENIED",
+                tuple(agreements),
+                (*steps, f"denied: {reason}"),
+                rules=governing,
+            )
+
+        for rule in governing:
+            refusal = rule.refuses(owner, partner, now)
+            if refusal is not None:
+                steps.append(f"rule {rule.ref} ({rule.citation}) forbids it: {refusal}")
+                return denied(f"rule {rule.id} forbids it: {refusal}")
+            steps.append(f"ok: rule {rule.ref} ({rule.citation}) is met")
+        grants = [v for v in verdicts if v.outcome != "DENIED"]
+        if not grants:
+            if len(verdicts) == 1:
+                return Decision(
+                    partner_ori,
+                    "DENIED",
+                    tuple(agreements),
+                    (*steps, verdicts[0].last),
+                    rules=governing,
+                )
+            return denied("no agreement grants it")
+        for label in sorted(record_labels & self.protected):
+            if label in labels.WITHDRAWING:
+                return denied(f"record is {label}: withdrawn from every partner")
+            without = [v.agreement.id for v in grants if not v.allows(label)]
+            if without:
+                return denied(
+                    f"record is labelled {label}, a protected label, and "
+                    f"{', '.join(without)} does not allow it (conditions.allow_labels)"
+                )
+            steps.append(f"ok: protected label {label} is allowed by every granting agreement")
+        granting = tuple(v.agreement for v in grants)
+        actions, sources, field_steps = self.combination(kind, granting)
+        steps += field_steps
+        retentions = [a.retention_days for a in granting if a.retention_days is not None]
+        retention = min(retentions) if retentions else None
+        outcome: Outcome = "POINTER" if any(v.outcome == "POINTER" for v in grants) else "SHARED"
+        if len(grants) == 1:
+            last = grants[0].last
+        else:
+            if retention is not None:
+                steps.append(f"retention: {retention} days, the shortest")
+            names = ", ".join(_ref(a) for a in granting)
+            last = f"{outcome.lower()}: the most protective combination of {names}"
+        return Decision(
+            partner_ori,
+            outcome,
+            granting,
+            (*steps, last),
+            actions=actions,
+            sources=sources,
+            retention_days=retention,
+            rules=governing,
+        )
+
+    def combination(
+        self, kind: str, granting: tuple[Agreement, ...]
+    ) -> tuple[dict[str, FieldAction], dict[str, tuple[str, ...]], tuple[str, ...]]:
+        """The most protective action per field of the granting agreements, the agreements
+        each came from, and the steps saying so. Cached per set of agreements."""
+        key = (kind, *(a.id for a in granting))  # ids are unique within a policy
+        cached = self._combined.get(key)
+        if cached is not None:
+            return cached
+        offered: dict[str, dict[FieldAction, list[str]]] = {}
+        for agreement in granting:
+            for path, action in self._fields.get((agreement.id, kind), {}).items():
+                offered.setdefault(path, {}).setdefault(action, []).append(_ref(agreement))
+        chosen = {path: most_protective(by) for path, by in offered.items()}
+        dropped = [p for p, a in chosen.items() if a == FieldAction.DROP]
+        steps, actions, sources = [], {}, {}
+        # Deepest first, so a field inside an encrypted one is treated before it is sealed.
+        for path in sorted(chosen, key=lambda p: (-p.count(".") - p.count("[]"), p)):
+            action, by = chosen[path], offered[path]
+            covering = next((d for d in sorted(dropped) if _inside(path, d)), None)
+            if covering is not None:
+                steps.append(f"field {path}: dropped with {covering}")
+                continue
+            others = [f"{', '.join(refs)}: {a}" for a, refs in sorted(by.items()) if a != action]
+            note = f"; not {'; '.join(others)}" if others else ""
+            if action != FieldAction.KEEP or others:
+                steps.append(f"field {path}: {action} (from {', '.join(by[action])}{note})")
+            sources[path] = tuple(by[action])
+            if action != FieldAction.KEEP:
+                actions[path] = action
+        result = (actions, sources, tuple(steps))
+        self._combined[key] = result
+        return result
+
+    def _evaluate(self, a: Agreement, partner_ori: str, event: dict, now: datetime) -> _Verdict:
         envelope, body = event["envelope"], event.get("body")
         owner, partner = self._agencies[a.owner], self._agencies[partner_ori]
-        steps = [f"agreement {a.id} v{a.version} covers {a.owner} {envelope['kind']} records"]
+        steps = [f"agreement {_ref(a)} covers {a.owner} {envelope['kind']} records"]
         steps.append(self._membership(a, partner))
         c = a.conditions
 
-        def denied(reason: str, outcome: Outcome = "DENIED") -> Decision:
-            return Decision(partner_ori, outcome, a, (*steps, f"{outcome.lower()}: {reason}"))
+        def denied(reason: str, outcome: Outcome = "DENIED") -> _Verdict:
+            return _Verdict(a, outcome, tuple(steps), f"{outcome.lower()}: {reason}")
 
         gate = self._partner_gate(a, owner, partner, envelope["labels"], steps)
         if gate is not None:
@@ -320,10 +618,8 @@ class Policy:
         if c.within_km is not None or c.within_partner_jurisdiction:
             steps.append("ok: located within the partner's area")
         if a.tier == Tier.POINTER:
-            return Decision(
-                partner_ori, "POINTER", a, (*steps, "pointer: agreement tier is pointer")
-            )
-        return Decision(partner_ori, "SHARED", a, (*steps, "shared"))
+            return _Verdict(a, "POINTER", tuple(steps), "pointer: agreement tier is pointer")
+        return _Verdict(a, "SHARED", tuple(steps), "shared")
 
     @staticmethod
     def _partner_gate(
@@ -361,7 +657,7 @@ class Policy:
         of this owner, kind and labels; else why not. Content conditions (place, age, offense)
         are not re-judged here: they are, with everything else, at the record's next version."""
         reasons = []
-        for agreement, partners in self._covering.get((owner_ori, kind), []):
+        for agreement, partners in self.covering(owner_ori, kind):
             if partner_ori not in partners:
                 continue
             gate = self._partner_gate(
@@ -416,46 +712,131 @@ class Policy:
         return None
 
 
-def load_policy(directory: Path, registry: Registry) -> Policy:
-    """Every ``*.yaml`` under ``directory``; all problems in all files are reported together."""
-    store = SchemaStore()
-    context: dict[str, Any] = {
-        "registry": registry,
-        "body_schemas": {kind: store.get(name) for kind, name in BODY_SCHEMA.items()},
-    }
-    problems: list[Problem] = []
-    agreements: list[Agreement] = []
+def _has_path(schema: dict, path: str) -> bool:
+    try:
+        fieldpaths.schema_type(schema, path)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_folder(
+    directory: Path,
+    model: type[AgreementFile] | type[RuleFile],
+    context: dict[str, Any],
+    problems: list[Problem],
+    *,
+    what: str,
+    setting: str,
+    required: bool,
+) -> list[Any]:
+    """The agreements or rules of every ``*.yaml`` in ``directory`` (editor files skipped),
+    each id once; problems appended, never raised, so every file's are reported together."""
+    items: list[Any] = []
     first_seen: dict[str, Path] = {}
-    files = sorted(directory.glob("*.yaml"))
-    if not files:
+    files = yaml_files(directory)
+    if not directory.is_dir():
+        problems.append(
+            Problem(directory, None, "", "folder not found", f"create it, or set {setting}")
+        )
+        return items
+    if not files and required:
         problems.append(
             Problem(
                 directory,
                 None,
                 "",
-                "no agreement files (*.yaml) found",
-                "add one, or point agreements_dir at the right folder",
+                f"no {what.rstrip('s')} files (*.yaml) found",
+                f"add one, or point {setting} at the right folder",
             )
         )
     for path in files:
         try:
-            loaded = load_model(path, AgreementFile, context=context)
+            loaded = load_model(path, model, context=context)
         except ConfigError as exc:
             problems += exc.problems
             continue
-        for i, agreement in enumerate(loaded.agreements):
-            if agreement.id in first_seen:
+        for i, item in enumerate(getattr(loaded, what)):
+            if item.id in first_seen:
                 problems.append(
                     Problem(
                         path,
                         None,
-                        f"agreements[{i}].id",
-                        f"{agreement.id!r} is already defined in {first_seen[agreement.id]}",
-                        "give each agreement its own id",
+                        f"{what}[{i}].id",
+                        f"{item.id!r} is already defined in {first_seen[item.id]}",
+                        f"give each {what.rstrip('s')} its own id",
                     )
                 )
-            first_seen.setdefault(agreement.id, path)
-            agreements.append(agreement)
+            first_seen.setdefault(item.id, path)
+            items.append(item)
+    return items
+
+
+def load_policy(
+    directory: Path,
+    registry: Registry,
+    *,
+    rules_dir: Path | None = None,
+    registry_file: Path | None = None,
+    vocabulary: Iterable[str] = labels.VOCABULARY,
+    protected: Iterable[str] = labels.PROTECTED,
+) -> Policy:
+    """Every agreement under ``directory`` and rule under ``rules_dir`` (``*.yaml``, editor
+    files skipped); all problems in all files are reported together, as one ConfigError."""
+    store = SchemaStore()
+    context: dict[str, Any] = {
+        "registry": registry,
+        "body_schemas": {kind: store.get(name) for kind, name in BODY_SCHEMA.items()},
+        "vocabulary": frozenset(vocabulary),
+    }
+    problems: list[Problem] = []
+    agreements = _load_folder(
+        directory,
+        AgreementFile,
+        context,
+        problems,
+        what="agreements",
+        setting="agreements_dir",
+        required=True,
+    )
+    rules: list[Rule] = []
+    if rules_dir is not None:
+        rules_ok = not problems  # a rule in a broken file would look unknown
+        rules = _load_folder(
+            rules_dir,
+            RuleFile,
+            context,
+            problems,
+            what="rules",
+            setting="rules_dir",
+            required=False,
+        )
+        rules_ok = rules_ok and not problems
+        known = {r.id for r in rules}
+        for i, agency in enumerate(registry.agencies):
+            for j, assurance in enumerate(agency.assurances):
+                if rules_ok and assurance.rule not in known:
+                    problems.append(
+                        Problem(
+                            registry_file or Path("(agency registry)"),
+                            None,
+                            f"agencies[{i}].assurances[{j}].rule",
+                            f"{assurance.rule!r} is not a rule in {rules_dir}",
+                            f"use one of {', '.join(sorted(known)) or '(no rules)'}",
+                        )
+                    )
     if problems:
         raise ConfigError(problems)
-    return Policy(agreements, registry)
+    return Policy(agreements, registry, rules, protected=protected, store=store)
+
+
+def load_policy_from(settings: Any, registry: Registry) -> Policy:
+    """The policy the settings name: agreements, rules, label vocabulary, protected labels."""
+    return load_policy(
+        settings.agreements_dir,
+        registry,
+        rules_dir=settings.rules_dir,
+        registry_file=settings.agencies_file,
+        vocabulary=settings.label_vocabulary,
+        protected=settings.protected,
+    )

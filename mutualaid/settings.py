@@ -7,6 +7,7 @@ real Kafka cluster (and ``schema_registry_url`` at a registry) is all production
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mutualaid import labels
 from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
 
 ENV_PREFIX = "MUTUALAID_"
@@ -53,6 +55,17 @@ class Settings(BaseSettings):
     )
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")
+    rules_dir: Path = Field(
+        Path("deploy/rules"), description="rules no agreement can override (law, region policy)"
+    )
+    extra_labels: list[str] = Field(
+        [], description="labels to add to the built-in vocabulary, e.g. [gang_intel]"
+    )
+    protected_labels: list[str] | None = Field(
+        None,
+        description="labels denied unless an agreement allows them by name; default juvenile, "
+        "sealed, expunged, informant (sealed and expunged are always protected)",
+    )
     public_keys_dir: Path = Field(
         None,
         description="partners' public keys (<ori>.<key id>.pub); default <data_dir>/keys/public",
@@ -144,6 +157,31 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("its port must be a number from 1 to 65535") from None
         return value
+
+    @field_validator("extra_labels")
+    @classmethod
+    def _label_names(cls, values: list[str]) -> list[str]:
+        out = sorted({labels.normalise(v) for v in values})
+        for name in out:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"{name!r}: a label is letters, digits and _, e.g. gang_intel")
+        return out
+
+    @model_validator(mode="after")
+    def _protected_known(self) -> Settings:
+        if self.protected_labels is not None:
+            labels.check_all(self.protected_labels, self.label_vocabulary)
+        return self
+
+    @property
+    def label_vocabulary(self) -> frozenset[str]:
+        return labels.VOCABULARY | frozenset(self.extra_labels)
+
+    @property
+    def protected(self) -> frozenset[str]:
+        if self.protected_labels is None:
+            return labels.PROTECTED
+        return frozenset(labels.check_all(self.protected_labels, self.label_vocabulary))
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mutualaid.agencies import Agency, load_registry
 from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
 from mutualaid.kafka import ensure_topics, wait_for_broker
-from mutualaid.policy import load_policy
+from mutualaid.policy import load_policy_from
 from mutualaid.processes import spawn, stop
 from mutualaid.settings import Settings
 from mutualaid.topics import topics_for
@@ -62,7 +62,7 @@ class Totals:
 
 def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) -> int:
     registry = load_registry(settings.agencies_file)
-    load_policy(settings.agreements_dir, registry)  # refuse to start on a bad agreement
+    load_policy_from(settings, registry)  # refuse to start on a bad agreement or rule
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A memory broker starts empty: positions saved against the previous one mean nothing.

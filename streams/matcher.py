@@ -22,7 +22,7 @@ from mutualaid.disclosure import FieldReport, clear_view
 from mutualaid.events import record_key
 from mutualaid.metrics import HITS, HITS_SUPPRESSED
 from mutualaid.plates import normalize_plate, plate_key
-from mutualaid.policy import BODY_SCHEMA, Decision, Policy, distance_km
+from mutualaid.policy import Decision, Policy, distance_km
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     HIT_ALERT,
@@ -269,8 +269,7 @@ class Matcher:
         """The body as the center may see it in clear: whole if its own, else per agreement."""
         if grant is None:
             return body, FieldReport()
-        assert grant.agreement is not None
-        actions = grant.agreement.actions_for(kind, self._store.get(BODY_SCHEMA[kind]))
+        actions = grant.actions  # combined over every agreement granting it
         return clear_view(body, actions)
 
     def _audit(
@@ -285,6 +284,8 @@ class Matcher:
             decision="SHARED",
             agreement_id=grant.agreement.id,
             agreement_version=grant.agreement.version,
+            agreements=[{"id": i, "version": v} for i, v in grant.agreement_refs],
+            rules=[r.ref for r in grant.rules],
             reasons=[*grant.steps, f"sent in hit alert {alert}"],
             decided_at=now,
         )

@@ -27,7 +27,7 @@ from mutualaid.metrics import (
     SHARE_DECISIONS,
     STALE_EVENTS,
 )
-from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy
+from mutualaid.policy import Decision, FieldAction, Policy
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
@@ -106,19 +106,18 @@ class Router:
         ``route`` is synchronous, so a swap falls between two events, never inside one: each
         event is decided wholly under one version of the agreements.
         """
-        actions = {
-            (a.id, kind): a.actions_for(kind, self._store.get(BODY_SCHEMA[kind]))
-            for a in policy.agreements
-            for kind in a.kinds
-        }
-        self._check_keys(policy, actions)
-        self.policy, self._actions = policy, actions
+        self._check_keys(policy)
+        self.policy = policy
 
-    def _check_keys(self, policy: Policy, all_actions: dict) -> None:
-        """Refuse a policy if an agreement would need a key that is not there."""
+    def _check_keys(self, policy: Policy) -> None:
+        """Refuse a policy if an agreement would need a key that is not there. Each partner's
+        combined actions come from the agreements naming it, so checking every agreement's own
+        covers every combination."""
         for agreement in policy.agreements:
             actions = {
-                a for kind in agreement.kinds for a in all_actions[(agreement.id, kind)].values()
+                action
+                for kind in agreement.kinds
+                for action in policy.actions(agreement, kind).values()
             }
             if actions & {FieldAction.HASH, FieldAction.ENCRYPT_INDEXED} and self.hash_key is None:
                 raise MissingKey(
@@ -220,6 +219,8 @@ class Router:
                     decision.agreement_ref,
                     list(decision.steps),
                     report,
+                    contributors=decision.agreement_refs,
+                    rules=[r.ref for r in decision.rules],
                 )
             )
             SHARE_DECISIONS.labels(
@@ -335,11 +336,10 @@ class Router:
         ]
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
-        assert decision.agreement is not None
         shared, report = disclose(
             event,
             decision,
-            self._actions[(decision.agreement.id, kind)],
+            decision.actions,
             registry=self.policy.registry,
             public_key=self.public_keys.get(decision.partner_ori),
             hash_key=self.hash_key,
@@ -356,7 +356,13 @@ class Router:
         agreement: tuple[str, int] | None,
         reasons: list[str],
         report: FieldReport,
+        *,
+        contributors: list[tuple[str, int]] | None = None,
+        rules: list[str] | None = None,
     ) -> Output:
+        """``agreement`` is the first of ``contributors`` (default: it alone)."""
+        if contributors is None:
+            contributors = [agreement] if agreement else []
         record = dissemination_audit(
             envelope,
             report,
@@ -364,6 +370,8 @@ class Router:
             decision=outcome,
             agreement_id=agreement[0] if agreement else None,
             agreement_version=agreement[1] if agreement else None,
+            agreements=[{"id": i, "version": v} for i, v in contributors],
+            rules=rules or [],
             reasons=reasons,
             decided_at=self.clock(),
         )

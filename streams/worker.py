@@ -9,7 +9,6 @@ import logging
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import aiokafka
@@ -18,8 +17,8 @@ from confluent_kafka import Producer
 from faust.streams import _current_event as faust_current_event
 from faust.types import Message
 
-from mutualaid.agencies import Registry
-from mutualaid.configfile import ConfigError
+from mutualaid.agencies import Registry, load_registry
+from mutualaid.configfile import ConfigError, yaml_files
 from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -31,7 +30,7 @@ from mutualaid.kafka import (
 )
 from mutualaid.lag import LAG_INTERVAL_SECONDS, show_lag
 from mutualaid.metrics import serve_metrics
-from mutualaid.policy import Policy, load_policy
+from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec, topics_for
 
@@ -172,10 +171,68 @@ def export_lag(app: faust.App) -> None:
         )
 
 
-def agreements_fingerprint(directory: Path) -> list[tuple[str, int, int]]:
-    return sorted(
-        (p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in directory.glob("*.yaml")
-    )
+Fingerprint = tuple[tuple[str, str], ...]
+
+
+def policy_fingerprint(settings: Settings) -> Fingerprint:
+    """What the policy is read from, cheaply: each file's name, size and modification time (or
+    why it cannot be seen), so an edit, a new file, a removal or a broken link is noticed."""
+    entries = []
+    files = [settings.agencies_file]
+    for directory in (settings.agreements_dir, settings.rules_dir):
+        files += yaml_files(directory)
+    for path in files:
+        try:
+            stat = path.stat()
+            seen = f"{stat.st_mtime_ns}/{stat.st_size}"
+        except OSError as exc:  # a dangling link, or removed since the listing
+            seen = f"error {exc.errno}"
+        entries.append((str(path), seen))
+    return tuple(entries)
+
+
+class PolicyWatcher:
+    """Reloads the policy when its files change; keeps the last good one when they do not load.
+
+    ``poll`` returns the new policy to apply, or None. Whatever goes wrong reading the folders
+    (a file removed between listing and reading, a dangling link, a permission, a half-written
+    or invalid file) is logged with the file, field and fix, and the policy in force stays.
+    Editor files (``.#a.yaml``, ``#a.yaml#``, ``a.yaml~``, ``.a.yaml.swp``, hidden files) are not
+    part of the policy and are never read.
+    """
+
+    def __init__(self, settings: Settings, registry: Registry, log: logging.Logger) -> None:
+        self.settings, self.registry, self.log = settings, registry, log
+        self._seen = policy_fingerprint(settings)
+
+    def poll(self) -> Policy | None:
+        current = policy_fingerprint(self.settings)
+        if current == self._seen:
+            return None
+        self._seen = current
+        try:
+            # The registry too: assurances are renewed there. Its ORIs must not change under a
+            # running stage (topics are made at start), so a new agency still needs a restart.
+            registry = load_registry(self.settings.agencies_file)
+            if registry.oris != self.registry.oris:
+                self.refused(
+                    f"{self.settings.agencies_file}: agencies added or removed; restart the "
+                    "stage to apply that (assurance and contact edits apply live)"
+                )
+                return None
+            return load_policy_from(self.settings, registry)
+        except ConfigError as exc:
+            self.refused(exc)
+        except OSError as exc:  # anything the loader did not name itself
+            self.refused(f"{getattr(exc, 'filename', None) or 'agreements'}: {exc}")
+        return None
+
+    def refused(self, why: object) -> None:
+        self.log.error(
+            "agreements or rules changed but were NOT applied; still using the previous "
+            "ones until this is fixed:\n%s",
+            why,
+        )
 
 
 def watch_agreements(
@@ -184,34 +241,32 @@ def watch_agreements(
     registry: Registry,
     use: Callable[[Policy], Awaitable[None]],
     log: logging.Logger,
-) -> None:
-    """Re-read the agreements when a file changes and hand the new policy to ``use``.
+) -> PolicyWatcher:
+    """Re-read the agreements and rules when a file changes and hand the new policy to ``use``.
 
     ``use`` runs between two events (the loop is single-threaded), so each event is decided
     wholly under one version. If the files do not load, or ``use`` refuses the policy with
-    MissingKey, the error is logged and the previous agreements stay in force.
+    MissingKey, the error is logged and the previous policy stays in force.
     """
-    watched = [agreements_fingerprint(settings.agreements_dir)]
+    watcher = PolicyWatcher(settings, registry, log)
 
     @app.timer(AGREEMENTS_POLL_SECONDS)
     async def reload_agreements() -> None:
-        current = agreements_fingerprint(settings.agreements_dir)
-        if current == watched[0]:
+        policy = watcher.poll()
+        if policy is None:
             return
-        watched[0] = current
         try:
-            policy = load_policy(settings.agreements_dir, registry)
             await use(policy)
-        except (ConfigError, MissingKey) as exc:
-            log.error(
-                "agreements changed but were NOT applied; still using the previous "
-                "ones until this is fixed:\n%s",
-                exc,
-            )
+        except MissingKey as exc:
+            watcher.refused(exc)
             return
         log.warning(
-            "agreements reloaded: %s", ", ".join(f"{a.id} v{a.version}" for a in policy.agreements)
+            "agreements reloaded: %s; rules: %s",
+            ", ".join(f"{a.id} v{a.version}" for a in policy.agreements),
+            ", ".join(r.ref for r in policy.rules) or "none",
         )
+
+    return watcher
 
 
 def prepare_topics(settings: Settings, registry: Registry, extra: list[TopicSpec]) -> None:

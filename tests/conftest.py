@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import psycopg
@@ -103,6 +104,15 @@ class Region:
     federal: str  # federal task force: no agreement names it
 
 
+# An assurance in effect for the shipped CA ALPR rule: signed a year ago, for another year.
+CA_ALPR_ASSURANCE = {
+    "rule": "ca-alpr-1798.90.55",
+    "document": "test assurance",
+    "signed": str(date.today() - timedelta(days=365)),
+    "expires": str(date.today() + timedelta(days=365)),
+}
+
+
 @pytest.fixture
 def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Region:
     local, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
@@ -114,6 +124,7 @@ def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Reg
             "type": "local",
             "dispatch_center": True,
             "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 12},
+            "assurances": [CA_ALPR_ASSURANCE],
         },
         {
             "ori": county,
@@ -121,6 +132,8 @@ def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Reg
             "state": "CA",
             "type": "county",
             "jurisdiction": {"latitude": 38.89, "longitude": -120.05, "radius_km": 45},
+            # California ALPR reads reach it only with an assurance on file (deploy/rules/).
+            "assurances": [CA_ALPR_ASSURANCE],
         },
         {
             "ori": neighbour,
@@ -258,7 +271,7 @@ def shared_by_router(
     }[kind]
     shared, _ = disclose(
         {"envelope": event["envelope"], "body": event["body"]},
-        Decision(partner, "SHARED", agreement),
+        Decision.under(partner, agreement, {}, "SHARED"),
         agreement.actions_for(Kind(kind), SchemaStore().get(schema)),
         registry=load_registry(Path("deploy/agencies.yaml")),
         public_key=newest_public_key(partner, public_keys_dir),

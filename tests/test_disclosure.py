@@ -50,7 +50,7 @@ def decision(fields: dict[str, str]) -> tuple[Decision, dict[str, FieldAction]]:
         fields=fields,
     )
     actions = agreement.actions_for(Kind.RMS_RECORD, STORE.get("mutualaid.rms.Record"))
-    return Decision("CA0990200", "SHARED", agreement), actions
+    return Decision.under("CA0990200", agreement, actions), actions
 
 
 def test_each_action(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_pointer_carries_no_body_and_whom_to_call() -> None:
     )
     shared, report = disclose(
         rms_event([{"ssn": "1"}], "secret"),
-        Decision("CA0990200", "POINTER", agreement),
+        Decision.under("CA0990200", agreement, {}, "POINTER"),
         {},
         registry=REGISTRY,
         public_key=None,
@@ -198,7 +198,7 @@ def test_retention_travels_with_the_record() -> None:
     )
     shared, _ = disclose(
         rms_event([], "n"),
-        Decision("CA0990200", "SHARED", agreement),
+        Decision.under("CA0990200", agreement, {}, "SHARED"),
         {},
         registry=REGISTRY,
         public_key=None,

@@ -142,15 +142,16 @@ def test_time_window_and_offense_codes(tmp_path: Path) -> None:
     assert outcomes(policy.decide(event(offenses=("240", "11A")), NOW)) == {MESA: "DENIED"}
 
 
-def test_partner_classes_and_most_open_agreement_wins(tmp_path: Path) -> None:
+def test_partner_classes_and_the_lowest_tier_wins(tmp_path: Path) -> None:
     by_class = agreement(
         id="counties", partners=[], partner_classes=[{"type": "county", "state": "CA"}]
     )
     pointer_for_all = agreement(id="pointers", tier="pointer", partners=[MESA, DESERT])
     policy = policy_of(tmp_path, by_class, pointer_for_all)
     decisions = {d.partner_ori: d for d in policy.decide(event(), NOW)}
-    assert outcomes(list(decisions.values())) == {MESA: "SHARED", DESERT: "POINTER"}
-    assert decisions[MESA].agreement.id == "counties"
+    # Mesa is granted full by one and pointer by the other: the most protective, a pointer.
+    assert outcomes(list(decisions.values())) == {MESA: "POINTER", DESERT: "POINTER"}
+    assert decisions[MESA].agreement_refs == [("counties", 3), ("pointers", 3)]
     assert decisions[MESA].steps[1] == "ok: CA0990200 (county, CA) is in class county in CA"
 
 

@@ -252,6 +252,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
 
 @pytest.mark.broker
 def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_path: Path) -> None:
+    # The Nevada agency's reads: California's ALPR rule would keep a CA agency's from Nevada.
     local, county, neighbour = region.local, region.county, region.neighbour
     agreements = tmp_path / "agreements" / "test.yaml"
 
@@ -263,7 +264,7 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
                         {
                             "id": "alpr",
                             "version": version,
-                            "owner": local,
+                            "owner": neighbour,
                             "partners": partners,
                             "kinds": ["alpr.read"],
                         }
@@ -274,30 +275,30 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
 
     write(1, [county])
     with running_stages(region, tmp_path, []):
-        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        publish_source(region, Kind.ALPR_READ, [alpr(neighbour, "A-1")], owner=neighbour)
         assert [
             e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, until=1)
         ] == ["A-1"]
-        write(2, [county, neighbour])
+        write(2, [county, local])
 
         def applied() -> bool:
             log = (tmp_path / "router.log").read_text()
             return "agreements reloaded: alpr v2" in log
 
         wait_for(applied, 30, "the router to reload the edited agreement")
-        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-2")])
+        publish_source(region, Kind.ALPR_READ, [alpr(neighbour, "A-2")], owner=neighbour)
         to_county = shared_on(region, county, Kind.ALPR_READ, until=2)
         # Different records, different partitions: compare by record, not by arrival order.
         assert {
             e["envelope"]["record_id"]: e["disclosure"]["agreement_version"] for e in to_county
         } == {"A-1": 1, "A-2": 2}
-        to_neighbour = shared_on(region, neighbour, Kind.ALPR_READ, until=1)
-        assert [e["envelope"]["record_id"] for e in to_neighbour] == ["A-2"]
+        to_local = shared_on(region, local, Kind.ALPR_READ, until=1)
+        assert [e["envelope"]["record_id"] for e in to_local] == ["A-2"]
         # Nothing sent twice while the agreements changed underneath.
         assert len(shared_on(region, county, Kind.ALPR_READ, until=3, timeout=3)) == 2
 
         # Narrowed: the county is no longer a partner, and what it already holds is recalled.
-        write(3, [neighbour])
+        write(3, [local])
         wait_for(
             lambda: all(
                 line in (tmp_path / "router.log").read_text()
@@ -383,7 +384,7 @@ def test_a_record_the_partner_cannot_open_is_dead_lettered_not_indexed(
     # Addressed to the county but sealed to the neighbour's key: as if misrouted or forged.
     shared, _ = disclose(
         event,
-        Decision(county, "SHARED", agreement),
+        Decision.under(county, agreement, {}, "SHARED"),
         actions,
         registry=load_registry(s.agencies_file),
         public_key=newest_public_key(neighbour, s.public_keys_dir),
