@@ -46,8 +46,11 @@ from typing import Any
 
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind, check_ori
+from producers.jsonlimits import check_depth
 from producers.parsing import decode_utf8, epoch_millis, instant, optional_instant, text
 from producers.runner import Rejected, SourceItem
+
+MAX_DEPTH = 64  # EIDO nests components a few levels deep; far deeper is not an EIDO
 
 SOURCE_SYSTEM = "cad-eido"
 
@@ -131,8 +134,8 @@ def _location(component: dict) -> dict[str, Any] | None:
 
 def _units(doc: dict) -> list[dict[str, Any]]:
     resources = doc.get("emergencyResourceComponent") or []
-    if isinstance(resources, dict):
-        resources = [resources]
+    if not isinstance(resources, list):
+        resources = [resources]  # one component; not an object, it is refused below
     units = []
     for n, unit in enumerate(resources):
         where = f"emergencyResourceComponent[{n}]"
@@ -160,15 +163,16 @@ def _units(doc: dict) -> list[dict[str, Any]]:
 
 def _narrative(doc: dict) -> str | None:
     notes = doc.get("notesComponent") or []
-    if isinstance(notes, dict):
+    if not isinstance(notes, list):
         notes = [notes]
     lines = []
     for note in notes:
-        if isinstance(note, dict) and text(note.get("noteText")):
+        note_text = text(note.get("noteText")) if isinstance(note, dict) else None
+        if note_text:
             stamp = text(note.get("noteDateTime"))
             author = text(note.get("noteAuthor"))
             prefix = " ".join(filter(None, (stamp, author)))
-            lines.append(f"[{prefix}] {note['noteText'].strip()}" if prefix else note["noteText"])
+            lines.append(f"[{prefix}] {note_text}" if prefix else note_text)
     return "\n".join(lines) or None
 
 
@@ -182,12 +186,16 @@ class CadAdapter:
         self.source_system = source_system
 
     def to_event(self, item: SourceItem) -> dict:
+        document = decode_utf8(item.raw)
+        check_depth(document, MAX_DEPTH)  # json.loads recurses per level: RecursionError
         try:
-            doc = json.loads(decode_utf8(item.raw))
+            doc = json.loads(document)
         except json.JSONDecodeError as exc:
             raise Rejected(
                 "malformed_document", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise Rejected("malformed_document", f"not usable JSON: {exc}") from None
         if not isinstance(doc, dict):
             raise Rejected("malformed_document", "expected one EIDO JSON object per document")
         incident = _component(doc, "incidentComponent")
