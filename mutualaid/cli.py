@@ -719,7 +719,9 @@ def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.metrics import serve_metrics
 
     ori = _agency(settings, args.agency)
-    endpoints = load_endpoints(settings.webhooks_file, ori)  # ConfigError: main reports it
+    endpoints = load_endpoints(  # ConfigError: main reports it
+        settings.webhooks_file, ori, allow_http_loopback=settings.webhooks_allow_http_loopback
+    )
     if not endpoints:
         print(
             f"mutualaid webhooks: no endpoint for {ori} in webhooks_file "

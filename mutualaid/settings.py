@@ -132,6 +132,11 @@ class Settings(BaseSettings):
         None,
         description="per-agency webhook endpoints for CAD integration (YAML); unset: none",
     )
+    webhooks_allow_http_loopback: bool = Field(
+        False,
+        description="let webhook URLs be http:// to this host (127.0.0.1, ::1, localhost), "
+        "for tests; https:// is required otherwise",
+    )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )
