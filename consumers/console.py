@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Annotated
 
 from confluent_kafka import Message, Producer
-from fastapi import Cookie, FastAPI, HTTPException, Response
+from fastapi import Cookie, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel
 
+from consumers.logins import Limits, LoginThrottle
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
 from mutualaid.kafka import (
@@ -231,6 +232,13 @@ def create_console(
     # session id -> (user, token); a restart logs everyone out. The token is kept so that
     # every request checks it again: `console-user remove` ends open sessions too.
     sessions: dict[str, tuple[str, str]] = {}
+    throttle = LoginThrottle(
+        Limits(
+            settings.console_login_failures_per_user,
+            settings.console_login_failures_per_address,
+            settings.console_login_window_seconds,
+        )
+    )
     acknowledger = Acknowledger(settings, agency.ori)
     clients = CONSOLE_CLIENTS.labels(center=agency.ori)
     page = PAGE.read_text().replace("{{AGENCY}}", json.dumps(f"{agency.name} ({agency.ori})"))
@@ -247,10 +255,25 @@ def create_console(
         return page
 
     @app.post("/login")
-    def login(credentials: Login, response: Response) -> dict:
+    def login(credentials: Login, request: Request, response: Response) -> dict:
+        user, address = credentials.user, request.client.host if request.client else "unknown"
+        # Checked before the token: during a lockout even the right token is refused, or
+        # guessing could go on and only the answers would be held back.
+        wait = throttle.retry_after(user, address)
+        if wait is not None:
+            log.warning("login of %r from %s refused: too many failures", user, address)
+            raise HTTPException(
+                429,
+                f"too many failed logins; try again in {wait} s",
+                headers={"Retry-After": str(wait)},
+            )
         holder = tokens.holder(settings.console_users_file, agency.ori, credentials.token)
-        if holder is None or holder != credentials.user:
+        if holder is None or holder != user:
+            throttle.failed(user, address)
+            # The user as sent (repr: no forged log lines), the address; never the token.
+            log.warning("failed login of %r from %s", user, address)
             raise HTTPException(401, f"not a dispatcher of {agency.name}, or a wrong token")
+        throttle.succeeded(user)
         session = secrets.token_urlsafe(32)
         sessions[session] = (holder, credentials.token)
         response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")

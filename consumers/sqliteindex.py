@@ -29,6 +29,7 @@ from consumers.records import (
     new_epoch,
     search_log_entry,
 )
+from mutualaid.private import private_dir, private_file
 
 SCHEMA = """
 create table if not exists records (
@@ -121,7 +122,8 @@ def _set_aside_old_format(path: Path) -> None:
     with closing(sqlite3.connect(path)) as db:
         version = db.execute("pragma user_version").fetchone()[0]
     if version not in (0, FORMAT_VERSION):
-        path.rename(path.with_name(f"{path.name}.format{version}"))
+        kept = path.rename(path.with_name(f"{path.name}.format{version}"))
+        private_file(kept)  # an older version may have left it readable by others
         for suffix in ("-wal", "-shm"):
             path.with_name(path.name + suffix).unlink(missing_ok=True)
 
@@ -145,8 +147,10 @@ class SqliteIndex:
 
     def __init__(self, path: Path, hash_key: bytes | None = None) -> None:
         self._hash_key = hash_key
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # It holds partners' records, decrypted, and the agency's search log: owner only.
+        private_dir(path.parent)
         _set_aside_old_format(path)
+        private_file(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         # WAL lets searches read while the projector writes. synchronous=FULL, not NORMAL:
         # under NORMAL+WAL a commit survives a crash of the process but not a power loss, and

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import random
@@ -38,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, Producer
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, field_validator
 
 from mutualaid.configfile import load_model
 from mutualaid.deadletter import DeadLetters, Letter
@@ -62,7 +63,10 @@ class Endpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     agency: str = Field(description="ORI of the dispatch center whose alerts go there")
-    url: HttpUrl = Field(description="where to POST each alert, https:// in production")
+    url: HttpUrl = Field(
+        description="where to POST each alert: https://, or http:// to this host with "
+        "webhooks_allow_http_loopback"
+    )
     secret_file: Path = Field(description="file holding the shared HMAC secret (kept 0600)")
     max_attempts: int = Field(6, ge=1, le=20, description="tries before the dead-letter topic")
     timeout_seconds: float = Field(5.0, gt=0, le=60, description="per request")
@@ -80,6 +84,25 @@ class Endpoint(BaseModel):
     def _ori(cls, value: str) -> str:
         return check_ori(value)
 
+    @field_validator("url")
+    @classmethod
+    def _encrypted(cls, value: HttpUrl, info: ValidationInfo) -> HttpUrl:
+        # Alerts carry plates, places and officer-safety cautions: never in clear over a
+        # network. http:// is for a receiver on this very host, and only when allowed.
+        if value.scheme == "https":
+            return value
+        if not (info.context or {}).get("allow_http_loopback"):
+            raise ValueError(
+                "http:// would send alerts unencrypted; use https:// (for a receiver on this "
+                "host, e.g. in a test, set webhooks_allow_http_loopback: true)"
+            )
+        if not _is_loopback(value.host or ""):
+            raise ValueError(
+                f"http:// is allowed to this host only (127.0.0.1, ::1, localhost), "
+                f"not {value.host}; use https://"
+            )
+        return value
+
     @field_validator("secret_file")
     @classmethod
     def _secret(cls, value: Path) -> Path:
@@ -94,11 +117,39 @@ class WebhooksFile(BaseModel):
     webhooks: list[Endpoint] = Field(description="a list of endpoints, each for one agency")
 
 
-def load_endpoints(path: Path | None, agency_ori: str) -> list[Endpoint]:
-    """The agency's endpoints; ConfigError (file, line, field, fix) for a bad file."""
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def load_endpoints(
+    path: Path | None, agency_ori: str, *, allow_http_loopback: bool = False
+) -> list[Endpoint]:
+    """The agency's endpoints; ConfigError (file, line, field, fix) for a bad file, such as an
+    http:// URL (allowed to loopback addresses with ``allow_http_loopback``)."""
     if path is None:
         return []
-    return [e for e in load_model(path, WebhooksFile).webhooks if e.agency == agency_ori]
+    context = {"allow_http_loopback": allow_http_loopback}
+    loaded = load_model(path, WebhooksFile, context)
+    return [e for e in loaded.webhooks if e.agency == agency_ori]
+
+
+def warn_on_readable_secrets(endpoints: list[Endpoint]) -> list[Path]:
+    """Log a warning for each secret file that group or others may read; return them."""
+    readable = sorted({e.secret_file for e in endpoints if e.secret_file.stat().st_mode & 0o077})
+    for path in readable:
+        log.warning(
+            "webhook secret file %s is readable by group or others (mode %s): anyone who can "
+            "read it can forge alerts to the CAD; run chmod 600 %s",
+            path,
+            oct(path.stat().st_mode & 0o777),
+            path,
+        )
+    return readable
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -178,6 +229,7 @@ class WebhookSender:
         self.agency_ori = agency_ori
         self.topic = alerts_topic(agency_ori)
         self.endpoints = endpoints
+        warn_on_readable_secrets(endpoints)
         # Read once at start: rotating a secret means restarting the sender.
         self._secrets = {e.url: e.secret_file.read_bytes().strip() for e in endpoints}
         codecs = codecs_for(settings)

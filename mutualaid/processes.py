@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mutualaid.private import open_private
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -32,7 +34,8 @@ def spawn(
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start argv in its own process group, output to ``log`` (or inherited)."""
-    out = open(log, "ab") if log is not None else None  # noqa: SIM115 - owned by the child
+    # Owner only: stage logs name users, searches' reasons and login failures.
+    out = os.fdopen(open_private(log, os.O_WRONLY | os.O_APPEND), "ab") if log is not None else None
     try:
         return subprocess.Popen(
             list(argv),

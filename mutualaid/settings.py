@@ -132,9 +132,23 @@ class Settings(BaseSettings):
         description="dispatch console users, their agency and token hashes; "
         "default <data_dir>/console-users.json",
     )
+    console_login_failures_per_user: int = Field(
+        5, ge=1, description="failed console logins per user name within the window before 429"
+    )
+    console_login_failures_per_address: int = Field(
+        20, ge=1, description="failed console logins per client address within the window"
+    )
+    console_login_window_seconds: float = Field(
+        300, gt=0, le=86_400, description="how long a failed console login counts"
+    )
     webhooks_file: Path | None = Field(
         None,
         description="per-agency webhook endpoints for CAD integration (YAML); unset: none",
+    )
+    webhooks_allow_http_loopback: bool = Field(
+        False,
+        description="let webhook URLs be http:// to this host (127.0.0.1, ::1, localhost), "
+        "for tests; https:// is required otherwise",
     )
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"

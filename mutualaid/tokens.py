@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from mutualaid.private import open_private
 from mutualaid.topics import check_ori
 
 
@@ -38,8 +40,9 @@ def _entries(path: Path) -> list[dict]:
 def _write(path: Path, entries: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=2))
-    tmp.chmod(0o600)
+    # 0600 from the start: written first and chmod-ed after, it would be readable meanwhile.
+    with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as out:
+        out.write(json.dumps(entries, indent=2))
     tmp.replace(path)
 
 

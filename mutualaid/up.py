@@ -281,7 +281,12 @@ def _webhook_agencies(settings: Settings, oris: list[str]) -> list[str]:
         return []
     from consumers.webhooks import load_endpoints
 
-    return [ori for ori in oris if load_endpoints(settings.webhooks_file, ori)]
+    loopback = settings.webhooks_allow_http_loopback
+    return [
+        ori
+        for ori in oris
+        if load_endpoints(settings.webhooks_file, ori, allow_http_loopback=loopback)
+    ]
 
 
 def _demo_login(settings: Settings, consoles: dict[str, str]) -> str:

@@ -46,10 +46,12 @@ from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind, check_ori
 from producers import pidflo
+from producers.jsonlimits import check_depth
 from producers.parsing import decode_utf8, epoch_millis, optional_instant, text
 from producers.runner import Rejected, SourceItem
 
 SOURCE_SYSTEM = "cad-eido"
+MAX_DEPTH = 64  # EIDO nests components a few levels deep; far deeper is not an EIDO
 DIGEST_BITS = 20
 NOT_AN_INCIDENT = re.compile(r"^urn:emergency:uid:incidentid:0:", re.IGNORECASE)
 ALIASES = {"locationinformationcomponent": "locationcomponent"}
@@ -488,12 +490,16 @@ class CadAdapter:
         self.source_system = source_system
 
     def to_event(self, item: SourceItem) -> dict:
+        document = decode_utf8(item.raw)
+        check_depth(document, MAX_DEPTH)  # json.loads recurses per level: RecursionError
         try:
-            doc = json.loads(decode_utf8(item.raw), object_pairs_hook=_Object)
+            doc = json.loads(document, object_pairs_hook=_Object)
         except json.JSONDecodeError as exc:
             raise Rejected(
                 "malformed_document", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             ) from None
+        except ValueError as exc:  # e.g. an integer of thousands of digits
+            raise Rejected("malformed_document", f"not usable JSON: {exc}"[:200]) from None
         if not isinstance(doc, dict):
             raise Rejected("malformed_document", "expected one EIDO JSON object per document")
         eido = Fields(doc, "EIDO")

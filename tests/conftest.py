@@ -6,6 +6,7 @@ shared broker, so tests never see each other's records.
 
 from __future__ import annotations
 
+import csv
 import random
 import sqlite3
 import string
@@ -45,6 +46,7 @@ from mutualaid.serde import (
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
+from producers.alpr import record_id
 
 
 @pytest.fixture(scope="session")
@@ -278,6 +280,13 @@ def shared_by_router(
         hash_key=hash_key,
     )
     return shared
+
+
+def export_record_ids(export: Path) -> list[str]:
+    """The record ids the ALPR connector gives the reads of a reference-layout CSV export
+    (``producers.samples``): the camera's id and the read id."""
+    with export.open(newline="") as rows:
+        return [record_id(r["camera_id"], r["read_id"]) for r in csv.DictReader(rows)]
 
 
 def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:

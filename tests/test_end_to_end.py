@@ -103,16 +103,17 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
         assert published.returncode == 0, published.stderr
 
     local, county, neighbour = region.local, region.county, region.neighbour
-    everything = [(local, "L-1"), (local, "L-2"), (neighbour, "N-1")]
+    # Record ids are the camera's id and the vendor's read id.
+    everything = [(local, "C1/L-1"), (local, "C2/L-2"), (neighbour, "D1/N-1")]
     wait_for(
         lambda: found(region, county, "7ABC123") == everything,
         60,
         "the county's index to hold both agencies' reads of 7ABC123",
     )
-    assert found(region, county, "8XYZ999") == [(local, "L-3")]
+    assert found(region, county, "8XYZ999") == [(local, "C2/L-3")]
     # The city receives the neighbour's reads; its own stay in its own systems.
     wait_for(
-        lambda: found(region, local, "7ABC123") == [(neighbour, "N-1")],
+        lambda: found(region, local, "7ABC123") == [(neighbour, "D1/N-1")],
         30,
         "the city's index to hold the neighbour's read",
     )
@@ -139,12 +140,12 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     # Whatever the backend, the indexes hold exactly what was shared with their agency.
     held = "select source_ori, record_id from records where deleted = false order by record_id"
     assert index_rows(region.settings, county, held) == [
-        (local, "L-1"),
-        (local, "L-2"),
-        (local, "L-3"),
-        (neighbour, "N-1"),
+        (local, "C1/L-1"),
+        (local, "C2/L-2"),
+        (local, "C2/L-3"),
+        (neighbour, "D1/N-1"),
     ]
-    assert index_rows(region.settings, region.local, held) == [(neighbour, "N-1")]
+    assert index_rows(region.settings, region.local, held) == [(neighbour, "D1/N-1")]
     for nobody in (neighbour, region.federal):
         assert index_rows(region.settings, nobody, held) == []
     # ... and published from there to audit.search by the county's projector.

@@ -122,6 +122,7 @@ def configure(region: Region, tmp_path: Path, endpoints: list[dict], **settings:
     webhooks.write_text(yaml.safe_dump({"webhooks": endpoints}))
     values = yaml.safe_load(region.config_file.read_text()) | {
         "webhooks_file": str(webhooks),
+        "webhooks_allow_http_loopback": True,  # the receivers are http:// on 127.0.0.1
         **settings,
     }
     config = tmp_path / "with-webhooks.yaml"

@@ -1,0 +1,149 @@
+"""The signed, chained audit on the real broker: a writer's records verify, its chain continues
+after a restart, and each kind of tampering (forged, altered, missing, reordered) is named, as
+is a gap at the start that retention would leave."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Region, mutualaid_cli, read_topic
+from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify
+from mutualaid.topics import AUDIT_DISSEMINATION
+
+pytestmark = pytest.mark.broker
+
+
+def new_topic(region: Region, partitions: int = 1) -> str:
+    name = f"audit.test-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": region.settings.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+        future.result()
+    return name
+
+
+def written(region: Region, count: int, writer: str = "router") -> tuple[str, list[Message]]:
+    """A scratch topic holding ``count`` genuine records of ``writer`` (written as for
+    audit.dissemination), and those records."""
+    topic = new_topic(region, partitions=2)
+    audit = AuditWriter(region.settings, topic, writer, AUDIT_DISSEMINATION)
+    for n in range(1, count + 1):
+        audit.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
+    audit.close()
+    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: len(r) >= count)
+    assert len(records) == count
+    return topic, sorted(records, key=lambda m: int(dict(m.headers())[SEQ]))
+
+
+def copied(region: Region, records: list[Message | tuple]) -> str:
+    """A new topic holding ``records`` in this order, headers and all, as someone with write
+    access to the cluster could rebuild one; a tuple is (key, value, headers) made up."""
+    topic = new_topic(region)
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for record in records:
+        key, value, headers = (
+            record
+            if isinstance(record, tuple)
+            else (record.key(), record.value(), record.headers())
+        )
+        producer.produce(topic, value, key, headers=headers, partition=0)
+    assert producer.flush(10) == 0
+    return topic
+
+
+@pytest.fixture
+def keys(region: Region) -> None:
+    generate_stage_key(region.settings, "router")
+
+
+def test_genuine_records_verify_and_the_chain_continues_after_a_restart(
+    region: Region, keys: None
+) -> None:
+    topic, _ = written(region, 5)
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems, report.gaps) == (5, [], [])
+    assert report.writers == {"router": 5}
+    # A restarted writer reads its last record back and links on from it.
+    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION)
+    assert again.chain.seq == 5
+    again.write(b"CA0990100/R-6", b"decision 6")
+    again.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems, report.writers) == (6, [], {"router": 6})
+
+
+def as_writer(record: Message, writer: bytes) -> list[tuple[str, bytes]]:
+    return [(n, writer if n.endswith("-writer") else v) for n, v in record.headers()]
+
+
+def tampered(records: list[Message], case: str) -> list[Message | tuple]:
+    r = records
+    cases: dict[str, Callable[[], list[Message | tuple]]] = {
+        "forged": lambda: [*r[:2], (b"CA0990100/X", b"DENIED, by a bare producer", None), *r[2:]],
+        "altered": lambda: [*r[:1], (r[1].key(), b"SHARED instead", r[1].headers()), *r[2:]],
+        "unknown writer": lambda: [
+            *r,
+            (
+                b"k",
+                b"v",
+                [(n, b"intruder" if n.endswith("writer") else v) for n, v in r[0].headers()],
+            ),
+        ],
+        "missing": lambda: [*r[:2], *r[3:]],
+        "reordered": lambda: [r[0], r[1], r[3], r[2], r[4]],
+    }
+    return cases[case]()
+
+
+@pytest.mark.parametrize(
+    ("case", "named"),
+    [
+        ("forged", "partition 0 offset 2: forged: not signed by any stage"),
+        ("altered", "partition 0 offset 1: altered or forged: router seq 2 does not match"),
+        ("unknown writer", "offset 5: forged: signed as 'intruder', whose key is unknown"),
+        ("missing", "missing: router seq 3 is not on the topic"),
+        ("reordered", "partition 0 offset 3: reordered: router seq 3 comes after seq 4"),
+    ],
+)
+def test_each_kind_of_tampering_is_named(region: Region, keys: None, case: str, named: str) -> None:
+    _, records = written(region, 5)
+    topic = copied(region, tampered(records, case))
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert not report.intact
+    assert any(p.startswith(named) or named in p for p in report.problems), report.problems
+    result = mutualaid_cli(region, "audit", "verify", "--topic", topic, "--as", AUDIT_DISSEMINATION)
+    assert result.returncode == 4, result.stderr
+    assert named in result.stdout and "NOT INTACT" in result.stdout
+
+
+def test_a_gap_at_the_start_is_reported_as_retention_would_leave_it(
+    region: Region, keys: None
+) -> None:
+    _, records = written(region, 5)
+    topic = copied(region, records[2:])
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert report.intact  # nothing inside the chain is wrong...
+    assert report.gaps == [  # ...but its start is gone, and verify says so
+        "router: the topic starts at seq 3 (partition 0 offset 0); seq 1 to 2 are gone: "
+        "deleted by retention, or removed"
+    ]
+    result = mutualaid_cli(region, "audit", "verify", "--topic", topic, "--as", AUDIT_DISSEMINATION)
+    assert result.returncode == 0, result.stderr
+    assert "gap: router: the topic starts at seq 3" in result.stdout
+
+
+def test_keys_stage_writes_a_private_key_and_the_public_key_verify_reads(
+    region: Region,
+) -> None:
+    made = mutualaid_cli(region, "keys", "stage", "--stage", "projector-ca0990100")
+    assert made.returncode == 0, made.stderr
+    public = region.settings.public_keys_dir / "stages" / "projector-ca0990100.pub"
+    assert f"verifiers need {public}" in made.stdout
+    private = region.settings.private_keys_dir / "stages" / "projector-ca0990100.pem"
+    assert private.stat().st_mode & 0o777 == 0o600
+    again = mutualaid_cli(region, "keys", "stage", "--stage", "projector-ca0990100")
+    assert again.returncode == 1 and "not overwritten" in again.stderr
