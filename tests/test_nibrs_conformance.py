@@ -368,7 +368,7 @@ def test_every_report_type_through_the_connector(region: Region, tmp_path: Path)
         next((region.settings.data_dir / "checkpoints").glob("*.json")).read_text()
     )
     kept = checkpoint["adapter_state"]["records"]
-    assert kept["RB26-000101"][0] == version("02-group-a-replace.xml")
+    assert kept["RB26-000101"]["v"] == version("02-group-a-replace.xml")
 
 
 @pytest.mark.broker
