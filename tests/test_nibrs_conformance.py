@@ -458,6 +458,11 @@ def test_a_replace_supersedes_in_the_partners_index(region: Region, tmp_path: Pa
     assert [json.loads(line)["record_id"] for line in found.stdout.splitlines()] == [
         "arrest-RB26-B0077"
     ]
+    shown = mutualaid_cli(
+        region, "search", "--agency", region.county, "--text", "RB26-B0077",
+        "--reason", "case 26-17", "--user", "det.cho",
+    )  # fmt: skip
+    assert "arrest-RB26-B0077 arrest RB26-B0077 for Driving under the influence" in shown.stdout
 
 
 def test_a_zero_report_publishes_nothing() -> None:
