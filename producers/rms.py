@@ -28,24 +28,20 @@ Report types:
 - IEPD 4.2 has no time-window submissions (the flat file's "W" action); they are not read.
 
 Versions. A Replace must supersede what it replaces even when both carry the same
-MessageDateTime, and two different documents must never get one event id. A document's place
-in its record's history is its key (``stamp_ms``, ``rank``): ``stamp_ms`` the MessageDateTime
-(else the report date) in epoch milliseconds, ``rank`` its action's (I and A 1, R 2, D 3); its
-version is ``stamp_ms * 10 + rank``. The connector remembers per record the last version it
-published, that version's key and content digest, and the digests of its recent versions
-(``state()``; the runner keeps it in the checkpoint, so a restart decides the same way):
-
-- the same content as the last published: that version again (a replay is the same event);
-- a later key, or the same key (the same time and action, other content): at least the last
-  version + 1, so versions of what arrives in order only rise;
-- an earlier key (a document written before what is published, e.g. a Group B Add read after
-  its Delete): its own, lower version, which partners' indexes ignore; if that version was
-  already published with other content it is dead-lettered as ``stale_report`` instead.
-
-Records not seen for ``STATE_DAYS`` (by time stamp) are forgotten; their next version comes
-from its key alone. An explicit ``ReportSequenceNumber`` is the version as given; one reused for
-different content is dead-lettered (``version_reused``). Times without an offset are read in the
-agency's zone (UTC unless told otherwise).
+MessageDateTime, and two different documents must never get one event id. A version is
+``stamp_ms * 10 + rank``: ``stamp_ms`` the MessageDateTime (else the report date) in epoch
+milliseconds, ``rank`` the action's (I and A 1, R 2, D 3), so at one time stamp a Replace
+outranks its Insert and a Delete both, even with no history. The connector also remembers, per
+record, the version and a digest of the content it last published (``state()``; the runner keeps
+it in the checkpoint, so a restart decides the same way): a document whose content equals the
+last published gets that version again (a replay is the same event); any other content gets at
+least the last version + 1. So versions only rise, and the last document read wins whatever its
+time stamp says, as the FBI applies submissions in the order it receives them (a drop directory
+is read in file-name order: name exports so that they sort in the order written). Records not
+seen for ``STATE_DAYS`` (by time stamp) are forgotten, and their next version comes from its
+stamp and rank alone. An explicit ``ReportSequenceNumber`` is the version as given; one reused
+for different content is dead-lettered (``version_reused``). Times without an offset are read in
+the agency's zone (UTC unless told otherwise).
 
 Labels come from ``mutualaid.labels.derive``: ``juvenile`` when an offender or arrestee may have
 been under 18 (an exact age, or the lower end of an age range; NN/NB/BB are age 0). Sealed and
@@ -90,7 +86,6 @@ ZERO_REPORT = "ZERO REPORT"
 # The action's rank, the version's lowest digit: at one time stamp, Insert < Replace < Delete.
 ACTION_RANK = {"I": 1, "A": 1, "R": 2, "D": 3}
 STATE_DAYS = 30
-SEEN_VERSIONS = 8  # per record, the recent versions whose content is remembered
 _STATE_MS = STATE_DAYS * 24 * 3600 * 1000
 
 
@@ -105,9 +100,9 @@ class RmsAdapter:
         self.source_ori = check_ori(source_ori)
         self.source_system = source_system
         self.zone = zone
-        # record id -> the last published: version "v", content digest "d", "key" [stamp ms,
-        # action rank], and "seen": the digests of its recent versions, by version. Entries are
-        # replaced, never changed in place, so a snapshot stays as it was taken.
+        # record id -> the last published: version "v", content digest "d", time stamp "t" (ms,
+        # 0 if none). Entries are replaced, never changed in place, so a snapshot stays as it
+        # was taken.
         self._last: dict[str, dict[str, Any]] = {}
         self._newest = 0
 
@@ -115,9 +110,7 @@ class RmsAdapter:
     def state(self) -> dict[str, Any]:
         horizon = self._newest - _STATE_MS
         # Entries without a time stamp (explicit sequence numbers only) are kept.
-        self._last = {
-            k: v for k, v in self._last.items() if v["key"][0] == 0 or v["key"][0] >= horizon
-        }
+        self._last = {k: v for k, v in self._last.items() if v["t"] == 0 or v["t"] >= horizon}
         return {"records": dict(self._last), "newest": self._newest}
 
     def restore(self, state: dict[str, Any] | None) -> None:
@@ -341,7 +334,6 @@ class RmsAdapter:
     ) -> int:
         """The version of this document of ``record_id``; remembers it (see the module doc)."""
         stamp = epoch_millis(stamped) if stamped is not None else None
-        key = [stamp or 0, ACTION_RANK[action]]
         last = self._last.get(record_id)
         sequence = value(header, "ReportSequenceNumber")
         if sequence is not None:
@@ -350,13 +342,12 @@ class RmsAdapter:
                     "bad_version", f"ReportSequenceNumber {sequence!r} is not a positive integer"
                 )
             version = int(sequence)
-            if last is not None and last["seen"].get(str(version), digest) != digest:
+            if last is not None and last["v"] == version and last["d"] != digest:
                 raise Rejected(
                     "version_reused",
                     f"ReportSequenceNumber {version} of {record_id} was already published with "
                     "other content; the RMS must number each new version higher",
                 )
-            newer = last is None or version >= last["v"]
         elif stamp is None:
             raise Rejected(
                 "missing_version",
@@ -364,30 +355,11 @@ class RmsAdapter:
             )
         else:
             version = stamp * 10 + ACTION_RANK[action]
-            newer = last is None or key >= last["key"]
-            if last is None:
-                pass
-            elif digest == last["d"]:
-                version = last["v"]  # the same content as the last published: the same event
-            elif newer:  # later, or tied (same time and action): the order of arrival decides
-                version = max(version, last["v"] + 1)
-            elif last["seen"].get(str(version), digest) != digest:
-                raise Rejected(
-                    "stale_report",
-                    f"this {action} report of {record_id} was written before the version "
-                    f"{last['v']} already published, and its version {version} is already "
-                    "taken by other content: it is not published (it would not apply anyway); "
-                    "if it is meant to supersede, resend it with a later MessageDateTime",
-                )
-            # else: older than what is published: it keeps its own, lower version, which
-            # partners' indexes ignore, so it cannot undo the newer report.
-        seen = {**(last["seen"] if last else {}), str(version): digest}
-        if len(seen) > SEEN_VERSIONS:
-            seen = dict(sorted(seen.items(), key=lambda kv: int(kv[0]))[-SEEN_VERSIONS:])
-        if newer:
-            self._last[record_id] = {"v": version, "d": digest, "key": key, "seen": seen}
-        elif last is not None:
-            self._last[record_id] = {**last, "seen": seen}
+            if last is not None:
+                # The same content as the last published is the same event; anything else
+                # comes after it, whatever its time stamp: the last document read wins.
+                version = last["v"] if last["d"] == digest else max(version, last["v"] + 1)
+        self._last[record_id] = {"v": version, "d": digest, "t": stamp or 0}
         self._newest = max(self._newest, stamp or 0)
         return version
 
