@@ -193,10 +193,12 @@ class Reading:
         self.report = report
         # One pass over the report, every element by its name, in document order.
         self.named: dict[str, list[Element]] = {}
+        goods = []  # items and substances (drugs) are both property, in document order
         for element in report.iter():
             self.named.setdefault(element.tag, []).append(element)
-        # Items and substances (drugs) are both property, kept in their document order.
-        self.goods = declared([e for e in report.iter() if e.tag in {"Item", "Substance"}])
+            if element.tag in {"Item", "Substance"}:
+                goods.append(element)
+        self.goods = declared(goods)
         self.persons = {p.get("id"): p for p in self.declared("Person") if p.get("id")}
         self.offenses = [o for o in self.declared("Offense") if value(o, "OffenseUCRCode")]
         self.offense_codes = {
@@ -362,9 +364,9 @@ class Reading:
                         linked.setdefault(subject, []).append(by_id[activity])
         out = []
         for arrestee in self.roles["Arrestee"]:
-            arrests = linked.get(arrestee.get("id") or "") or (
-                self.arrests if len(self.arrests) == 1 else [None]  # type: ignore[list-item]
-            )
+            # Unlinked: the report's one arrest, if it has only one (else no arrest details).
+            arrests: list[Element | None] = list(linked.get(arrestee.get("id") or "", []))
+            arrests = arrests or (list(self.arrests) if len(self.arrests) == 1 else [None])
             for arrest in arrests:
                 charge = (first_value(arrest, "ChargeUCRCode") or "").upper() or None
                 out.append(
