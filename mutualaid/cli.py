@@ -685,6 +685,12 @@ def _summary(hit: Hit) -> str:
     what = body.get("incident_type_description") or ", ".join(
         o.get("description") or o.get("nibrs_code") or "" for o in body.get("offenses") or []
     )
+    if not what and body.get("arrests"):  # a NIBRS Group B arrest: no offense, a charge
+        what = ", ".join(
+            f"arrest {a.get('arrest_number') or ''} for "
+            f"{a.get('charge_description') or a.get('charge') or 'an unstated charge'}"
+            for a in body["arrests"]
+        )
     sealed = f" [{len(hit.encrypted_fields)} field(s) encrypted]" if hit.encrypted_fields else ""
     return f"{body.get('incident_number') or hit.record_id} {what} {people}".strip() + sealed
 

@@ -129,9 +129,9 @@ def all_values(element: Element | None, name: str) -> list[str]:
     return [t for e in element.iter(name) if (t := text(e.text))]
 
 
-def declared(report: Element, name: str) -> list[Element]:
-    """The elements called ``name`` that declare something, not the ``s:ref`` links to them."""
-    return [e for e in report.iter(name) if e.get("ref") is None]
+def declared(elements: list[Element]) -> list[Element]:
+    """The elements that declare something, not the ``s:ref`` links to them."""
+    return [e for e in elements if e.get("ref") is None]
 
 
 def refs(element: Element | None, name: str) -> list[str]:
@@ -191,13 +191,21 @@ class Reading:
 
     def __init__(self, report: Element) -> None:
         self.report = report
-        self.persons = {p.get("id"): p for p in declared(report, "Person") if p.get("id")}
-        self.offenses = [o for o in declared(report, "Offense") if value(o, "OffenseUCRCode")]
+        # One pass over the report, every element by its name, in document order.
+        self.named: dict[str, list[Element]] = {}
+        goods = []  # items and substances (drugs) are both property, in document order
+        for element in report.iter():
+            self.named.setdefault(element.tag, []).append(element)
+            if element.tag in {"Item", "Substance"}:
+                goods.append(element)
+        self.goods = declared(goods)
+        self.persons = {p.get("id"): p for p in self.declared("Person") if p.get("id")}
+        self.offenses = [o for o in self.declared("Offense") if value(o, "OffenseUCRCode")]
         self.offense_codes = {
             o.get("id"): (value(o, "OffenseUCRCode") or "").upper() for o in self.offenses
         }
-        self.roles = {name: declared(report, name) for name in ROLES}
-        self.arrests = declared(report, "Arrest")
+        self.roles = {name: self.declared(name) for name in ROLES}
+        self.arrests = self.declared("Arrest")
         self.sequence = {  # role element id -> its sequence number
             e.get("id"): self._sequence(name, e)
             for name, elements in self.roles.items()
@@ -211,8 +219,11 @@ class Reading:
             return value(element, "ArrestSequenceID") or value(element, "SubjectSequenceNumberText")
         return value(element, f"{name}SequenceNumberText")
 
+    def declared(self, name: str) -> list[Element]:
+        return declared(self.named.get(name, []))
+
     def associations(self, name: str) -> Iterator[Element]:
-        yield from self.report.iter(name)
+        yield from self.named.get(name, [])
 
     # The record's lists ---------------------------------------------------------------
 
@@ -251,7 +262,7 @@ class Reading:
         """Offense id -> location category, from NIEM's OffenseLocationAssociation."""
         locations = {
             e.get("id"): value(e, "LocationCategoryCode")
-            for e in declared(self.report, "Location")
+            for e in self.declared("Location")
             if e.get("id")
         }
         out = {}
@@ -310,7 +321,7 @@ class Reading:
     def _officers(self) -> dict[str, Element]:
         """Person id -> the EnforcementOfficial role of that person (victim type L)."""
         out = {}
-        for officer in declared(self.report, "EnforcementOfficial"):
+        for officer in self.declared("EnforcementOfficial"):
             link = child(officer, "RoleOfPerson")
             if link is not None and link.get("ref"):
                 out[link.get("ref") or ""] = officer
@@ -353,9 +364,9 @@ class Reading:
                         linked.setdefault(subject, []).append(by_id[activity])
         out = []
         for arrestee in self.roles["Arrestee"]:
-            arrests = linked.get(arrestee.get("id") or "") or (
-                self.arrests if len(self.arrests) == 1 else [None]  # type: ignore[list-item]
-            )
+            # Unlinked: the report's one arrest, if it has only one (else no arrest details).
+            arrests: list[Element | None] = list(linked.get(arrestee.get("id") or "", []))
+            arrests = arrests or (list(self.arrests) if len(self.arrests) == 1 else [None])
             for arrest in arrests:
                 charge = (first_value(arrest, "ChargeUCRCode") or "").upper() or None
                 out.append(
@@ -383,9 +394,7 @@ class Reading:
 
     def property_list(self) -> list[dict[str, Any]]:
         items = []
-        for element in self.report.iter():
-            if element.tag not in {"Item", "Substance"} or element.get("ref") is not None:
-                continue
+        for element in self.goods:
             category = value(element, "ItemCategoryNIBRSPropertyCategoryCode")
             items.append(
                 {
@@ -414,7 +423,7 @@ class Reading:
 
     def vehicle_list(self) -> list[dict[str, Any]]:
         vehicles = []
-        for vehicle in declared(self.report, "Vehicle"):
+        for vehicle in self.declared("Vehicle"):
             year = value(vehicle, "ItemModelYearDate")
             plate = child(vehicle, "ConveyanceRegistrationPlateIdentification")
             vehicles.append(

@@ -28,17 +28,20 @@ Report types:
 - IEPD 4.2 has no time-window submissions (the flat file's "W" action); they are not read.
 
 Versions. A Replace must supersede what it replaces even when both carry the same
-MessageDateTime, and two different documents must never get one event id. So a version is
-``stamp_ms * 10 + rank``, ``stamp_ms`` the MessageDateTime (else the report date) in epoch
-milliseconds and ``rank`` the action's (I and A 1, R 2, D 3), and the connector remembers, per
+MessageDateTime, and two different documents must never get one event id. A version is
+``stamp_ms * 10 + rank``: ``stamp_ms`` the MessageDateTime (else the report date) in epoch
+milliseconds, ``rank`` the action's (I and A 1, R 2, D 3), so at one time stamp a Replace
+outranks its Insert and a Delete both, even with no history. The connector also remembers, per
 record, the version and a digest of the content it last published (``state()``; the runner keeps
-it in the checkpoint). A document whose content equals the last published gets that version
-again (a replay is the same event); any other content gets at least the last version + 1: the
-order documents arrive in wins over their time stamps, as the FBI applies submissions in order.
-Records not seen for ``STATE_DAYS`` (by time stamp) are forgotten, and their next version comes
-from its stamp and rank alone. An explicit ``ReportSequenceNumber`` is the version as given; one
-reused for different content is dead-lettered (``version_reused``). Times without an offset are
-read in the agency's zone (UTC unless told otherwise).
+it in the checkpoint, so a restart decides the same way): a document whose content equals the
+last published gets that version again (a replay is the same event); any other content gets at
+least the last version + 1. So versions only rise, and the last document read wins whatever its
+time stamp says, as the FBI applies submissions in the order it receives them (a drop directory
+is read in file-name order: name exports so that they sort in the order written). Records not
+seen for ``STATE_DAYS`` (by time stamp) are forgotten, and their next version comes from its
+stamp and rank alone. An explicit ``ReportSequenceNumber`` is the version as given; one reused
+for different content is dead-lettered (``version_reused``). Times without an offset are read in
+the agency's zone (UTC unless told otherwise).
 
 Labels come from ``mutualaid.labels.derive``: ``juvenile`` when an offender or arrestee may have
 been under 18 (an exact age, or the lower end of an age range; NN/NB/BB are age 0). Sealed and
@@ -97,19 +100,22 @@ class RmsAdapter:
         self.source_ori = check_ori(source_ori)
         self.source_system = source_system
         self.zone = zone
-        # record id -> [version, content digest, stamp ms or None] of the last published.
-        self._last: dict[str, list[Any]] = {}
+        # record id -> the last published: version "v", content digest "d", time stamp "t" (ms,
+        # 0 if none). Entries are replaced, never changed in place, so a snapshot stays as it
+        # was taken.
+        self._last: dict[str, dict[str, Any]] = {}
         self._newest = 0
 
     # The runner's StatefulAdapter protocol: saved with the checkpoint, restored from it.
     def state(self) -> dict[str, Any]:
         horizon = self._newest - _STATE_MS
-        self._last = {k: v for k, v in self._last.items() if v[2] is None or v[2] >= horizon}
-        return {"records": {k: list(v) for k, v in self._last.items()}, "newest": self._newest}
+        # Entries without a time stamp (explicit sequence numbers only) are kept.
+        self._last = {k: v for k, v in self._last.items() if v["t"] == 0 or v["t"] >= horizon}
+        return {"records": dict(self._last), "newest": self._newest}
 
     def restore(self, state: dict[str, Any] | None) -> None:
         state = state or {}
-        self._last = {str(k): list(v) for k, v in (state.get("records") or {}).items()}
+        self._last = {str(k): dict(v) for k, v in (state.get("records") or {}).items()}
         self._newest = int(state.get("newest") or 0)
 
     def to_event(self, item: SourceItem) -> dict:
@@ -326,6 +332,7 @@ class RmsAdapter:
         action: str,
         digest: str,
     ) -> int:
+        """The version of this document of ``record_id``; remembers it (see the module doc)."""
         stamp = epoch_millis(stamped) if stamped is not None else None
         last = self._last.get(record_id)
         sequence = value(header, "ReportSequenceNumber")
@@ -335,7 +342,7 @@ class RmsAdapter:
                     "bad_version", f"ReportSequenceNumber {sequence!r} is not a positive integer"
                 )
             version = int(sequence)
-            if last is not None and last[0] == version and last[1] != digest:
+            if last is not None and last["v"] == version and last["d"] != digest:
                 raise Rejected(
                     "version_reused",
                     f"ReportSequenceNumber {version} of {record_id} was already published with "
@@ -349,17 +356,18 @@ class RmsAdapter:
         else:
             version = stamp * 10 + ACTION_RANK[action]
             if last is not None:
-                version = last[0] if last[1] == digest else max(version, last[0] + 1)
-        self._last[record_id] = [version, digest, stamp]
+                # The same content as the last published is the same event; anything else
+                # comes after it, whatever its time stamp: the last document read wins.
+                version = last["v"] if last["d"] == digest else max(version, last["v"] + 1)
+        self._last[record_id] = {"v": version, "d": digest, "t": stamp or 0}
         self._newest = max(self._newest, stamp or 0)
         return version
 
 
 def _digest(op: str, labels: list[str], occurred: datetime, body: dict | None) -> str:
-    """What makes two versions the same event: op, labels, time and body (not the file name)."""
+    """What makes two versions the same event: op, labels, time and body (not the file name).
+    The body is built in one fixed key order, so its JSON needs no sorting."""
     canonical = json.dumps(
-        {"op": op, "labels": labels, "at": occurred.isoformat(), "body": body},
-        sort_keys=True,
-        default=str,
+        [op, labels, occurred.isoformat(), body], separators=(",", ":"), check_circular=False
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+    return hashlib.blake2b(canonical.encode(), digest_size=12).hexdigest()

@@ -360,8 +360,12 @@ def write_eido_documents(
 def write_nibrs_documents(
     directory: Path, ori: str, plates: list[tuple[str, str]], reports: int, rng: random.Random
 ) -> int:
-    """NIBRS XML (IEPD 4.2 shape) group A incident reports: offenses, victims and offenders
-    with ages (a few juveniles), stolen vehicles with plates from ``plates``."""
+    """NIBRS XML (IEPD 4.2 shape) group A incident reports of agency ``ori``: offenses, victims
+    and offenders with ages (a few juveniles), stolen vehicles with plates from ``plates``.
+
+    The vehicles (``nc:Vehicle``, which RMS exports add and IEPD 4.2 does not define) make these
+    documents NIBRS-shaped rather than valid IEPD instances; tests/data/rms/conformance/ holds
+    valid ones."""
     directory.mkdir(parents=True, exist_ok=True)
     for n in range(1, reports + 1):
         code, property_code = rng.choice(OFFENSES)
@@ -392,6 +396,8 @@ def write_nibrs_documents(
         )
         (directory / f"{n:06d}.xml").write_text(
             NIBRS_TEMPLATE.format(
+                ori=ori,
+                month=when.strftime("%Y-%m"),
                 incident=f"{ori[-3:]}{n:07d}",
                 when=when.isoformat(),
                 sent=(when + timedelta(hours=2)).isoformat() + "-08:00",
@@ -415,6 +421,10 @@ NIBRS_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
     <nibrs:ReportHeader>
       <nibrs:NIBRSReportCategoryCode>GROUP A INCIDENT REPORT</nibrs:NIBRSReportCategoryCode>
       <nibrs:ReportActionCategoryCode>I</nibrs:ReportActionCategoryCode>
+      <nibrs:ReportDate><nc:YearMonthDate>{month}</nc:YearMonthDate></nibrs:ReportDate>
+      <nibrs:ReportingAgency><j:OrganizationAugmentation><j:OrganizationORIIdentification>
+        <nc:IdentificationID>{ori}</nc:IdentificationID>
+      </j:OrganizationORIIdentification></j:OrganizationAugmentation></nibrs:ReportingAgency>
     </nibrs:ReportHeader>
     <nc:Incident>
       <nc:ActivityIdentification><nc:IdentificationID>{incident}</nc:IdentificationID></nc:ActivityIdentification>

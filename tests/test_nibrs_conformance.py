@@ -24,11 +24,15 @@ from conftest import (
     mutualaid_cli,
     read_topic,
     running_stages,
+    shared_by_router,
     source_events,
     wait_for,
 )
+from consumers.records import indexed, open_kept
+from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.serde import (
     DEAD_LETTER,
+    SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
@@ -368,7 +372,20 @@ def test_every_report_type_through_the_connector(region: Region, tmp_path: Path)
         next((region.settings.data_dir / "checkpoints").glob("*.json")).read_text()
     )
     kept = checkpoint["adapter_state"]["records"]
-    assert kept["RB26-000101"][0] == version("02-group-a-replace.xml")
+    assert kept["RB26-000101"]["v"] == version("02-group-a-replace.xml")
+
+    # Another process, another Replace at the same MessageDateTime: the state the checkpoint
+    # kept numbers it above the last one, so it is a new event rather than the old id again.
+    again = fixture("02").replace(b"<nc:Amount>1400<", b"<nc:Amount>1500<")
+    (drop / "08-group-a-replace-again.xml").write_bytes(
+        again.replace(ORI.encode(), region.local.encode())
+    )
+    rerun = mutualaid_cli(region, "connect", "rms", "--agency", region.local, "--source", str(drop))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "read 1  published 1  rejected 0" in rerun.stdout
+    events = source_events(region.settings.bootstrap_servers, region.local, Kind.RMS_RECORD, 7)
+    newest = [e for e in events if e["envelope"]["source_position"].startswith("file 08-")]
+    assert [e["envelope"]["version"] for e in newest] == [version("02-group-a-replace.xml") + 1]
 
 
 @pytest.mark.broker
@@ -441,8 +458,40 @@ def test_a_replace_supersedes_in_the_partners_index(region: Region, tmp_path: Pa
     assert [json.loads(line)["record_id"] for line in found.stdout.splitlines()] == [
         "arrest-RB26-B0077"
     ]
+    shown = mutualaid_cli(
+        region, "search", "--agency", region.county, "--text", "RB26-B0077",
+        "--reason", "case 26-17", "--user", "det.cho",
+    )  # fmt: skip
+    assert "arrest-RB26-B0077 arrest RB26-B0077 for Driving under the influence" in shown.stdout
 
 
 def test_a_zero_report_publishes_nothing() -> None:
     with pytest.raises(Skipped):
         event_of(fixture("07"))
+
+
+def test_agreements_can_act_on_the_new_fields_and_the_index_keeps_them(tmp_path: Path) -> None:
+    """Field paths into the new lists (arrests, relationships, drug measures) work for the
+    router's disclosure, the shared event encodes, and the index stores and searches it."""
+    generate_keypair("CA0990200", tmp_path / "pub", tmp_path / "priv")
+    event = event_of(fixture("01").replace(ORI.encode(), b"CA0990100"), RmsAdapter("CA0990100"))
+    actions = {
+        "arrests[].arrest_number": "encrypt",
+        "persons[].relationships[].relationship": "hash",
+        "persons[].injuries": "drop",
+        "property[].drug_measures[].quantity": "drop",
+    }
+    shared = shared_by_router(event, "CA0990200", actions, tmp_path / "pub", b"k" * 32)
+    AvroSerializer(SchemaStore(), SHARED_EVENT[Kind.RMS_RECORD])(shared, SerializationContext("t"))
+    body = shared["body"]
+    assert body["arrests"][0]["arrest_number"] is None  # sealed for the partner
+    assert body["persons"][0]["relationships"][0]["relationship"] != "Family Member_Spouse"
+    assert [p["injuries"] for p in body["persons"]] == [[]] * 7  # a dropped list is empty
+    assert body["property"][2]["drug_measures"][0]["quantity"] is None
+    assert body["arrests"][0]["charge"] == "220"  # what no action names goes in clear
+    row = indexed(shared)
+    assert row.incident_number == "RB26-000101"
+    assert "RB26-A0101" not in (row.text or "")  # the sealed arrest number is not searchable
+    assert "ANTIWHITE" in (row.text or "")
+    opened = open_kept(row.sealed or "", load_keyring("CA0990200", tmp_path / "priv"))
+    assert opened == {"arrests[0].arrest_number": b'"RB26-A0101"'}  # sealed as JSON

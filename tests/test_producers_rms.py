@@ -253,7 +253,7 @@ def test_a_replace_with_the_same_message_time_supersedes_the_insert() -> None:
     )
 
 
-def test_different_content_never_gets_the_same_version_and_arrival_order_wins() -> None:
+def test_different_content_never_gets_the_same_version_and_the_last_read_wins() -> None:
     adapter = RmsAdapter(FIXTURE_ORI)
     versions = [mapped(adapter, fixture("02"))["envelope"]["version"]]
     # Another Replace with the same MessageDateTime, and one stamped before the Insert.
@@ -262,6 +262,15 @@ def test_different_content_never_gets_the_same_version_and_arrival_order_wins() 
     earlier = earlier.replace(b"<nc:Amount>1500<", b"<nc:Amount>1600<")
     versions += [mapped(adapter, raw)["envelope"]["version"] for raw in (again, earlier)]
     assert versions == sorted(versions) and len(set(versions)) == 3
+
+
+def test_a_group_b_add_read_after_its_delete_stands_again() -> None:
+    # As the FBI applies submissions in order: the arrest deleted, then reported again.
+    adapter = RmsAdapter(FIXTURE_ORI)
+    deleted = mapped(adapter, fixture("06"))["envelope"]
+    added = mapped(adapter, fixture("05"))["envelope"]
+    assert (deleted["op"], added["op"]) == ("DELETE", "UPSERT")
+    assert added["version"] > deleted["version"]
 
 
 def test_the_per_record_state_survives_a_restart() -> None:
