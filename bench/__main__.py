@@ -47,7 +47,8 @@ from mutualaid.settings import Settings
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
-from producers.runner import LineFile, SourceItem
+from producers.contract import SourceItem
+from producers.sources import LineFile
 from streams.router import Consumed, Router
 
 EVENTS = 20_000

@@ -22,7 +22,7 @@ from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind
-from producers.runner import Rejected, SourceItem
+from producers.contract import Rejected, SourceItem
 
 DEFAULT_MAPPING = Path("deploy/mappings/alpr/mutualaid.yaml")
 

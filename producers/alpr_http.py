@@ -41,8 +41,7 @@ from mutualaid.serde import (
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, source_topic
 from producers.alpr import AlprAdapter, AlprField, AlprMapping
-from producers.runner import Rejected
-from producers.sources import SourceItem
+from producers.contract import Rejected, SourceItem
 
 MAX_BODY_BYTES = 1_000_000  # a camera pushes a few reads at a time, not exports
 # A camera waits for its answer; past this it gets 503 and sends again (the copies are harmless).

@@ -46,8 +46,8 @@ from typing import Any
 
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind, check_ori
+from producers.contract import Rejected, SourceItem
 from producers.parsing import decode_utf8, epoch_millis, instant, optional_instant, text
-from producers.runner import Rejected, SourceItem
 
 SOURCE_SYSTEM = "cad-eido"
 

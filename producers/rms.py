@@ -60,8 +60,8 @@ from defusedxml.ElementTree import fromstring
 from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind, check_ori
+from producers.contract import Rejected, SourceItem
 from producers.parsing import epoch_millis, text
-from producers.runner import Rejected, SourceItem
 
 SOURCE_SYSTEM = "rms-nibrs-xml"
 ROLES = {"Victim": "VICTIM", "Subject": "OFFENDER", "Arrestee": "ARRESTEE"}

@@ -21,12 +21,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from mutualaid.deadletter import DeadLetters, Letter
-from mutualaid.errors import UsageError
 from mutualaid.events import record_key
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -44,39 +42,16 @@ from mutualaid.serde import (
     codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, source_topic
+from mutualaid.topics import Stage, source_topic
 from producers.checkpoint import CheckpointStore, Position
-from producers.sources import (  # re-exported: adapters import them from here
-    FOLLOW_POLL_SECONDS,
-    LineFile,
-    Source,
-    SourceItem,
-)
+from producers.contract import Adapter, Rejected, SourceItem
+from producers.sources import Source
 
 log = logging.getLogger("mutualaid.connector")
 
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
 DELIVERY_TIMEOUT = 30.0
-__all__ = ["FOLLOW_POLL_SECONDS", "LineFile", "Rejected", "Runner", "Source", "SourceItem"]
-
-
-class Rejected(UsageError):
-    """An item the adapter cannot turn into an event; it goes to dlq.producers."""
-
-    def __init__(self, error_type: str, reason: str) -> None:
-        self.error_type = error_type
-        self.reason = reason
-        super().__init__(f"{error_type}: {reason}")
-
-
-class Adapter(Protocol):
-    kind: Kind
-    source_system: str
-
-    def to_event(self, item: SourceItem) -> dict:
-        """The event for this item, or raise Rejected."""
-        ...
 
 
 @dataclass
