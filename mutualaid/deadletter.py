@@ -121,14 +121,13 @@ class DeadLetters(Generic[T]):
         self, msg: Message, error_type: str, reason: str, source_ori: str | None = None
     ) -> T:
         """``consumed`` for a confluent-kafka message."""
-        return self.consumed(
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
+        return self.send(
+            reason=reason,
+            error_type=error_type,
+            source=str(msg.topic()),
+            position=f"partition {msg.partition()} offset {msg.offset()}",
             key=msg.key(),
             payload=msg.value(),
-            error_type=error_type,
-            reason=reason,
             source_ori=source_ori,
         )
 

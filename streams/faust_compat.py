@@ -46,4 +46,4 @@ def bound_fetch_wait() -> None:
         original(self, *args, **kwargs)
 
     init._mutualaid_bounded = True  # type: ignore[attr-defined]
-    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
+    aiokafka.AIOKafkaConsumer.__init__ = init

@@ -29,10 +29,15 @@ EXIT_DELIVERY_FAILED = 70
 
 
 class Sendable(Protocol):
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None
+    # Read-only, so that a frozen dataclass (streams.router.Output) is one.
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def partition(self) -> int | None: ...
 
 
 async def process_in_batches(
