@@ -59,16 +59,19 @@ class DeadLetters(Generic[T]):
         key: bytes | None = None,
         source_ori: str | None = None,
     ) -> T:
-        letter = dead_letter(
-            stage=self.stage,
-            reason=reason,
-            error_type=error_type,
-            source=source,
-            position=position,
-            payload=payload,
-            key=key,
-            source_ori=source_ori,
-        )
+        """Build the ``mutualaid.DeadLetter``, count it by stage and error type, and send it."""
+        DEAD_LETTERS.labels(stage=str(self.stage), reason=error_type).inc()
+        letter = {
+            "stage": str(self.stage),
+            "reason": reason,
+            "error_type": error_type,
+            "source": source,
+            "position": position,
+            "source_ori": source_ori,
+            "key": key,
+            "payload": payload,
+            "failed_at": datetime.now(UTC),
+        }
         value = self._encode(letter, SerializationContext(self.topic))
         assert value is not None  # a record, never a tombstone
         return self._send(self.topic, key, value)
@@ -130,30 +133,3 @@ class DeadLetters(Generic[T]):
             payload=msg.value(),
             source_ori=source_ori,
         )
-
-
-def dead_letter(
-    *,
-    stage: Stage,
-    reason: str,
-    error_type: str,
-    source: str,
-    position: str,
-    payload: bytes | None,
-    key: bytes | None = None,
-    source_ori: str | None = None,
-    now: datetime | None = None,
-) -> dict:
-    """A ``mutualaid.DeadLetter`` record, counted in Prometheus by stage and error type."""
-    DEAD_LETTERS.labels(stage=str(stage), reason=error_type).inc()
-    return {
-        "stage": str(stage),
-        "reason": reason,
-        "error_type": error_type,
-        "source": source,
-        "position": position,
-        "source_ori": source_ori,
-        "key": key,
-        "payload": payload,
-        "failed_at": now or datetime.now(UTC),
-    }

@@ -13,13 +13,13 @@ import pytest
 from confluent_kafka import Message
 
 from conftest import (
+    FAR_AWAY,
+    IN_CITY,
     Region,
-    configured_region,
+    dispatch_region,
     publish_source,
-    random_ori,
     read_topic,
     wait_for,
-    write_dispatch_region,
 )
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.events import new_envelope
@@ -29,8 +29,6 @@ from mutualaid.settings import Settings
 from mutualaid.topics import Kind, alerts_topic, share_topic
 from producers.hotlist import add_bolo
 
-IN_CITY = (38.94, -119.98)
-FAR_AWAY = (37.00, -118.00)
 NOW = datetime.now(UTC).replace(microsecond=0)
 BATCH = 4000  # enough that the router is still on the first batch when stopped
 HIT_PLATE = "7ABC123"
@@ -38,17 +36,7 @@ HIT_PLATE = "7ABC123"
 
 @pytest.fixture
 def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
-    city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
-    write_dispatch_region(tmp_path, city, county, neighbour, federal, field_actions=False)
-    oris = (city, county, neighbour, federal)
-    return configured_region(
-        tmp_path,
-        broker,
-        oris,
-        router_id=f"router-{city.lower()}",
-        matcher_id=f"matcher-{city.lower()}",
-        alert_repeat_seconds=600,
-    )
+    return dispatch_region(tmp_path, broker, alert_repeat_seconds=600)
 
 
 def read(owner: str, record_id: str, plate: str, where: tuple, taken: datetime, **kw) -> dict:
