@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from consumers.index import IndexUnavailable
+from consumers.indexbase import IndexUnavailable
 from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
 from consumers.records import (
     CONTENT_COLUMNS,

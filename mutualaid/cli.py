@@ -479,10 +479,10 @@ def _connector(settings: Settings, args: argparse.Namespace, ori: str):
         from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
         from producers.jsonlimits import ReadLimits
 
-        mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
-        source = LineFile(path, has_header=mapping.format == "csv")
+        alpr_mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
+        source = LineFile(path, has_header=alpr_mapping.format == "csv")
         try:
-            adapter = AlprAdapter(mapping, source.header, ori, ReadLimits.of(settings))
+            adapter = AlprAdapter(alpr_mapping, source.header, ori, ReadLimits.of(settings))
             return adapter, source, path.name
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
@@ -499,14 +499,14 @@ def _connector(settings: Settings, args: argparse.Namespace, ori: str):
     from producers.rms import RmsAdapter
 
     try:
-        adapter = RmsAdapter(ori, zone=ZoneInfo(args.timezone))
+        rms = RmsAdapter(ori, zone=ZoneInfo(args.timezone))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"--timezone {args.timezone!r} is not an IANA zone") from None
     if path.is_dir():
-        return adapter, DocumentDirectory(path, "*.xml"), f"rms-{path.name}"
+        return rms, DocumentDirectory(path, "*.xml"), f"rms-{path.name}"
     if not path.is_file():
         raise ValueError(f"{path}: no such file or directory")
-    return adapter, DocumentDirectory(path.parent, path.name), f"rms-{path.name}"
+    return rms, DocumentDirectory(path.parent, path.name), f"rms-{path.name}"
 
 
 def _router(settings: Settings, args: argparse.Namespace) -> int:

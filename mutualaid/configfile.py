@@ -11,6 +11,7 @@ have to run the check once per mistake.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -78,7 +79,7 @@ def _line_for(index: dict[Loc, int], loc: Loc) -> int | None:
     return None
 
 
-def _fix_for(error: dict[str, Any], model: type[BaseModel], loc: Loc) -> str:
+def _fix_for(error: Mapping[str, Any], model: type[BaseModel], loc: Loc) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     name = str(loc[-1]) if loc else ""
@@ -91,7 +92,7 @@ def _fix_for(error: dict[str, Any], model: type[BaseModel], loc: Loc) -> str:
     return "correct the value" + _described(model, loc)
 
 
-def _field_info(model: type[BaseModel], loc: Loc):
+def _field_info(model: type[BaseModel], loc: Loc) -> Any:
     """Walk nested models along loc to the FieldInfo it names, skipping list indexes."""
     current: Any = model
     info = None
@@ -152,7 +153,7 @@ def problems_from(
     return problems
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: Mapping[str, Any]) -> str:
     if err["type"] == "missing":
         return "is required but missing"
     if err["type"] == "extra_forbidden":

@@ -20,6 +20,8 @@ from mutualaid.serde import DEAD_LETTER, Codecs, SerializationContext
 from mutualaid.topics import Stage, dlq_topic
 
 T = TypeVar("T")
+# Well under the 1 MB a Kafka broker takes per record by default, with room for the rest.
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 class Letter(NamedTuple):
@@ -59,16 +61,26 @@ class DeadLetters(Generic[T]):
         key: bytes | None = None,
         source_ori: str | None = None,
     ) -> T:
-        letter = dead_letter(
-            stage=self.stage,
-            reason=reason,
-            error_type=error_type,
-            source=source,
-            position=position,
-            payload=payload,
-            key=key,
-            source_ori=source_ori,
-        )
+        """Build the ``mutualaid.DeadLetter``, count it by stage and error type, and send it.
+
+        A payload past MAX_PAYLOAD_BYTES is cut to its start, and the reason says so: the whole of
+        it could make the dead letter larger than the broker takes, and then nothing is kept.
+        """
+        DEAD_LETTERS.labels(stage=str(self.stage), reason=error_type).inc()
+        if payload is not None and len(payload) > MAX_PAYLOAD_BYTES:
+            reason += f" (payload cut to its first {MAX_PAYLOAD_BYTES:,} of {len(payload):,} bytes)"
+            payload = payload[:MAX_PAYLOAD_BYTES]
+        letter = {
+            "stage": str(self.stage),
+            "reason": reason,
+            "error_type": error_type,
+            "source": source,
+            "position": position,
+            "source_ori": source_ori,
+            "key": key,
+            "payload": payload,
+            "failed_at": datetime.now(UTC),
+        }
         value = self._encode(letter, SerializationContext(self.topic))
         assert value is not None  # a record, never a tombstone
         return self._send(self.topic, key, value)
@@ -121,51 +133,12 @@ class DeadLetters(Generic[T]):
         self, msg: Message, error_type: str, reason: str, source_ori: str | None = None
     ) -> T:
         """``consumed`` for a confluent-kafka message."""
-        return self.consumed(
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
+        return self.send(
+            reason=reason,
+            error_type=error_type,
+            source=str(msg.topic()),
+            position=f"partition {msg.partition()} offset {msg.offset()}",
             key=msg.key(),
             payload=msg.value(),
-            error_type=error_type,
-            reason=reason,
             source_ori=source_ori,
         )
-
-
-# Well under the 1 MB a Kafka broker takes per record by default, with room for the rest.
-MAX_PAYLOAD_BYTES = 256 * 1024
-
-
-def dead_letter(
-    *,
-    stage: Stage,
-    reason: str,
-    error_type: str,
-    source: str,
-    position: str,
-    payload: bytes | None,
-    key: bytes | None = None,
-    source_ori: str | None = None,
-    now: datetime | None = None,
-) -> dict:
-    """A ``mutualaid.DeadLetter`` record, counted in Prometheus by stage and error type.
-
-    A payload past MAX_PAYLOAD_BYTES is cut to its start, and the reason says so: the whole of
-    it could make the dead letter larger than the broker takes, and then nothing is kept.
-    """
-    DEAD_LETTERS.labels(stage=str(stage), reason=error_type).inc()
-    if payload is not None and len(payload) > MAX_PAYLOAD_BYTES:
-        reason += f" (payload cut to its first {MAX_PAYLOAD_BYTES:,} of {len(payload):,} bytes)"
-        payload = payload[:MAX_PAYLOAD_BYTES]
-    return {
-        "stage": str(stage),
-        "reason": reason,
-        "error_type": error_type,
-        "source": source,
-        "position": position,
-        "source_ori": source_ori,
-        "key": key,
-        "payload": payload,
-        "failed_at": now or datetime.now(UTC),
-    }

@@ -35,6 +35,20 @@ class Envelope(TypedDict):
     source_position: str | None
 
 
+class Event(TypedDict):
+    """A source event, as it is on src.<ori>.<kind>: the envelope, and the body (None when the
+    event deletes the record)."""
+
+    envelope: Envelope
+    body: dict[str, Any] | None
+
+
+class SharedEvent(Event):
+    """An event as a partner receives it on share.<ori>.<kind>: how it was disclosed, too."""
+
+    disclosure: dict[str, Any]
+
+
 def event_id(source_ori: str, kind: Kind, record_id: str, version: int) -> str:
     return str(uuid.uuid5(EVENT_NAMESPACE, f"{source_ori}/{kind}/{record_id}/{version}"))
 
@@ -78,10 +92,10 @@ def record_key(envelope: Envelope | dict[str, Any]) -> bytes:
     return f"{envelope['source_ori']}/{envelope['record_id']}".encode()
 
 
-def event_from_json(path: Path) -> dict:
+def event_from_json(path: Path) -> dict[str, Any]:
     """An event written by hand as JSON (for `agreements explain`), times as ISO 8601."""
     try:
-        data = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
         envelope = data["envelope"]
         for name in ("occurred_at", "ingested_at"):
             value = envelope.get(name) or datetime.now(UTC).isoformat()

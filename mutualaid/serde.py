@@ -90,23 +90,23 @@ class SchemaStore:
     """The Avro schemas in a directory, by full name and by fingerprint."""
 
     def __init__(self, directory: Path = AVRO_DIR) -> None:
-        self._by_name: dict[str, dict] = {}
-        self._by_fingerprint: dict[bytes, dict] = {}
+        self._by_name: dict[str, Schema] = {}
+        self._by_fingerprint: dict[bytes, Schema] = {}
         self._json: dict[str, str] = {}
         self.directory = directory
         for path in sorted(directory.glob("*.avsc")):
-            schema = load_schema(path)
+            schema = _load(path)
             name = schema_name(schema)
             self._by_name[name] = schema
             self._by_fingerprint[schema_fingerprint(schema)] = schema
             # Self-contained, logical types and docs kept: what a schema registry should hold.
-            self._json[name] = json.dumps(load_schema(path, _write_hint=False))
+            self._json[name] = json.dumps(load_schema(str(path), _write_hint=False))
         # Earlier versions are readable, never written.
         for path in sorted((directory / "history").glob("*/*.avsc")):
-            schema = load_schema(path)
+            schema = _load(path)
             self._by_fingerprint.setdefault(schema_fingerprint(schema), schema)
 
-    def get(self, name: str) -> dict:
+    def get(self, name: str) -> Schema:
         try:
             return self._by_name[name]
         except KeyError:
@@ -116,12 +116,22 @@ class SchemaStore:
         self.get(name)
         return self._json[name]
 
-    def by_fingerprint(self, fp: bytes) -> dict | None:
+    def by_fingerprint(self, fp: bytes) -> Schema | None:
         return self._by_fingerprint.get(fp)
 
     @property
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+
+Schema = dict[str, Any]  # a parsed Avro record schema, as fastavro holds it
+
+
+def _load(path: Path) -> Schema:
+    schema = load_schema(str(path))
+    if not isinstance(schema, dict):
+        raise SerializationError(f"{path}: not an Avro record schema")
+    return schema
 
 
 def schema_name(schema: Mapping[str, Any]) -> str:
@@ -130,7 +140,7 @@ def schema_name(schema: Mapping[str, Any]) -> str:
 
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
     """The CRC-64-AVRO fingerprint of the schema's canonical form, little-endian as on the wire."""
-    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(dict(schema)), "CRC-64-AVRO"))
 
 
 class AvroSerializer:
@@ -158,6 +168,7 @@ class AvroSerializer:
 
     def _confluent_header(self, ctx: SerializationContext) -> bytes:
         subject = f"{ctx.topic}-value"
+        assert self._registry is not None  # called only with a registry
         if subject not in self._ids:
             from confluent_kafka.schema_registry import Schema
 
@@ -177,9 +188,9 @@ class AvroDeserializer:
         self._store = store
         self._reader = store.get(name)
         self._registry = registry
-        self._registry_schemas: dict[int, dict] = {}
+        self._registry_schemas: dict[int, Schema] = {}
 
-    def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict | None:
+    def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict[str, Any] | None:
         if data is None:
             return None
         writer, body = self._writer_and_body(data, ctx)
@@ -195,7 +206,7 @@ class AvroDeserializer:
             raise DeserializationError("Avro body is not a record", ctx)
         return record
 
-    def _writer_and_body(self, data: bytes, ctx: SerializationContext) -> tuple[dict, bytes]:
+    def _writer_and_body(self, data: bytes, ctx: SerializationContext) -> tuple[Schema, bytes]:
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
             writer = self._store.by_fingerprint(data[2:10])
             if writer is None:
@@ -214,7 +225,7 @@ class AvroDeserializer:
             ctx,
         )
 
-    def _registry_schema(self, schema_id: int, ctx: SerializationContext) -> dict:
+    def _registry_schema(self, schema_id: int, ctx: SerializationContext) -> Schema:
         if schema_id in self._registry_schemas:
             return self._registry_schemas[schema_id]
         if self._registry is None:
@@ -226,6 +237,8 @@ class AvroDeserializer:
         try:
             found = self._registry.get_schema(schema_id)
             schema = fastavro.parse_schema(json.loads(found.schema_str))
+            if not isinstance(schema, dict):
+                raise TypeError("not a record schema")
         except Exception as exc:  # registry errors, bad JSON, bad schema: all unreadable here
             raise DeserializationError(f"schema id {schema_id}: {exc}", ctx) from exc
         self._registry_schemas[schema_id] = schema

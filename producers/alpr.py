@@ -23,8 +23,8 @@ from mutualaid.configfile import load_model
 from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind
+from producers.contract import Rejected, SourceItem
 from producers.jsonlimits import ReadLimits, check_depth
-from producers.runner import Rejected, SourceItem
 
 DEFAULT_MAPPING = Path("deploy/mappings/alpr/mutualaid.yaml")
 

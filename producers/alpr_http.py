@@ -46,9 +46,8 @@ from mutualaid.serde import (
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, source_topic
 from producers.alpr import AlprAdapter, AlprField, AlprMapping
+from producers.contract import Rejected, SourceItem
 from producers.jsonlimits import ReadLimits, check_depth, nesting_depth
-from producers.runner import Rejected
-from producers.sources import SourceItem
 
 # A camera waits for its answer; past this it gets 503 and sends again (the copies are harmless).
 DELIVERY_TIMEOUT = 10.0

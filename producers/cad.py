@@ -46,9 +46,9 @@ from mutualaid.events import new_envelope
 from mutualaid.plates import normalize_plate
 from mutualaid.topics import Kind, check_ori
 from producers import pidflo
+from producers.contract import Rejected, SourceItem
 from producers.jsonlimits import check_depth
 from producers.parsing import decode_utf8, epoch_millis, optional_instant, text
-from producers.runner import Rejected, SourceItem
 
 SOURCE_SYSTEM = "cad-eido"
 MAX_DEPTH = 64  # EIDO nests components a few levels deep; far deeper is not an EIDO

@@ -37,8 +37,8 @@ from mutualaid.serde import (
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, check_ori, hotlist_topic
+from producers.contract import Rejected
 from producers.parsing import epoch_millis, text
-from producers.runner import Rejected
 
 REASONS = (
     "stolen_vehicle",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from producers.runner import Rejected
+from producers.contract import Rejected
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -64,6 +64,7 @@ from defusedxml.ElementTree import fromstring
 from mutualaid.events import new_envelope
 from mutualaid.labels import Person, derive
 from mutualaid.topics import Kind, check_ori
+from producers.contract import Rejected, Skipped, SourceItem
 from producers.nibrs import (
     UCR_DESCRIPTIONS,
     Reading,
@@ -75,7 +76,6 @@ from producers.nibrs import (
     value,
 )
 from producers.parsing import epoch_millis, text
-from producers.runner import Rejected, Skipped, SourceItem
 
 __all__ = ["UCR_DESCRIPTIONS", "RmsAdapter"]
 

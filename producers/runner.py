@@ -28,12 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from mutualaid.deadletter import DeadLetters, Letter
-from mutualaid.errors import UsageError
 from mutualaid.events import record_key
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -51,68 +50,16 @@ from mutualaid.serde import (
     codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, source_topic
+from mutualaid.topics import Stage, source_topic
 from producers.checkpoint import CheckpointStore, Position
-from producers.sources import (  # re-exported: adapters import them from here
-    FOLLOW_POLL_SECONDS,
-    LineFile,
-    Source,
-    SourceItem,
-)
+from producers.contract import Adapter, Rejected, Skipped, SourceItem, StatefulAdapter
+from producers.sources import Source
 
 log = logging.getLogger("mutualaid.connector")
 
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
 DELIVERY_TIMEOUT = 30.0
-__all__ = [
-    "FOLLOW_POLL_SECONDS",
-    "LineFile",
-    "Rejected",
-    "Runner",
-    "Skipped",
-    "Source",
-    "SourceItem",
-]
-
-
-class Rejected(UsageError):
-    """An item the adapter cannot turn into an event; it goes to dlq.producers."""
-
-    def __init__(self, error_type: str, reason: str) -> None:
-        self.error_type = error_type
-        self.reason = reason
-        super().__init__(f"{error_type}: {reason}")
-
-
-class Skipped(Exception):
-    """A valid item that holds no record (a NIBRS zero report): no event, no dead letter."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
-
-
-class Adapter(Protocol):
-    kind: Kind
-    source_system: str
-
-    def to_event(self, item: SourceItem) -> dict:
-        """The event for this item, or raise Rejected (or Skipped)."""
-        ...
-
-
-@runtime_checkable
-class StatefulAdapter(Protocol):
-    """An adapter whose mapping depends on what it mapped before; the state is plain JSON."""
-
-    def state(self) -> dict[str, Any]:
-        """A snapshot of the state now (not shared with later changes)."""
-        ...
-
-    def restore(self, state: dict[str, Any] | None) -> None:
-        """Start over from a snapshot (None: from nothing, as for a new checkpoint)."""
-        ...
 
 
 @dataclass

@@ -17,33 +17,13 @@ import fnmatch
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from producers.checkpoint import DirectoryPosition, FilePosition, Position
+from producers.contract import SourceItem
 
 FOLLOW_POLL_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class SourceItem:
-    """One raw item and the position just after it (where a resumed read starts).
-
-    ``raw`` is what a dead letter keeps; ``line`` the line (or document) number; ``where`` says
-    where the item is in its source when a line number does not ("file 0001.json"); ``record``
-    is an already-structured item (a database row) that the adapter reads instead of ``raw``.
-    """
-
-    raw: bytes
-    line: int
-    after: Position | None  # None for items pushed to us (HTTP): nothing to resume from
-    where: str | None = None
-    record: Any = None
-
-    @property
-    def position(self) -> str:
-        return self.where or f"line {self.line}"
 
 
 class Source(Protocol):

@@ -51,8 +51,8 @@ from mutualaid.events import new_envelope
 from mutualaid.serde import default_store
 from mutualaid.topics import Kind, check_ori
 from producers.checkpoint import Position, WatermarkPosition
+from producers.contract import Rejected, SourceItem
 from producers.parsing import epoch_millis
-from producers.runner import Rejected, SourceItem
 
 POLL_ROWS = 500
 BODY_SCHEMA = {Kind.CAD_INCIDENT: "mutualaid.cad.Incident", Kind.RMS_RECORD: "mutualaid.rms.Record"}

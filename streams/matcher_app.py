@@ -19,6 +19,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
+import confluent_kafka
 import faust
 from faust.types import Message
 
@@ -60,7 +61,7 @@ def load_hotlists(settings: Settings, registry: Registry) -> tuple[Hotlists, Top
     codecs = codecs_for(settings)
     hotlists = Hotlists(codecs.store, codecs.registry)
 
-    def apply(msg: Message) -> None:
+    def apply(msg: confluent_kafka.Message) -> None:  # a TopicFollower's, not faust's
         hotlists.apply(msg.key(), msg.value(), msg.topic())
 
     topics = [hotlist_topic(ori) for ori in registry.oris]
@@ -122,8 +123,10 @@ def create_matcher_app(
     def observe(outputs: list[Output]) -> None:
         now = datetime.now(UTC)
         for out in outputs:
-            if out.topic in alert_topics:
-                hit = read_alert(out.value, SerializationContext(out.topic))
+            if out.topic not in alert_topics:
+                continue
+            hit = read_alert(out.value, SerializationContext(out.topic))
+            if hit is not None:
                 ALERT_LATENCY.observe((now - hit["read_ingested_at"]).total_seconds())
 
     @app.agent(reads, name="match")

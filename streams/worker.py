@@ -4,17 +4,13 @@ the current agreements."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-import aiokafka
 import faust
 from confluent_kafka import Producer
-from faust.streams import _current_event as faust_current_event
 from faust.types import Message
 
 from mutualaid.agencies import Registry, load_registry
@@ -33,6 +29,7 @@ from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec, topics_for
+from streams.faust_compat import bound_fetch_wait, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
 EXIT_DELIVERY_FAILED = 70
@@ -40,10 +37,15 @@ DELIVERY_TIMEOUT_SECONDS = 45.0  # beyond stage_producer_config's delivery.timeo
 
 
 class Sendable(Protocol):
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None
+    # Read-only, so that a frozen dataclass (streams.router.Output) is one.
+    @property
+    def topic(self) -> str: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def partition(self) -> int | None: ...
 
 
 class Outbox:
@@ -98,11 +100,7 @@ async def process_in_batches(
     async for batch in stream.take_events(batch_size, within=within):
         outputs: list[Sendable] = []
         for event in batch:
-            # Tables write their changelog to the current event's partition (so state moves
-            # with the partition on rebalance), but take_events does not set it per item. Set
-            # only the context variable tables read: the stream's own current_event is what
-            # take_events' background filler reads, and must not move.
-            faust_current_event.set(weakref.ref(event))
+            set_current_event(event)  # take_events does not, and tables need it
             for out in handle(event.message):
                 outbox.send(out)
                 outputs.append(out)
@@ -110,29 +108,8 @@ async def process_in_batches(
         acknowledged(outputs)
 
 
-# How long a fetch may wait at the broker for data. faust hard-codes 1500 ms for aiokafka and
-# has no setting for it. Apache Kafka answers a waiting fetch as soon as data arrives, so there
-# the value only bounds idle polling; the embedded Tansu broker holds the fetch for the whole
-# wait, so it adds directly to every hop (a hit alert took ~0.5 s instead of ~0.1 s).
-FETCH_MAX_WAIT_MS = 50
-
-
-def _bound_fetch_wait() -> None:
-    original = aiokafka.AIOKafkaConsumer.__init__
-    if getattr(original, "_mutualaid_bounded", False):
-        return
-
-    @functools.wraps(original)
-    def init(self: aiokafka.AIOKafkaConsumer, *args: object, **kwargs: object) -> None:
-        kwargs["fetch_max_wait_ms"] = FETCH_MAX_WAIT_MS
-        original(self, *args, **kwargs)
-
-    init._mutualaid_bounded = True  # type: ignore[attr-defined]
-    aiokafka.AIOKafkaConsumer.__init__ = init  # type: ignore[method-assign]
-
-
 def new_app(settings: Settings, app_id: str) -> faust.App:
-    _bound_fetch_wait()
+    bound_fetch_wait()
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)  # faust fails at start if it is missing
     app = faust.App(

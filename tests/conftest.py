@@ -380,6 +380,22 @@ def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
         stop(proc, timeout=10)
 
 
+# In the dispatch region: inside the city's jurisdiction, and far from every center.
+IN_CITY = (38.94, -119.98)
+FAR_AWAY = (37.00, -118.00)
+
+
+def dispatch_region(tmp_path: Path, broker: EmbeddedBroker, **settings: object) -> Region:
+    """The hit-alert region of ``write_dispatch_region`` (no field actions), configured, with
+    a router and a matcher group (and tables) of its own on the shared broker."""
+    city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
+    write_dispatch_region(tmp_path, city, county, neighbour, federal, field_actions=False)
+    own = {"router_id": f"router-{city.lower()}", "matcher_id": f"matcher-{city.lower()}"}
+    return configured_region(
+        tmp_path, broker, (city, county, neighbour, federal), **own, **settings
+    )
+
+
 def write_dispatch_region(
     root: Path, city: str, county: str, neighbour: str, federal: str, *, field_actions: bool
 ) -> None:

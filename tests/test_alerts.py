@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    FAR_AWAY,
+    IN_CITY,
     Region,
-    configured_region,
     dead_letters,
+    dispatch_region,
     mutualaid_cli,
     publish_source,
-    random_ori,
     read_topic,
     wait_for,
-    write_dispatch_region,
 )
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.events import new_envelope
@@ -32,8 +32,6 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic
 
-IN_CITY = (38.94, -119.98)
-FAR_AWAY = (37.00, -118.00)
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
@@ -41,12 +39,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
     """Three dispatch centers far apart: the neighbour shares its reads with both CA centers,
     the county shares its hotlist with the city."""
-    city, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
-    write_dispatch_region(tmp_path, city, county, neighbour, federal, field_actions=False)
-    oris = (city, county, neighbour, federal)
-    return configured_region(
-        tmp_path, broker, oris, matcher_id=f"matcher-{city.lower()}", alert_repeat_seconds=600
-    )
+    return dispatch_region(tmp_path, broker, alert_repeat_seconds=600)
 
 
 def extract(path: Path, rows: list[str]) -> Path:

@@ -14,7 +14,9 @@ from mutualaid.configfile import ConfigError
 from mutualaid.topics import Kind, Stage
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.checkpoint import CheckpointStore
-from producers.runner import LineFile, Rejected, Runner, SourceItem
+from producers.contract import Rejected, SourceItem
+from producers.runner import Runner
+from producers.sources import LineFile
 
 HEADER = (
     b"read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,"

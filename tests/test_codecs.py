@@ -26,8 +26,8 @@ from mutualaid.serde import (
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, Stage, hotlist_topic
+from producers.contract import Rejected
 from producers.hotlist import current_entries, load_extract, remove_entry
-from producers.runner import Rejected
 
 
 def mock_registry_settings(region: Region | None = None) -> Settings:

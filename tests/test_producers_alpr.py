@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from producers.alpr import AlprAdapter, load_mapping
-from producers.runner import Rejected
+from producers.contract import Rejected
 from producers.sources import LineFile, SourceItem
 
 SAMPLE = Path(__file__).parent / "data" / "alpr" / "genetec-autovu-reads.csv"

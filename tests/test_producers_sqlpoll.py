@@ -14,7 +14,8 @@ from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, source_topic
 from producers.checkpoint import CheckpointStore, WatermarkPosition
-from producers.runner import Rejected, Runner
+from producers.contract import Rejected
+from producers.runner import Runner
 from producers.sqlpoll import SqlMapping, SqlPoller, SqlRowAdapter, load_sql_mapping
 
 MAPPING = Path("deploy/mappings/sql/rms-reports.yaml")

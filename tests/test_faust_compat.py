@@ -1,0 +1,68 @@
+"""What streams/faust_compat.py relies on in faust and aiokafka still holds (no broker needed:
+these fail on an upgrade that changes it, before a worker silently misbehaves)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import aiokafka
+import faust
+
+from mutualaid.settings import Settings
+from streams.faust_compat import FETCH_MAX_WAIT_MS, bound_fetch_wait, set_current_event
+from streams.worker import new_app
+
+
+def test_aiokafka_still_takes_fetch_max_wait_ms() -> None:
+    bound_fetch_wait()
+    init = aiokafka.AIOKafkaConsumer.__init__
+    original = inspect.unwrap(init)
+    assert original is not init  # wrapped once, and only once
+    bound_fetch_wait()
+    assert aiokafka.AIOKafkaConsumer.__init__ is init
+    assert "fetch_max_wait_ms" in inspect.signature(original).parameters
+
+
+def test_the_consumer_faust_builds_waits_at_most_the_bound(tmp_path: Path) -> None:
+    async def build() -> int:
+        app = new_app(Settings(data_dir=tmp_path, bootstrap_servers="127.0.0.1:1"), "compat")
+        thread: Any = app.consumer._thread  # type: ignore[attr-defined]
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            return int(consumer._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(build()) == FETCH_MAX_WAIT_MS
+
+
+class Event:
+    """Stands in for a faust Event: a table reads only its message (and needs a weak ref)."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
+def test_tables_write_their_changelog_to_the_event_set_as_current(tmp_path: Path) -> None:
+    async def changelog_partitions() -> list[int | None]:
+        app = faust.App("compat-table", broker="kafka://127.0.0.1:1", store="memory://")
+        table = app.Table("holders", partitions=8)
+        sent: list[int | None] = []
+
+        def send_changelog(partition: int | None, key: Any, value: Any, **_: Any) -> Any:
+            sent.append(partition)
+            return SimpleNamespace(message=SimpleNamespace(partition=partition))
+
+        table.send_changelog = send_changelog  # type: ignore[method-assign]
+        for partition in (5, 2):
+            event = Event("src.ca0990100.alpr.read", partition)  # held: faust keeps a weak ref
+            set_current_event(event)  # type: ignore[arg-type]
+            table[f"key-{partition}"] = {"CA0990200": ["a", 1]}
+            del table[f"key-{partition}"]
+        return sent
+
+    assert asyncio.run(changelog_partitions()) == [5, 5, 2, 2]

@@ -1,0 +1,63 @@
+"""The import graph reads as the data flow: adapters depend on the contract, not the runner;
+no two modules import each other; the core imports no stage (bar the entry points)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("mutualaid", "producers", "streams", "consumers")
+ADAPTERS = ("alpr", "alpr_http", "cad", "rms", "sqlpoll", "parsing", "hotlist")
+# The composition root: the only core modules that may reach into the stages.
+ENTRY_POINTS = {"mutualaid.cli", "mutualaid.up"}
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at run time (TYPE_CHECKING blocks left out)."""
+    graph: dict[str, set[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                    node.body = []
+            found: set[str] = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    found.add(node.module)
+                elif isinstance(node, ast.Import):
+                    found.update(alias.name for alias in node.names)
+            graph[module] = {m for m in found if m.split(".")[0] in PACKAGES}
+    return graph
+
+
+def test_the_walk_sees_the_modules() -> None:
+    graph = imports()
+    assert {"producers.contract", "consumers.indexbase", "streams.router"} <= set(graph)
+    assert "producers.contract" in graph["producers.alpr"]
+
+
+def test_adapters_import_the_contract_not_the_runner() -> None:
+    graph = imports()
+    assert [a for a in ADAPTERS if "producers.runner" in graph[f"producers.{a}"]] == []
+    assert graph["producers.contract"] <= {"mutualaid.errors", "mutualaid.topics"}
+
+
+def test_no_two_modules_import_each_other() -> None:
+    graph = imports()
+    pairs = sorted((a, b) for a in graph for b in graph[a] if a < b and a in graph.get(b, ()))
+    assert pairs == []
+
+
+def test_the_core_imports_no_stage() -> None:
+    graph = imports()
+    reaching = {
+        (module, target)
+        for module, targets in graph.items()
+        if module.startswith("mutualaid.") and module not in ENTRY_POINTS
+        for target in targets
+        if not target.startswith("mutualaid")
+    }
+    assert reaching == set()
