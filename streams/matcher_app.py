@@ -42,6 +42,7 @@ from streams.router import Output
 from streams.worker import (
     Outbox,
     new_app,
+    outbox_table,
     prepare_topics,
     process_in_batches,
     run_worker,
@@ -97,7 +98,7 @@ def create_matcher_app(
     decode = AvroDeserializer(store, SOURCE_EVENT[Kind.ALPR_READ], schema_registry)
     read_alert = AvroDeserializer(store, HIT_ALERT, schema_registry)
     outbox = Outbox(settings, log)
-    recent = app.Table("recent", partitions=settings.partitions, key_type=str)
+    recent = outbox_table(app, outbox, "recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],
         key_type=bytes,
