@@ -23,6 +23,7 @@ from mutualaid.agencies import Registry
 from mutualaid.configfile import ConfigError
 from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import (
+    FETCH_WAIT_MAX_MS,
     DeliveryFailed,
     DeliveryTracker,
     ensure_topics,
@@ -171,8 +172,9 @@ async def process_in_batches(
 # How long a fetch may wait at the broker for data. faust hard-codes 1500 ms for aiokafka and
 # has no setting for it. Apache Kafka answers a waiting fetch as soon as data arrives, so there
 # the value only bounds idle polling; the embedded Tansu broker holds the fetch for the whole
-# wait, so it adds directly to every hop (a hit alert took ~0.5 s instead of ~0.1 s).
-FETCH_MAX_WAIT_MS = 50
+# wait, so it adds directly to every hop (a hit alert took ~0.5 s instead of ~0.1 s). The same
+# value as the librdkafka consumers' (mutualaid.kafka.consumer_config).
+FETCH_MAX_WAIT_MS = FETCH_WAIT_MAX_MS
 
 
 def _bound_fetch_wait() -> None:
