@@ -328,7 +328,9 @@ def main(events_count: int, scale: list[int]) -> None:
 
         def row(name: str, work: Callable[[], dict]) -> None:
             rows[name] = work()
-            shown = ", ".join(f"{k} {v:,.1f}" for k, v in rows[name].items())
+            shown = ", ".join(
+                f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.3f}" for k, v in rows[name].items()
+            )
             print(f"  {name:<36} {shown}")
 
         row("faust_passthrough", lambda: passthrough_row(root, bootstrap, "faust", raw))

@@ -27,6 +27,8 @@ from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
 
+FETCH_WAIT_MAX_MS = 50
+
 
 class BrokerUnavailable(MutualaidError):
     """The broker did not answer in time."""
@@ -57,6 +59,11 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "auto.offset.reset": "earliest",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 6),
+        # How long the broker may hold a fetch that has no data yet. Apache Kafka answers as soon
+        # as data arrives (fetch.min.bytes=1), so there this only bounds idle polling; the
+        # embedded broker holds every fetch for the whole wait, so librdkafka's 500 ms default
+        # would add up to half a second to every hop.
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
         # mutualaid_consumer_lag, from the statistics librdkafka gathers as it fetches.
         "statistics.interval.ms": int(LAG_INTERVAL_SECONDS * 1000),
         "stats_cb": statistics_callback(group_id),

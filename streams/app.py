@@ -27,6 +27,7 @@ from streams.router import Consumed, Output, Router
 from streams.worker import (
     Outbox,
     new_app,
+    outbox_table,
     prepare_topics,
     process_in_batches,
     run_worker,
@@ -53,7 +54,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     )
     outbox = Outbox(settings, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
-    holders = app.Table("holders", partitions=settings.partitions, key_type=str)
+    holders = outbox_table(app, outbox, "holders", partitions=settings.partitions, key_type=str)
     sources = [source_topic(ori, kind) for ori in registry.oris for kind in RECORD_KINDS]
     sources.append(router.control_topic)  # rechecks after a narrowing, co-partitioned
     topic = app.topic(

@@ -20,11 +20,13 @@ import aiokafka
 from faust.streams import _current_event
 from faust.types import EventT
 
+from mutualaid.kafka import FETCH_WAIT_MAX_MS
+
 # How long a fetch may wait at the broker for data. Apache Kafka answers a waiting fetch as
 # soon as data arrives, so there the value only bounds idle polling; the embedded Tansu broker
 # holds the fetch for the whole wait, so it adds directly to every hop (a hit alert took
-# ~0.5 s instead of ~0.1 s).
-FETCH_MAX_WAIT_MS = 50
+# ~0.5 s instead of ~0.1 s). The same value as the librdkafka consumers'.
+FETCH_MAX_WAIT_MS = FETCH_WAIT_MAX_MS
 
 
 def set_current_event(event: EventT) -> None:

@@ -26,6 +26,7 @@ from mutualaid.metrics import (
     POLICY_SECONDS,
     SHARE_DECISIONS,
     STALE_EVENTS,
+    child,
 )
 from mutualaid.policy import Decision, FieldAction, Policy
 from mutualaid.serde import (
@@ -156,7 +157,7 @@ class Router:
                     "a source topic never carries tombstones; publish a DELETE event instead",
                 )
             ]
-        EVENTS_IN.labels(stage="streams", kind=str(kind)).inc()
+        child(EVENTS_IN, "streams", kind).inc()
         envelope = event["envelope"]
         if envelope["source_ori"] != owner or envelope["kind"] != str(kind):
             # An agency can only publish its own records: the topic, not the payload, says whose.
@@ -223,9 +224,7 @@ class Router:
                     rules=[r.ref for r in decision.rules],
                 )
             )
-            SHARE_DECISIONS.labels(
-                partner=decision.partner_ori, kind=str(kind), outcome=decision.outcome.lower()
-            ).inc()
+            child(SHARE_DECISIONS, decision.partner_ori, kind, decision.outcome.lower()).inc()
         denied = {d.partner_ori: d.steps[-1] for d in decisions if not d.shares}
         for partner, (agreement_id, version) in held.items():
             if partner in holding:
@@ -251,7 +250,7 @@ class Router:
                 holders[key] = entry
         elif held:
             holders.pop(key, None)
-        EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(len(holding))
+        child(EVENTS_OUT, "streams", kind).inc(len(holding))
         return outputs
 
     def rechecks(self, holders: Holders) -> list[Output]:
@@ -326,7 +325,7 @@ class Router:
             "body": None,
         }
         topic = share_topic(partner, kind)
-        SHARE_DECISIONS.labels(partner=partner, kind=str(kind), outcome="withdrawn").inc()
+        child(SHARE_DECISIONS, partner, kind, "withdrawn").inc()
         return [
             Output(topic, record_key(envelope), self._encode[kind](withdrawal, ctx)),
             Output(topic, record_key(envelope), None),
@@ -345,7 +344,7 @@ class Router:
             hash_key=self.hash_key,
         )
         if report.encrypted:
-            FIELDS_ENCRYPTED.labels(partner=decision.partner_ori).inc(len(report.encrypted))
+            child(FIELDS_ENCRYPTED, decision.partner_ori).inc(len(report.encrypted))
         return shared, report
 
     def _audit(
