@@ -45,6 +45,7 @@ create table if not exists records (
     kind text not null,
     record_id text not null,
     version bigint not null,
+    revision bigint not null default 0,
     deleted boolean not null default false,
     occurred_at timestamptz not null,
     tier text not null,
@@ -63,6 +64,7 @@ create table if not exists records (
     unique (source_ori, kind, record_id)
 );
 alter table records add column if not exists sealed text;  -- schemas made before it was
+alter table records add column if not exists revision bigint not null default 0;
 create index if not exists records_plate on records using gin (plate gin_trgm_ops)
     with (fastupdate = off) where not deleted;
 create index if not exists records_plate_key on records (plate_key) where not deleted;
@@ -103,6 +105,7 @@ create table if not exists layout (
 # The array type each records column travels in, for one multi-row upsert per batch.
 _ARRAY_TYPES = {
     "version": "bigint[]",
+    "revision": "bigint[]",
     "deleted": "boolean[]",
     "occurred_at": "timestamptz[]",
     "latitude": "float8[]",
@@ -193,7 +196,7 @@ class PostgresIndex:
         """Point the search path at this agency's schema (so no statement names it), creating
         it on first use; pg_trgm once per database, shared by every agency's schema."""
         with self._db.transaction():
-            if self._use_schema():
+            if self._use_schema() and self._current():
                 return
             # One lock for every agency: creating pg_trgm twice at once fails in the second.
             self._db.execute("select pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
@@ -220,6 +223,16 @@ class PostgresIndex:
         self._db.execute(sql.SQL("set search_path to {}").format(sql.SQL(", ").join(path)))
         ready = self._db.execute("select to_regclass('layout')").fetchone()[0]
         return trgm is not None and ready is not None
+
+    def _current(self) -> bool:
+        """Whether the schema has every column this version writes (else SCHEMA adds them)."""
+        return bool(
+            self._db.execute(
+                "select 1 from information_schema.columns where table_schema = %s "
+                "and table_name = 'records' and column_name = 'revision'",
+                (self.schema,),
+            ).fetchone()
+        )
 
     def layout(self) -> Layout:
         epoch, keeps_sealed = self._db.execute("select epoch, keeps_sealed from layout").fetchone()
@@ -254,12 +267,12 @@ class PostgresIndex:
     def _held(self, keys: Iterable[RecordKey]) -> dict[RecordKey, Held]:
         owners, kinds, ids = zip(*keys, strict=True)
         rows = self._db.execute(
-            "select r.source_ori, r.kind, r.record_id, r.id, r.version, r.deleted "
+            "select r.source_ori, r.kind, r.record_id, r.id, r.version, r.revision, r.deleted "
             "from records r join unnest(%s::text[], %s::text[], %s::text[]) as k(o, t, i) "
             "on r.source_ori = k.o and r.kind = k.t and r.record_id = k.i",
             (list(owners), list(kinds), list(ids)),
         )
-        return {(o, t, i): Held(row_id, v, d) for o, t, i, row_id, v, d in rows}
+        return {(o, t, i): Held(row_id, v, r, d) for o, t, i, row_id, v, r, d in rows}
 
     def _write(self, winners: list[IndexedRecord], held: dict[RecordKey, Held]) -> None:
         """One upsert for the batch's winners, then their people afresh."""

@@ -56,6 +56,7 @@ class IndexedRecord:
     kind: str
     record_id: str
     version: int
+    revision: int  # orders copies of one version: a recall's replacement is higher
     deleted: bool
     occurred_at: datetime
     tier: str
@@ -93,6 +94,7 @@ class Held:
 
     row_id: int
     version: int
+    revision: int
     deleted: bool
 
 
@@ -113,6 +115,7 @@ def indexed(event: dict) -> IndexedRecord:
         kind=env["kind"],
         record_id=env["record_id"],
         version=env["version"],
+        revision=disclosure.get("revision", 0),
         deleted=deleted,
         occurred_at=env["occurred_at"].astimezone(UTC),
         tier=disclosure["tier"],
@@ -181,11 +184,13 @@ def open_kept(kept: str, keyring: PrivateKeyring) -> dict[str, bytes]:
 
 
 def supersedes(record: IndexedRecord, held: Held | IndexedRecord | None) -> bool:
-    """Higher versions win; at the same version a delete (a recall) wins over the copy."""
+    """Higher versions win; at the same version, the higher revision (a recall's more
+    protective copy, or its withdrawal); at the same version and revision, a delete wins over
+    the copy. Replaying a topic applies the same copies in the same order: nothing changes."""
     if held is None:
         return True
-    if record.version != held.version:
-        return record.version > held.version
+    if (record.version, record.revision) != (held.version, held.revision):
+        return (record.version, record.revision) > (held.version, held.revision)
     return record.deleted and not held.deleted
 
 

@@ -37,6 +37,7 @@ create table if not exists records (
     kind text not null,
     record_id text not null,
     version integer not null,
+    revision integer not null default 0,
     deleted integer not null default 0,
     occurred_at text not null,
     tier text not null,
@@ -86,7 +87,7 @@ create table if not exists layout (
 );
 """
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 _INSERT = (
     f"insert into records ({', '.join(RECORD_COLUMNS)}) "
     f"values ({', '.join('?' * len(RECORD_COLUMNS))})"
@@ -209,12 +210,12 @@ class SqliteIndex:
         held = {}
         for key in keys:
             row = self._db.execute(
-                "select id, version, deleted from records "
+                "select id, version, revision, deleted from records "
                 "where source_ori=? and kind=? and record_id=?",
                 key,
             ).fetchone()
             if row is not None:
-                held[key] = Held(row["id"], row["version"], bool(row["deleted"]))
+                held[key] = Held(row["id"], row["version"], row["revision"], bool(row["deleted"]))
         return held
 
     def _write(self, record: IndexedRecord, held: Held | None) -> None:

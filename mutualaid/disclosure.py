@@ -76,6 +76,8 @@ def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FU
         "hashed_fields": [],
         "sealed": None,
         "retain_until": None,
+        "revision": 0,
+        "match_keys": [],
     }
 
 

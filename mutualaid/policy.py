@@ -372,6 +372,13 @@ class Policy:
             reasons.append(f"{agreement.id} v{agreement.version}: {gate[0]}")
         return "; ".join(reasons) or "no agreement names it any more"
 
+    def next_change(self, now: datetime) -> datetime | None:
+        """The earliest moment after ``now`` at which a decision could change by time alone,
+        so the router rechecks what partners hold then; None: no such moment. Today none: no
+        condition lapses with time while a partner holds a record (``max_age_days`` limits
+        what is shared, ``retention_days`` how long it is kept, which partners purge)."""
+        return None
+
     @staticmethod
     def _membership(a: Agreement, partner: Agency) -> str:
         if partner.ori in a.partners:

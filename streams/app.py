@@ -24,6 +24,7 @@ from mutualaid.topics import (
     source_topic,
 )
 from streams.router import Consumed, Output, Router
+from streams.sourcereader import SourceReader
 from streams.worker import (
     new_app,
     prepare_topics,
@@ -36,6 +37,7 @@ log = logging.getLogger("mutualaid.router")
 
 BATCH_SIZE = 500
 BATCH_WITHIN_SECONDS = 0.05
+RECALL_POLL_SECONDS = 1.0
 
 
 def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.App:
@@ -48,6 +50,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),
+        read_source=SourceReader(settings.bootstrap_servers, f"{settings.router_id}-recall"),
     )
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     holders = app.Table("holders", partitions=settings.partitions, key_type=str)
@@ -57,17 +60,47 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    async def use(policy: Policy) -> None:
-        router.use_policy(policy)
-        rechecks = router.rechecks(holders)
+    async def post(rechecks: list[Output]) -> None:
         sent = [
             await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
             for o in rechecks
         ]
         await asyncio.gather(*sent)
+
+    async def use(policy: Policy) -> None:
+        router.use_policy(policy)
+        rechecks = router.rechecks(holders)
+        await post(rechecks)
         log.warning("%d shared record(s) to recheck against the new agreements", len(rechecks))
 
     watch_agreements(app, settings, registry, use, log)
+
+    # Entries decided under other agreements than those loaded now (edited while the router
+    # was stopped, or by another router before a rebalance) are rechecked once the table is
+    # recovered: at start, and after every assignment.
+    unscanned = [True]
+
+    @app.on_partitions_assigned.connect
+    async def assigned(*args: object, **kwargs: object) -> None:
+        unscanned[0] = True
+
+    @app.timer(RECALL_POLL_SECONDS)
+    async def recall_due() -> None:
+        if unscanned[0]:
+            if await app.tables.wait_until_recovery_completed():
+                return  # stopping
+            unscanned[0] = False
+            rechecks = router.rechecks(holders)
+            await post(rechecks)
+            if rechecks:
+                log.warning(
+                    "%d shared record(s) were decided under other agreements: rechecking them",
+                    len(rechecks),
+                )
+        due = router.due_rechecks(holders)
+        if due:
+            await post(due)
+            log.warning("%d shared record(s) to recheck: a decision changed with time", len(due))
 
     @app.agent(topic, name="route")
     async def route(stream: faust.Stream) -> None:

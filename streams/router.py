@@ -8,6 +8,8 @@ moves bytes in and out and decides when offsets may be committed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from mutualaid.metrics import (
     EVENTS_OUT,
     FIELDS_ENCRYPTED,
     POLICY_SECONDS,
+    RECALLS,
     SHARE_DECISIONS,
     STALE_EVENTS,
 )
@@ -46,12 +49,24 @@ from mutualaid.topics import (
     dlq_topic,
     parse_source_topic,
     share_topic,
+    source_topic,
 )
 
 Clock = Callable[[], datetime]
 Holders = MutableMapping[str, dict]
+# (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
+SourceReader = Callable[[str, int, int], bytes | None]
 # Labels that withdraw a record from every partner, whatever the agreements say.
 WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
+
+
+def _digest(shape: object) -> str:
+    """64 bits of SHA-256 over a JSON shape: enough that two different shapes never meet."""
+    text = json.dumps(shape, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_NO_AGREEMENTS = _digest([])
 
 
 def holder_key(envelope: dict) -> str:
@@ -88,8 +103,10 @@ class Router:
         hash_key: bytes | None,
         control_topic: str = "mutualaid-router.control",
         clock: Clock = lambda: datetime.now(UTC),
+        read_source: SourceReader = lambda topic, partition, offset: None,
     ) -> None:
         self.control_topic = control_topic
+        self.read_source = read_source
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
@@ -112,7 +129,14 @@ class Router:
             for kind in a.kinds
         }
         self._check_keys(policy, actions)
+        covering: dict[tuple[str, str], list] = {}
+        for a in sorted(policy.agreements, key=lambda a: a.id):
+            for kind in a.kinds:
+                shape = [a.model_dump(mode="json"), sorted(policy.partners_of(a))]
+                covering.setdefault((a.owner, str(kind)), []).append(shape)
         self.policy, self._actions = policy, actions
+        self._policy_fingerprints = {key: _digest(shapes) for key, shapes in covering.items()}
+        self._next_change = policy.next_change(self.clock())
 
     def _check_keys(self, policy: Policy, all_actions: dict) -> None:
         """Refuse a policy if an agreement would need a key that is not there."""
@@ -169,7 +193,8 @@ class Router:
                     f"{record.topic}; each agency publishes only to its own topics",
                 )
             ]
-        return self._disseminate(kind, event, ctx, holders, record.partition)
+        position = (record.partition, record.offset)
+        return self._disseminate(kind, event, ctx, holders, position)
 
     def _disseminate(
         self,
@@ -177,7 +202,7 @@ class Router:
         event: dict,
         ctx: SerializationContext,
         holders: Holders,
-        partition: int,
+        position: tuple[int, int],
     ) -> list[Output]:
         """Share with every partner the policy allows; withdraw from every partner that held
         the record and no longer may (deleted, sealed, or no longer qualifying)."""
@@ -198,20 +223,16 @@ class Router:
         started = time.perf_counter()
         decisions = [] if withdrawing else self.policy.decide(event, self.clock())
         POLICY_SECONDS.observe(time.perf_counter() - started)
+        revision = self._next_revision(entry)
         outputs, holding = [], {}
         for decision in decisions:
-            report = FieldReport()
             if decision.shares:
                 assert decision.agreement is not None
-                shared, report = self._share(kind, event, decision)
-                outputs.append(
-                    Output(
-                        share_topic(decision.partner_ori, kind),
-                        record_key(envelope),
-                        self._encode[kind](shared, ctx),
-                    )
-                )
-                holding[decision.partner_ori] = [decision.agreement.id, decision.agreement.version]
+                shared, report = self._copy(kind, event, decision, ctx, revision)
+                outputs.append(shared)
+                holding[decision.partner_ori] = self._holding(kind, decision)
+            else:
+                report = FieldReport()
             outputs.append(
                 self._audit(
                     envelope,
@@ -226,7 +247,7 @@ class Router:
                 partner=decision.partner_ori, kind=str(kind), outcome=decision.outcome.lower()
             ).inc()
         denied = {d.partner_ori: d.steps[-1] for d in decisions if not d.shares}
-        for partner, (agreement_id, version) in held.items():
+        for partner, ref in held.items():
             if partner in holding:
                 continue
             reason = (
@@ -236,77 +257,169 @@ class Router:
                 if withdrawing
                 else f"no longer qualifies: {denied.get(partner, 'no agreement names it')}"
             )
-            outputs += self._withdraw(
-                kind, withdrawn_as, ctx, partner, (agreement_id, version), reason
-            )
+            outputs += self._withdraw(kind, withdrawn_as, ctx, partner, ref, revision, reason)
         if holding:
-            entry = {
+            partition, offset = position
+            new_entry = {
                 "partition": partition,
+                "offset": offset,
                 "version": envelope["version"],
                 "labels": envelope["labels"],
+                "policy": self._policy_fingerprint(envelope["source_ori"], str(kind)),
+                "revision": revision,
                 "partners": holding,
             }
-            if holders.get(key) != entry:
-                holders[key] = entry
+            holders[key] = new_entry
         elif held:
             holders.pop(key, None)
         EVENTS_OUT.labels(stage="streams", kind=str(kind)).inc(len(holding))
         return outputs
 
-    def rechecks(self, holders: Holders) -> list[Output]:
-        """After the agreements changed: one control record per held record that some partner
-        may no longer hold, to the partition the record lives on, so the withdrawal and the
-        table update happen in-stream there (see ``_recheck``)."""
-        outputs = []
+    def _next_revision(self, entry: dict) -> int:
+        """The revision of what is sent now: the decision time in milliseconds, and always
+        above the last one sent for the record, so a recall's copy or withdrawal replaces the
+        copy an index holds even if two routers' clocks disagree."""
+        return max(int(self.clock().timestamp() * 1000), entry.get("revision", 0) + 1)
+
+    def _holding(self, kind: Kind, decision: Decision) -> list:
+        """What the holders entry keeps of one partner's copy: the agreement it cites, and the
+        fingerprint a recall compares to know whether that copy must be replaced."""
+        assert decision.agreement is not None
+        agreement = decision.agreement
+        return [agreement.id, agreement.version, self._copy_fingerprint(kind, decision)]
+
+    def _copy_fingerprint(self, kind: Kind, decision: Decision) -> str:
+        """A digest of everything that shapes a partner's copy besides the record itself: the
+        tier, the agreement, its field actions and retention. Agreement versions are left
+        out: an edit that changes none of these does not re-send anything."""
+        agreement = decision.agreement
+        assert agreement is not None
+        full = decision.outcome == "SHARED"
+        actions = sorted(self._actions[(agreement.id, kind)].items()) if full else []
+        shape = [decision.outcome, agreement.id, actions, agreement.retention_days]
+        return _digest(shape)
+
+    def _policy_fingerprint(self, owner: str, kind: str) -> str:
+        """A digest of every agreement covering this owner and kind, with the partners it
+        resolves to. Kept in each holders entry: an entry whose digest differs from the
+        current one was decided under other agreements (edited live, or while the router was
+        stopped) and is rechecked in full."""
+        return self._policy_fingerprints.get((owner, kind), _NO_AGREEMENTS)
+
+    def rechecks(self, holders: Holders, every: bool = False) -> list[Output]:
+        """One control record per held record decided under other agreements than the current
+        ones (``every``: per held record, as when time alone changed a decision), to the
+        partition the record lives on, so the recall and the table update happen in-stream
+        there (see ``_recheck``). Sorted by source position, so reading the records back is
+        one pass along each partition."""
+        due = []
         for key, entry in list(holders.items()):
             kind, owner, _ = key.split("/", 2)
-            if any(
-                self.policy.may_still_hold(owner, kind, partner, entry["labels"])
-                for partner in entry["partners"]
-            ):
-                outputs.append(
-                    Output(self.control_topic, key.encode(), b"recheck", entry["partition"])
-                )
-        return outputs
+            if every or entry.get("policy") != self._policy_fingerprint(owner, kind):
+                due.append((entry["partition"], entry.get("offset", -1), key))
+        return [
+            Output(self.control_topic, key.encode(), b"recheck", partition)
+            for partition, _, key in sorted(due)
+        ]
+
+    def due_rechecks(self, holders: Holders) -> list[Output]:
+        """Rechecks of every held record once the clock reaches the moment the policy said a
+        decision could change by time alone (``Policy.next_change``); then the next moment."""
+        now = self.clock()
+        if self._next_change is None or now < self._next_change:
+            return []
+        self._next_change = self.policy.next_change(now)
+        return self.rechecks(holders, every=True)
 
     def _recheck(
         self, record: Consumed, holders: Holders, ctx: SerializationContext
     ) -> list[Output]:
+        """Decide a held record again in full, from its latest source event read back: each
+        partner whose copy is now shaped otherwise gets the new copy (a higher revision of the
+        same version, which its index applies over the old), each that may no longer hold it
+        a withdrawal. If the source event cannot be read back (past the topic's retention),
+        every copy is withdrawn: without the record it cannot be shown to be allowed."""
         key = (record.key or b"").decode()
         entry = holders.get(key)
         if entry is None:
             return []  # withdrawn or deleted since the recheck was posted
-        kind, owner, record_id = key.split("/", 2)
-        envelope = new_envelope(
-            source_ori=owner,
-            source_system="mutualaid-router",
-            kind=Kind(kind),
-            record_id=record_id,
-            version=entry["version"],
-            occurred_at=self.clock(),
-            op="DELETE",
-            labels=entry["labels"],
-            now=self.clock(),
-        )
-        outputs, keep = [], {}
-        for partner, agreement in entry["partners"].items():
-            reason = self.policy.may_still_hold(owner, kind, partner, entry["labels"])
-            if reason is None:
-                keep[partner] = agreement
-                continue
-            outputs += self._withdraw(
-                Kind(kind),
-                envelope,
-                ctx,
-                partner,
-                tuple(agreement),
-                f"agreements narrowed: {reason}",
+        kind_name, owner, record_id = key.split("/", 2)
+        kind = Kind(kind_name)
+        event, missing = self._read_back(key, entry)
+        revision = self._next_revision(entry)
+        if event is None:
+            envelope = new_envelope(
+                source_ori=owner,
+                source_system="mutualaid-router",
+                kind=kind,
+                record_id=record_id,
+                version=entry["version"],
+                occurred_at=self.clock(),
+                op="DELETE",
+                labels=entry["labels"],
+                now=self.clock(),
             )
+            decisions = {}
+        else:
+            envelope = event["envelope"]
+            decisions = {d.partner_ori: d for d in self.policy.decide(event, self.clock())}
+        outputs, keep = [], {}
+        for partner, ref in entry["partners"].items():
+            decision = decisions.get(partner)
+            if event is None:
+                reason = f"recalled: {missing}"
+            elif decision is None or not decision.shares:
+                why = decision.steps[-1] if decision else "no agreement names it any more"
+                reason = f"agreements narrowed: {why}"
+            else:
+                holding = self._holding(kind, decision)
+                if holding[2] == (ref[2] if len(ref) > 2 else None):
+                    keep[partner] = ref
+                    continue
+                assert event is not None
+                shared, report = self._copy(kind, event, decision, ctx, revision)
+                steps = [*decision.steps, "replaces the copy held: agreements changed (recall)"]
+                outputs += [
+                    shared,
+                    self._audit(
+                        envelope, partner, decision.outcome, decision.agreement_ref, steps, report
+                    ),
+                ]
+                keep[partner] = holding
+                continue
+            outputs += self._withdraw(kind, envelope, ctx, partner, ref, revision, reason)
+        RECALLS.labels(kind=kind_name).inc(bool(outputs))
         if keep:
-            holders[key] = {**entry, "partners": keep}
+            holders[key] = {
+                **entry,
+                "policy": self._policy_fingerprint(owner, kind_name),
+                "revision": revision if outputs else entry.get("revision", 0),
+                "partners": keep,
+            }
         else:
             holders.pop(key, None)
         return outputs
+
+    def _read_back(self, key: str, entry: dict) -> tuple[dict | None, str]:
+        """The latest source event of a held record, or None and why it cannot be had."""
+        kind, owner, _ = key.split("/", 2)
+        if "offset" not in entry:
+            return None, "its source position was not kept (shared before full recall)"
+        topic = source_topic(owner, Kind(kind))
+        where = f"{topic} partition {entry['partition']} offset {entry['offset']}"
+        value = self.read_source(topic, entry["partition"], entry["offset"])
+        if value is None:
+            return None, f"its source event ({where}) can no longer be read (retention)"
+        try:
+            event = self._decode[Kind(kind)](
+                value, SerializationContext(topic, entry["partition"], entry["offset"])
+            )
+        except DeserializationError as exc:
+            return None, f"its source event ({where}) does not decode: {exc}"
+        envelope = (event or {}).get("envelope") or {}
+        if holder_key(envelope) != key or envelope["version"] != entry["version"]:
+            return None, f"the event at {where} is not version {entry['version']} of {key}"
+        return event, ""
 
     def _withdraw(
         self,
@@ -314,14 +427,16 @@ class Router:
         source: dict,
         ctx: SerializationContext,
         partner: str,
-        agreement: tuple[str, int],
+        ref: list,
+        revision: int,
         reason: str,
     ) -> list[Output]:
         """A DELETE for the partner's index, a tombstone for compaction, and the audit record."""
         envelope = {**source, "op": "DELETE", "source_position": None}
+        agreement = (ref[0], ref[1])
         withdrawal = {
             "envelope": envelope,
-            "disclosure": new_disclosure(partner, agreement),
+            "disclosure": new_disclosure(partner, agreement) | {"revision": revision},
             "body": None,
         }
         topic = share_topic(partner, kind)
@@ -333,6 +448,19 @@ class Router:
                 envelope, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
             ),
         ]
+
+    def _copy(
+        self, kind: Kind, event: dict, decision: Decision, ctx: SerializationContext, revision: int
+    ) -> tuple[Output, FieldReport]:
+        """The partner's copy of the record under this decision, ready to produce."""
+        shared, report = self._share(kind, event, decision)
+        shared["disclosure"]["revision"] = revision
+        out = Output(
+            share_topic(decision.partner_ori, kind),
+            record_key(shared["envelope"]),
+            self._encode[kind](shared, ctx),
+        )
+        return out, report
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
         assert decision.agreement is not None
