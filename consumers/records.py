@@ -71,9 +71,11 @@ class IndexedRecord:
     incident_number: str | None
     retain_until: datetime | None
     sealed: str | None  # JSON: the fields kept encrypted, as they arrived (``kept_sealed``)
-    # Not columns of the records table: the free text and the people, kept beside it.
+    # Not columns of the records table: the free text, the people, and a pointer's match keys
+    # (keyed hashes of what it may be found by), kept beside it.
     text: str | None
     persons: tuple[Person, ...]
+    match_keys: tuple[str, ...] = ()
 
     @property
     def key(self) -> RecordKey:
@@ -85,7 +87,9 @@ class IndexedRecord:
 
 
 # The key columns first: a backend updates a held row with the others.
-RECORD_COLUMNS = tuple(f.name for f in fields(IndexedRecord) if f.name not in ("text", "persons"))
+RECORD_COLUMNS = tuple(
+    f.name for f in fields(IndexedRecord) if f.name not in ("text", "persons", "match_keys")
+)
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ def indexed(event: dict) -> IndexedRecord:
         sealed=kept_sealed(sealed, env["event_id"]) if sealed and body else None,
         text=" ".join(_strings(body)) if body else None,
         persons=_persons(body, hashed) if body else (),
+        match_keys=tuple(disclosure.get("match_keys") or ())
+        if disclosure["tier"] == "POINTER" and not deleted
+        else (),
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
 from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
+from mutualaid.pointers import match_keys, record_ref
 from mutualaid.policy import Decision, FieldAction
 from mutualaid.text import blind_form
 
@@ -81,6 +82,13 @@ def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FU
     }
 
 
+def pointer_envelope(envelope: dict, hash_key: bytes) -> dict:
+    """The envelope a pointer travels in: the opaque reference for the record id, no labels
+    (a label such as juvenile is itself what the owner protects), no source position."""
+    ref = record_ref(hash_key, envelope["source_ori"], envelope["kind"], envelope["record_id"])
+    return {**envelope, "record_id": ref, "labels": [], "source_position": None}
+
+
 def _need(hash_key: bytes | None, agreement_id: str, path: str) -> bytes:
     if hash_key is None:
         raise MissingKey(
@@ -114,7 +122,13 @@ def disclose(
     )
     disclosure["retain_until"] = retain_until
     report = FieldReport()
-    if decision.outcome == "POINTER" or event["body"] is None:
+    if decision.outcome == "POINTER":
+        key = _need(hash_key, agreement.id, "a pointer's reference")
+        disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
+        disclosure["match_keys"] = match_keys(event["body"], agreement.pointer_found_by, key)
+        shared = {"envelope": pointer_envelope(envelope, key), "disclosure": disclosure}
+        return shared | {"body": None}, report
+    if event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
         shared = {"envelope": envelope, "disclosure": disclosure, "body": None}
         return shared, report

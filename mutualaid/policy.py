@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from mutualaid import fieldpaths
 from mutualaid.agencies import Agency, AgencyType, Registry
 from mutualaid.configfile import ConfigError, Problem, load_model
+from mutualaid.pointers import FoundBy
 from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind, check_ori
 
@@ -142,6 +143,11 @@ class Agreement(BaseModel):
     )
     retention_days: int | None = Field(
         None, gt=0, description="partners purge a record this many days after it occurred"
+    )
+    pointer_found_by: list[FoundBy] = Field(
+        [],
+        description="what a pointer (tier pointer, or on_excluded_label: pointer) may be found "
+        "by in a partner's search: any of plate, name_dob, identifier; none by default",
     )
     description: str = Field("", description="what it is for, in words a supervisor would use")
 

@@ -17,7 +17,13 @@ from datetime import UTC, datetime
 
 from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import dead_letter
-from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
+from mutualaid.disclosure import (
+    FieldReport,
+    MissingKey,
+    disclose,
+    new_disclosure,
+    pointer_envelope,
+)
 from mutualaid.events import new_envelope, record_key
 from mutualaid.metrics import (
     EVENTS_IN,
@@ -28,7 +34,7 @@ from mutualaid.metrics import (
     SHARE_DECISIONS,
     STALE_EVENTS,
 )
-from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy
+from mutualaid.policy import BODY_SCHEMA, Decision, FieldAction, Policy, Tier
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     DEAD_LETTER,
@@ -67,6 +73,12 @@ def _digest(shape: object) -> str:
 
 
 _NO_AGREEMENTS = _digest([])
+
+
+def _form(ref: list) -> str:
+    """The outcome a partner's copy was sent as (SHARED or POINTER; entries kept before the
+    outcome was recorded held full copies)."""
+    return ref[3] if len(ref) > 3 else "SHARED"
 
 
 def holder_key(envelope: dict) -> str:
@@ -148,6 +160,16 @@ class Router:
                 raise MissingKey(
                     f"agreement {agreement.id} hashes fields but there is no hash "
                     "key: run `mutualaid keys hash-key` (see hash_key_file)"
+                )
+            pointers = (
+                agreement.tier == Tier.POINTER
+                or agreement.conditions.on_excluded_label == "pointer"
+            )
+            if pointers and self.hash_key is None:
+                raise MissingKey(
+                    f"agreement {agreement.id} gives pointers, whose record reference and "
+                    "match keys are keyed hashes, but there is no hash key: run `mutualaid "
+                    "keys hash-key` (see hash_key_file)"
                 )
             if not actions & {FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED}:
                 continue
@@ -249,6 +271,16 @@ class Router:
         denied = {d.partner_ori: d.steps[-1] for d in decisions if not d.shares}
         for partner, ref in held.items():
             if partner in holding:
+                if _form(ref) != holding[partner][3]:  # a pointer now, or full now: one form
+                    outputs += self._withdraw(
+                        kind,
+                        withdrawn_as,
+                        ctx,
+                        partner,
+                        ref,
+                        revision,
+                        f"replaced by a copy of another tier ({holding[partner][3].lower()})",
+                    )
                 continue
             reason = (
                 "deleted at the source"
@@ -286,7 +318,8 @@ class Router:
         fingerprint a recall compares to know whether that copy must be replaced."""
         assert decision.agreement is not None
         agreement = decision.agreement
-        return [agreement.id, agreement.version, self._copy_fingerprint(kind, decision)]
+        fingerprint = self._copy_fingerprint(kind, decision)
+        return [agreement.id, agreement.version, fingerprint, decision.outcome]
 
     def _copy_fingerprint(self, kind: Kind, decision: Decision) -> str:
         """A digest of everything that shapes a partner's copy besides the record itself: the
@@ -296,7 +329,8 @@ class Router:
         assert agreement is not None
         full = decision.outcome == "SHARED"
         actions = sorted(self._actions[(agreement.id, kind)].items()) if full else []
-        shape = [decision.outcome, agreement.id, actions, agreement.retention_days]
+        found_by = [] if full else sorted(agreement.pointer_found_by)
+        shape = [decision.outcome, agreement.id, actions, agreement.retention_days, found_by]
         return _digest(shape)
 
     def _policy_fingerprint(self, owner: str, kind: str) -> str:
@@ -377,6 +411,17 @@ class Router:
                     keep[partner] = ref
                     continue
                 assert event is not None
+                if _form(ref) != holding[3]:  # the old form is withdrawn: one copy only
+                    outputs += self._withdraw(
+                        kind,
+                        envelope,
+                        ctx,
+                        partner,
+                        ref,
+                        revision,
+                        "replaced by a copy of "
+                        f"another tier ({holding[3].lower()}): agreements changed (recall)",
+                    )
                 shared, report = self._copy(kind, event, decision, ctx, revision)
                 steps = [*decision.steps, "replaces the copy held: agreements changed (recall)"]
                 outputs += [
@@ -388,7 +433,8 @@ class Router:
                 keep[partner] = holding
                 continue
             outputs += self._withdraw(kind, envelope, ctx, partner, ref, revision, reason)
-        RECALLS.labels(kind=kind_name).inc(bool(outputs))
+        if outputs:
+            RECALLS.labels(kind=kind_name).inc()
         if keep:
             holders[key] = {
                 **entry,
@@ -431,19 +477,21 @@ class Router:
         revision: int,
         reason: str,
     ) -> list[Output]:
-        """A DELETE for the partner's index, a tombstone for compaction, and the audit record."""
+        """A DELETE for the partner's index, a tombstone for compaction, and the audit record
+        (which names the record itself; a pointer's withdrawal goes to its opaque reference)."""
         envelope = {**source, "op": "DELETE", "source_position": None}
         agreement = (ref[0], ref[1])
-        withdrawal = {
-            "envelope": envelope,
-            "disclosure": new_disclosure(partner, agreement) | {"revision": revision},
-            "body": None,
-        }
+        sent, tier = envelope, "FULL"
+        if _form(ref) == "POINTER":
+            assert self.hash_key is not None  # pointers are refused without it
+            sent, tier = pointer_envelope(envelope, self.hash_key) | {"op": "DELETE"}, "POINTER"
+        disclosure = new_disclosure(partner, agreement, tier) | {"revision": revision}
+        withdrawal = {"envelope": sent, "disclosure": disclosure, "body": None}
         topic = share_topic(partner, kind)
         SHARE_DECISIONS.labels(partner=partner, kind=str(kind), outcome="withdrawn").inc()
         return [
-            Output(topic, record_key(envelope), self._encode[kind](withdrawal, ctx)),
-            Output(topic, record_key(envelope), None),
+            Output(topic, record_key(sent), self._encode[kind](withdrawal, ctx)),
+            Output(topic, record_key(sent), None),
             self._audit(
                 envelope, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
             ),

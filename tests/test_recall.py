@@ -22,7 +22,7 @@ from conftest import (
 )
 from consumers.query import Criteria, Hit
 from consumers.search import SearchRequest, run_search
-from mutualaid.crypto import generate_keypair
+from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.events import new_envelope
 from mutualaid.serde import (
     SHARED_EVENT,
@@ -217,6 +217,7 @@ def test_narrowing_reaches_what_the_partner_already_holds(
     """Issue 11 case 4: each kind of narrowing, applied to a copy the county already holds."""
     s = region.settings
     generate_keypair(region.county, s.public_keys_dir, s.private_keys_dir)
+    generate_hash_key(s.hash_key_file)  # pointers' references and match keys need it
     write_agreements(region, case.before(region))
     with running_stages(region, tmp_path / "first", [region.county]):
         publish_source(region, Kind.RMS_RECORD, [report(region.local, "R-NARROW", 1)])
@@ -255,3 +256,43 @@ def test_the_source_reader_reads_back_by_position_and_says_when_it_cannot(region
         assert reader.read(topic, 1, 99) is None  # no record there: never read as another
     finally:
         reader.close()
+
+
+@pytest.mark.broker
+def test_a_pointer_says_only_whom_to_call_and_is_found_by_what_the_owner_allows(
+    region: Region, tmp_path: Path
+) -> None:
+    """Issue 11 case 6: a juvenile report shared as a pointer, found by the SSN."""
+    s = region.settings
+    generate_hash_key(s.hash_key_file)
+    write_agreements(
+        region,
+        [
+            to_county(
+                region,
+                tier="pointer",
+                pointer_found_by=["name_dob", "identifier"],
+            )
+        ],
+    )
+    juvenile = report(region.local, "RB-2026-0042", 1, ["juvenile"])
+    with running_stages(region, tmp_path / "logs", [region.county]):
+        publish_source(region, Kind.RMS_RECORD, [juvenile])
+        (hit,) = wait_for(lambda: by_ssn(region, region.county), 60, "the pointer to be found")
+    (sent,) = copies(region, region.county)
+    assert sent["body"] is None and sent["envelope"]["labels"] == []
+    assert sent["envelope"]["record_id"] == hit.record_id
+    assert "RB-2026-0042" not in str(sent)  # not the incident number, anywhere
+    assert SSN not in str(sent) and "123456789" not in str(sent)
+    found = mutualaid_cli(
+        region, "search", "--agency", region.county, "--name", "John Doe", "--dob",
+        "1980-05-01", "--reason", "case 7", "--user", "det.rivera",
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert (
+        f"{region.local} Test City PD holds a matching RMS report record: call " in found.stdout
+    ), found.stdout
+    assert "RB-2026-0042" not in found.stdout and "juvenile" not in found.stdout
+    # Logged like any other search: who, why, what, and that it found one.
+    logged = index_rows(s, region.county, 'select "user", reason, result_count from search_audit')
+    assert ("det.rivera", "case 7", 1) in logged

@@ -178,8 +178,8 @@ def test_a_delete_is_sent_to_exactly_the_partners_that_hold_the_record(tmp_path:
         "policy": entry["policy"],
         "revision": int(AT.timestamp() * 1000),
         "partners": {
-            "CA0990100": ["desert-out", 1, fingerprint],
-            "CA0990200": ["desert-out", 1, fingerprint],
+            "CA0990100": ["desert-out", 1, fingerprint, "SHARED"],
+            "CA0990200": ["desert-out", 1, fingerprint, "SHARED"],
         },
     }
     outputs = router.route(
