@@ -148,6 +148,7 @@ class Router:
                 covering.setdefault((a.owner, str(kind)), []).append(shape)
         self.policy, self._actions = policy, actions
         self._policy_fingerprints = {key: _digest(shapes) for key, shapes in covering.items()}
+        self._copy_fingerprints: dict[tuple[Kind, str, str], str] = {}
         self._next_change = policy.next_change(self.clock())
 
     def _check_keys(self, policy: Policy, all_actions: dict) -> None:
@@ -327,11 +328,14 @@ class Router:
         out: an edit that changes none of these does not re-send anything."""
         agreement = decision.agreement
         assert agreement is not None
-        full = decision.outcome == "SHARED"
-        actions = sorted(self._actions[(agreement.id, kind)].items()) if full else []
-        found_by = [] if full else sorted(agreement.pointer_found_by)
-        shape = [decision.outcome, agreement.id, actions, agreement.retention_days, found_by]
-        return _digest(shape)
+        known = (kind, agreement.id, decision.outcome)
+        if known not in self._copy_fingerprints:  # the same for every record: computed once
+            full = decision.outcome == "SHARED"
+            actions = sorted(self._actions[(agreement.id, kind)].items()) if full else []
+            found_by = [] if full else sorted(agreement.pointer_found_by)
+            shape = [decision.outcome, agreement.id, actions, agreement.retention_days, found_by]
+            self._copy_fingerprints[known] = _digest(shape)
+        return self._copy_fingerprints[known]
 
     def _policy_fingerprint(self, owner: str, kind: str) -> str:
         """A digest of every agreement covering this owner and kind, with the partners it
