@@ -1,6 +1,8 @@
 """Turning one decision into what the partner receives: the shared event, and what left in clear.
 
-Applied on the router for every SHARED or POINTER decision. Field actions:
+Applied on the router for every SHARED or POINTER decision. A pointer carries no body, no
+labels and an opaque record reference, with the keyed hashes it may be found by
+(``mutualaid.pointers``). Field actions:
 
 - ``drop``: the value is withheld (null, or an empty list) and the path listed as withheld.
 - ``mask``: text shown as ``*****6789`` (the last four characters), for a human to recognise.

@@ -2,6 +2,11 @@
 
 Delivery rule (``streams.worker.process_in_batches``): a batch's offsets become committable
 only after every record the batch produced was acknowledged by the broker.
+
+Recall: after every reload of the agreements, once at start (when the holders table is
+recovered, for edits made while the router was stopped) and after every assignment, the held
+records decided under other agreements get a recheck on the control topic; a timer also posts
+the rechecks time alone makes due (``Router.due_rechecks``).
 """
 
 from __future__ import annotations

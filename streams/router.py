@@ -4,6 +4,18 @@
 bytes to the records to produce (shares, one audit record per decision, or one dead letter),
 so it can be tested and benchmarked without a broker. The faust agent in ``streams.app`` only
 moves bytes in and out and decides when offsets may be committed.
+
+What partners hold is kept per record in ``holders`` (a faust table), so that whatever takes
+something away reaches it: a delete or seal (at the highest version sent, so it always takes
+effect), a new version that no longer qualifies, and a change of agreements (a recall: the
+record decided again in full, read back from its source position). An entry::
+
+    {"partition": 2, "offset": 17,          # where the latest source event is, to read back
+     "version": 5,                          # the highest version any partner was sent
+     "labels": [...],
+     "policy": "<16 hex>",                  # the agreements it was decided under
+     "revision": 1796186591701,             # the last disclosure revision sent (ms)
+     "partners": {"CA0990200": ["agreement-id", 3, "<16 hex copy fingerprint>", "SHARED"]}}
 """
 
 from __future__ import annotations
@@ -186,7 +198,8 @@ class Router:
         """The records to produce for one consumed record.
 
         ``holders`` remembers which partners hold each record (a faust table in the app), so a
-        later delete, seal or narrowing can be sent to exactly those partners.
+        later delete, seal or narrowing can be sent to exactly those partners. A record on the
+        control topic is a recheck (``rechecks``): the held record is decided again.
         """
         ctx = SerializationContext(record.topic, record.partition, record.offset)
         if record.topic == self.control_topic:
