@@ -45,6 +45,7 @@ create table if not exists records (
     kind text not null,
     record_id text not null,
     version bigint not null,
+    revision bigint not null default 0,
     deleted boolean not null default false,
     occurred_at timestamptz not null,
     tier text not null,
@@ -63,6 +64,7 @@ create table if not exists records (
     unique (source_ori, kind, record_id)
 );
 alter table records add column if not exists sealed text;  -- schemas made before it was
+alter table records add column if not exists revision bigint not null default 0;
 create index if not exists records_plate on records using gin (plate gin_trgm_ops)
     with (fastupdate = off) where not deleted;
 create index if not exists records_plate_key on records (plate_key) where not deleted;
@@ -83,6 +85,12 @@ create index if not exists persons_dob on persons (dob);
 create index if not exists persons_last_name on persons (last_name);
 create index if not exists persons_name on persons using gin (name gin_trgm_ops)
     with (fastupdate = off);
+create table if not exists pointer_keys (
+    record bigint not null references records (id),
+    key text not null
+);
+create index if not exists pointer_keys_key on pointer_keys (key);
+create index if not exists pointer_keys_record on pointer_keys (record);
 create table if not exists search_audit (
     id bigint generated always as identity primary key,
     at timestamptz not null,
@@ -103,6 +111,7 @@ create table if not exists layout (
 # The array type each records column travels in, for one multi-row upsert per batch.
 _ARRAY_TYPES = {
     "version": "bigint[]",
+    "revision": "bigint[]",
     "deleted": "boolean[]",
     "occurred_at": "timestamptz[]",
     "latitude": "float8[]",
@@ -193,7 +202,7 @@ class PostgresIndex:
         """Point the search path at this agency's schema (so no statement names it), creating
         it on first use; pg_trgm once per database, shared by every agency's schema."""
         with self._db.transaction():
-            if self._use_schema():
+            if self._use_schema() and self._current():
                 return
             # One lock for every agency: creating pg_trgm twice at once fails in the second.
             self._db.execute("select pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
@@ -221,6 +230,16 @@ class PostgresIndex:
         ready = self._db.execute("select to_regclass('layout')").fetchone()[0]
         return trgm is not None and ready is not None
 
+    def _current(self) -> bool:
+        """Whether the schema has everything this version writes (else SCHEMA adds it)."""
+        revision = self._db.execute(
+            "select 1 from information_schema.columns where table_schema = %s "
+            "and table_name = 'records' and column_name = 'revision'",
+            (self.schema,),
+        ).fetchone()
+        keys = self._db.execute("select to_regclass('pointer_keys')").fetchone()[0]
+        return revision is not None and keys is not None
+
     def layout(self) -> Layout:
         epoch, keeps_sealed = self._db.execute("select epoch, keeps_sealed from layout").fetchone()
         return Layout(epoch, keeps_sealed)
@@ -231,7 +250,7 @@ class PostgresIndex:
         layout = Layout(new_epoch(), keeps_sealed)
         with self._db.transaction():
             self._db.execute("select pg_advisory_xact_lock(%s)", (self._lock,))
-            self._db.execute("truncate persons, records")
+            self._db.execute("truncate persons, pointer_keys, records")
             self._db.execute(
                 "update layout set epoch = %s, keeps_sealed = %s",
                 (layout.epoch, layout.keeps_sealed),
@@ -254,22 +273,30 @@ class PostgresIndex:
     def _held(self, keys: Iterable[RecordKey]) -> dict[RecordKey, Held]:
         owners, kinds, ids = zip(*keys, strict=True)
         rows = self._db.execute(
-            "select r.source_ori, r.kind, r.record_id, r.id, r.version, r.deleted "
+            "select r.source_ori, r.kind, r.record_id, r.id, r.version, r.revision, r.deleted "
             "from records r join unnest(%s::text[], %s::text[], %s::text[]) as k(o, t, i) "
             "on r.source_ori = k.o and r.kind = k.t and r.record_id = k.i",
             (list(owners), list(kinds), list(ids)),
         )
-        return {(o, t, i): Held(row_id, v, d) for o, t, i, row_id, v, d in rows}
+        return {(o, t, i): Held(row_id, v, r, d) for o, t, i, row_id, v, r, d in rows}
 
     def _write(self, winners: list[IndexedRecord], held: dict[RecordKey, Held]) -> None:
         """One upsert for the batch's winners, then their people afresh."""
         replaced = [held[r.key].row_id for r in winners if r.key in held]
         if replaced:
             self._db.execute("delete from persons where record = any(%s)", (replaced,))
+            self._db.execute("delete from pointer_keys where record = any(%s)", (replaced,))
         columns = [[r.columns()[c] for r in winners] for c in RECORD_COLUMNS]
         text = [" ".join(words(r.text)) if r.text else None for r in winners]
         rows = self._db.execute(_UPSERT, (*columns, text)).fetchall()
         row_ids = {(o, t, i): row_id for row_id, o, t, i in rows}
+        keys = [(row_ids[r.key], key) for r in winners for key in r.match_keys]
+        if keys:
+            self._db.execute(
+                "insert into pointer_keys (record, key) select * from unnest(%s::bigint[], "
+                "%s::text[])",
+                ([row_id for row_id, _ in keys], [key for _, key in keys]),
+            )
         people = [(row_ids[r.key], p) for r in winners for p in r.persons]
         if people:
             self._db.execute(
@@ -297,7 +324,10 @@ class PostgresIndex:
         with self._db.transaction(), self._db.cursor(name="search", row_factory=dict_row) as cur:
             cur.execute(statement, args)
             for row in cur:
-                if q.keeps(row["latitude"], row["longitude"], row.get("people") or []):
+                # A pointer is here by its match keys, exact: no distance or name to test.
+                if row["tier"] == "POINTER" or q.keeps(
+                    row["latitude"], row["longitude"], row.get("people") or []
+                ):
                     hits.append(to_hit(row))
                     if len(hits) >= q.limit:
                         break
@@ -308,7 +338,8 @@ class PostgresIndex:
             return cur.execute(statement, args).fetchall()
 
     def _select(self, q: Query) -> tuple[str, list[Any]]:
-        where: list[str] = ["not r.deleted"]
+        # What the record must contain; a pointer instead matches by its keys (see below).
+        where: list[str] = []
         args: list[Any] = []
         rank, rank_args = "", []
         if q.plate_pattern:
@@ -334,6 +365,11 @@ class PostgresIndex:
                 grams += " or last_name = any(%s)"
                 args.append(list(q.name_hashes.surname))
             where.append(f"r.id in (select record from persons where {grams})")
+        if q.box:
+            where.append("r.latitude between %s and %s and r.longitude between %s and %s")
+            args += list(q.box)
+        content, content_args = where, args
+        where, args = [], []
         if q.since is not None:
             where.append("r.occurred_at >= %s")
             args.append(q.since)
@@ -344,9 +380,19 @@ class PostgresIndex:
             if value:
                 where.append(f"r.{column} = %s")
                 args.append(value)
-        if q.box:
-            where.append("r.latitude between %s and %s and r.longitude between %s and %s")
-            args += list(q.box)
+        found = (
+            f"select r.* from records r where {' and '.join(['not r.deleted', *content, *where])}"
+        )
+        found_args = [*content_args, *args]
+        if q.pointer_keys:
+            # Pointers, by their match keys: a second select, so that each can use its index.
+            keys = [
+                "r.id in (select record from pointer_keys where key = any(%s))"
+                for _ in q.pointer_keys
+            ]
+            pointed = " and ".join(["not r.deleted", "r.tier = 'POINTER'", *keys, *where])
+            found = f"{found} union all select r.* from records r where {pointed}"
+            found_args += [*(list(group) for group in q.pointer_keys), *args]
         people = (
             ", (select json_agg(json_build_array(p.first_name, p.last_name)) "
             "from persons p where p.record = r.id) as people"
@@ -355,10 +401,11 @@ class PostgresIndex:
         )
         limit = "" if q.filters_rows else f" limit {q.limit:d}"
         statement = (
-            f"select r.id, {_COLUMNS}{people} from records r where {' and '.join(where)} "
+            f"select r.id, {_COLUMNS}{people} from ({found}) r "
             f"order by {rank}r.occurred_at desc, "
             f'r.source_ori collate "C", r.kind collate "C", r.record_id collate "C"{limit}'
         )
+        args = found_args
         return statement, [*args, *rank_args]
 
     def purge_expired(self, now: datetime) -> int:
@@ -377,6 +424,7 @@ class PostgresIndex:
             ]
             if expired:
                 self._db.execute("delete from persons where record = any(%s)", (expired,))
+                self._db.execute("delete from pointer_keys where record = any(%s)", (expired,))
         return len(expired)
 
     def count(self) -> int:

@@ -20,7 +20,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from consumers.records import sealed_paths
-from mutualaid import fieldpaths
+from mutualaid import fieldpaths, pointers
 from mutualaid.disclosure import keyed_hash
 from mutualaid.errors import Refused
 from mutualaid.plates import normalize_plate, plate_key
@@ -28,6 +28,12 @@ from mutualaid.policy import distance_km
 from mutualaid.text import words
 
 NAME_SIMILARITY = 0.8
+KIND_WORDS = {
+    "alpr.read": "plate read",
+    "cad.incident": "CAD incident",
+    "rms.record": "RMS report",
+    "hotlist.entry": "hotlist",
+}
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,15 @@ class Hit:
     encrypted_fields: tuple[str, ...] = ()
     sealed: str | None = None  # what ``consumers.records.open_kept`` opens
 
+    def pointer_message(self, owner_name: str = "") -> str | None:
+        """For a pointer, all a searcher is told: who holds a matching record and whom to call
+        (``record_id`` is the pointer's opaque reference, to quote when calling)."""
+        if self.tier != "POINTER":
+            return None
+        who = f"{self.source_ori} {owner_name}".strip()
+        what = KIND_WORDS.get(self.kind, self.kind)
+        return f"{who} holds a matching {what} record: call {self.contact or 'the agency'}"
+
 
 class BadCriteria(Refused, ValueError):
     """A criterion no index can answer; nothing was searched."""
@@ -115,6 +130,9 @@ class Query:
     near: tuple[float, float, float] | None
     box: tuple[float, float, float, float] | None  # lat min, lat max, lon min, lon max
     limit: int
+    # A pointer matches instead if it holds one key of every group (``pointer_keys``); empty
+    # when the search asks for something no pointer can be found by.
+    pointer_keys: tuple[tuple[str, ...], ...] = ()
 
     @property
     def filters_rows(self) -> bool:
@@ -212,7 +230,31 @@ def prepare(c: Criteria, hash_key: bytes | None = None) -> Query:
         near=_checked_near(c.near) if c.near else None,
         box=_box(c.near) if c.near else None,
         limit=c.limit,
+        pointer_keys=_pointer_keys(c, plate, hash_key),
     )
+
+
+def _pointer_keys(
+    c: Criteria, plate: str | None, hash_key: bytes | None
+) -> tuple[tuple[str, ...], ...]:
+    """The match keys a pointer must hold to answer ``c``: one group per criterion, each a
+    kind of value a pointer can be found by (``mutualaid.pointers``). Nothing if the search
+    also asks for what a pointer does not carry (text, a place, a plate pattern, an incident
+    number, a name without a date of birth): a pointer cannot be shown to match that."""
+    if hash_key is None:
+        return ()
+    if c.text or c.near or c.incident_number or (c.plate and plate is None):
+        return ()
+    if bool(c.name) != bool(c.dob):
+        return ()
+    groups = []
+    if plate:
+        groups.append((pointers.plate_key(hash_key, plate),))
+    if c.name and c.dob:
+        groups.append(pointers.query_person_keys(hash_key, c.name, c.dob))
+    if c.identifier:
+        groups.append((pointers.identifier_key(hash_key, c.identifier),))
+    return tuple(groups)
 
 
 def _blind(value: str, hash_key: bytes | None) -> tuple[str, ...]:

@@ -56,6 +56,7 @@ class IndexedRecord:
     kind: str
     record_id: str
     version: int
+    revision: int  # orders copies of one version: a recall's replacement is higher
     deleted: bool
     occurred_at: datetime
     tier: str
@@ -70,9 +71,11 @@ class IndexedRecord:
     incident_number: str | None
     retain_until: datetime | None
     sealed: str | None  # JSON: the fields kept encrypted, as they arrived (``kept_sealed``)
-    # Not columns of the records table: the free text and the people, kept beside it.
+    # Not columns of the records table: the free text, the people, and a pointer's match keys
+    # (keyed hashes of what it may be found by), kept beside it.
     text: str | None
     persons: tuple[Person, ...]
+    match_keys: tuple[str, ...] = ()
 
     @property
     def key(self) -> RecordKey:
@@ -84,7 +87,9 @@ class IndexedRecord:
 
 
 # The key columns first: a backend updates a held row with the others.
-RECORD_COLUMNS = tuple(f.name for f in fields(IndexedRecord) if f.name not in ("text", "persons"))
+RECORD_COLUMNS = tuple(
+    f.name for f in fields(IndexedRecord) if f.name not in ("text", "persons", "match_keys")
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class Held:
 
     row_id: int
     version: int
+    revision: int
     deleted: bool
 
 
@@ -113,6 +119,7 @@ def indexed(event: dict) -> IndexedRecord:
         kind=env["kind"],
         record_id=env["record_id"],
         version=env["version"],
+        revision=disclosure.get("revision", 0),
         deleted=deleted,
         occurred_at=env["occurred_at"].astimezone(UTC),
         tier=disclosure["tier"],
@@ -129,6 +136,9 @@ def indexed(event: dict) -> IndexedRecord:
         sealed=kept_sealed(sealed, env["event_id"]) if sealed and body else None,
         text=" ".join(_strings(body)) if body else None,
         persons=_persons(body, hashed) if body else (),
+        match_keys=tuple(disclosure.get("match_keys") or ())
+        if disclosure["tier"] == "POINTER" and not deleted
+        else (),
     )
 
 
@@ -181,11 +191,13 @@ def open_kept(kept: str, keyring: PrivateKeyring) -> dict[str, bytes]:
 
 
 def supersedes(record: IndexedRecord, held: Held | IndexedRecord | None) -> bool:
-    """Higher versions win; at the same version a delete (a recall) wins over the copy."""
+    """Higher versions win; at the same version, the higher revision (a recall's more
+    protective copy, or its withdrawal); at the same version and revision, a delete wins over
+    the copy. Replaying a topic applies the same copies in the same order: nothing changes."""
     if held is None:
         return True
-    if record.version != held.version:
-        return record.version > held.version
+    if (record.version, record.revision) != (held.version, held.revision):
+        return (record.version, record.revision) > (held.version, held.revision)
     return record.deleted and not held.deleted
 
 

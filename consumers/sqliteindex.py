@@ -38,6 +38,7 @@ create table if not exists records (
     kind text not null,
     record_id text not null,
     version integer not null,
+    revision integer not null default 0,
     deleted integer not null default 0,
     occurred_at text not null,
     tier text not null,
@@ -71,6 +72,12 @@ create index if not exists persons_record on persons (record);
 create index if not exists persons_dob on persons (dob);
 create index if not exists persons_last_name on persons (last_name);
 create virtual table if not exists person_names using fts5(name, tokenize='trigram');
+create table if not exists pointer_keys (
+    record integer not null references records (id),
+    key text not null
+);
+create index if not exists pointer_keys_key on pointer_keys (key);
+create index if not exists pointer_keys_record on pointer_keys (record);
 create table if not exists search_audit (
     id integer primary key,
     at text not null,
@@ -87,7 +94,7 @@ create table if not exists layout (
 );
 """
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 6
 _INSERT = (
     f"insert into records ({', '.join(RECORD_COLUMNS)}) "
     f"values ({', '.join('?' * len(RECORD_COLUMNS))})"
@@ -179,7 +186,7 @@ class SqliteIndex:
         self._db.execute("pragma secure_delete=on")
         self._db.execute("begin immediate")
         try:
-            for table in ("records_text", "person_names", "persons", "records"):
+            for table in ("records_text", "person_names", "persons", "pointer_keys", "records"):
                 self._db.execute(f"delete from {table}")
             self._db.execute(
                 "update layout set epoch = ?, keeps_sealed = ?",
@@ -213,12 +220,12 @@ class SqliteIndex:
         held = {}
         for key in keys:
             row = self._db.execute(
-                "select id, version, deleted from records "
+                "select id, version, revision, deleted from records "
                 "where source_ori=? and kind=? and record_id=?",
                 key,
             ).fetchone()
             if row is not None:
-                held[key] = Held(row["id"], row["version"], bool(row["deleted"]))
+                held[key] = Held(row["id"], row["version"], row["revision"], bool(row["deleted"]))
         return held
 
     def _write(self, record: IndexedRecord, held: Held | None) -> None:
@@ -232,6 +239,10 @@ class SqliteIndex:
             self._db.execute(
                 "insert into records_text (rowid, text) values (?, ?)", (rowid, record.text)
             )
+        self._db.executemany(
+            "insert into pointer_keys (record, key) values (?, ?)",
+            [(rowid, key) for key in record.match_keys],
+        )
         for person in record.persons:
             person_id = self._db.execute(
                 "insert into persons (record, last_name, first_name, dob) values (?, ?, ?, ?)",
@@ -249,6 +260,7 @@ class SqliteIndex:
         for (person,) in self._db.execute("select id from persons where record=?", (rowid,)):
             self._db.execute("delete from person_names where rowid=?", (person,))
         self._db.execute("delete from persons where record=?", (rowid,))
+        self._db.execute("delete from pointer_keys where record=?", (rowid,))
 
     def search(self, criteria: Criteria) -> list[Hit]:
         """Records matching every criterion: exact plates first, then misreads; newest first."""
@@ -256,8 +268,11 @@ class SqliteIndex:
         sql, args = self._select(q)
         hits = []
         for row in self._db.execute(sql, args):
-            if q.filters_rows and not q.keeps(
-                row["latitude"], row["longitude"], self._people(row["id"])
+            # A pointer is here by its match keys, exact: no distance or name left to test.
+            if (
+                q.filters_rows
+                and row["tier"] != "POINTER"
+                and not q.keeps(row["latitude"], row["longitude"], self._people(row["id"]))
             ):
                 continue
             hits.append(to_hit(row))
@@ -266,7 +281,8 @@ class SqliteIndex:
         return hits
 
     def _select(self, q: Query) -> tuple[str, list[Any]]:
-        where, args, rank, rank_args = ["r.deleted = 0"], [], "", []
+        # What the record must contain; a pointer instead matches by its keys (see below).
+        where, args, rank, rank_args = [], [], "", []
         if q.plate_pattern:
             # GLOB, not LIKE: it is case-sensitive (plates are stored upper case), so SQLite can
             # answer a prefix pattern such as 7AB* from the plate index instead of a scan.
@@ -297,6 +313,11 @@ class SqliteIndex:
                 similar += f"({_marks(hashed)}))"
                 args += hashed
             where.append(f"({similar})")
+        if q.box:
+            where.append("r.latitude between ? and ? and r.longitude between ? and ?")
+            args += list(q.box)
+        content, content_args = where, args
+        where, args = [], []
         for column, op, value in (("occurred_at", ">=", q.since), ("occurred_at", "<=", q.until)):
             if value is not None:
                 where.append(f"r.{column} {op} ?")
@@ -305,14 +326,22 @@ class SqliteIndex:
             if value:
                 where.append(f"r.{column} = ?")
                 args.append(value)
-        if q.box:
-            where.append("r.latitude between ? and ? and r.longitude between ? and ?")
-            args += list(q.box)
-        limit = "" if q.filters_rows else f" limit {q.limit:d}"
-        sql = (
-            f"select r.* from records r where {' and '.join(where)} "
-            f"order by {rank}r.occurred_at desc, r.source_ori, r.kind, r.record_id{limit}"
+        found = (
+            f"select r.* from records r where {' and '.join(['r.deleted = 0', *content, *where])}"
         )
+        found_args = [*content_args, *args]
+        if q.pointer_keys:
+            # Pointers, by their match keys: a second select, so that each can use its index.
+            keys = [
+                f"r.id in (select record from pointer_keys where key in ({_marks(group)}))"
+                for group in q.pointer_keys
+            ]
+            pointed = " and ".join(["r.deleted = 0", "r.tier = 'POINTER'", *keys, *where])
+            found = f"select * from ({found} union all select r.* from records r where {pointed}) r"
+            found_args += [*(key for group in q.pointer_keys for key in group), *args]
+        limit = "" if q.filters_rows else f" limit {q.limit:d}"
+        sql = f"{found} order by {rank}r.occurred_at desc, r.source_ori, r.kind, r.record_id{limit}"
+        args = found_args
         return sql, [*args, *rank_args]
 
     def _people(self, rowid: int) -> list[tuple[str | None, str | None]]:

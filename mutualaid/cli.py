@@ -649,6 +649,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
                         "contact": hit.contact,
                         "body": hit.body,
                         "encrypted_fields": list(hit.encrypted_fields),
+                        "pointer": hit.pointer_message(),
                     }
                 )
             )
@@ -660,6 +661,10 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
         + (f"; newest {args.limit} shown, --limit for more" if len(hits) == args.limit else "")
     )
     for hit in hits:
+        pointer = hit.pointer_message(names.get(hit.source_ori, ""))
+        if pointer is not None:  # all a pointer says, and the reference to quote
+            print(f"  {hit.occurred_at:%Y-%m-%d}  {pointer} (reference {hit.record_id})")
+            continue
         print(
             f"  {hit.occurred_at:%Y-%m-%d %H:%M:%S %Z}  {hit.kind:<12} from {hit.source_ori} "
             f"{names.get(hit.source_ori, '')}: {_summary(hit)}"

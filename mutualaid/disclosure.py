@@ -1,6 +1,8 @@
 """Turning one decision into what the partner receives: the shared event, and what left in clear.
 
-Applied on the router for every SHARED or POINTER decision. Field actions:
+Applied on the router for every SHARED or POINTER decision. A pointer carries no body, no
+labels and an opaque record reference, with the keyed hashes it may be found by
+(``mutualaid.pointers``). Field actions:
 
 - ``drop``: the value is withheld (null, or an empty list) and the path listed as withheld.
 - ``mask``: text shown as ``*****6789`` (the last four characters), for a human to recognise.
@@ -27,6 +29,7 @@ from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
 from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
 from mutualaid.errors import UsageError
+from mutualaid.pointers import match_keys, record_ref
 from mutualaid.policy import Decision, FieldAction
 from mutualaid.text import blind_form
 
@@ -44,6 +47,13 @@ class FieldReport:
     masked: list[str] = field(default_factory=list)
     hashed: list[str] = field(default_factory=list)
     encrypted: list[str] = field(default_factory=list)
+
+
+def pointer_found_by(decision: Decision) -> list:
+    """What a pointer may be found by: only what every contributing agreement allows (the
+    most protective combination: each search key makes the record discoverable)."""
+    allowed = [set(a.pointer_found_by) for a in decision.agreements]
+    return sorted(set.intersection(*allowed)) if allowed else []
 
 
 def mask(text: str) -> str:
@@ -79,7 +89,16 @@ def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FU
         "hashed_fields": [],
         "sealed": None,
         "retain_until": None,
+        "revision": 0,
+        "match_keys": [],
     }
+
+
+def pointer_envelope(envelope: dict, hash_key: bytes) -> dict:
+    """The envelope a pointer travels in: the opaque reference for the record id, no labels
+    (a label such as juvenile is itself what the owner protects), no source position."""
+    ref = record_ref(hash_key, envelope["source_ori"], envelope["kind"], envelope["record_id"])
+    return {**envelope, "record_id": ref, "labels": [], "source_position": None}
 
 
 def _need(hash_key: bytes | None, agreement_id: str, path: str) -> bytes:
@@ -121,7 +140,13 @@ def disclose(
     )
     disclosure["retain_until"] = retain_until
     report = FieldReport()
-    if decision.outcome == "POINTER" or event["body"] is None:
+    if decision.outcome == "POINTER":
+        key = _need(hash_key, ref[0], "a pointer's reference")
+        disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
+        disclosure["match_keys"] = match_keys(event["body"], pointer_found_by(decision), key)
+        shared = {"envelope": pointer_envelope(envelope, key), "disclosure": disclosure}
+        return shared | {"body": None}, report
+    if event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
         shared = {"envelope": envelope, "disclosure": disclosure, "body": None}
         return shared, report

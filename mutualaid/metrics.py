@@ -20,6 +20,11 @@ DEAD_LETTERS = Counter(
 SHARE_DECISIONS = Counter(
     "mutualaid_share_decisions", "Router decisions per partner.", ["partner", "kind", "outcome"]
 )
+RECALLS = Counter(
+    "mutualaid_recalls",
+    "Held records decided again after the agreements changed that were re-sent or withdrawn.",
+    ["kind"],
+)
 STALE_EVENTS = Counter(
     "mutualaid_stale_events",
     "Source events older than the version partners already hold, so not shared again.",

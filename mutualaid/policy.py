@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from mutualaid import fieldpaths, labels
 from mutualaid.agencies import Agency, AgencyType, Registry, check_state, start_of
 from mutualaid.configfile import ConfigError, Problem, load_model, yaml_files
+from mutualaid.pointers import FoundBy
 from mutualaid.rules import Rule, RuleFile, checked_labels
 from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind, check_ori
@@ -219,6 +220,11 @@ class Agreement(BaseModel):
     )
     retention_days: int | None = Field(
         None, gt=0, description="partners purge a record this many days after it occurred"
+    )
+    pointer_found_by: list[FoundBy] = Field(
+        [],
+        description="what a pointer (tier pointer, or on_excluded_label: pointer) may be found "
+        "by in a partner's search: any of plate, name_dob, identifier; none by default",
     )
     description: str = Field("", description="what it is for, in words a supervisor would use")
 
@@ -649,24 +655,6 @@ class Policy:
         if c.exclude_labels:
             steps.append(f"ok: none of the excluded labels ({', '.join(c.exclude_labels)})")
         return None
-
-    def may_still_hold(
-        self, owner_ori: str, kind: str, partner_ori: str, labels: list[str]
-    ) -> str | None:
-        """After agreements change: None if some agreement still lets the partner hold a record
-        of this owner, kind and labels; else why not. Content conditions (place, age, offense)
-        are not re-judged here: they are, with everything else, at the record's next version."""
-        reasons = []
-        for agreement, partners in self.covering(owner_ori, kind):
-            if partner_ori not in partners:
-                continue
-            gate = self._partner_gate(
-                agreement, self._agencies[owner_ori], self._agencies[partner_ori], labels, []
-            )
-            if gate is None or gate[1] == "POINTER":
-                return None
-            reasons.append(f"{agreement.id} v{agreement.version}: {gate[0]}")
-        return "; ".join(reasons) or "no agreement names it any more"
 
     @staticmethod
     def _membership(a: Agreement, partner: Agency) -> str:

@@ -3,6 +3,11 @@
 Delivery rule (``streams.worker.process_in_batches``): a batch's offsets become committable
 only after every record the batch produced was acknowledged by the broker. Outputs leave
 through the worker's ``Outbox`` (librdkafka); faust keeps the group, rebalances and the table.
+
+Recall: after every reload of the agreements, once at start (when the holders table is
+recovered, for edits made while the router was stopped) and after every assignment, the held
+records decided under other agreements get a recheck on the control topic; a timer also posts
+the rechecks time alone makes due (``Router.due_rechecks``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mutualaid.topics import (
     source_topic,
 )
 from streams.router import Consumed, Output, Router
+from streams.sourcereader import SourceReader
 from streams.worker import (
     Outbox,
     new_app,
@@ -38,6 +44,7 @@ log = logging.getLogger("mutualaid.router")
 
 BATCH_SIZE = 500
 BATCH_WITHIN_SECONDS = 0.05
+RECALL_POLL_SECONDS = 1.0
 
 
 def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.App:
@@ -51,6 +58,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),
+        read_source=SourceReader(settings.bootstrap_servers, f"{settings.router_id}-recall"),
     )
     outbox = Outbox(settings, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
@@ -61,15 +69,45 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         *sources, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
     )
 
-    async def use(policy: Policy) -> None:
-        router.use_policy(policy)
-        rechecks = router.rechecks(holders)
+    async def post(rechecks: list[Output]) -> None:
         for out in rechecks:
             outbox.send(out)
         await outbox.delivered()
+
+    async def use(policy: Policy) -> None:
+        router.use_policy(policy)
+        rechecks = router.rechecks(holders)
+        await post(rechecks)
         log.warning("%d shared record(s) to recheck against the new agreements", len(rechecks))
 
     watch_agreements(app, settings, registry, use, log)
+
+    # Entries decided under other agreements than those loaded now (edited while the router
+    # was stopped, or by another router before a rebalance) are rechecked once the table is
+    # recovered: at start, and after every assignment.
+    unscanned = [True]
+
+    @app.on_partitions_assigned.connect
+    async def assigned(*args: object, **kwargs: object) -> None:
+        unscanned[0] = True
+
+    @app.timer(RECALL_POLL_SECONDS)
+    async def recall_due() -> None:
+        if unscanned[0]:
+            if await app.tables.wait_until_recovery_completed():
+                return  # stopping
+            unscanned[0] = False
+            rechecks = router.rechecks(holders)
+            await post(rechecks)
+            if rechecks:
+                log.warning(
+                    "%d shared record(s) were decided under other agreements: rechecking them",
+                    len(rechecks),
+                )
+        due = router.due_rechecks(holders)
+        if due:
+            await post(due)
+            log.warning("%d shared record(s) to recheck: a decision changed with time", len(due))
 
     @app.agent(topic, name="route")
     async def route(stream: faust.Stream) -> None:

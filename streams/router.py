@@ -4,12 +4,26 @@
 bytes to the records to produce (shares, one audit record per decision, or one dead letter),
 so it can be tested and benchmarked without a broker. The faust agent in ``streams.app`` only
 moves bytes in and out and decides when offsets may be committed.
+
+What partners hold is kept per record in ``holders`` (a faust table), so that whatever takes
+something away reaches it: a delete or seal (at the highest version sent, so it always takes
+effect), a new version that no longer qualifies, and a change of agreements (a recall: the
+record decided again in full, read back from its source position). An entry::
+
+    {"partition": 2, "offset": 17,          # where the latest source event is, to read back
+     "version": 5,                          # the highest version any partner was sent
+     "labels": [...],
+     "policy": "<16 hex>",                  # the agreements it was decided under
+     "revision": 1796186591701,             # the last disclosure revision sent (ms)
+     "partners": {"CA0990200": ["agreement-id", 3, "<16 hex copy fingerprint>", "SHARED"]}}
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -17,18 +31,26 @@ from mutualaid.audit import dissemination_audit
 from mutualaid.clock import Clock
 from mutualaid.crypto import PublicKey
 from mutualaid.deadletter import DeadLetters
-from mutualaid.disclosure import FieldReport, MissingKey, disclose, new_disclosure
+from mutualaid.disclosure import (
+    FieldReport,
+    MissingKey,
+    disclose,
+    new_disclosure,
+    pointer_envelope,
+    pointer_found_by,
+)
 from mutualaid.events import new_envelope, record_key
 from mutualaid.metrics import (
     EVENTS_IN,
     EVENTS_OUT,
     FIELDS_ENCRYPTED,
     POLICY_SECONDS,
+    RECALLS,
     SHARE_DECISIONS,
     STALE_EVENTS,
     child,
 )
-from mutualaid.policy import Decision, FieldAction, Policy
+from mutualaid.policy import Decision, FieldAction, Policy, Tier
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
@@ -48,11 +70,29 @@ from mutualaid.topics import (
     Stage,
     parse_source_topic,
     share_topic,
+    source_topic,
 )
 
 Holders = MutableMapping[str, dict]
+# (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
+SourceReader = Callable[[str, int, int], bytes | None]
 # Labels that withdraw a record from every partner, whatever the agreements say.
 WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
+
+
+def _digest(shape: object) -> str:
+    """64 bits of SHA-256 over a JSON shape: enough that two different shapes never meet."""
+    text = json.dumps(shape, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_NO_AGREEMENTS = _digest([])
+
+
+def _form(ref: list) -> str:
+    """The outcome a partner's copy was sent as (SHARED or POINTER; entries kept before the
+    outcome was recorded held full copies)."""
+    return ref[3] if len(ref) > 3 else "SHARED"
 
 
 def holder_key(envelope: dict) -> str:
@@ -89,8 +129,10 @@ class Router:
         hash_key: bytes | None,
         control_topic: str = "mutualaid-router.control",
         clock: Clock = lambda: datetime.now(UTC),
+        read_source: SourceReader = lambda topic, partition, offset: None,
     ) -> None:
         self.control_topic = control_topic
+        self.read_source = read_source
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
@@ -108,7 +150,26 @@ class Router:
         event is decided wholly under one version of the agreements.
         """
         self._check_keys(policy)
+        covering: dict[tuple[str, str], list] = {}
+        for a in sorted(policy.agreements, key=lambda a: a.id):
+            for kind in a.kinds:
+                shape = [a.model_dump(mode="json"), sorted(policy.partners_of(a))]
+                covering.setdefault((a.owner, str(kind)), []).append(shape)
+        # Rules and assurances shape every decision of an owner and kind: a change to any of
+        # them changes every fingerprint, so every held record is decided again.
+        common = [
+            [r.model_dump(mode="json") for r in policy.rules],
+            [
+                [a.ori, [x.model_dump(mode="json") for x in a.assurances]]
+                for a in policy.registry.agencies
+            ],
+        ]
         self.policy = policy
+        self._policy_fingerprints = {
+            key: _digest([shapes, common]) for key, shapes in covering.items()
+        }
+        self._copy_fingerprints: dict[tuple, str] = {}
+        self._next_change = policy.next_change(self.clock())
 
     def _check_keys(self, policy: Policy) -> None:
         """Refuse a policy if an agreement would need a key that is not there. Each partner's
@@ -125,6 +186,16 @@ class Router:
                     f"agreement {agreement.id} hashes fields but there is no hash "
                     "key: run `mutualaid keys hash-key` (see hash_key_file)"
                 )
+            pointers = (
+                agreement.tier == Tier.POINTER
+                or agreement.conditions.on_excluded_label == "pointer"
+            )
+            if pointers and self.hash_key is None:
+                raise MissingKey(
+                    f"agreement {agreement.id} gives pointers, whose record reference and "
+                    "match keys are keyed hashes, but there is no hash key: run `mutualaid "
+                    "keys hash-key` (see hash_key_file)"
+                )
             if not actions & {FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED}:
                 continue
             for partner in policy.partners_of(agreement):
@@ -139,7 +210,8 @@ class Router:
         """The records to produce for one consumed record.
 
         ``holders`` remembers which partners hold each record (a faust table in the app), so a
-        later delete, seal or narrowing can be sent to exactly those partners.
+        later delete, seal or narrowing can be sent to exactly those partners. A record on the
+        control topic is a recheck (``rechecks``): the held record is decided again.
         """
         ctx = SerializationContext(record.topic, record.partition, record.offset)
         if record.topic == self.control_topic:
@@ -169,7 +241,8 @@ class Router:
                     f"{record.topic}; each agency publishes only to its own topics",
                 )
             ]
-        return self._disseminate(kind, event, ctx, holders, record.partition)
+        position = (record.partition, record.offset)
+        return self._disseminate(kind, event, ctx, holders, position)
 
     def _disseminate(
         self,
@@ -177,7 +250,7 @@ class Router:
         event: dict,
         ctx: SerializationContext,
         holders: Holders,
-        partition: int,
+        position: tuple[int, int],
     ) -> list[Output]:
         """Share with every partner the policy allows; withdraw from every partner that held
         the record and no longer may (deleted, sealed, or no longer qualifying)."""
@@ -198,20 +271,16 @@ class Router:
         started = time.perf_counter()
         decisions = [] if withdrawing else self.policy.decide(event, self.clock())
         POLICY_SECONDS.observe(time.perf_counter() - started)
+        revision = self._next_revision(entry)
         outputs, holding = [], {}
         for decision in decisions:
-            report = FieldReport()
             if decision.shares:
                 assert decision.agreement is not None
-                shared, report = self._share(kind, event, decision)
-                outputs.append(
-                    Output(
-                        share_topic(decision.partner_ori, kind),
-                        record_key(envelope),
-                        self._encode[kind](shared, ctx),
-                    )
-                )
-                holding[decision.partner_ori] = [decision.agreement.id, decision.agreement.version]
+                shared, report = self._copy(kind, event, decision, ctx, revision)
+                outputs.append(shared)
+                holding[decision.partner_ori] = self._holding(kind, decision)
+            else:
+                report = FieldReport()
             outputs.append(
                 self._audit(
                     envelope,
@@ -226,8 +295,18 @@ class Router:
             )
             child(SHARE_DECISIONS, decision.partner_ori, kind, decision.outcome.lower()).inc()
         denied = {d.partner_ori: d.steps[-1] for d in decisions if not d.shares}
-        for partner, (agreement_id, version) in held.items():
+        for partner, ref in held.items():
             if partner in holding:
+                if _form(ref) != holding[partner][3]:  # a pointer now, or full now: one form
+                    outputs += self._withdraw(
+                        kind,
+                        withdrawn_as,
+                        ctx,
+                        partner,
+                        ref,
+                        revision,
+                        f"replaced by a copy of another tier ({holding[partner][3].lower()})",
+                    )
                 continue
             reason = (
                 "deleted at the source"
@@ -236,77 +315,189 @@ class Router:
                 if withdrawing
                 else f"no longer qualifies: {denied.get(partner, 'no agreement names it')}"
             )
-            outputs += self._withdraw(
-                kind, withdrawn_as, ctx, partner, (agreement_id, version), reason
-            )
+            outputs += self._withdraw(kind, withdrawn_as, ctx, partner, ref, revision, reason)
         if holding:
-            entry = {
+            partition, offset = position
+            new_entry = {
                 "partition": partition,
+                "offset": offset,
                 "version": envelope["version"],
                 "labels": envelope["labels"],
+                "policy": self._policy_fingerprint(envelope["source_ori"], str(kind)),
+                "revision": revision,
                 "partners": holding,
             }
-            if holders.get(key) != entry:
-                holders[key] = entry
+            holders[key] = new_entry
         elif held:
             holders.pop(key, None)
         child(EVENTS_OUT, "streams", kind).inc(len(holding))
         return outputs
 
-    def rechecks(self, holders: Holders) -> list[Output]:
-        """After the agreements changed: one control record per held record that some partner
-        may no longer hold, to the partition the record lives on, so the withdrawal and the
-        table update happen in-stream there (see ``_recheck``)."""
-        outputs = []
+    def _next_revision(self, entry: dict) -> int:
+        """The revision of what is sent now: the decision time in milliseconds, and always
+        above the last one sent for the record, so a recall's copy or withdrawal replaces the
+        copy an index holds even if two routers' clocks disagree."""
+        return max(int(self.clock().timestamp() * 1000), entry.get("revision", 0) + 1)
+
+    def _holding(self, kind: Kind, decision: Decision) -> list:
+        """What the holders entry keeps of one partner's copy: the first agreement it cites,
+        and the fingerprint a recall compares to know whether that copy must be replaced."""
+        agreement = decision.agreement
+        assert agreement is not None
+        fingerprint = self._copy_fingerprint(kind, decision)
+        return [agreement.id, agreement.version, fingerprint, decision.outcome]
+
+    def _copy_fingerprint(self, kind: Kind, decision: Decision) -> str:
+        """A digest of everything that shapes a partner's copy besides the record itself: the
+        tier, the agreements combined, their combined field actions, retention and what a
+        pointer is found by. Agreement versions are left out: an edit that changes none of
+        these does not re-send anything."""
+        full = decision.outcome == "SHARED"
+        known = (
+            kind,
+            decision.outcome,
+            tuple(sorted(a.id for a in decision.agreements)),
+            tuple(sorted(decision.actions.items())) if full else (),
+            decision.retention_days,
+            () if full else tuple(pointer_found_by(decision)),
+        )
+        if known not in self._copy_fingerprints:  # shared by many records: computed once
+            self._copy_fingerprints[known] = _digest([str(x) for x in known])
+        return self._copy_fingerprints[known]
+
+    def _policy_fingerprint(self, owner: str, kind: str) -> str:
+        """A digest of every agreement covering this owner and kind, with the partners it
+        resolves to. Kept in each holders entry: an entry whose digest differs from the
+        current one was decided under other agreements (edited live, or while the router was
+        stopped) and is rechecked in full."""
+        return self._policy_fingerprints.get((owner, kind), _NO_AGREEMENTS)
+
+    def rechecks(self, holders: Holders, every: bool = False) -> list[Output]:
+        """One control record per held record decided under other agreements than the current
+        ones (``every``: per held record, as when time alone changed a decision), to the
+        partition the record lives on, so the recall and the table update happen in-stream
+        there (see ``_recheck``). Sorted by source position, so reading the records back is
+        one pass along each partition."""
+        due = []
         for key, entry in list(holders.items()):
             kind, owner, _ = key.split("/", 2)
-            if any(
-                self.policy.may_still_hold(owner, kind, partner, entry["labels"])
-                for partner in entry["partners"]
-            ):
-                outputs.append(
-                    Output(self.control_topic, key.encode(), b"recheck", entry["partition"])
-                )
-        return outputs
+            if every or entry.get("policy") != self._policy_fingerprint(owner, kind):
+                due.append((entry["partition"], entry.get("offset", -1), key))
+        return [
+            Output(self.control_topic, key.encode(), b"recheck", partition)
+            for partition, _, key in sorted(due)
+        ]
+
+    def due_rechecks(self, holders: Holders) -> list[Output]:
+        """Rechecks of every held record once the clock reaches the moment the policy said a
+        decision could change by time alone (``Policy.next_change``); then the next moment."""
+        now = self.clock()
+        if self._next_change is None or now < self._next_change:
+            return []
+        self._next_change = self.policy.next_change(now)
+        return self.rechecks(holders, every=True)
 
     def _recheck(
         self, record: Consumed, holders: Holders, ctx: SerializationContext
     ) -> list[Output]:
+        """Decide a held record again in full, from its latest source event read back: each
+        partner whose copy is now shaped otherwise gets the new copy (a higher revision of the
+        same version, which its index applies over the old), each that may no longer hold it
+        a withdrawal. If the source event cannot be read back (past the topic's retention),
+        every copy is withdrawn: without the record it cannot be shown to be allowed."""
         key = (record.key or b"").decode()
         entry = holders.get(key)
         if entry is None:
             return []  # withdrawn or deleted since the recheck was posted
-        kind, owner, record_id = key.split("/", 2)
-        envelope = new_envelope(
-            source_ori=owner,
-            source_system="mutualaid-router",
-            kind=Kind(kind),
-            record_id=record_id,
-            version=entry["version"],
-            occurred_at=self.clock(),
-            op="DELETE",
-            labels=entry["labels"],
-            now=self.clock(),
-        )
-        outputs, keep = [], {}
-        for partner, agreement in entry["partners"].items():
-            reason = self.policy.may_still_hold(owner, kind, partner, entry["labels"])
-            if reason is None:
-                keep[partner] = agreement
-                continue
-            outputs += self._withdraw(
-                Kind(kind),
-                envelope,
-                ctx,
-                partner,
-                tuple(agreement),
-                f"agreements narrowed: {reason}",
+        kind_name, owner, record_id = key.split("/", 2)
+        kind = Kind(kind_name)
+        event, missing = self._read_back(key, entry)
+        revision = self._next_revision(entry)
+        if event is None:
+            envelope = new_envelope(
+                source_ori=owner,
+                source_system="mutualaid-router",
+                kind=kind,
+                record_id=record_id,
+                version=entry["version"],
+                occurred_at=self.clock(),
+                op="DELETE",
+                labels=entry["labels"],
+                now=self.clock(),
             )
+            decisions = {}
+        else:
+            envelope = event["envelope"]
+            decisions = {d.partner_ori: d for d in self.policy.decide(event, self.clock())}
+        outputs, keep = [], {}
+        for partner, ref in entry["partners"].items():
+            decision = decisions.get(partner)
+            if event is None:
+                reason = f"recalled: {missing}"
+            elif decision is None or not decision.shares:
+                why = decision.steps[-1] if decision else "no agreement names it any more"
+                reason = f"agreements narrowed: {why}"
+            else:
+                holding = self._holding(kind, decision)
+                if holding[2] == (ref[2] if len(ref) > 2 else None):
+                    keep[partner] = ref
+                    continue
+                assert event is not None
+                if _form(ref) != holding[3]:  # the old form is withdrawn: one copy only
+                    outputs += self._withdraw(
+                        kind,
+                        envelope,
+                        ctx,
+                        partner,
+                        ref,
+                        revision,
+                        "replaced by a copy of "
+                        f"another tier ({holding[3].lower()}): agreements changed (recall)",
+                    )
+                shared, report = self._copy(kind, event, decision, ctx, revision)
+                steps = [*decision.steps, "replaces the copy held: agreements changed (recall)"]
+                outputs += [
+                    shared,
+                    self._audit(
+                        envelope, partner, decision.outcome, decision.agreement_ref, steps, report
+                    ),
+                ]
+                keep[partner] = holding
+                continue
+            outputs += self._withdraw(kind, envelope, ctx, partner, ref, revision, reason)
+        if outputs:
+            RECALLS.labels(kind=kind_name).inc()
         if keep:
-            holders[key] = {**entry, "partners": keep}
+            holders[key] = {
+                **entry,
+                "policy": self._policy_fingerprint(owner, kind_name),
+                "revision": revision if outputs else entry.get("revision", 0),
+                "partners": keep,
+            }
         else:
             holders.pop(key, None)
         return outputs
+
+    def _read_back(self, key: str, entry: dict) -> tuple[dict | None, str]:
+        """The latest source event of a held record, or None and why it cannot be had."""
+        kind, owner, _ = key.split("/", 2)
+        if "offset" not in entry:
+            return None, "its source position was not kept (shared before full recall)"
+        topic = source_topic(owner, Kind(kind))
+        where = f"{topic} partition {entry['partition']} offset {entry['offset']}"
+        value = self.read_source(topic, entry["partition"], entry["offset"])
+        if value is None:
+            return None, f"its source event ({where}) can no longer be read (retention)"
+        try:
+            event = self._decode[Kind(kind)](
+                value, SerializationContext(topic, entry["partition"], entry["offset"])
+            )
+        except DeserializationError as exc:
+            return None, f"its source event ({where}) does not decode: {exc}"
+        envelope = (event or {}).get("envelope") or {}
+        if holder_key(envelope) != key or envelope["version"] != entry["version"]:
+            return None, f"the event at {where} is not version {entry['version']} of {key}"
+        return event, ""
 
     def _withdraw(
         self,
@@ -314,25 +505,42 @@ class Router:
         source: dict,
         ctx: SerializationContext,
         partner: str,
-        agreement: tuple[str, int],
+        ref: list,
+        revision: int,
         reason: str,
     ) -> list[Output]:
-        """A DELETE for the partner's index, a tombstone for compaction, and the audit record."""
+        """A DELETE for the partner's index, a tombstone for compaction, and the audit record
+        (which names the record itself; a pointer's withdrawal goes to its opaque reference)."""
         envelope = {**source, "op": "DELETE", "source_position": None}
-        withdrawal = {
-            "envelope": envelope,
-            "disclosure": new_disclosure(partner, agreement),
-            "body": None,
-        }
+        agreement = (ref[0], ref[1])
+        sent, tier = envelope, "FULL"
+        if _form(ref) == "POINTER":
+            assert self.hash_key is not None  # pointers are refused without it
+            sent, tier = pointer_envelope(envelope, self.hash_key) | {"op": "DELETE"}, "POINTER"
+        disclosure = new_disclosure(partner, agreement, tier) | {"revision": revision}
+        withdrawal = {"envelope": sent, "disclosure": disclosure, "body": None}
         topic = share_topic(partner, kind)
         child(SHARE_DECISIONS, partner, kind, "withdrawn").inc()
         return [
-            Output(topic, record_key(envelope), self._encode[kind](withdrawal, ctx)),
-            Output(topic, record_key(envelope), None),
+            Output(topic, record_key(sent), self._encode[kind](withdrawal, ctx)),
+            Output(topic, record_key(sent), None),
             self._audit(
                 envelope, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
             ),
         ]
+
+    def _copy(
+        self, kind: Kind, event: dict, decision: Decision, ctx: SerializationContext, revision: int
+    ) -> tuple[Output, FieldReport]:
+        """The partner's copy of the record under this decision, ready to produce."""
+        shared, report = self._share(kind, event, decision)
+        shared["disclosure"]["revision"] = revision
+        out = Output(
+            share_topic(decision.partner_ori, kind),
+            record_key(shared["envelope"]),
+            self._encode[kind](shared, ctx),
+        )
+        return out, report
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
         shared, report = disclose(

@@ -6,13 +6,15 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import generate_keypair, load_keyring, newest_public_key
-from mutualaid.disclosure import disclose, keyed_hash, restore, sealed_from_avro
+from mutualaid.disclosure import MissingKey, disclose, keyed_hash, restore, sealed_from_avro
 from mutualaid.events import new_envelope
+from mutualaid.pointers import identifier_key
 from mutualaid.policy import Agreement, Decision, FieldAction
 from mutualaid.serde import SHARED_EVENT, AvroSerializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind
@@ -113,7 +115,7 @@ def test_encrypt_indexed_matches_without_decrypting(tmp_path: Path) -> None:
     assert restore(shared["body"], values)["persons"][0]["ssn"] == "123-45-6789"
 
 
-def test_pointer_carries_no_body_and_whom_to_call() -> None:
+def test_pointer_carries_no_body_labels_or_record_id_and_whom_to_call() -> None:
     agreement = Agreement(
         id="a",
         version=1,
@@ -121,19 +123,30 @@ def test_pointer_carries_no_body_and_whom_to_call() -> None:
         partners=["CA0990200"],
         kinds=[Kind.RMS_RECORD],
         tier="pointer",
+        pointer_found_by=["identifier"],
     )
-    shared, report = disclose(
-        rms_event([{"ssn": "1"}], "secret"),
-        Decision.under("CA0990200", agreement, {}, "POINTER"),
-        {},
-        registry=REGISTRY,
-        public_key=None,
-        hash_key=None,
-    )
+    event = rms_event([{"ssn": "123-45-6789"}], "secret")
+    event["envelope"]["labels"] = ["juvenile"]
+    key = b"k" * 32
+
+    def pointer(hash_key: bytes | None) -> tuple[dict, object]:
+        decision = Decision.under("CA0990200", agreement, {}, "POINTER")
+        return disclose(event, decision, {}, registry=REGISTRY, public_key=None, hash_key=hash_key)
+
+    shared, report = pointer(key)
     assert shared["body"] is None
+    assert shared["envelope"]["labels"] == []
+    ref = shared["envelope"]["record_id"]
+    assert ref.startswith("ptr-") and event["envelope"]["record_id"] not in ref
+    assert pointer(key)[0]["envelope"]["record_id"] == ref  # stable: updates reach it
+    assert pointer(b"j" * 32)[0]["envelope"]["record_id"] != ref  # and keyed
     assert shared["disclosure"]["tier"] == "POINTER"
     assert shared["disclosure"]["contact"].startswith("Riverbend PD Records")
+    assert shared["disclosure"]["match_keys"] == [identifier_key(key, "123456789")]
+    assert "123-45-6789" not in json.dumps(shared, default=str)
     assert report.in_clear == []
+    with pytest.raises(MissingKey, match="hash-key"):
+        pointer(None)
 
 
 # Values long enough that finding one in the output bytes cannot be a coincidence.

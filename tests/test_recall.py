@@ -3,17 +3,36 @@ partner may hold reaches what it already holds, and its index no longer finds th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import Region, mutualaid_cli, publish_source, running_stages, wait_for
+from conftest import (
+    Region,
+    index_rows,
+    mutualaid_cli,
+    publish_source,
+    read_topic,
+    running_stages,
+    wait_for,
+)
 from consumers.query import Criteria, Hit
 from consumers.search import SearchRequest, run_search
+from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.events import new_envelope
-from mutualaid.topics import Kind
+from mutualaid.serde import (
+    SHARED_EVENT,
+    SOURCE_EVENT,
+    AvroDeserializer,
+    SchemaStore,
+    SerializationContext,
+)
+from mutualaid.topics import Kind, share_topic, source_topic
+from streams.sourcereader import SourceReader
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SSN = "123-45-6789"
@@ -80,3 +99,197 @@ def test_a_seal_with_a_lower_version_still_removes_the_record(
     )
     assert found.returncode == 0, found.stderr
     assert found.stdout == ""
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """Agreements that let the county hold a report with the SSN in clear, then the change
+    that must take it back; ``stopped``: the change is made while the router is not running."""
+
+    name: str
+    before: Callable[[Region], list[dict]]
+    after: Callable[[Region], list[dict]]
+    still_open: Callable[[Region], bool]  # whether the county still holds the open copy
+    stopped: bool = False
+
+
+def to_county(region: Region, id: str = "rms-to-county", **terms: object) -> dict:
+    return {
+        "id": id,
+        "version": 1,
+        "owner": region.local,
+        "partners": [region.county],
+        "kinds": ["rms.record"],
+    } | terms
+
+
+def to_neighbour(region: Region) -> dict:
+    return {
+        "id": "rms-to-neighbour",
+        "version": 1,
+        "owner": region.local,
+        "partners": [region.neighbour],
+        "kinds": ["rms.record"],
+    }
+
+
+def clear_ssn_indexed(region: Region) -> bool:
+    """Whether the county's index holds the report with the SSN in clear (by its own search,
+    and by the rows themselves, in case a search would miss it)."""
+    if by_ssn(region, region.county):  # opens (so creates) the index if not there yet
+        return True
+    rows = index_rows(
+        region.settings,
+        region.county,
+        f"select count(*) from records where deleted = false and cast(body as text) like '%{SSN}%'",
+    )
+    return rows != [(0,)]
+
+
+def clear_ssn_on_topic(region: Region) -> bool:
+    """Whether the latest copy of the report on the county's share topic has the SSN in clear
+    (what an encrypting agreement protects: the topic; the county's index opens it)."""
+    held = copies(region, region.county)
+    if not held:
+        return False
+    latest = held[-1]
+    return latest["body"] is not None and latest["body"]["persons"][0]["ssn"] == SSN
+
+
+def copies(region: Region, partner: str) -> list[dict]:
+    topic = share_topic(partner, Kind.RMS_RECORD)
+    decode = AvroDeserializer(SchemaStore(), SHARED_EVENT[Kind.RMS_RECORD])
+    records = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=3)
+    return [decode(m.value(), SerializationContext(topic)) for m in records if m.value()]
+
+
+NARROWINGS = [
+    Narrowing(
+        "partner removed",
+        lambda r: [to_county(r)],
+        lambda r: [to_neighbour(r)],
+        clear_ssn_indexed,
+    ),
+    Narrowing(
+        "tier lowered full -> pointer",
+        lambda r: [to_county(r)],
+        lambda r: [to_county(r, version=2, tier="pointer")],
+        clear_ssn_indexed,
+    ),
+    Narrowing(
+        "field action tightened keep -> drop",
+        lambda r: [to_county(r, fields={"persons[].ssn": "keep"})],
+        lambda r: [to_county(r, version=2, fields={"persons[].ssn": "drop"})],
+        clear_ssn_indexed,
+    ),
+    Narrowing(
+        "field action tightened keep -> encrypt",
+        lambda r: [to_county(r)],
+        lambda r: [to_county(r, version=2, fields={"persons[].ssn": "encrypt"})],
+        clear_ssn_on_topic,
+    ),
+    Narrowing(
+        "agreement removed, leaving a more protective one",
+        lambda r: [
+            to_county(r, "a-clear"),
+            to_county(r, "b-drops-ssn", fields={"persons[].ssn": "drop"}),
+        ],
+        lambda r: [to_county(r, "b-drops-ssn", fields={"persons[].ssn": "drop"})],
+        clear_ssn_indexed,
+    ),
+    Narrowing(
+        "edit made while the router was stopped",
+        lambda r: [to_county(r)],
+        lambda r: [to_county(r, version=2, fields={"persons[].ssn": "drop"})],
+        clear_ssn_indexed,
+        stopped=True,
+    ),
+    # Once the policy's rules and assurances are merged: "rule added" (a rule forbidding the
+    # county) and "assurance expired" (the county's assurance lapses: Policy.next_change).
+]
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("case", NARROWINGS, ids=[n.name for n in NARROWINGS])
+def test_narrowing_reaches_what_the_partner_already_holds(
+    region: Region, tmp_path: Path, case: Narrowing
+) -> None:
+    """Issue 11 case 4: each kind of narrowing, applied to a copy the county already holds."""
+    s = region.settings
+    generate_keypair(region.county, s.public_keys_dir, s.private_keys_dir)
+    generate_hash_key(s.hash_key_file)  # pointers' references and match keys need it
+    write_agreements(region, case.before(region))
+    with running_stages(region, tmp_path / "first", [region.county]):
+        publish_source(region, Kind.RMS_RECORD, [report(region.local, "R-NARROW", 1)])
+        wait_for(lambda: case.still_open(region), 60, "the county to hold the open copy")
+        if not case.stopped:
+            write_agreements(region, case.after(region))
+            wait_for(lambda: not case.still_open(region), 60, f"the recall ({case.name})")
+    if case.stopped:
+        write_agreements(region, case.after(region))
+        with running_stages(region, tmp_path / "second", [region.county]):
+            wait_for(lambda: not case.still_open(region), 60, f"the recall ({case.name})")
+    # The more protective copy, or the withdrawal, replaced the open one at the same record
+    # version, by a higher revision.
+    first, *_, latest = copies(region, region.county)
+    assert latest["envelope"]["version"] == first["envelope"]["version"] == 1
+    assert latest["disclosure"]["revision"] > first["disclosure"]["revision"]
+
+
+@pytest.mark.broker
+def test_the_source_reader_reads_back_by_position_and_says_when_it_cannot(region: Region) -> None:
+    events = [report(region.local, f"R-{n}", 1) for n in range(3)]
+    publish_source(region, Kind.RMS_RECORD, events, partition=1)
+    topic = source_topic(region.local, Kind.RMS_RECORD)
+    reader = SourceReader(region.settings.bootstrap_servers, "test-recall-reader", timeout=5)
+    try:
+        decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.RMS_RECORD])
+        ctx = SerializationContext(topic)
+        ids = [
+            decode(reader.read(topic, 1, offset), ctx)["envelope"]["record_id"]
+            for offset in (2, 0, 1)
+        ]
+        assert ids == ["R-2", "R-0", "R-1"]
+        assert reader.read(topic, 1, 99) is None  # no record there: never read as another
+    finally:
+        reader.close()
+
+
+@pytest.mark.broker
+def test_a_pointer_says_only_whom_to_call_and_is_found_by_what_the_owner_allows(
+    region: Region, tmp_path: Path
+) -> None:
+    """Issue 11 case 6: a juvenile report shared as a pointer, found by the SSN."""
+    s = region.settings
+    generate_hash_key(s.hash_key_file)
+    write_agreements(
+        region,
+        [
+            to_county(
+                region,
+                tier="pointer",
+                pointer_found_by=["name_dob", "identifier"],
+            )
+        ],
+    )
+    juvenile = report(region.local, "RB-2026-0042", 1, ["juvenile"])
+    with running_stages(region, tmp_path / "logs", [region.county]):
+        publish_source(region, Kind.RMS_RECORD, [juvenile])
+        (hit,) = wait_for(lambda: by_ssn(region, region.county), 60, "the pointer to be found")
+    (sent,) = copies(region, region.county)
+    assert sent["body"] is None and sent["envelope"]["labels"] == []
+    assert sent["envelope"]["record_id"] == hit.record_id
+    assert "RB-2026-0042" not in str(sent)  # not the incident number, anywhere
+    assert SSN not in str(sent) and "123456789" not in str(sent)
+    found = mutualaid_cli(
+        region, "search", "--agency", region.county, "--name", "John Doe", "--dob",
+        "1980-05-01", "--reason", "case 7", "--user", "det.rivera",
+    )  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    assert (
+        f"{region.local} Test City PD holds a matching RMS report record: call " in found.stdout
+    ), found.stdout
+    assert "RB-2026-0042" not in found.stdout and "juvenile" not in found.stdout
+    # Logged like any other search: who, why, what, and that it found one.
+    logged = index_rows(s, region.county, 'select "user", reason, result_count from search_audit')
+    assert ("det.rivera", "case 7", 1) in logged

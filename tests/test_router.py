@@ -125,7 +125,8 @@ def withdrawal_router(tmp_path: Path) -> Router:
         "    conditions: {exclude_labels: [juvenile]}\n"
     )
     registry = load_registry(Path("deploy/agencies.yaml"))
-    return Router(load_policy(tmp_path, registry), STORE, None, public_keys={}, hash_key=None)
+    policy = load_policy(tmp_path, registry)
+    return Router(policy, STORE, None, public_keys={}, hash_key=None, clock=lambda: AT)
 
 
 def version_of(owner: str, kind: Kind, op: str, version: int, labels: list[str]) -> bytes:
@@ -167,13 +168,19 @@ def test_a_delete_is_sent_to_exactly_the_partners_that_hold_the_record(tmp_path:
     router, holders = withdrawal_router(tmp_path), {}
     topic = "src.nv0990300.alpr.read"
     router.route(consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders)
-    assert holders == {
-        "alpr.read/NV0990300/r1": {
-            "partition": 2,
-            "version": 1,
-            "labels": [],
-            "partners": {"CA0990100": ["desert-out", 1], "CA0990200": ["desert-out", 1]},
-        }
+    entry = holders["alpr.read/NV0990300/r1"]
+    fingerprint = entry["partners"]["CA0990100"][2]
+    assert entry == {
+        "partition": 2,
+        "offset": 17,  # where the source event is, to read it back for a recall
+        "version": 1,
+        "labels": [],
+        "policy": entry["policy"],
+        "revision": int(AT.timestamp() * 1000),
+        "partners": {
+            "CA0990100": ["desert-out", 1, fingerprint, "SHARED"],
+            "CA0990200": ["desert-out", 1, fingerprint, "SHARED"],
+        },
     }
     outputs = router.route(
         consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "DELETE", 2, [])), holders
@@ -230,7 +237,10 @@ def test_sealing_withdraws_and_a_new_label_narrows(tmp_path: Path) -> None:
 def test_narrowed_agreements_recall_records_already_shared(tmp_path: Path) -> None:
     router, holders = withdrawal_router(tmp_path), {}
     topic = "src.nv0990300.alpr.read"
-    router.route(consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders)
+    first = version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])
+    source = {(topic, 2, 17): first}  # the source topic, as read back
+    router.read_source = lambda *position: source.get(position)
+    router.route(consumed(topic, first), holders)
     (tmp_path / "a.yaml").write_text(
         "agreements:\n"
         "  - id: desert-out\n"
@@ -252,7 +262,8 @@ def test_narrowed_agreements_recall_records_already_shared(tmp_path: Path) -> No
         ("share.ca0990100.alpr.read", "tombstone"),
         ("audit.dissemination", "CA0990100 WITHDRAWN"),
     ]
-    assert holders["alpr.read/NV0990300/r1"]["partners"] == {"CA0990200": ["desert-out", 1]}
+    (kept,) = holders["alpr.read/NV0990300/r1"]["partners"].items()
+    assert kept[0] == "CA0990200" and kept[1][:2] == ["desert-out", 1]
     assert router.rechecks(holders) == []  # nothing left to recall
 
 

@@ -328,6 +328,8 @@ DISCLOSURE = {
     "hashed_fields": [],
     "sealed": None,
     "retain_until": None,
+    "revision": 3,
+    "match_keys": ["c0ffee"],
 }
 
 
