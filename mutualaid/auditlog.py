@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mutualaid.errors import UsageError
 from mutualaid.kafka import DeliveryTracker, TopicFollower, producer_config
 from mutualaid.private import open_private, private_dir
 from mutualaid.settings import Settings
@@ -46,7 +47,7 @@ GENESIS = "0" * 64
 _DOMAIN = b"mutualaid-audit-v1"
 
 
-class AuditKeyError(Exception):
+class AuditKeyError(UsageError):
     """A stage key that is missing or not an Ed25519 key."""
 
 

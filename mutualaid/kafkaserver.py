@@ -31,6 +31,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from mutualaid.broker import free_port, port_is_free
+from mutualaid.errors import MutualaidError
 from mutualaid.processes import spawn, stop_all
 
 POM = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "pom.xml"
@@ -38,12 +39,12 @@ COMPLETE = ".complete"  # written last: a cache without it is an interrupted ins
 DEFAULT_HEAP_MB = 256
 
 
-class KafkaUnavailable(Exception):
+class KafkaUnavailable(MutualaidError):
     """Apache Kafka cannot run here (no Java, no jars and no Maven to fetch them); the message
     says what to install. Tests skip on it."""
 
 
-class KafkaServerError(Exception):
+class KafkaServerError(MutualaidError):
     """A node failed to format or start; the message ends with the last lines of its log."""
 
 

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from mutualaid import tokens
 from mutualaid.deadletter import DeadLetters, Letter
+from mutualaid.errors import MutualaidError
 from mutualaid.events import record_key
 from mutualaid.kafka import DeliveryFailed, DeliveryTracker, produce, producer_config
 from mutualaid.metrics import EVENTS_IN, EVENTS_OUT, INGEST_REQUESTS
@@ -53,7 +54,7 @@ from producers.jsonlimits import ReadLimits, check_depth, nesting_depth
 DELIVERY_TIMEOUT = 10.0
 
 
-class TooLarge(Exception):
+class TooLarge(MutualaidError):
     """A request past the size bounds: refused whole (413), the camera sends it in parts."""
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from mutualaid.errors import UsageError
+from mutualaid.errors import MutualaidError, UsageError
 from mutualaid.topics import Kind
 
 if TYPE_CHECKING:  # for the annotation only: the contract imports no other producers module
@@ -43,7 +43,7 @@ class Rejected(UsageError):
         super().__init__(f"{error_type}: {reason}")
 
 
-class Skipped(Exception):
+class Skipped(MutualaidError):
     """A valid item that holds no record (a NIBRS zero report): no event, no dead letter."""
 
     def __init__(self, reason: str) -> None:
