@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop once the demo data is indexed (for scripts)",
     )
+    up.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded broker (default, starts in ms); kafka: Apache Kafka itself "
+        "(KRaft, from the jars deploy/kafka/pom.xml fetches; needs Java 17)",
+    )
     up.set_defaults(handler=_up)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
@@ -319,7 +326,13 @@ def _stop_event() -> threading.Event:
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.up import run_up
 
-    return run_up(settings, demo=args.demo, reads=args.reads, exit_when_done=args.exit_when_done)
+    return run_up(
+        settings,
+        demo=args.demo,
+        reads=args.reads,
+        exit_when_done=args.exit_when_done,
+        broker_kind=args.broker,
+    )
 
 
 def _broker(settings: Settings, args: argparse.Namespace) -> int:
@@ -341,7 +354,7 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
     try:
         created = ensure_topics(
             wait_for_broker(broker.bootstrap_servers),
-            topics_for(registry.oris, settings.partitions),
+            topics_for(registry.oris, settings.partitions, settings.retention),
             settings.replication_factor,
         )
         print(

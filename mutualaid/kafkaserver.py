@@ -35,7 +35,7 @@ from mutualaid.processes import spawn, stop_all
 
 POM = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "pom.xml"
 COMPLETE = ".complete"  # written last: a cache without it is an interrupted install
-DEFAULT_HEAP_MB = 256
+DEFAULT_HEAP_MB = 384
 
 
 class KafkaUnavailable(Exception):
@@ -139,6 +139,10 @@ def _cluster_defaults(nodes: int) -> dict[str, str]:
         "offsets.topic.num.partitions": "8",
         # A first consumer group join otherwise waits 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
+        # The log cleaner (compacted hotlists) takes a 128 MiB key buffer on the heap by
+        # default: half a small heap, which then spent a minute in full GCs and fenced the
+        # broker. 16 MiB dedupes ~700,000 keys per pass, plenty for one machine's hotlists.
+        "log.cleaner.dedupe.buffer.size": str(16 * 2**20),
     }
 
 
@@ -332,7 +336,10 @@ class KafkaCluster:
         # Kafka's own start script's collector settings: short pauses on a small heap.
         argv = self._jvm(java, jars, self.heap_mb, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20")
         node.proc = spawn(
-            [*argv, "kafka.Kafka", str(node.directory / "server.properties")], log=node.log
+            [*argv, "kafka.Kafka", str(node.directory / "server.properties")],
+            log=node.log,
+            # A JVM whose parent died may hang in its shutdown hooks; nothing here needs them.
+            parent_death_signal=signal.SIGKILL,
         )
 
     def _await_ready(self, deadline: float) -> None:
