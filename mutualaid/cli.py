@@ -401,7 +401,14 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         name=name,
         on_progress=lambda p: print(p.line(name), flush=True),
     )
-    progress = runner.run(stop=_stop_event(), follow=args.follow)
+    from mutualaid.kafka import DeliveryFailed
+
+    try:
+        progress = runner.run(stop=_stop_event(), follow=args.follow)
+    except DeliveryFailed as exc:
+        # Nothing unacknowledged was checkpointed: running it again resumes from there.
+        print(f"mutualaid connect: {exc}; run it again to resume", file=sys.stderr)
+        return 1
     print(progress.line(name) + "  done", flush=True)
     if args.report:
         args.report.write_text(json.dumps(progress.counts()))

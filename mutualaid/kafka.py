@@ -42,6 +42,13 @@ class DeliveryFailed(Exception):
     """The broker did not acknowledge every produced record; nothing may be checkpointed."""
 
 
+# How long librdkafka keeps retrying a record before it reports it failed, and so how long a
+# stage waits for acknowledgements before giving up. It must outlast a leader election after a
+# broker dies (broker.session.timeout.ms, 9 s, then metadata refreshes; far longer on a loaded
+# host): with 30 s, a connector gave up while a three-node cluster was still failing over.
+DELIVERY_TIMEOUT_SECONDS = 120.0
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
@@ -49,6 +56,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "message.timeout.ms": int(DELIVERY_TIMEOUT_SECONDS * 1000),
         **overrides,
     }
 
@@ -85,7 +93,7 @@ class DeliveryTracker:
     def sent(self) -> None:
         self.pending += 1
 
-    def wait(self, producer: Producer, timeout: float = 30.0) -> None:
+    def wait(self, producer: Producer, timeout: float = DELIVERY_TIMEOUT_SECONDS + 5) -> None:
         """Block until every record produced so far is acknowledged, or raise DeliveryFailed."""
         remaining = producer.flush(timeout)
         if remaining or self.pending:

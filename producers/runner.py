@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from mutualaid.deadletter import dead_letter
 from mutualaid.events import record_key
 from mutualaid.kafka import (
+    DELIVERY_TIMEOUT_SECONDS,
     DeliveryFailed,
     DeliveryTracker,
     TopicFollower,
@@ -60,7 +61,8 @@ log = logging.getLogger("mutualaid.connector")
 
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
-DELIVERY_TIMEOUT = 30.0
+# librdkafka reports every record delivered or failed within its own timeout: wait for that.
+DELIVERY_TIMEOUT = DELIVERY_TIMEOUT_SECONDS + 5
 __all__ = ["FOLLOW_POLL_SECONDS", "LineFile", "Rejected", "Runner", "Source", "SourceItem"]
 
 

@@ -164,6 +164,22 @@ class Region:
 
 @pytest.fixture
 def region(tmp_path: Path, broker: Broker, index_url: str | None) -> Iterator[Region]:
+    made = make_region(tmp_path, broker, index_url=index_url)
+    yield made
+    # Every test's 41 topics would pile up on the session's broker (thousands of partitions
+    # by the end, which Apache Kafka holds in its heap): the region's own go with it.
+    # (The router's changelog and control topics carry the local ORI in its router_id.)
+    oris = (made.local, made.county, made.neighbour, made.federal)
+    admin = wait_for_broker(broker.bootstrap_servers)
+    ours = {t for t in admin.list_topics(timeout=10).topics if any(o.lower() in t for o in oris)}
+    # (Each name once: Apache Kafka refuses a DeleteTopics that names a topic twice.)
+    for future in admin.delete_topics(sorted(ours), operation_timeout=10).values():
+        future.result()
+
+
+def make_region(tmp_path: Path, broker: Broker, **settings: object) -> Region:
+    """Four agencies with fresh ORIs (a CA city, its county, a NV neighbour, a federal task
+    force) and two agreements (city -> county, neighbour -> both CA agencies), on ``broker``."""
     local, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
     agencies = [
         {
@@ -211,19 +227,9 @@ def region(tmp_path: Path, broker: Broker, index_url: str | None) -> Iterator[Re
     (tmp_path / "agreements" / "test.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
     # Its own router group and tables: tests share one broker.
     oris = (local, county, neighbour, federal)
-    made = configured_region(
-        tmp_path, broker, oris, router_id=f"router-{local.lower()}", index_url=index_url
+    return configured_region(
+        tmp_path, broker, oris, router_id=f"router-{local.lower()}", **settings
     )
-    yield made
-    # Every test's 41 topics would pile up on the session's broker (thousands of partitions
-    # by the end, which Apache Kafka holds in its heap): the region's own go with it.
-    admin = wait_for_broker(broker.bootstrap_servers)
-    ours = [t for t in admin.list_topics(timeout=10).topics if any(o.lower() in t for o in oris)]
-    ours += [
-        t for t in admin.list_topics(timeout=10).topics if t.startswith(made.settings.router_id)
-    ]
-    for future in admin.delete_topics(ours, operation_timeout=10).values():
-        future.result()
 
 
 def configured_region(
@@ -243,7 +249,8 @@ def configured_region(
     config_file.write_text(yaml.safe_dump(values))
     region = Region(Settings(**values), config_file, *oris)
     topics = topics_for(list(oris), region.settings.partitions, region.settings.retention)
-    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, 1)
+    rf = region.settings.replication_factor
+    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, rf)
     return region
 
 
@@ -344,18 +351,21 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 
 @contextmanager
-def running_stages(region: Region, logs: Path, projected: list[str]) -> Iterator[None]:
-    """The router and a projector per agency in ``projected``, as `mutualaid up` runs them."""
+def running_stages(
+    region: Region, logs: Path, projected: list[str]
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """The router and a projector per agency in ``projected``, as `mutualaid up` runs them
+    (yielded by name: router, project-<ori>)."""
     base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
     argvs = {"router": ["router"]}
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
     logs.mkdir(parents=True, exist_ok=True)
-    procs = [spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()]
+    procs = {name: spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()}
     try:
-        yield
+        yield procs
     finally:
-        for proc in procs:
+        for proc in procs.values():
             stop(proc, timeout=10)
 
 
