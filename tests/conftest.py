@@ -46,7 +46,7 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, TopicSpec, dlq_topic, source_topic, topics_for
+from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
 
 # The brokers every broker-backed test runs on: the embedded Tansu (what `up` runs) and Apache
 # Kafka (what agencies run). MUTUALAID_TEST_BROKERS=tansu (or kafka) runs on one only.
@@ -75,20 +75,10 @@ def broker(
         return
     try:
         with KafkaCluster(nodes=1, root=log_dir) as cluster:
-            warm_up(cluster)
+            cluster.warm_up()
             yield cluster
     except KafkaUnavailable as exc:
         pytest.skip(f"Apache Kafka cannot run here: {exc}")
-
-
-def warm_up(cluster: KafkaCluster) -> None:
-    """A first produce and fetch on a fresh JVM take seconds while the broker loads and
-    compiles that code: pay it once here rather than inside some test's deadline."""
-    ensure_topics(wait_for_broker(cluster.bootstrap_servers), [TopicSpec("warm-up", 1)], 1)
-    producer = Producer({"bootstrap.servers": cluster.bootstrap_servers})
-    producer.produce("warm-up", b"x")
-    assert producer.flush(60) == 0
-    assert read_topic(cluster.bootstrap_servers, "warm-up", lambda r: len(r) == 1, 60)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -26,7 +26,6 @@ from conftest import (
     read_topic,
     running_stages,
     wait_for,
-    warm_up,
 )
 from mutualaid.agencies import load_registry
 from mutualaid.kafka import ensure_topics, wait_for_broker
@@ -50,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     config = {"log.cleaner.backoff.ms": "500"}
     try:
         with KafkaCluster(nodes=3, root=root, broker_config=config) as running:
-            warm_up(running)
+            running.warm_up()
             yield running
     except KafkaUnavailable as exc:
         pytest.skip(f"Apache Kafka cannot run here: {exc}")
