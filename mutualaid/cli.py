@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop once the demo data is indexed (for scripts)",
     )
+    up.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="tansu: the embedded broker (default, starts in ms); kafka: Apache Kafka itself "
+        "(KRaft, from the jars deploy/kafka/pom.xml fetches; needs Java 17)",
+    )
     up.set_defaults(handler=_up)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (Tansu)")
@@ -355,7 +362,13 @@ def _stop_event() -> threading.Event:
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.up import run_up
 
-    return run_up(settings, demo=args.demo, reads=args.reads, exit_when_done=args.exit_when_done)
+    return run_up(
+        settings,
+        demo=args.demo,
+        reads=args.reads,
+        exit_when_done=args.exit_when_done,
+        broker_kind=args.broker,
+    )
 
 
 def _broker(settings: Settings, args: argparse.Namespace) -> int:
@@ -373,7 +386,7 @@ def _broker(settings: Settings, args: argparse.Namespace) -> int:
     try:
         created = ensure_topics(
             wait_for_broker(broker.bootstrap_servers),
-            topics_for(registry.oris, settings.partitions),
+            topics_for(registry.oris, settings.partitions, settings.retention),
             settings.replication_factor,
         )
         print(
@@ -419,7 +432,14 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         name=name,
         on_progress=lambda p: print(p.line(name), flush=True),
     )
-    progress = runner.run(stop=_stop_event(), follow=args.follow)
+    from mutualaid.kafka import DeliveryFailed
+
+    try:
+        progress = runner.run(stop=_stop_event(), follow=args.follow)
+    except DeliveryFailed as exc:
+        # Nothing unacknowledged was checkpointed: running it again resumes from there.
+        print(f"mutualaid connect: {exc}; run it again to resume", file=sys.stderr)
+        return 1
     print(progress.line(name) + "  done", flush=True)
     if args.report:
         args.report.write_text(json.dumps(progress.counts()))

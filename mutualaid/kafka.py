@@ -20,7 +20,14 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from mutualaid.errors import MutualaidError
 from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
@@ -38,6 +45,13 @@ class DeliveryFailed(MutualaidError):
     """The broker did not acknowledge every produced record; nothing may be checkpointed."""
 
 
+# How long librdkafka keeps retrying a record before it reports it failed, and so how long a
+# stage waits for acknowledgements before giving up. It must outlast a leader election after a
+# broker dies (broker.session.timeout.ms, 9 s, then metadata refreshes; far longer on a loaded
+# host): with 30 s, a connector gave up while a three-node cluster was still failing over.
+DELIVERY_TIMEOUT_SECONDS = 120.0
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.bootstrap_servers,
@@ -45,6 +59,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "message.timeout.ms": int(DELIVERY_TIMEOUT_SECONDS * 1000),
         **overrides,
     }
 
@@ -103,7 +118,7 @@ class DeliveryTracker:
     def sent(self) -> None:
         self.pending += 1
 
-    def wait(self, producer: Producer, timeout: float = 30.0) -> None:
+    def wait(self, producer: Producer, timeout: float = DELIVERY_TIMEOUT_SECONDS + 5) -> None:
         """Block until every record produced so far is acknowledged, or raise DeliveryFailed."""
         remaining = producer.flush(timeout)
         if remaining or self.pending:
@@ -160,9 +175,13 @@ def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> AdminClien
 def ensure_topics(
     admin: AdminClient, specs: list[TopicSpec], replication_factor: int, timeout: float = 15.0
 ) -> list[str]:
-    """Create the topics that do not exist yet; return their names. Existing ones are left as is."""
+    """Create the topics that do not exist yet; return their names. Existing ones keep their
+    partitions, but get the configuration mutualaid sets (retention, compaction) where it
+    differs, so a topic made before a setting changed, or by hand, cannot quietly delete
+    audit records after the broker's default week."""
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [s for s in specs if s.name not in existing]
+    _set_configs(admin, [s for s in specs if s.name in existing], timeout)
     if not missing:
         return []
     new = [
@@ -170,7 +189,7 @@ def ensure_topics(
             s.name,
             num_partitions=s.partitions,
             replication_factor=replication_factor,
-            config={"cleanup.policy": "compact"} if s.compacted else {},
+            config=s.config,
         )
         for s in missing
     ]
@@ -180,21 +199,95 @@ def ensure_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    return [s.name for s in missing]
+    created = [s.name for s in missing]
+    _await_leaders(admin, created, timeout)
+    return created
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+def _await_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """Return once every partition of ``topics`` has a leader. Apache Kafka acknowledges a
+    CreateTopics before its brokers lead the new partitions, and a ListOffsets or produce sent
+    in between fails with NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    waiting = set(topics)
+    while waiting:
+        meta = admin.list_topics(timeout=timeout).topics
+        waiting = {
+            t
+            for t in waiting
+            if t not in meta
+            or meta[t].error is not None
+            or not meta[t].partitions
+            or any(p.leader < 0 or p.error is not None for p in meta[t].partitions.values())
+        }
+        if waiting and time.monotonic() >= deadline:
+            raise BrokerUnavailable(
+                f"{len(waiting)} new topics had no leader after {timeout:.0f}s, e.g. "
+                f"{sorted(waiting)[0]}"
+            )
+        if waiting:
+            time.sleep(0.1)
+
+
+def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    if not specs:
+        return
+    resources = {s.name: ConfigResource(ResourceType.TOPIC, s.name) for s in specs}
+    described = admin.describe_configs(list(resources.values()), request_timeout=timeout)
+    changes = []
+    for spec in specs:
+        current = described[resources[spec.name]].result(timeout)
+        differ = {k: v for k, v in spec.config.items() if k not in current or current[k].value != v}
+        if differ:
+            entries = [
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in differ.items()
+            ]
+            changes.append(
+                ConfigResource(ResourceType.TOPIC, spec.name, incremental_configs=entries)
+            )
+    if changes:
+        for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
+            future.result(timeout)
+
+
+# Errors of a partition whose leadership is moving (librdkafka does not flag all retriable).
+_BETWEEN_LEADERS = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError.REQUEST_TIMED_OUT,
+}
+
+
+def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """Per partition, the broker's end offset: at or before the true end (Tansu reports less
-    after batched produces), so reading from here never misses what comes after it."""
+    after batched produces), so reading from here never misses what comes after it. A
+    partition between leaders (a new topic, a broker just lost) is asked again until
+    ``timeout``."""
     consumer = Consumer(
         {"bootstrap.servers": settings.bootstrap_servers, "group.id": "mutualaid-offsets"}
     )
+    deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
+        ends = {}
+        for p in partitions:
+            while True:
+                try:
+                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[
+                        1
+                    ]
+                    break
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    passing = error.retriable() or error.code() in _BETWEEN_LEADERS
+                    if not passing or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
+        return ends
     finally:
         consumer.close()
 

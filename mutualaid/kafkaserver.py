@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -27,8 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from mutualaid.broker import free_port, port_is_free
 from mutualaid.errors import MutualaidError
@@ -36,7 +37,7 @@ from mutualaid.processes import spawn, stop_all
 
 POM = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "pom.xml"
 COMPLETE = ".complete"  # written last: a cache without it is an interrupted install
-DEFAULT_HEAP_MB = 256
+DEFAULT_HEAP_MB = 384
 
 
 class KafkaUnavailable(MutualaidError):
@@ -140,6 +141,10 @@ def _cluster_defaults(nodes: int) -> dict[str, str]:
         "offsets.topic.num.partitions": "8",
         # A first consumer group join otherwise waits 3 s for more members.
         "group.initial.rebalance.delay.ms": "0",
+        # The log cleaner (compacted hotlists) takes a 128 MiB key buffer on the heap by
+        # default: half a small heap, which then spent a minute in full GCs and fenced the
+        # broker. 16 MiB dedupes ~700,000 keys per pass, plenty for one machine's hotlists.
+        "log.cleaner.dedupe.buffer.size": str(16 * 2**20),
     }
 
 
@@ -333,7 +338,10 @@ class KafkaCluster:
         # Kafka's own start script's collector settings: short pauses on a small heap.
         argv = self._jvm(java, jars, self.heap_mb, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20")
         node.proc = spawn(
-            [*argv, "kafka.Kafka", str(node.directory / "server.properties")], log=node.log
+            [*argv, "kafka.Kafka", str(node.directory / "server.properties")],
+            log=node.log,
+            # A JVM whose parent died may hang in its shutdown hooks; nothing here needs them.
+            parent_death_signal=signal.SIGKILL,
         )
 
     def _await_ready(self, deadline: float) -> None:
@@ -390,6 +398,28 @@ class KafkaCluster:
             raise KafkaServerError(f"node {node_id} is still running")
         self._launch(java_binary(), install(), node)
         self._await_ready(time.monotonic() + timeout)
+
+    def warm_up(self, timeout: float = 60.0) -> None:
+        """Produce and fetch one record. On a fresh JVM the first produce takes seconds (7 s
+        seen on two busy cores) while the broker loads and compiles that path: pay it here,
+        not inside a test's deadline or a benchmark's clock."""
+        admin = self.admin()
+        for future in admin.create_topics([NewTopic("warm-up", 1, 1)]).values():
+            with contextlib.suppress(KafkaException):  # already there
+                future.result(timeout)
+        producer = Producer({"bootstrap.servers": self.bootstrap_servers})
+        producer.produce("warm-up", b"x")
+        if producer.flush(timeout):
+            raise KafkaServerError(f"a first record was not acknowledged in {timeout:.0f}s")
+        consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": "warm-up"})
+        try:
+            consumer.assign([TopicPartition("warm-up", 0, OFFSET_BEGINNING)])
+            deadline = time.monotonic() + timeout
+            while consumer.poll(0.5) is None:
+                if time.monotonic() >= deadline:
+                    raise KafkaServerError(f"a first record was not fetched in {timeout:.0f}s")
+        finally:
+            consumer.close()
 
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap_servers})

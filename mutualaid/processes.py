@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import subprocess
@@ -22,9 +23,10 @@ from mutualaid.private import open_private
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def _die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:  # pragma: no cover
+    # Runs in the child between fork and exec.
     if sys.platform == "linux":
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
 def spawn(
@@ -32,8 +34,10 @@ def spawn(
     *,
     log: Path | None = None,
     env: dict[str, str] | None = None,
+    parent_death_signal: signal.Signals = signal.SIGTERM,
 ) -> subprocess.Popen[bytes]:
-    """Start argv in its own process group, output to ``log`` (or inherited)."""
+    """Start argv in its own process group, output to ``log`` (or inherited); it gets
+    ``parent_death_signal`` if this process dies first."""
     # Owner only: stage logs name users, searches' reasons and login failures.
     out = os.fdopen(open_private(log, os.O_WRONLY | os.O_APPEND), "ab") if log is not None else None
     try:
@@ -43,7 +47,7 @@ def spawn(
             stderr=subprocess.STDOUT if out else None,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, parent_death_signal),
             start_new_session=True,
         )
     finally:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from mutualaid import labels
 from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
+from mutualaid.topics import ONE_YEAR_DAYS, Retention
 
 ENV_PREFIX = "MUTUALAID_"
 CONFIG_ENV = "MUTUALAID_CONFIG"
@@ -153,6 +154,19 @@ class Settings(BaseSettings):
     metrics_port: int = Field(
         9400, ge=0, le=65535, description="first Prometheus port; 0 turns metrics off"
     )
+    audit_retention_days: int = Field(
+        ONE_YEAR_DAYS,
+        ge=1,
+        description="days the broker keeps audit.* records (set on the topics); CJIS asks for "
+        "at least a year",
+    )
+    dead_letter_retention_days: int = Field(
+        ONE_YEAR_DAYS, ge=1, description="days the broker keeps dlq.* records"
+    )
+
+    @property
+    def retention(self) -> Retention:
+        return Retention(self.audit_retention_days, self.dead_letter_retention_days)
 
     @field_validator("index_url")
     @classmethod

@@ -88,21 +88,52 @@ AUDIT_DISSEMINATION = "audit.dissemination"
 AUDIT_SEARCH = "audit.search"
 
 
+DAY_MS = 24 * 3600 * 1000
+ONE_YEAR_DAYS = 365  # the CJIS minimum for audit records
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the broker keeps records of the topics whose loss matters (days). Anything left
+    to the broker's default is gone after 7 days on Apache Kafka."""
+
+    audit_days: int = ONE_YEAR_DAYS
+    dead_letter_days: int = ONE_YEAR_DAYS
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    retention_days: int | None = None  # None: the broker's default
+
+    @property
+    def config(self) -> dict[str, str]:
+        """The topic configuration mutualaid sets and keeps set (see kafka.ensure_topics)."""
+        config = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_days is not None:
+            config["retention.ms"] = str(self.retention_days * DAY_MS)
+        return config
 
 
-def topics_for(oris: list[str], partitions: int) -> list[TopicSpec]:
+def topics_for(
+    oris: list[str], partitions: int, retention: Retention | None = None
+) -> list[TopicSpec]:
     """The topics a deployment with these agencies needs, with explicit partition counts.
 
     Auto-created topics get whatever the broker defaults to, and faust refuses a table whose
     changelog does not match its source's partition count, so every topic is created up front.
+    The audit and dead-letter topics keep their records ``retention`` long (a year unless
+    set); hotlists are compacted, so the latest state of every entry stays.
     """
-    specs = [TopicSpec(dlq_topic(stage), 1) for stage in Stage]
-    specs += [TopicSpec(AUDIT_DISSEMINATION, partitions), TopicSpec(AUDIT_SEARCH, 1)]
+    retention = retention or Retention()
+    dead, audit = retention.dead_letter_days, retention.audit_days
+    specs = [TopicSpec(dlq_topic(stage), 1, retention_days=dead) for stage in Stage]
+    specs += [
+        TopicSpec(AUDIT_DISSEMINATION, partitions, retention_days=audit),
+        TopicSpec(AUDIT_SEARCH, 1, retention_days=audit),
+    ]
     for ori in oris:
         for kind in RECORD_KINDS:
             specs.append(TopicSpec(source_topic(ori, kind), partitions))

@@ -1,6 +1,7 @@
 """``mutualaid up``: the whole embedded stack on one machine, with demo data if asked.
 
-It starts the broker, then every stage as its own process (as production runs them), watches
+It starts the broker (the embedded Tansu, or with ``--broker kafka`` Apache Kafka from the
+Maven cache), then every stage as its own process (as production runs them), watches
 their progress through their own Prometheus endpoints, and on Ctrl-C stops them in reverse
 order. The embedded broker keeps data in memory, so each ``up`` starts with empty topics: the
 connectors' checkpoints are reset and the demo is published again; the indexes, which are
@@ -28,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mutualaid.agencies import Agency, load_registry
 from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.kafkaserver import KafkaCluster, KafkaServerError, KafkaUnavailable, kafka_version
 from mutualaid.policy import load_policy_from
 from mutualaid.processes import spawn, stop
 from mutualaid.settings import Settings
@@ -60,7 +62,14 @@ class Totals:
     alerts: float = 0
 
 
-def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) -> int:
+def run_up(
+    settings: Settings,
+    *,
+    demo: bool,
+    reads: int,
+    exit_when_done: bool,
+    broker_kind: str = "tansu",
+) -> int:
     registry = load_registry(settings.agencies_file)
     load_policy_from(settings, registry)  # refuse to start on a bad agreement or rule
     logs = settings.data_dir / "logs"
@@ -69,10 +78,9 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
     shutil.rmtree(settings.data_dir / "checkpoints", ignore_errors=True)
 
     started = time.monotonic()
-    broker = EmbeddedBroker(settings.broker_port, log=logs / "broker.log")
     try:
-        broker.start()
-    except BrokerError as exc:
+        broker, described = _start_broker(broker_kind, settings, logs)
+    except (BrokerError, KafkaUnavailable, KafkaServerError) as exc:
         print(f"mutualaid up: {exc}", file=sys.stderr)
         return 1
     children: list[Child] = []
@@ -80,10 +88,10 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
     try:
         ensure_topics(
             wait_for_broker(broker.bootstrap_servers),
-            topics_for(registry.oris, settings.partitions),
+            topics_for(registry.oris, settings.partitions, settings.retention),
             settings.replication_factor,
         )
-        print(f"broker      {broker.bootstrap_servers} (embedded Tansu, in memory)", flush=True)
+        print(f"broker      {broker.bootstrap_servers} ({described})", flush=True)
         env = {"MUTUALAID_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
         # Consecutive ports from metrics_port, skipping any another program holds; 0: none.
         candidates = range(settings.metrics_port, settings.metrics_port + 1000)
@@ -138,6 +146,28 @@ def run_up(settings: Settings, *, demo: bool, reads: int, exit_when_done: bool) 
             stop(child.proc, timeout=10.0)
         broker.stop()
         print("stopped: broker and all stages", flush=True)
+
+
+def _start_broker(
+    kind: str, settings: Settings, logs: Path
+) -> tuple[EmbeddedBroker | KafkaCluster, str]:
+    """The local broker ``up`` runs, started, and how to describe it. Either starts empty:
+    Tansu keeps nothing, and Apache Kafka's data directory is made anew, so both run the
+    demo the same way."""
+    if kind == "tansu":
+        return EmbeddedBroker(settings.broker_port, log=logs / "broker.log").start(), (
+            "embedded Tansu, in memory"
+        )
+    root = settings.data_dir / "kafka"
+    shutil.rmtree(root, ignore_errors=True)
+    cluster = KafkaCluster(nodes=1, port=settings.broker_port, root=root).start()
+    (rss,) = cluster.memory().values()
+    (node,) = cluster.members
+    pid = node.proc.pid if node.proc else None
+    return cluster, (
+        f"Apache Kafka {kafka_version()}, KRaft, java pid {pid}, "
+        f"up in {cluster.started_in:.0f}s, {rss / 2**20:.0f} MiB; log {node.log}"
+    )
 
 
 def _stop_requested() -> list[bool]:

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from mutualaid.deadletter import DeadLetters, Letter
 from mutualaid.events import record_key
 from mutualaid.kafka import (
+    DELIVERY_TIMEOUT_SECONDS,
     DeliveryFailed,
     DeliveryTracker,
     TopicFollower,
@@ -59,7 +60,8 @@ log = logging.getLogger("mutualaid.connector")
 
 BATCH_SIZE = 1000
 MAX_IN_FLIGHT = 2  # batches sent before the oldest must be acknowledged
-DELIVERY_TIMEOUT = 30.0
+# librdkafka reports every record delivered or failed within its own timeout: wait for that.
+DELIVERY_TIMEOUT = DELIVERY_TIMEOUT_SECONDS + 5
 
 
 @dataclass

@@ -306,7 +306,7 @@ def watch_agreements(
 def prepare_topics(settings: Settings, registry: Registry, extra: list[TopicSpec]) -> None:
     """Wait for the broker and create the topics that do not exist yet."""
     admin = wait_for_broker(settings.bootstrap_servers)
-    specs = [*topics_for(registry.oris, settings.partitions), *extra]
+    specs = [*topics_for(registry.oris, settings.partitions, settings.retention), *extra]
     ensure_topics(admin, specs, settings.replication_factor)
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Tansu broker per test session, and a fresh region per test.
+"""Shared fixtures: one real broker of each kind (Tansu, Apache Kafka) per test session, and a
+fresh region per test.
 
 Every test gets its own agencies (random ORIs), hence its own topics and consumer groups on the
 shared broker, so tests never see each other's records.
@@ -7,6 +8,7 @@ shared broker, so tests never see each other's records.
 from __future__ import annotations
 
 import csv
+import os
 import random
 import sqlite3
 import string
@@ -33,6 +35,7 @@ from mutualaid.crypto import newest_public_key
 from mutualaid.disclosure import disclose
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.kafkaserver import KafkaCluster, KafkaUnavailable
 from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import Agreement, Decision
 from mutualaid.processes import spawn, stop
@@ -48,12 +51,58 @@ from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
 from producers.alpr import record_id
 
+# The brokers every broker-backed test runs on: the embedded Tansu (what `up` runs) and Apache
+# Kafka (what agencies run). MUTUALAID_TEST_BROKERS=tansu (or kafka) runs on one only.
+BROKERS = ("tansu", "kafka")
+Broker = EmbeddedBroker | KafkaCluster
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with EmbeddedBroker(free_port(), log=log) as running:
-        yield running
+
+def _selected_brokers() -> list[str]:
+    chosen = os.environ.get("MUTUALAID_TEST_BROKERS", ",".join(BROKERS)).split(",")
+    unknown = sorted(set(chosen) - set(BROKERS))
+    if unknown:
+        raise pytest.UsageError(f"MUTUALAID_TEST_BROKERS: unknown {unknown}; known: {BROKERS}")
+    return [b for b in BROKERS if b in chosen]
+
+
+@pytest.fixture(scope="session", params=_selected_brokers())
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Broker]:
+    """One broker of each kind per session; a test that holds on one only says so with
+    ``@pytest.mark.brokers("tansu", reason=...)``."""
+    log_dir = tmp_path_factory.mktemp(request.param)
+    if request.param == "tansu":
+        with EmbeddedBroker(free_port(), log=log_dir / "broker.log") as running:
+            yield running
+        return
+    try:
+        with KafkaCluster(nodes=1, root=log_dir) as cluster:
+            cluster.warm_up()
+            yield cluster
+    except KafkaUnavailable as exc:
+        pytest.skip(f"Apache Kafka cannot run here: {exc}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "brokers(*names, reason): run only on these brokers of the broker fixture, and why",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect a test's runs on brokers its ``brokers`` mark leaves out."""
+    keep, drop = [], []
+    for item in items:
+        mark = item.get_closest_marker("brokers")
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("broker")
+        if mark is not None and not mark.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.brokers needs a reason=")
+        (drop if mark and param and param not in mark.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +165,23 @@ CA_ALPR_ASSURANCE = {
 
 
 @pytest.fixture
-def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Region:
+def region(tmp_path: Path, broker: Broker, index_url: str | None) -> Iterator[Region]:
+    made = make_region(tmp_path, broker, index_url=index_url)
+    yield made
+    # Every test's 41 topics would pile up on the session's broker (thousands of partitions
+    # by the end, which Apache Kafka holds in its heap): the region's own go with it.
+    # (The router's changelog and control topics carry the local ORI in its router_id.)
+    oris = (made.local, made.county, made.neighbour, made.federal)
+    admin = wait_for_broker(broker.bootstrap_servers)
+    ours = {t for t in admin.list_topics(timeout=10).topics if any(o.lower() in t for o in oris)}
+    # (Each name once: Apache Kafka refuses a DeleteTopics that names a topic twice.)
+    for future in admin.delete_topics(sorted(ours), operation_timeout=10).values():
+        future.result()
+
+
+def make_region(tmp_path: Path, broker: Broker, **settings: object) -> Region:
+    """Four agencies with fresh ORIs (a CA city, its county, a NV neighbour, a federal task
+    force) and two agreements (city -> county, neighbour -> both CA agencies), on ``broker``."""
     local, county, neighbour, federal = (random_ori(s) for s in ("CA", "CA", "NV", "DC"))
     agencies = [
         {
@@ -168,12 +233,12 @@ def region(tmp_path: Path, broker: EmbeddedBroker, index_url: str | None) -> Reg
     # Its own router group and tables: tests share one broker.
     oris = (local, county, neighbour, federal)
     return configured_region(
-        tmp_path, broker, oris, router_id=f"router-{local.lower()}", index_url=index_url
+        tmp_path, broker, oris, router_id=f"router-{local.lower()}", **settings
     )
 
 
 def configured_region(
-    tmp_path: Path, broker: EmbeddedBroker, oris: tuple[str, str, str, str], **settings: object
+    tmp_path: Path, broker: Broker, oris: tuple[str, str, str, str], **settings: object
 ) -> Region:
     """The region whose agencies.yaml and agreements/ are in ``tmp_path``: its settings, also
     written to mutualaid.yaml there for the stages run as processes, and its topics created."""
@@ -188,8 +253,9 @@ def configured_region(
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
     region = Region(Settings(**values), config_file, *oris)
-    topics = topics_for(list(oris), region.settings.partitions)
-    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, 1)
+    topics = topics_for(list(oris), region.settings.partitions, region.settings.retention)
+    rf = region.settings.replication_factor
+    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, rf)
     return region
 
 
@@ -301,18 +367,21 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> obje
 
 
 @contextmanager
-def running_stages(region: Region, logs: Path, projected: list[str]) -> Iterator[None]:
-    """The router and a projector per agency in ``projected``, as `mutualaid up` runs them."""
+def running_stages(
+    region: Region, logs: Path, projected: list[str]
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """The router and a projector per agency in ``projected``, as `mutualaid up` runs them
+    (yielded by name: router, project-<ori>)."""
     base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
     argvs = {"router": ["router"]}
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
     logs.mkdir(parents=True, exist_ok=True)
-    procs = [spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()]
+    procs = {name: spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()}
     try:
-        yield
+        yield procs
     finally:
-        for proc in procs:
+        for proc in procs.values():
             stop(proc, timeout=10)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,7 +61,9 @@ def test_a_node_starts_serves_and_stops_without_leftovers(kafka_runs: None) -> N
         assert sorted(ensure_topics(admin, specs, 1)) == sorted(s.name for s in specs)
         meta = admin.list_topics(timeout=10).topics
         assert len(meta["src.ca0990100.alpr.read"].partitions) == 3
-        # The heap is capped (256 MiB), so the whole JVM stays well under a GiB.
+        cluster.warm_up()  # a record produced and fetched back
+        cluster.warm_up()  # again, with its topic already there
+        # The heap is capped (384 MiB), so the whole JVM stays well under a GiB.
         assert 50 * 2**20 < cluster.memory()[1] < 2**30
         assert cluster.started_in > 0
         address = cluster.bootstrap_servers
@@ -116,3 +121,25 @@ def test_a_complete_cache_is_used_without_maven(
 def test_cluster_ids_never_read_as_an_option() -> None:
     ids = {cluster_id() for _ in range(2000)}
     assert len(ids) == 2000 and all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_nodes_die_with_the_process_that_started_them(kafka_runs: None, tmp_path: Path) -> None:
+    """No orphan JVM holds ports or memory after a test run (or `up`) is killed outright."""
+    script = (
+        "import sys, time\n"
+        "from mutualaid.kafkaserver import KafkaCluster\n"
+        "c = KafkaCluster(nodes=1).start()\n"
+        "print(c.members[0].proc.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        assert alive(pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid), "the Kafka JVM outlived the process that started it"
