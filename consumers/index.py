@@ -7,7 +7,7 @@ agencies' indexes can share it. Both backends implement ``Index`` with the same 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
@@ -56,8 +56,16 @@ class Index(Protocol):
         """Records held (pointers included); tombstones are not records."""
         ...
 
-    def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
-        """Log who searched what and why (ValueError without a user and a reason)."""
+    def record_search(
+        self,
+        user: str,
+        reason: str,
+        query: dict,
+        result_count: int,
+        result_owners: Iterable[str] = (),
+    ) -> None:
+        """Log who searched what and why, and whose records it returned (ValueError without a
+        user and a reason)."""
         ...
 
     def unpublished_searches(self, limit: int = 500) -> list[LoggedSearch]:
