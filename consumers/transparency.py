@@ -87,7 +87,7 @@ def reason_category(reason: str) -> str:
 
 _KIND_WORDS = {
     Kind.CAD_INCIDENT: "dispatch (CAD) incidents",
-    Kind.ALPR_READ: "licence plate reader (ALPR) reads",
+    Kind.ALPR_READ: "license plate reader (ALPR) reads",
     Kind.RMS_RECORD: "records management (RMS) reports",
     Kind.HOTLIST_ENTRY: "hotlist entries",
 }
@@ -143,6 +143,11 @@ def _agency(registry: Registry, ori: str) -> dict[str, str]:
         return {"ori": ori, "name": ori}
 
 
+def _listed(items: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
+
+
 def agreement_terms(agreement: Agreement, policy: Policy) -> dict[str, Any]:
     """One agreement as the report tells it: whom, what, how much, on what conditions."""
     registry = policy.registry
@@ -164,8 +169,8 @@ def agreement_terms(agreement: Agreement, policy: Policy) -> dict[str, Any]:
         else "no retention limit set by this agreement"
     )
     summary = (
-        f"{_agency(registry, agreement.owner)['name']} shares {', '.join(kinds)} with "
-        f"{', '.join(p['name'] for p in partners) or 'no agency at present'} as {tier}; "
+        f"{_agency(registry, agreement.owner)['name']} shares {_listed(kinds)} with "
+        f"{_listed([p['name'] for p in partners]) or 'no agency at present'} as {tier}; "
         f"{retention}."
     )
     return {

@@ -190,7 +190,7 @@ def render(report: dict[str, Any], json_href: str = "report.json") -> str:
         f"<li><b>{totals['denied']}</b>shares refused</li>",
         f"<li><b>{totals['withdrawn']}</b>withdrawals</li>",
         f"<li><b>{searches['total']}</b>partner searches that found its records</li>",
-        f"<li><b>{hits['reads'] + hits['entries']}</b>hotlist hits</li>",
+        f"<li><b>{hits['reads'] + hits['entries']}</b>records sent in hotlist alerts</li>",
         "</ul>",
         "<h2 id='agreements'>Agreements in force</h2>",
     ]
