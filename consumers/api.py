@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+from confluent_kafka import KafkaException
 from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -254,6 +255,8 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             raise HTTPException(404, f"{ori} is not an agency of this region") from None
         except ConfigError as exc:
             raise HTTPException(503, f"the agreements do not load: {exc}") from None
+        except KafkaException as exc:
+            raise HTTPException(503, f"the audit topics cannot be read now: {exc}") from None
         if as_json:
             return Response(json.dumps(report, indent=2), media_type="application/json")
         return HTMLResponse(render_report(report, json_href=f"{report['agency']['ori']}.json"))
