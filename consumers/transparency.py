@@ -85,7 +85,7 @@ def reason_category(reason: str) -> str:
 
 # --- agreements in plain words --------------------------------------------------------------
 
-_KIND_WORDS = {
+_KIND_WORDS: dict[str, str] = {
     Kind.CAD_INCIDENT: "dispatch (CAD) incidents",
     Kind.ALPR_READ: "license plate reader (ALPR) reads",
     Kind.RMS_RECORD: "records management (RMS) reports",
@@ -101,7 +101,8 @@ _ACTION_GROUPS = {
 
 
 def kind_words(kind: str) -> str:
-    return _KIND_WORDS.get(Kind(kind), kind) if kind in set(Kind) else kind
+    """A kind as a reader knows it; an unknown one as it is."""
+    return _KIND_WORDS.get(kind, kind)
 
 
 def _allowed_labels(agreement: Agreement) -> list[str]:
@@ -113,7 +114,7 @@ def _allowed_labels(agreement: Agreement) -> list[str]:
     return sorted(set(named or ()) & PROTECTED)
 
 
-def _conditions(agreement: Agreement, registry: Registry) -> list[str]:
+def _conditions(agreement: Agreement) -> list[str]:
     c = agreement.conditions
     out = []
     if c.exclude_labels:
@@ -184,7 +185,7 @@ def agreement_terms(agreement: Agreement, policy: Policy) -> dict[str, Any]:
         "kinds": [str(k) for k in agreement.kinds],
         "tier": str(agreement.tier),
         "fields": fields,
-        "conditions": _conditions(agreement, registry),
+        "conditions": _conditions(agreement),
         "protected_labels_allowed": allowed,
         "protected_labels_never_shared": sorted(PROTECTED - set(allowed)),
         "retention_days": agreement.retention_days,
