@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+from confluent_kafka import KafkaException
 from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -29,8 +30,11 @@ from consumers.index import IndexUnavailable
 from consumers.query import Criteria, Hit
 from consumers.search import Searcher, SearchRefused, SearchRequest, parse_near
 from consumers.sessions import Sessions
+from consumers.transparency import Reports
+from consumers.transparency_page import render as render_report
 from mutualaid import tokens
 from mutualaid.agencies import Agency, Registry
+from mutualaid.configfile import ConfigError
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, check_ori
 
@@ -238,6 +242,24 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             }
             for a in registry.agencies
         ]
+
+    # The transparency reports are public: no sign-in, and any agency of the region's.
+    reports = Reports(settings, registry)
+
+    @api.get("/transparency/{name}", response_class=HTMLResponse, include_in_schema=False)
+    def transparency(name: str) -> Response:
+        ori, as_json = (name[: -len(".json")], True) if name.endswith(".json") else (name, False)
+        try:
+            report = reports.get(ori)
+        except (KeyError, ValueError):
+            raise HTTPException(404, f"{ori} is not an agency of this region") from None
+        except ConfigError as exc:
+            raise HTTPException(503, f"the agreements do not load: {exc}") from None
+        except KafkaException as exc:
+            raise HTTPException(503, f"the audit topics cannot be read now: {exc}") from None
+        if as_json:
+            return Response(json.dumps(report, indent=2), media_type="application/json")
+        return HTMLResponse(render_report(report, json_href=f"{report['agency']['ori']}.json"))
 
     @api.get("/healthz")
     def healthz() -> dict[str, str]:

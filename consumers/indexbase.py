@@ -6,7 +6,7 @@ PostgreSQL, depend on this and never on the module that chooses between them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -50,8 +50,16 @@ class Index(Protocol):
         """Records held (pointers included); tombstones are not records."""
         ...
 
-    def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
-        """Log who searched what and why (ValueError without a user and a reason)."""
+    def record_search(
+        self,
+        user: str,
+        reason: str,
+        query: dict,
+        result_count: int,
+        result_owners: Iterable[str] = (),
+    ) -> None:
+        """Log who searched what and why, and whose records it returned (ValueError without a
+        user and a reason)."""
         ...
 
     def unpublished_searches(self, limit: int = 500) -> list[LoggedSearch]:

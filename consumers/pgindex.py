@@ -32,6 +32,7 @@ from consumers.records import (
     indexed,
     latest,
     new_epoch,
+    owners_of,
     search_log_entry,
 )
 from mutualaid.text import words
@@ -98,8 +99,11 @@ create table if not exists search_audit (
     reason text not null,
     query_json text not null,
     result_count integer not null,
-    published boolean not null default false
+    published boolean not null default false,
+    result_owners text[] not null default '{}'
 );
+-- schemas made before it was; their search log stays (no new format for a new column)
+alter table search_audit add column if not exists result_owners text[] not null default '{}';
 create index if not exists search_audit_outbox on search_audit (id) where not published;
 create table if not exists layout (
     id integer primary key check (id = 1),
@@ -227,8 +231,14 @@ class PostgresIndex:
         ).fetchone()
         path = [sql.Identifier(self.schema)] + ([sql.Identifier(trgm[0])] if trgm else [])
         self._db.execute(sql.SQL("set search_path to {}").format(sql.SQL(", ").join(path)))
-        ready = self._db.execute("select to_regclass('layout')").fetchone()[0]
-        return trgm is not None and ready is not None
+        # Ready means made, and with every column added since: else SCHEMA runs (again) and
+        # adds what is missing, once.
+        ready = self._db.execute(
+            "select to_regclass('layout') is not null and exists (select 1 from pg_attribute "
+            "where attrelid = to_regclass('search_audit') and attname = 'result_owners' "
+            "and not attisdropped)"
+        ).fetchone()[0]
+        return trgm is not None and ready
 
     def _current(self) -> bool:
         """Whether the schema has everything this version writes (else SCHEMA adds it)."""
@@ -431,23 +441,37 @@ class PostgresIndex:
         """Records held (pointers included); tombstones are not records."""
         return self._db.execute("select count(*) from records where not deleted").fetchone()[0]
 
-    def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
-        """The agency's own log of who searched what, and why; also the outbox the projector
-        publishes to ``audit.search``."""
+    def record_search(
+        self,
+        user: str,
+        reason: str,
+        query: dict,
+        result_count: int,
+        result_owners: Iterable[str] = (),
+    ) -> None:
+        """The agency's own log of who searched what, and why, and whose records it found;
+        also the outbox the projector publishes to ``audit.search``."""
         self._db.execute(
-            'insert into search_audit (at, "user", reason, query_json, result_count) '
-            "values (%s, %s, %s, %s, %s)",
-            (datetime.now(UTC), *search_log_entry(user, reason, query), result_count),
+            'insert into search_audit (at, "user", reason, query_json, result_count, '
+            "result_owners) values (%s, %s, %s, %s, %s, %s)",
+            (
+                datetime.now(UTC),
+                *search_log_entry(user, reason, query),
+                result_count,
+                list(owners_of(result_owners)),
+            ),
         )
 
     def unpublished_searches(self, limit: int = 500) -> list[LoggedSearch]:
         with self._db.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                'select id, at, "user", reason, query_json, result_count from search_audit '
-                "where not published order by id limit %s",
+                'select id, at, "user", reason, query_json, result_count, result_owners '
+                "from search_audit where not published order by id limit %s",
                 (limit,),
             ).fetchall()
-        return [LoggedSearch(**row) for row in rows]
+        return [
+            LoggedSearch(**row | {"result_owners": tuple(row["result_owners"])}) for row in rows
+        ]
 
     def mark_published(self, ids: list[int]) -> None:
         self._db.execute("update search_audit set published = true where id = any(%s)", (ids,))

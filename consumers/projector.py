@@ -134,6 +134,7 @@ class Projector:
                 "query_json": row.query_json,
                 "result_count": row.result_count,
                 "searched_at": row.at,
+                "result_owners": list(row.result_owners),
             }
             value = self._encode_search(record, SerializationContext(AUDIT_SEARCH))
             key = f"{self.agency_ori}/{row.id}".encode()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -238,6 +238,7 @@ class LoggedSearch:
     reason: str
     query_json: str
     result_count: int
+    result_owners: tuple[str, ...] = ()
 
 
 def search_log_entry(user: str, reason: str, query: dict) -> tuple[str, str, str]:
@@ -245,6 +246,11 @@ def search_log_entry(user: str, reason: str, query: dict) -> tuple[str, str, str
     if not user.strip() or not reason.strip():
         raise ValueError("a search is logged only with a user and a reason")
     return user, reason, json.dumps(query, default=str)
+
+
+def owners_of(result_owners: Iterable[str]) -> tuple[str, ...]:
+    """The owners a search's results came from, as its log keeps them: each once, sorted."""
+    return tuple(sorted(set(result_owners)))
 
 
 def _location(body: dict) -> tuple[float | None, float | None]:

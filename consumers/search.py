@@ -134,7 +134,8 @@ class Searcher:
                 query["reveal"] = True
             if request.download:
                 query["download"] = request.download
-            index.record_search(request.user, request.reason, query, len(hits))
+            owners = [hit.source_ori for hit in hits]
+            index.record_search(request.user, request.reason, query, len(hits), owners)
         except BaseException:
             index.close()
             raise

@@ -7,6 +7,7 @@ its version, so an older upsert that arrives late cannot bring the record back.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -27,6 +28,7 @@ from consumers.records import (
     indexed,
     latest,
     new_epoch,
+    owners_of,
     search_log_entry,
 )
 from mutualaid.private import private_dir, private_file
@@ -85,7 +87,8 @@ create table if not exists search_audit (
     reason text not null,
     query_json text not null,
     result_count integer not null,
-    published integer not null default 0
+    published integer not null default 0,
+    result_owners text not null default '[]'
 );
 create table if not exists layout (
     id integer primary key check (id = 1),
@@ -174,6 +177,22 @@ class SqliteIndex:
             "insert or ignore into layout (id, epoch, keeps_sealed) "
             f"values (1, '{new_epoch()}', 0); commit;"
         )
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since an index was made, added to it in place: the search log is the
+        agency's own record and must survive, so this is no reason for a new format."""
+        self._db.execute("begin immediate")
+        try:
+            columns = {r["name"] for r in self._db.execute("pragma table_info(search_audit)")}
+            if "result_owners" not in columns:
+                self._db.execute(
+                    "alter table search_audit add column result_owners text not null default '[]'"
+                )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
 
     def layout(self) -> Layout:
         row = self._db.execute("select epoch, keeps_sealed from layout").fetchone()
@@ -377,24 +396,43 @@ class SqliteIndex:
         """Records held (pointers included); tombstones are not records."""
         return self._db.execute("select count(*) from records where deleted=0").fetchone()[0]
 
-    def record_search(self, user: str, reason: str, query: dict, result_count: int) -> None:
-        """The agency's own log of who searched what, and why; also an outbox that the
-        projector publishes to ``audit.search``, so searching works while the broker is down
-        and the audit still arrives."""
+    def record_search(
+        self,
+        user: str,
+        reason: str,
+        query: dict,
+        result_count: int,
+        result_owners: Iterable[str] = (),
+    ) -> None:
+        """The agency's own log of who searched what, and why, and whose records it found;
+        also an outbox that the projector publishes to ``audit.search``, so searching works
+        while the broker is down and the audit still arrives."""
         self._db.execute(
-            "insert into search_audit (at, user, reason, query_json, result_count) "
-            "values (?, ?, ?, ?, ?)",
-            (_iso(datetime.now(UTC)), *search_log_entry(user, reason, query), result_count),
+            "insert into search_audit (at, user, reason, query_json, result_count, "
+            "result_owners) values (?, ?, ?, ?, ?, ?)",
+            (
+                _iso(datetime.now(UTC)),
+                *search_log_entry(user, reason, query),
+                result_count,
+                json.dumps(owners_of(result_owners)),
+            ),
         )
 
     def unpublished_searches(self, limit: int = 500) -> list[LoggedSearch]:
         rows = self._db.execute(
-            "select id, at, user, reason, query_json, result_count from search_audit "
-            "where published = 0 order by id limit ?",
+            "select id, at, user, reason, query_json, result_count, result_owners "
+            "from search_audit where published = 0 order by id limit ?",
             (limit,),
         )
         return [
-            LoggedSearch(**dict(row) | {"at": datetime.fromisoformat(row["at"])}) for row in rows
+            LoggedSearch(
+                **dict(row)
+                | {
+                    "at": datetime.fromisoformat(row["at"]),
+                    "result_owners": tuple(json.loads(row["result_owners"])),
+                }
+            )
+            for row in rows
         ]
 
     def mark_published(self, ids: list[int]) -> None:

@@ -11,6 +11,19 @@ from typing import Any
 
 from mutualaid.disclosure import FieldReport
 
+# The last reason of a matcher's audit record: the record left in a hit alert, not a share.
+# The transparency report tells hits from shares by it.
+HIT_ALERT_REASON = "sent in hit alert "
+
+
+def hit_alert_reason(alert_id: str) -> str:
+    return HIT_ALERT_REASON + alert_id
+
+
+def is_hit_alert(reasons: list[str]) -> bool:
+    """Whether an audit record with these reasons is of a record sent in a hit alert."""
+    return bool(reasons) and reasons[-1].startswith(HIT_ALERT_REASON)
+
 
 def dissemination_audit(
     envelope: Mapping[str, Any], report: FieldReport, **decision: Any

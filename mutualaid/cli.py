@@ -212,6 +212,20 @@ def _parser() -> argparse.ArgumentParser:
     import_.add_argument("--from", dest="source", required=True, type=Path, help="export folder")
     import_.set_defaults(handler=_import)
 
+    transparency = sub.add_parser(
+        "transparency",
+        help="write an agency's public transparency report (HTML and JSON) to a folder",
+        description="Agreements in force in plain words; for the period, records shared, "
+        "pointers, refusals and withdrawals per partner, partner searches that found its "
+        "records by purpose, hotlist hits, and what partners still hold. From the audit topics; "
+        "no names, plates, record ids or search terms.",
+    )
+    transparency.add_argument("--agency", required=True, help="ORI of the agency")
+    transparency.add_argument("--out", required=True, type=Path, help="folder to write (created)")
+    transparency.add_argument("--since", type=_when, help="only what happened at or after")
+    transparency.add_argument("--until", type=_when, help="only what happened before")
+    transparency.set_defaults(handler=_transparency)
+
     console = sub.add_parser("console", help="serve a dispatch center's live hit alerts")
     console.add_argument("--agency", required=True, help="ORI of the dispatch center")
     console.add_argument("--port", type=int, help="default: console_port setting (8700)")
@@ -781,6 +795,20 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     wait_for_broker(settings.bootstrap_servers)
     window = Window(args.since, args.until)
     Exporter(settings, registry, policy, ori, args.out, window).run()
+    return 0
+
+
+def _transparency(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers import transparency, transparency_page
+    from consumers.export import Window
+    from mutualaid.kafka import wait_for_broker
+
+    registry, policy = _registry_and_policy(settings)
+    ori = registry.get(args.agency).ori
+    wait_for_broker(settings.bootstrap_servers)
+    report = transparency.build(settings, policy, ori, Window(args.since, args.until))
+    page, data = transparency_page.write(report, args.out)
+    print(f"transparency report for {ori}: {page} and {data}")
     return 0
 
 

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,7 +141,14 @@ def run_up(
                 argv = ["connect", "alpr", "--agency", ori, "--source", str(path)]
                 start(f"alpr-{ori.lower()}", [*argv, "--report", str(report)], report=report)
             expected = reads * len(data.reads)
-        return _watch(children, started, expected, hot_plate, login, exit_when_done, stopping)
+
+        def reports() -> str:
+            out = settings.data_dir / "transparency"
+            return _transparency_reports(registry.oris, out, env, logs) if demo else ""
+
+        return _watch(
+            children, started, expected, hot_plate, login, exit_when_done, stopping, reports
+        )
     finally:
         for child in reversed(children):
             stop(child.proc, timeout=10.0)
@@ -189,6 +197,7 @@ def _watch(
     login: str,
     exit_when_done: bool,
     stopping: list[bool],
+    reports: Callable[[], str] = lambda: "",
 ) -> int:
     first_searchable: float | None = None
     done_at: float | None = None
@@ -236,6 +245,7 @@ def _watch(
                 f"  {_command()} search --agency DC0990400 --plate {hot_plate} "
                 f'--reason "{DEMO_REASON}"\n'
                 f"{login}"
+                f"{reports()}"
                 "Ctrl-C stops everything.\n",
                 flush=True,
             )
@@ -330,6 +340,29 @@ def _demo_login(settings: Settings, consoles: dict[str, str]) -> str:
         f"Live hit alerts for {ori}: open {url} and log in as {DEMO_DISPATCHER} with token\n"
         f"  {token}\n"
     )
+
+
+def _transparency_reports(oris: list[str], out: Path, env: dict[str, str], logs: Path) -> str:
+    """Each agency's public transparency report written to ``out``, all at once, as words to
+    print; one that fails is named with its log and does not stop the demo."""
+    log = logs / "transparency.log"
+    command = [sys.executable, "-m", "mutualaid.cli", "transparency"]
+    with open(log, "ab") as sink:
+        procs = {
+            ori: subprocess.Popen(
+                [*command, "--agency", ori, "--out", str(out / ori.lower())],
+                env={**os.environ, **env},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+            for ori in oris
+        }
+    lines = [f"Transparency reports (public; `{_command()} transparency` writes them anew):"]
+    for ori, proc in procs.items():
+        written = proc.wait(timeout=120) == 0
+        page = out / ori.lower() / "index.html"
+        lines.append(f"  {ori}: {page}" if written else f"  {ori}: not written, see {log}")
+    return "\n".join(lines) + "\n"
 
 
 def _run_once(argv: list[str], env: dict[str, str], logs: Path) -> None:

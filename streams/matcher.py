@@ -16,7 +16,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 
 from mutualaid.agencies import Agency
-from mutualaid.audit import dissemination_audit
+from mutualaid.audit import dissemination_audit, hit_alert_reason
 from mutualaid.clock import Clock
 from mutualaid.disclosure import FieldReport, clear_view
 from mutualaid.events import record_key
@@ -286,7 +286,7 @@ class Matcher:
             agreement_version=grant.agreement.version,
             agreements=[{"id": i, "version": v} for i, v in grant.agreement_refs],
             rules=[r.ref for r in grant.rules],
-            reasons=[*grant.steps, f"sent in hit alert {alert}"],
+            reasons=[*grant.steps, hit_alert_reason(alert)],
             decided_at=now,
         )
         value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))

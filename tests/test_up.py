@@ -107,6 +107,12 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
                 counts[ori] = db.execute("select count(*) from records").fetchone()[0]
         assert counts == {"ca0990100": 800, "ca0990200": 800, "nv0990300": 0, "dc0990400": 0}
 
+        # Each agency's transparency report is written, and says what its agreements share.
+        report = re.search(r"CA0990100: (\S+index\.html)", text)
+        assert report, text
+        assert "Transparency report: " in Path(report.group(1)).read_text()
+        assert len(re.findall(r"  [A-Z]{2}\d{7}: \S+index\.html", text)) == 4
+
         # The demo's hotlists name some of those vehicles: dispatch centers get hit alerts.
         def alerts() -> int:
             found = re.findall(r"hit alerts ([\d,]+)", log.read_text())
