@@ -43,7 +43,8 @@ from streams.worker import (
 log = logging.getLogger("mutualaid.router")
 
 BATCH_SIZE = 500
-BATCH_WITHIN_SECONDS = 0.05
+# A lone read waits at most this long for company; under load batches fill (500) first.
+BATCH_WITHIN_SECONDS = 0.02
 RECALL_POLL_SECONDS = 1.0
 
 
