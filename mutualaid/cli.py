@@ -516,8 +516,8 @@ def _connector(settings: Settings, args: argparse.Namespace, ori: str):
         alpr_mapping = load_mapping(args.mapping or DEFAULT_MAPPING)
         source = LineFile(path, has_header=alpr_mapping.format == "csv")
         try:
-            adapter = AlprAdapter(alpr_mapping, source.header, ori, ReadLimits.of(settings))
-            return adapter, source, path.name
+            alpr = AlprAdapter(alpr_mapping, source.header, ori, ReadLimits.of(settings))
+            return alpr, source, path.name
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
     if args.mapping:

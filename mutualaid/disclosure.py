@@ -21,6 +21,7 @@ import copy
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -191,7 +192,7 @@ def disclose(
     return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
 
 
-def clear_view(body: dict, actions: dict[str, FieldAction]) -> tuple[dict, FieldReport]:
+def clear_view(body: dict, actions: Mapping[str, FieldAction]) -> tuple[dict, FieldReport]:
     """The body as shown to someone who holds no keys (a hit alert on a dispatch console).
 
     Masked fields stay masked; every field an agreement drops, hashes or encrypts is withheld,

@@ -266,7 +266,7 @@ class KafkaCluster:
                 base = free_port(self.host, span=len(names) + 1)
                 ports = {name: base + i for i, name in enumerate(names)}
                 controller = base + len(names)
-            directory = self.root / f"node-{node_id}"  # type: ignore[operator]
+            directory = self.root / f"node-{node_id}"
             (directory / "data").mkdir(parents=True, exist_ok=True)
             nodes.append(Node(node_id, ports, controller, directory))
         return nodes
@@ -303,7 +303,7 @@ class KafkaCluster:
             *flags,
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",  # type: ignore[operator]
+            f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
             "-cp",
             str(jars / "*"),  # the JVM expands the wildcard itself
         ]

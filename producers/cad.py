@@ -168,7 +168,7 @@ def _int(value: Any, where: str) -> int | None:
     if raw in (None, ""):
         return None
     try:
-        number = float(raw)  # type: ignore[arg-type]
+        number = float(raw)
     except (TypeError, ValueError):
         raise Rejected("bad_value", f"{where} {raw!r} is not a number") from None
     if number != int(number):

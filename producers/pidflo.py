@@ -239,7 +239,7 @@ def _measure(shape: ET.Element, name: str, where: str) -> float | None:
     if element is None or not (element.text or "").strip():
         return None
     try:
-        return float(element.text)  # type: ignore[arg-type]
+        return float(element.text)
     except ValueError:
         raise Rejected(
             "bad_location", f"{where}: gs:{name} {element.text.strip()!r} is not a number"
@@ -251,7 +251,7 @@ def _confidence(info: ET.Element, where: str) -> int | None:
     if element is None or not (element.text or "").strip():
         return None
     try:
-        value = round(float(element.text))  # type: ignore[arg-type]
+        value = round(float(element.text))
     except ValueError:
         raise Rejected(
             "bad_location", f"{where}: con:confidence {element.text.strip()!r} is not a number"

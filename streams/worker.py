@@ -136,7 +136,7 @@ class OutboxTable(faust.Table):
 
 def outbox_table(app: faust.App, outbox: Outbox, name: str, **options: object) -> faust.Table:
     """``app.Table(name, **options)``, its changelog written through ``outbox``."""
-    table = OutboxTable(app, name=name, beacon=app.tables.beacon, **options)  # type: ignore[arg-type]
+    table = OutboxTable(app, name=name, beacon=app.tables.beacon, **options)
     table.outbox = outbox
     return app.tables.add(table)
 
