@@ -34,7 +34,8 @@ from mutualaid.settings import Settings
 from mutualaid.topics import topics_for
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
-from producers.runner import LineFile, Runner
+from producers.runner import Runner
+from producers.sources import LineFile
 
 ORI = "NV0990300"
 ORIS = ["CA0990100", "CA0990200", "NV0990300", "DC0990400"]

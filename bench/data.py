@@ -12,7 +12,8 @@ from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore, Serializa
 from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
-from producers.runner import LineFile, SourceItem
+from producers.contract import SourceItem
+from producers.sources import LineFile
 
 
 def alpr_lines(directory: Path, ori: str, count: int) -> tuple[bytes, list[SourceItem]]:

@@ -104,7 +104,7 @@ def test_unknown_labels_in_an_alpr_mapping_are_errors_and_known_ones_label_reads
     assert load_mapping(path).labels == ["officer_safety"]
 
     from producers.alpr import AlprAdapter
-    from producers.runner import SourceItem
+    from producers.contract import SourceItem
 
     header = b"read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,"
     header += b"heading,make,model,color"

@@ -19,7 +19,7 @@ from mutualaid.policy import Agreement
 from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind
 from producers.cad import CadAdapter
-from producers.runner import SourceItem
+from producers.contract import SourceItem
 
 DATA = Path(__file__).parent / "data" / "eido"
 OWNER, PARTNER = "CA0990100", "CA0990200"

@@ -29,8 +29,8 @@ from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore, Serializa
 from mutualaid.topics import Stage, source_topic
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from producers.cad import CadAdapter
+from producers.contract import Adapter, Rejected
 from producers.rms import RmsAdapter
-from producers.runner import Adapter, Rejected
 from producers.sources import LineFile, SourceItem
 
 EXAMPLES = int(os.environ.get("MUTUALAID_FUZZ_EXAMPLES", "100"))

@@ -40,8 +40,8 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import Kind, Stage, dlq_topic
+from producers.contract import Skipped, SourceItem
 from producers.rms import RmsAdapter
-from producers.runner import Skipped, SourceItem
 
 DATA = Path(__file__).parent / "data"
 XSD = DATA / "nibrs-iepd-4.2" / "base-xsd" / "nibrs" / "4.2" / "nibrs.xsd"

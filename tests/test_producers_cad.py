@@ -14,7 +14,7 @@ from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, Sche
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage, source_topic
 from producers.cad import CadAdapter
-from producers.runner import Rejected, SourceItem
+from producers.contract import Rejected, SourceItem
 
 DATA = Path(__file__).parent / "data" / "eido"
 FIRST = (DATA / "01-incident-dispatched.json").read_bytes()

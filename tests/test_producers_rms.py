@@ -13,8 +13,8 @@ from conftest import Region, dead_letters, mutualaid_cli, source_events
 from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage
+from producers.contract import Rejected, Skipped, SourceItem
 from producers.rms import RmsAdapter
-from producers.runner import Rejected, Skipped, SourceItem
 
 DATA = Path(__file__).parent / "data" / "rms"
 NIEM = (DATA / "nibrs-54236732.xml").read_bytes()
