@@ -181,27 +181,33 @@ def ensure_topics(
     audit records after the broker's default week."""
     existing = set(admin.list_topics(timeout=timeout).topics)
     missing = [s for s in specs if s.name not in existing]
-    _set_configs(admin, [s for s in specs if s.name in existing], timeout)
-    if not missing:
-        return []
-    new = [
-        NewTopic(
-            s.name,
-            num_partitions=s.partitions,
-            replication_factor=replication_factor,
-            config=s.config,
-        )
-        for s in missing
-    ]
-    for future in admin.create_topics(new, request_timeout=timeout).values():
-        try:
-            future.result()
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    created = [s.name for s in missing]
-    _await_leaders(admin, created, timeout)
-    return created
+    found = [s for s in specs if s.name in existing]
+    created: set[str] = set()
+    if missing:
+        new = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=replication_factor,
+                config=s.config,
+            )
+            for s in missing
+        ]
+        for name, future in admin.create_topics(new, request_timeout=timeout).items():
+            try:
+                future.result()
+                created.add(name)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+        # Apache Kafka's metadata can lag a topic's creation by a moment: one made just
+        # before (by hand, by another stage) is "already there" only now, and gets the
+        # configuration like any other that existed.
+        found += [s for s in missing if s.name not in created]
+    _set_configs(admin, found, timeout)
+    names = [s.name for s in missing if s.name in created]
+    _await_leaders(admin, names, timeout)
+    return names
 
 
 def _await_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:

@@ -62,8 +62,8 @@ def leader_of(cluster: KafkaCluster, topic: str, partition: int) -> int:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known bug: the faust router does not always ride out a node's death. Of three runs "
-    "here one passed; in one the router's worker died starting (aiokafka NodeNotReadyError), "
+    reason="known bug: the faust router does not always ride out a node's death. Of four runs "
+    "here two passed; in one the router's worker died starting (aiokafka NodeNotReadyError), "
     "in one its fetches recovered but its batch sends never completed, so it stalled. The "
     "connector (after its delivery wait was raised to librdkafka's 120 s) and the projectors "
     "recovered every time.",
