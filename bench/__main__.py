@@ -27,13 +27,12 @@ from psycopg import sql
 from bench import percentile, save
 from bench.data import alpr_lines, encoded, rms_events
 from consumers.index import open_index, schema_name
-from consumers.query import Criteria
+from consumers.index.query import Criteria
+from consumers.index.sqlite import SqliteIndex
 from consumers.search import Searcher, SearchRequest, run_search
-from consumers.sqliteindex import SqliteIndex
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_hash_key, generate_keypair, newest_public_key
 from mutualaid.disclosure import new_disclosure
-from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import load_policy
 from mutualaid.serde import (
     SHARED_EVENT,
@@ -48,6 +47,7 @@ from mutualaid.topics import Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from streams.router import Consumed, Router
+from tests.support.pgserver import postgres_bindir, throwaway_postgres
 
 EVENTS = 20_000
 INDEX_SIZE = 100_000

@@ -83,9 +83,7 @@ def publish_hotlist(settings: Settings, plates: list[tuple[str, str]]) -> float:
 
 def start_matcher(config: Path, log: Path) -> tuple[object, float]:
     """A matcher process once it has read the hotlists, and how long that took."""
-    matcher = spawn(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(config), "matcher"], log=log
-    )
+    matcher = spawn([sys.executable, "-m", "cli", "--config", str(config), "matcher"], log=log)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         found = re.search(

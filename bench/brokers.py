@@ -86,7 +86,7 @@ def one_broker(kind: str, reads: int, csv: Path, tmp: Path) -> dict[str, float]:
         assert progress.published == reads, progress.counts()
 
         router = spawn(
-            [sys.executable, "-m", "mutualaid.cli", "--config", str(config), "router"],
+            [sys.executable, "-m", "cli", "--config", str(config), "router"],
             log=tmp / f"router-{kind}.log",
         )
         try:

@@ -232,7 +232,7 @@ def check_shares(records: list[Message], region: Region, kind: Kind, events: lis
 
 
 def cli(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "mutualaid.cli", "--config", str(config), *args]
+    return [sys.executable, "-m", "cli", "--config", str(config), *args]
 
 
 def router_row(

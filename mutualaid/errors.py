@@ -1,7 +1,7 @@
 """The one base of every error mutualaid raises on purpose, and the exit code each one means.
 
 A stage catches the errors it can handle (a dead letter, a retry); whatever reaches the command
-line is reported by ``mutualaid.cli.main`` alone, which prints ``prefix`` and the message and
+line is reported by ``cli.main.main`` alone, which prints ``prefix`` and the message and
 exits with ``exit_code`` -- so a script can tell "fix your configuration" from "try again later".
 """
 

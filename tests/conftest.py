@@ -36,7 +36,6 @@ from mutualaid.disclosure import disclose
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaUnavailable
-from mutualaid.pgserver import postgres_bindir, throwaway_postgres
 from mutualaid.policy import Agreement, Decision
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import (
@@ -50,6 +49,7 @@ from mutualaid.serde import (
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
 from producers.alpr import record_id
+from support.pgserver import postgres_bindir, throwaway_postgres
 
 # The brokers every broker-backed test runs on: the embedded Tansu (what `up` runs) and Apache
 # Kafka (what agencies run). MUTUALAID_TEST_BROKERS=tansu (or kafka) runs on one only.
@@ -372,7 +372,7 @@ def running_stages(
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     """The router and a projector per agency in ``projected``, as `mutualaid up` runs them
     (yielded by name: router, project-<ori>)."""
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+    base = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
     argvs = {"router": ["router"]}
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
@@ -402,7 +402,7 @@ def dead_letters(
 def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a mutualaid command against the region's settings, as an operator would."""
     return subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file), *args],
+        [sys.executable, "-m", "cli", "--config", str(region.config_file), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -431,7 +431,7 @@ def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
     port = free_port()
     address = ["--listen", f"127.0.0.1:{port}"] if "--listen" in argv else ["--port", str(port)]
     argv = [a for a in argv if a != "--listen"]
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(config_file)]
+    base = [sys.executable, "-m", "cli", "--config", str(config_file)]
     proc = spawn([*base, *argv, *address], log=log)
     url = f"http://127.0.0.1:{port}"
 

@@ -160,7 +160,7 @@ def test_matcher_alerts_the_entitled_center_once_per_window(
         == 0
     )
 
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(centers.config_file)]
+    base = [sys.executable, "-m", "cli", "--config", str(centers.config_file)]
     log = tmp_path / "matcher.log"
     matcher = spawn([*base, "matcher"], log=log)
     try:

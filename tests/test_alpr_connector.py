@@ -187,7 +187,7 @@ def test_connect_command_reads_ndjson(region: Region, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "mutualaid.cli",
+            "cli",
             "--config",
             str(region.config_file),
             "connect",

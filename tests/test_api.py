@@ -56,7 +56,7 @@ def api(region: Region, tmp_path: Path) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "mutualaid.cli",
+            "cli",
             "--config",
             str(region.config_file),
             "api",

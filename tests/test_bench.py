@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mutualaid.pgserver import postgres_bindir
+from support.pgserver import postgres_bindir
 
 
 def test_bench_prints_and_saves_every_row() -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cli.main import _parser
 from mutualaid.agencies import load_registry
-from mutualaid.cli import _parser
 from mutualaid.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).parent.parent

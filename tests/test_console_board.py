@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
-from consumers.console import AlertBoard
+from consumers.alerts.console import AlertBoard
 
 CENTER = "CA0990100"
 

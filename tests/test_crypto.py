@@ -114,7 +114,7 @@ def test_keys_commands(tmp_path: Path) -> None:
 
     def keys(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mutualaid.cli", "keys", *args],
+            [sys.executable, "-m", "cli", "keys", *args],
             capture_output=True,
             text=True,
             env=env,

@@ -1,7 +1,7 @@
 """A CAD incident read from EIDO, as a partner's index holds it: its persons found by name and
 date of birth, its vehicle's plate and VIN by identifier or text, its place by distance; and
 agreements' field paths into the new person and vehicle fields withheld by the router's real
-disclosure code. SQLite index (the PostgreSQL backend shares consumers.records)."""
+disclosure code. SQLite index (the PostgreSQL backend shares consumers.index.records)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import shared_by_router
-from consumers.query import Criteria
-from consumers.sqliteindex import SqliteIndex
+from consumers.index.query import Criteria
+from consumers.index.sqlite import SqliteIndex
 from mutualaid.crypto import generate_keypair
 from mutualaid.policy import Agreement
 from mutualaid.serde import SchemaStore

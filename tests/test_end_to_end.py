@@ -21,7 +21,7 @@ from conftest import (
     wait_for,
 )
 from consumers.index import open_index
-from consumers.query import Criteria
+from consumers.index.query import Criteria
 from mutualaid.events import new_envelope, record_key
 from mutualaid.serde import (
     SEARCH_AUDIT,

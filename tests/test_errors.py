@@ -13,8 +13,8 @@ import consumers
 import mutualaid
 import producers
 import streams
+from cli.main import main
 from mutualaid.agencies import UnknownAgency
-from mutualaid.cli import main
 from mutualaid.crypto import KeyFileError, generate_keypair, load_hash_key, load_keyring
 from mutualaid.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_REFUSED, MutualaidError
 from mutualaid.topics import InvalidOri

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Region, mutualaid_cli, running_stages, wait_for
 from consumers.index import open_index
-from consumers.query import Criteria
+from consumers.index.query import Criteria
 from mutualaid.settings import Settings
 from producers import samples
 
@@ -141,7 +141,7 @@ def test_export_holds_everything_in_open_formats_and_import_rebuilds_the_index(
     before = plate_answers(region.settings, county, "7ABC123")
     env = {**os.environ, "MUTUALAID_INDEX_URL": postgres_url}
     done = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file),
+        [sys.executable, "-m", "cli", "--config", str(region.config_file),
          "import", "--agency", county, "--from", str(out)],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip

@@ -22,11 +22,11 @@ import pytest
 
 from conftest import both_index_backends, index_rows, random_ori, shared_by_router, wait_for
 from consumers.index import Index, IndexUnavailable, index_path, open_index
-from consumers.pgindex import PostgresIndex
-from consumers.query import Criteria, prepare
-from consumers.records import open_kept
+from consumers.index.postgres import PostgresIndex
+from consumers.index.query import Criteria, prepare
+from consumers.index.records import open_kept
+from consumers.index.sqlite import SqliteIndex
 from consumers.search import Searcher, SearchRequest
-from consumers.sqliteindex import SqliteIndex
 from mutualaid.configfile import ConfigError
 from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.disclosure import new_disclosure
@@ -555,7 +555,7 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailable, match="cannot connect to the PostgreSQL index at"):
         open_index(Settings(index_url=url), "CA0990100")
     search = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "search", "--agency", "CA0990100", *PLATE_SEARCH],
+        [sys.executable, "-m", "cli", "search", "--agency", "CA0990100", *PLATE_SEARCH],
         capture_output=True,
         text=True,
         timeout=60,

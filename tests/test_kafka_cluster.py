@@ -95,7 +95,7 @@ def test_a_node_killed_at_load_loses_nothing_and_duplicates_nothing(
         return count[0]
 
     with running_stages(region, tmp_path / "logs", everyone) as stages:
-        cli = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+        cli = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
         argv = ["connect", "alpr", "--agency", region.local, "--source", str(export), "--follow"]
         log = tmp_path / "logs" / "connector.log"
         connector = spawn([*cli, *argv], log=log)

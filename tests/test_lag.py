@@ -64,7 +64,7 @@ def test_the_router_exports_its_lag(region: Region, tmp_path: Path) -> None:
     values = yaml.safe_load(region.config_file.read_text()) | {"metrics_port": port}
     config.write_text(yaml.safe_dump(values))
     router = spawn(
-        [sys.executable, "-m", "mutualaid.cli", "--config", str(config), "router"],
+        [sys.executable, "-m", "cli", "--config", str(config), "router"],
         log=tmp_path / "router.log",
     )
     at = datetime.now(UTC)

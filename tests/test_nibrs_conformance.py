@@ -28,7 +28,7 @@ from conftest import (
     source_events,
     wait_for,
 )
-from consumers.records import indexed, open_kept
+from consumers.index.records import indexed, open_kept
 from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.serde import (
     DEAD_LETTER,

@@ -247,7 +247,7 @@ def test_explain_prints_every_step(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "mutualaid.cli",
+            "cli",
             "agreements",
             "explain",
             "--event",

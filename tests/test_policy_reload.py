@@ -60,7 +60,7 @@ def test_start_up_with_a_dangling_lock_link_works(tmp_path: Path) -> None:
     folder = write_agreements(tmp_path / "agreements", GOOD)
     editor_files(folder)
     result = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "agreements", "check"],
+        [sys.executable, "-m", "cli", "agreements", "check"],
         capture_output=True,
         text=True,
         env={"MUTUALAID_AGREEMENTS_DIR": str(folder), "PATH": "/usr/bin:/bin"},

@@ -133,7 +133,7 @@ def test_check_flags_every_agreement_a_rule_contradicts(tmp_path: Path) -> None:
         "forbids it: nothing will be shared (NV0990300 is in NV; the rule allows CA only)",
     ]
     result = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "agreements", "check"],
+        [sys.executable, "-m", "cli", "agreements", "check"],
         capture_output=True,
         text=True,
         env={"MUTUALAID_AGREEMENTS_DIR": str(folder), "PATH": "/usr/bin:/bin"},
@@ -145,7 +145,7 @@ def test_check_flags_every_agreement_a_rule_contradicts(tmp_path: Path) -> None:
 
 def test_the_shipped_files_pass_the_check() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "agreements", "check"],
+        [sys.executable, "-m", "cli", "agreements", "check"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},
@@ -162,7 +162,7 @@ def test_explain_and_the_audit_show_the_rule(tmp_path: Path) -> None:
         ' "occurred_at": "2026-11-24T21:00:00-08:00"}, "body": {"plate": "7ABC123"}}'
     )
     result = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "agreements", "explain", "--event",
+        [sys.executable, "-m", "cli", "agreements", "explain", "--event",
          str(event_file), "--partner", FEDERAL],
         capture_output=True,
         text=True,

@@ -41,7 +41,7 @@ def test_sigkill_mid_file_then_restart_loses_nothing(region: Region, tmp_path: P
     expected = {(rid, 1) for rid in export_record_ids(export)}
     assert len(expected) == ROWS
     checkpoint = region.settings.data_dir / "checkpoints" / f"{region.local.lower()}-reads.csv.json"
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+    argv = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
     argv += ["connect", "alpr", "--agency", region.local, "--source", str(export)]
 
     first = spawn(argv, log=tmp_path / "first.log")

@@ -20,7 +20,7 @@ from conftest import (
     running_stages,
     wait_for,
 )
-from consumers.query import Criteria, Hit
+from consumers.index.query import Criteria, Hit
 from consumers.search import SearchRequest, run_search
 from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.events import new_envelope

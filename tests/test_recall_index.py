@@ -9,7 +9,7 @@ from test_index import index as index  # the fixture: each test's own index, on 
 from test_index import opener as opener
 
 from consumers.index import Index
-from consumers.query import Criteria
+from consumers.index.query import Criteria
 from mutualaid.pointers import FoundBy, match_keys
 
 

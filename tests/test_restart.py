@@ -107,7 +107,7 @@ def test_router_and_matcher_restarted_mid_stream_recover_their_tables(
 ) -> None:
     s, city, county, neighbour = centers.settings, centers.local, centers.county, centers.neighbour
     add_bolo(s, city, {"plate": HIT_PLATE, "reason": "stolen_vehicle"})
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(centers.config_file)]
+    base = [sys.executable, "-m", "cli", "--config", str(centers.config_file)]
 
     def start(run: str) -> list:
         logs = tmp_path / run

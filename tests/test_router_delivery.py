@@ -39,7 +39,7 @@ def test_thousands_of_reads_each_reach_the_partner_exactly_once(
         [
             sys.executable,
             "-m",
-            "mutualaid.cli",
+            "cli",
             "--config",
             str(region.config_file),
             "connect",

@@ -79,7 +79,7 @@ def test_a_refused_share_exits_70_and_commits_nothing(tmp_path: Path) -> None:
         publish_source(
             region, Kind.ALPR_READ, alpr_events(tmp_path, neighbour, 50), owner=neighbour
         )
-        argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(region.config_file)]
+        argv = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
         router = spawn([*argv, "router"], log=tmp_path / "router.log")
         try:
             code = router.wait(120)

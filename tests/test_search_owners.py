@@ -13,7 +13,7 @@ from test_index import shared
 
 from conftest import both_index_backends, index_rows, random_ori
 from consumers.index import index_path, open_index, schema_name
-from consumers.query import Criteria
+from consumers.index.query import Criteria
 from consumers.search import Searcher, SearchRequest
 from mutualaid.settings import Settings
 

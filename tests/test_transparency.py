@@ -30,7 +30,7 @@ from conftest import (
 from consumers import transparency
 from consumers.export import Window
 from consumers.index import open_index
-from consumers.query import Criteria
+from consumers.index.query import Criteria
 from consumers.search import Searcher, SearchRequest
 from mutualaid.agencies import load_registry
 from mutualaid.events import new_envelope
@@ -165,7 +165,7 @@ def test_reports_count_what_the_audit_holds_and_leak_nothing(city: Region, tmp_p
         "--reason", "stolen_vehicle", "--id", "HOT-77", "--notes", "taken from Dana Whitfield",
     )  # fmt: skip
     assert added.returncode == 0, added.stderr
-    base = [sys.executable, "-m", "mutualaid.cli", "--config", str(city.config_file)]
+    base = [sys.executable, "-m", "cli", "--config", str(city.config_file)]
     log = tmp_path / "matcher.log"
     matcher = spawn([*base, "matcher"], log=log)
     try:

@@ -58,7 +58,7 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "up.log"
-    argv = [sys.executable, "-m", "mutualaid.cli", "up", "--demo", "--reads", "400"]
+    argv = [sys.executable, "-m", "cli", "up", "--demo", "--reads", "400"]
     with open(log, "w") as out:
         up = subprocess.Popen(
             [*argv, "--broker", local_broker],
@@ -80,7 +80,7 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
             [
                 sys.executable,
                 "-m",
-                "mutualaid.cli",
+                "cli",
                 "search",
                 "--agency",
                 "CA0990100",
@@ -156,7 +156,7 @@ def projector_failing_with(tmp_path: Path, **settings: str) -> str:
     env = {**os.environ, "MUTUALAID_DATA_DIR": str(tmp_path / "var")}
     env |= {f"MUTUALAID_{k.upper()}": v for k, v in settings.items()}
     done = subprocess.run(
-        [sys.executable, "-m", "mutualaid.cli", "project", "--agency", "CA0990100"],
+        [sys.executable, "-m", "cli", "project", "--agency", "CA0990100"],
         capture_output=True,
         text=True,
         env=env,
@@ -198,7 +198,7 @@ def test_up_stops_when_a_stage_fails_and_says_why(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", console_port))
         holder.listen()
         done = subprocess.run(
-            [sys.executable, "-m", "mutualaid.cli", "up", "--demo", "--reads", "10"],
+            [sys.executable, "-m", "cli", "up", "--demo", "--reads", "10"],
             capture_output=True,
             text=True,
             env=env,

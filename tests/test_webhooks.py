@@ -155,7 +155,7 @@ def test_signed_retried_and_dead_lettered(
         producer.produce(topic, encode(alert, SerializationContext(topic)), alert["alert_id"])
     assert producer.flush(10) == 0
 
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    argv = [sys.executable, "-m", "cli", "--config", str(config)]
     sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
     try:
         letters = wait_for(
@@ -235,7 +235,7 @@ def test_an_undecodable_record_is_dead_lettered_and_later_alerts_go_out(
     )
     assert producer.flush(10) == 0
 
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    argv = [sys.executable, "-m", "cli", "--config", str(config)]
     sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
     try:
         wait_for(lambda: receiver.requests, 60, "the good alert delivered past the bad record")
@@ -275,7 +275,7 @@ def test_an_alert_older_than_max_age_is_not_sent(
         producer.produce(topic, encode(alert, SerializationContext(topic)), b"k")
     assert producer.flush(10) == 0
 
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    argv = [sys.executable, "-m", "cli", "--config", str(config)]
     sender = spawn([*argv, "webhooks", "--agency", city], log=tmp_path / "webhooks.log")
     try:
         wait_for(lambda: receiver.requests, 60, "the fresh alert delivered")

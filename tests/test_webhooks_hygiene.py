@@ -12,7 +12,7 @@ import pytest
 from test_webhooks import configure
 
 from conftest import Region, mutualaid_cli, wait_for
-from consumers.webhooks import load_endpoints
+from consumers.alerts.webhooks import load_endpoints
 from mutualaid.configfile import ConfigError
 from mutualaid.processes import spawn, stop
 
@@ -82,7 +82,7 @@ def test_a_secret_file_others_can_read_is_warned_about_at_start(
         ],
     )
     log = tmp_path / "webhooks.log"
-    argv = [sys.executable, "-m", "mutualaid.cli", "--config", str(config)]
+    argv = [sys.executable, "-m", "cli", "--config", str(config)]
     sender = spawn([*argv, "webhooks", "--agency", region.local], log=log)
     try:
         wait_for(lambda: "readable by group or others" in log.read_text(), 30, "the warning")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumers.indexbase import Index, IndexUnavailable
-from consumers.sqliteindex import SqliteIndex
+from consumers.index.base import Index, IndexUnavailable
+from consumers.index.sqlite import SqliteIndex
 from mutualaid.crypto import load_hash_key
 from mutualaid.settings import Settings
 from mutualaid.topics import check_ori
@@ -35,7 +35,7 @@ def open_index(settings: Settings, agency_ori: str) -> Index:
         return SqliteIndex(index_path(settings, agency_ori), hash_key)
     try:
         # Imported only here: psycopg is an optional dependency (the postgres extra).
-        from consumers.pgindex import PostgresIndex
+        from consumers.index.postgres import PostgresIndex
     except ImportError as exc:
         raise IndexUnavailable(
             f"index_url names a PostgreSQL server but its driver is missing ({exc}); "

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
-from consumers.records import (
+from consumers.index.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
+from consumers.index.records import (
     CONTENT_COLUMNS,
     KEY_COLUMNS,
     RECORD_COLUMNS,

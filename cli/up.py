@@ -103,7 +103,7 @@ def run_up(
             port = next(ports)
             log = logs / f"{name}.log"
             proc = spawn(
-                [sys.executable, "-m", "mutualaid.cli", *argv],
+                [sys.executable, "-m", "cli", *argv],
                 log=log,
                 env={**env, "MUTUALAID_METRICS_PORT": str(port)},
             )
@@ -319,7 +319,7 @@ def _webhook_agencies(settings: Settings, oris: list[str]) -> list[str]:
     """Agencies with an endpoint in the webhooks file (a bad file stops `up` here)."""
     if settings.webhooks_file is None:
         return []
-    from consumers.webhooks import load_endpoints
+    from consumers.alerts.webhooks import load_endpoints
 
     loopback = settings.webhooks_allow_http_loopback
     return [
@@ -346,7 +346,7 @@ def _transparency_reports(oris: list[str], out: Path, env: dict[str, str], logs:
     """Each agency's public transparency report written to ``out``, all at once, as words to
     print; one that fails is named with its log and does not stop the demo."""
     log = logs / "transparency.log"
-    command = [sys.executable, "-m", "mutualaid.cli", "transparency"]
+    command = [sys.executable, "-m", "cli", "transparency"]
     with open(log, "ab") as sink:
         procs = {
             ori: subprocess.Popen(
@@ -370,7 +370,7 @@ def _run_once(argv: list[str], env: dict[str, str], logs: Path) -> None:
     log = logs / f"{argv[0]}-{argv[1]}.log"
     with open(log, "ab") as out:
         subprocess.run(
-            [sys.executable, "-m", "mutualaid.cli", *argv],
+            [sys.executable, "-m", "cli", *argv],
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,

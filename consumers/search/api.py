@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from consumers.index import IndexUnavailable
-from consumers.query import Criteria, Hit
+from consumers.index.query import Criteria, Hit
 from consumers.search import Searcher, SearchRefused, SearchRequest, parse_near
 from consumers.sessions import Sessions
 from consumers.transparency import Reports

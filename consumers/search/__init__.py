@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 from consumers.index import Index, open_index
-from consumers.query import BadCriteria, Criteria, Hit, prepare
-from consumers.records import open_kept
+from consumers.index.query import BadCriteria, Criteria, Hit, prepare
+from consumers.index.records import open_kept
 from mutualaid.crypto import DecryptionError, PrivateKeyring, load_keyring
 from mutualaid.disclosure import restore
 from mutualaid.errors import Refused

@@ -1,8 +1,8 @@
 """The ``mutualaid`` command.
 
-This module and ``mutualaid.up`` are the composition root: the only core modules that reach
-into producers/, streams/ and consumers/, and only inside the command that needs them, so that
-starting one stage never imports the others.
+The ``cli`` package is the composition root: the only place that reaches into producers/,
+streams/ and consumers/ (the core, mutualaid/, imports none of them), and only inside the
+command that needs them, so that starting one stage never imports the others.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mutualaid.settings import Settings, load_settings
 from mutualaid.topics import RECORD_KINDS, Kind
 
 if TYPE_CHECKING:  # the stages are imported only by the command that runs them
-    from consumers.query import Hit
+    from consumers.index.query import Hit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,7 +374,7 @@ def _stop_event() -> threading.Event:
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid.up import run_up
+    from cli.up import run_up
 
     return run_up(
         settings,
@@ -642,7 +642,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _search(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.query import Criteria
+    from consumers.index.query import Criteria
     from consumers.search import SearchRefused, SearchRequest, parse_near, run_search
     from mutualaid.agencies import load_registry
 
@@ -737,8 +737,8 @@ def _summary(hit: Hit) -> str:
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from consumers.api import create_api
     from consumers.index import open_index
+    from consumers.search.api import create_api
     from mutualaid.agencies import load_registry
     from mutualaid.metrics import serve_metrics
 
@@ -752,7 +752,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _console(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.console import run_console
+    from consumers.alerts.console import run_console
     from mutualaid.agencies import load_registry
     from mutualaid.metrics import serve_metrics
 
@@ -764,7 +764,7 @@ def _console(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _webhooks(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.webhooks import WebhookSender, load_endpoints
+    from consumers.alerts.webhooks import WebhookSender, load_endpoints
     from mutualaid.metrics import serve_metrics
 
     ori = _agency(settings, args.agency)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from difflib import SequenceMatcher
 from typing import Any
 
-from consumers.records import sealed_paths
+from consumers.index.records import sealed_paths
 from mutualaid import fieldpaths, pointers
 from mutualaid.disclosure import keyed_hash
 from mutualaid.errors import Refused
@@ -82,7 +82,7 @@ class Hit:
     body: dict | None  # fields kept encrypted are null here, and named in encrypted_fields
     agreement_id: str
     encrypted_fields: tuple[str, ...] = ()
-    sealed: str | None = None  # what ``consumers.records.open_kept`` opens
+    sealed: str | None = None  # what ``consumers.index.records.open_kept`` opens
 
     def pointer_message(self, owner_name: str = "") -> str | None:
         """For a pointer, all a searcher is told: who holds a matching record and whom to call

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from consumers.query import Criteria, Hit
-from consumers.records import Layout, LoggedSearch
+from consumers.index.query import Criteria, Hit
+from consumers.index.records import Layout, LoggedSearch
 from mutualaid.errors import MutualaidError
 
 

@@ -2,8 +2,8 @@
 
 Full text is a ``tsvector`` of the same words SQLite's FTS5 indexes; person names and plate
 patterns are matched through ``pg_trgm`` GIN indexes. Version ordering, tombstones, the
-search rules and result shaping are the shared ones (consumers.records, consumers.query), so
-this backend answers exactly as the SQLite one does.
+search rules and result shaping are the shared ones (consumers.index.records and
+consumers.index.query), so this backend answers exactly as the SQLite one does.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from consumers.indexbase import IndexUnavailable
-from consumers.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
-from consumers.records import (
+from consumers.index.base import IndexUnavailable
+from consumers.index.query import Criteria, Hit, Query, Term, TextQuery, prepare, to_hit
+from consumers.index.records import (
     CONTENT_COLUMNS,
     KEY_COLUMNS,
     RECORD_COLUMNS,

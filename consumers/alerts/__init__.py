@@ -1,0 +1,1 @@
+"""Hit alerts delivered to dispatch centers: the live console and signed webhooks."""

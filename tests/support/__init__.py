@@ -1,0 +1,1 @@
+"""What tests and benchmarks share: a throwaway PostgreSQL, builders, broker fixtures."""
