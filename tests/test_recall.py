@@ -111,6 +111,61 @@ class Narrowing:
     after: Callable[[Region], list[dict]]
     still_open: Callable[[Region], bool]  # whether the county still holds the open copy
     stopped: bool = False
+    # Rules in force besides the shipped ones, before and after the change; and the county's
+    # assurances after it (None: unchanged).
+    rules_before: tuple[dict, ...] = ()
+    rules_after: tuple[dict, ...] = ()
+    county_assurances_after: list[dict] | None = None
+
+
+# A rule every CA agency's reports follow, the county outside it: "rule added".
+NO_CA_REPORTS_TO_COUNTIES = {
+    "id": "test-no-reports-to-counties",
+    "version": 1,
+    "citation": "test rule",
+    "description": "CA reports go only to local and state agencies.",
+    "governs": {"kinds": ["rms.record"], "owner_states": ["CA"]},
+    "partners_must": {"be_types": ["local", "state"]},
+}
+# A rule that wants a documented assurance for CA reports: "assurance expired".
+REPORTS_NEED_ASSURANCE = {
+    "id": "test-reports-need-assurance",
+    "version": 1,
+    "citation": "test rule",
+    "description": "CA reports go only to partners with an assurance on file.",
+    "governs": {"kinds": ["rms.record"], "owner_states": ["CA"]},
+    "partners_must": {"have_assurance": True},
+}
+
+
+def assurance(rule: str, *, expires_in_days: int) -> dict:
+    today = datetime.now(UTC).date()
+    return {
+        "rule": rule,
+        "document": "test MOU",
+        "signed": str(today - timedelta(days=400)),
+        "expires": str(today + timedelta(days=expires_in_days)),
+    }
+
+
+def use_rules(region: Region, tmp_path: Path, rules: tuple[dict, ...]) -> None:
+    """The shipped rules plus ``rules``, in a folder of the region's own that its stages read."""
+    folder = tmp_path / "rules"
+    folder.mkdir(exist_ok=True)
+    for shipped in Path("deploy/rules").glob("*.yaml"):
+        (folder / shipped.name).write_text(shipped.read_text())
+    (folder / "test.yaml").write_text(yaml.safe_dump({"rules": list(rules)}))
+    values = yaml.safe_load(region.config_file.read_text())
+    if values.get("rules_dir") != str(folder):
+        region.config_file.write_text(yaml.safe_dump(values | {"rules_dir": str(folder)}))
+
+
+def set_county_assurances(region: Region, assurances: list[dict]) -> None:
+    registry = yaml.safe_load(region.settings.agencies_file.read_text())
+    for agency in registry["agencies"]:
+        if agency["ori"] == region.county:
+            agency["assurances"] = assurances
+    region.settings.agencies_file.write_text(yaml.safe_dump(registry))
 
 
 def to_county(region: Region, id: str = "rms-to-county", **terms: object) -> dict:
@@ -203,8 +258,25 @@ NARROWINGS = [
         clear_ssn_indexed,
         stopped=True,
     ),
-    # Once the policy's rules and assurances are merged: "rule added" (a rule forbidding the
-    # county) and "assurance expired" (the county's assurance lapses: Policy.next_change).
+    Narrowing(
+        "rule added",
+        lambda r: [to_county(r)],
+        lambda r: [to_county(r)],
+        clear_ssn_indexed,
+        rules_after=(NO_CA_REPORTS_TO_COUNTIES,),
+    ),
+    # The assurance on file is replaced by one that has expired (the registry is reloaded with
+    # the agreements). Time alone expiring it is Policy.next_change, tested with an injected
+    # clock in test_recall_router.py.
+    Narrowing(
+        "assurance expired",
+        lambda r: [to_county(r)],
+        lambda r: [to_county(r)],
+        clear_ssn_indexed,
+        rules_before=(REPORTS_NEED_ASSURANCE,),
+        rules_after=(REPORTS_NEED_ASSURANCE,),
+        county_assurances_after=[assurance("test-reports-need-assurance", expires_in_days=-1)],
+    ),
 ]
 
 
@@ -218,14 +290,28 @@ def test_narrowing_reaches_what_the_partner_already_holds(
     generate_keypair(region.county, s.public_keys_dir, s.private_keys_dir)
     generate_hash_key(s.hash_key_file)  # pointers' references and match keys need it
     write_agreements(region, case.before(region))
+    if case.rules_before or case.rules_after:
+        use_rules(region, tmp_path, case.rules_before)
+    if case.county_assurances_after is not None:
+        set_county_assurances(
+            region, [assurance("test-reports-need-assurance", expires_in_days=30)]
+        )
+
+    def change() -> None:
+        if case.rules_after:
+            use_rules(region, tmp_path, case.rules_after)
+        if case.county_assurances_after is not None:
+            set_county_assurances(region, case.county_assurances_after)
+        write_agreements(region, case.after(region))
+
     with running_stages(region, tmp_path / "first", [region.county]):
         publish_source(region, Kind.RMS_RECORD, [report(region.local, "R-NARROW", 1)])
         wait_for(lambda: case.still_open(region), 60, "the county to hold the open copy")
         if not case.stopped:
-            write_agreements(region, case.after(region))
+            change()
             wait_for(lambda: not case.still_open(region), 60, f"the recall ({case.name})")
     if case.stopped:
-        write_agreements(region, case.after(region))
+        change()
         with running_stages(region, tmp_path / "second", [region.county]):
             wait_for(lambda: not case.still_open(region), 60, f"the recall ({case.name})")
     # The more protective copy, or the withdrawal, replaced the open one at the same record
