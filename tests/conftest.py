@@ -51,6 +51,9 @@ from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
 from producers.alpr import record_id
 from support.pgserver import postgres_bindir, throwaway_postgres
 
+# The browser fixture (real Chromium) for the web pages' tests.
+pytest_plugins = ["support.browser"]
+
 # The brokers every broker-backed test runs on: the embedded Tansu (what `up` runs) and Apache
 # Kafka (what agencies run). MUTUALAID_TEST_BROKERS=tansu (or kafka) runs on one only.
 BROKERS = ("tansu", "kafka")

@@ -3,7 +3,6 @@ logs in, sees a hit arrive live, acknowledges it; other agencies see none of it.
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 import uuid
@@ -25,12 +24,9 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import alert_acks_topic, alerts_topic
+from support.browser import needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="no Chromium here (apt-get install chromium; .ci/run does)",
-)
+pytestmark = needs_chromium
 
 
 def hit(center: str, plate: str, notes: str) -> dict:
@@ -87,17 +83,6 @@ def console(region: Region, agency: str, log: Path, metrics_port: int = 0):
     values = yaml.safe_load(region.config_file.read_text()) | {"metrics_port": metrics_port}
     config.write_text(yaml.safe_dump(values))
     return serving(config, ["console", "--agency", agency], log)
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # As root (CI) Chromium refuses to start with its sandbox.
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def log_in(page, url: str, user: str, token: str) -> None:

@@ -8,23 +8,17 @@ import csv
 import io
 import json
 import os
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import pytest
 
 from conftest import Region, index_rows, mutualaid_cli, serving
 from consumers.index import open_index
 from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind
+from support.browser import needs_chromium
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(),
-    reason="no Chromium here (apt-get install chromium; .ci/run does)",
-)
+pytestmark = needs_chromium
 # Set MUTUALAID_SCREENSHOT=docs/search-page.png to refresh the README's picture.
 SCREENSHOT = os.environ.get("MUTUALAID_SCREENSHOT")
 START = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
@@ -60,16 +54,6 @@ def shared_read(region: Region, owner: str, record_id: str, lat: float, lon: flo
             "vehicle_model": "Rio",
         },
     }
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def token(region: Region, agency: str, user: str) -> str:

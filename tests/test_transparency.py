@@ -7,7 +7,6 @@ the test data anywhere in them, and the page renders in real Chromium."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -37,8 +36,8 @@ from mutualaid.events import new_envelope
 from mutualaid.policy import load_policy
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind
+from support.browser import CHROMIUM
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NOW = datetime.now(UTC).replace(microsecond=0)
 IN_CITY = (38.94, -119.98)
 # (owner, record id, plate, labels, minutes after NOW). The city's own reads: one shared,
