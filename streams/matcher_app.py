@@ -41,7 +41,6 @@ from streams.router import Output
 from streams.worker import (
     Outbox,
     new_app,
-    outbox_table,
     prepare_topics,
     process_in_batches,
     run_worker,
@@ -96,7 +95,7 @@ def create_matcher_app(
     decode = codecs.deserializer(SOURCE_EVENT[Kind.ALPR_READ])
     read_alert = codecs.deserializer(HIT_ALERT)
     outbox = Outbox(settings, log)
-    recent = outbox_table(app, outbox, "recent", partitions=settings.partitions, key_type=str)
+    recent = app.Table("recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],
         key_type=bytes,

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import faust
@@ -83,62 +82,6 @@ class Outbox:
                 exc_info=True,
             )
             os._exit(EXIT_DELIVERY_FAILED)
-
-
-@dataclass(frozen=True)
-class ChangelogRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None
-
-
-@dataclass(frozen=True)
-class ChangelogSent:
-    """What faust's table reads back from a changelog send: the record, for its partition."""
-
-    message: ChangelogRecord
-
-
-class OutboxTable(faust.Table):
-    """A faust table whose changelog is written through the worker's Outbox.
-
-    faust sends each table change through its own producer, one awaited record at a time, and
-    flushes it before every commit: on the router that path was a quarter of the time per event
-    and stalled commits for seconds ("producer buffer full"). Through the Outbox the changes
-    are acknowledged with the batch's outputs, before the batch may be committed, so the
-    changelog is never behind the offsets. Reading it back (recovery, standbys) stays faust's.
-    With the rocksdict store the persisted changelog offset is not recorded, so a restart
-    recovers the table from the changelog's start: slower, never wrong.
-    """
-
-    outbox: Outbox
-
-    def send_changelog(  # type: ignore[override]
-        self,
-        partition: int | None,
-        key: object,
-        value: object,
-        key_serializer: object = None,
-        value_serializer: object = None,
-    ) -> ChangelogSent:
-        topic = self.changelog_topic
-        raw_key, _ = topic.prepare_key(key, key_serializer or self.key_serializer)
-        raw_value = (
-            None
-            if value is None
-            else topic.prepare_value(value, value_serializer or self.value_serializer)[0]
-        )
-        record = ChangelogRecord(topic.get_topic_name(), raw_key, raw_value, partition)
-        self.outbox.send(record)
-        return ChangelogSent(record)
-
-
-def outbox_table(app: faust.App, outbox: Outbox, name: str, **options: object) -> faust.Table:
-    """``app.Table(name, **options)``, its changelog written through ``outbox``."""
-    table = OutboxTable(app, name=name, beacon=app.tables.beacon, **options)
-    table.outbox = outbox
-    return app.tables.add(table)
 
 
 async def process_in_batches(
