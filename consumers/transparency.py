@@ -29,7 +29,7 @@ from consumers.export import Window, topic_records
 from mutualaid.agencies import Registry
 from mutualaid.audit import is_hit_alert
 from mutualaid.labels import PROTECTED
-from mutualaid.policy import Agreement, FieldAction, Policy, load_policy
+from mutualaid.policy import Agreement, FieldAction, Policy, load_policy_from
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SEARCH_AUDIT,
@@ -193,19 +193,20 @@ def agreement_terms(agreement: Agreement, policy: Policy) -> dict[str, Any]:
 
 
 def applicable_rules(policy: Policy, ori: str) -> dict[str, Any]:
-    """The region's rules that bind this agency's sharing. Rules (laws and policies applied to
-    every agreement) are being added to the policy by its own work; where the policy has
-    none, the report says so rather than leaving the section out."""
-    rules = getattr(policy, "rules", None)
-    if rules is None:
-        return {"defined": False, "rules": []}
-    out = []
-    for rule in rules:
-        applies = getattr(rule, "applies_to", None)
-        if callable(applies) and not applies(ori):
-            continue
-        describe = getattr(rule, "describe", None)
-        out.append(describe() if callable(describe) else str(rule))
+    """The region's rules (law and policy no agreement overrides) that govern this agency's
+    records: those for every owner, or for owners in its state."""
+    state = policy.registry.get(ori).state
+    out = [
+        {
+            "id": rule.id,
+            "citation": rule.citation,
+            "description": rule.description,
+            "kinds": [str(k) for k in rule.governs.kinds],
+            "labels": list(rule.governs.labels),
+        }
+        for rule in policy.rules
+        if not rule.governs.owner_states or state in rule.governs.owner_states
+    ]
     return {"defined": True, "rules": out}
 
 
@@ -396,7 +397,7 @@ class Reports:
             if kept is not None and time.monotonic() - kept[0] < self.seconds:
                 return kept[1]
             # Agreements read per build, so a changed agreement shows within ``seconds``.
-            policy = load_policy(self.settings.agreements_dir, self.registry)
+            policy = load_policy_from(self.settings, self.registry)
             built = build(self.settings, policy, ori)
             self._kept[ori] = (time.monotonic(), built)
             return built

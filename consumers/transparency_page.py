@@ -217,7 +217,14 @@ def render(report: dict[str, Any], json_href: str = "report.json") -> str:
     if not rules["defined"]:
         out.append("<p>No region-wide rules are defined beyond the agreements above.</p>")
     elif rules["rules"]:
-        out.append("<ul>" + "".join(f"<li>{_e(r)}</li>" for r in rules["rules"]) + "</ul>")
+        out.append(
+            "<ul>"
+            + "".join(
+                f"<li><strong>{_e(r['citation'])}</strong>: {_e(r['description'])}</li>"
+                for r in rules["rules"]
+            )
+            + "</ul>"
+        )
     else:
         out.append("<p>None of the region's rules applies to this agency's records.</p>")
 

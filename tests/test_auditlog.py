@@ -9,20 +9,22 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Region, mutualaid_cli, read_topic
 from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify
-from mutualaid.topics import AUDIT_DISSEMINATION
+from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec
 
 pytestmark = pytest.mark.broker
 
 
 def new_topic(region: Region, partitions: int = 1) -> str:
     name = f"audit.test-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": region.settings.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-        future.result()
+    # The project's own creation: on Apache Kafka it also waits until the partitions have
+    # leaders, without which a writer sees a topic of no partitions.
+    ensure_topics(
+        wait_for_broker(region.settings.bootstrap_servers), [TopicSpec(name, partitions)], 1
+    )
     return name
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import (
+    CA_ALPR_ASSURANCE,
     Region,
     configured_region,
     mutualaid_cli,
@@ -32,8 +33,9 @@ from consumers.index import open_index
 from consumers.index.query import Criteria
 from consumers.search import Searcher, SearchRequest
 from mutualaid.agencies import load_registry
+from mutualaid.crypto import generate_hash_key
 from mutualaid.events import new_envelope
-from mutualaid.policy import load_policy
+from mutualaid.policy import load_policy_from
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind
 from support.browser import CHROMIUM
@@ -68,7 +70,9 @@ def city(tmp_path: Path, broker) -> Region:
         {"ori": local, "name": "Test City PD", "state": "CA", "type": "local",
          "dispatch_center": True,
          "jurisdiction": {"latitude": 38.94, "longitude": -119.98, "radius_km": 12}},
-        {"ori": county, "name": "Test County SO", "state": "CA", "type": "county"},
+        # California ALPR reads reach it only with an assurance on file (deploy/rules/).
+        {"ori": county, "name": "Test County SO", "state": "CA", "type": "county",
+         "assurances": [CA_ALPR_ASSURANCE]},
         {"ori": neighbour, "name": "Next State PD", "state": "NV", "type": "local"},
         {"ori": federal, "name": "Federal Task Force", "state": "DC", "type": "federal"},
     ]  # fmt: skip
@@ -87,7 +91,7 @@ def city(tmp_path: Path, broker) -> Region:
     (tmp_path / "agreements").mkdir()
     (tmp_path / "agencies.yaml").write_text(yaml.safe_dump({"agencies": agencies}))
     (tmp_path / "agreements" / "a.yaml").write_text(yaml.safe_dump({"agreements": agreements}))
-    return configured_region(
+    region = configured_region(
         tmp_path,
         broker,
         (local, county, neighbour, federal),
@@ -95,6 +99,8 @@ def city(tmp_path: Path, broker) -> Region:
         matcher_id=f"matcher-{local.lower()}",
         alert_repeat_seconds=600,
     )
+    generate_hash_key(region.settings.hash_key_file)  # pointers' references need it
+    return region
 
 
 def read_event(owner: str, record_id: str, plate: str, labels: list[str], minutes: int,
@@ -145,7 +151,7 @@ def secrets_of_the_test_data() -> list[str]:
 
 def report_for(region: Region, ori: str) -> dict:
     registry = load_registry(region.settings.agencies_file)
-    policy = load_policy(region.settings.agreements_dir, registry)
+    policy = load_policy_from(region.settings, registry)
     return transparency.build(region.settings, policy, ori, Window())
 
 
