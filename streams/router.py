@@ -27,6 +27,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mutualaid import labels
 from mutualaid.audit import dissemination_audit
 from mutualaid.clock import Clock
 from mutualaid.crypto import PublicKey
@@ -76,8 +77,6 @@ from mutualaid.topics import (
 Holders = MutableMapping[str, dict]
 # (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
 SourceReader = Callable[[str, int, int], bytes | None]
-# Labels that withdraw a record from every partner, whatever the agreements say.
-WITHDRAWING_LABELS = frozenset({"sealed", "expunged"})
 
 
 def _digest(shape: object) -> str:
@@ -258,7 +257,7 @@ class Router:
         key = holder_key(envelope)
         entry = holders.get(key) or {}
         held: dict[str, list] = dict(entry.get("partners", {}))
-        withdrawing = envelope["op"] == "DELETE" or WITHDRAWING_LABELS & set(envelope["labels"])
+        withdrawing = envelope["op"] == "DELETE" or labels.WITHDRAWING & set(envelope["labels"])
         sent_version = entry.get("version", 0)
         if not withdrawing and envelope["version"] < sent_version:
             # Older than what partners hold: their indexes keep the newer copy, and the newer
