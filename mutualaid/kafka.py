@@ -238,11 +238,9 @@ def _await_leaders(admin: AdminClient, topics: list[str], timeout: float) -> Non
 def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
     if not specs:
         return
-    resources = {s.name: ConfigResource(ResourceType.TOPIC, s.name) for s in specs}
-    described = admin.describe_configs(list(resources.values()), request_timeout=timeout)
     changes = []
     for spec in specs:
-        current = described[resources[spec.name]].result(timeout)
+        current = _describe(admin, spec.name, timeout)
         differ = {k: v for k, v in spec.config.items() if k not in current or current[k].value != v}
         if differ:
             entries = [
@@ -255,6 +253,24 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> 
     if changes:
         for future in admin.incremental_alter_configs(changes, request_timeout=timeout).values():
             future.result(timeout)
+
+
+def _describe(admin: AdminClient, topic: str, timeout: float) -> dict[str, ConfigEntry]:
+    """The topic's configuration. A topic made a moment before (by hand, by another stage) can
+    be listed by one broker while the one answering DescribeConfigs does not know it yet
+    (Apache Kafka answers UNKNOWN_TOPIC_OR_PART): asked again until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    while True:
+        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
+        try:
+            result: dict[str, ConfigEntry] = future.result(timeout)
+            return result
+        except KafkaException as exc:
+            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 # Errors of a partition whose leadership is moving (librdkafka does not flag all retriable).
