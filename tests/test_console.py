@@ -13,7 +13,6 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, metric, mutualaid_cli, read_topic, serving
 from mutualaid.broker import free_port
 from mutualaid.serde import (
     ALERT_ACK,
@@ -24,7 +23,10 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import alert_acks_topic, alerts_topic
+from support.brokers import read_topic
 from support.browser import needs_chromium
+from support.processes import metric, mutualaid_cli, serving
+from support.regions import Region
 
 pytestmark = needs_chromium
 

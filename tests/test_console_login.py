@@ -12,8 +12,9 @@ import pytest
 import yaml
 from test_console import token_for
 
-from conftest import Region, serving
 from consumers.logins import Limits, LoginThrottle
+from support.processes import serving
+from support.regions import Region
 
 
 def log_in(url: str, user: str, token: str) -> tuple[int, dict, dict]:

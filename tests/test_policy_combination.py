@@ -7,22 +7,12 @@ import itertools
 from pathlib import Path
 
 import pytest
-from policy_support import (
-    DESERT,
-    MESA,
-    NOW,
-    REGISTRY,
-    STORE,
-    agreement,
-    consumed,
-    decoded,
-    rms_event,
-    write_agreements,
-)
 
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.policy import PROTECTION_ORDER, FieldAction, load_policy, most_protective
 from streams.router import Router
+from support.events import DESERT, MESA, NOW, agreement, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded, write_agreements
 
 CLEAR = agreement("clear-ssn", fields={"persons[].ssn": "keep"}, retention_days=365)
 SEALED = agreement(

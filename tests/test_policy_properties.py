@@ -20,24 +20,14 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_support import (
-    DESERT,
-    FEDERAL,
-    MESA,
-    NOW,
-    REGISTRY,
-    RIVERBEND,
-    STORE,
-    consumed,
-    decoded,
-    rms_event,
-)
 
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.disclosure import keyed_hash, mask
 from mutualaid.labels import PROTECTED
 from mutualaid.policy import PROTECTION_ORDER, load_policy
 from streams.router import Router
+from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded
 
 PARTNERS = [MESA, DESERT, FEDERAL]
 AGENCY = {a.ori: a for a in REGISTRY.agencies}

@@ -9,27 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from policy_support import (
-    DESERT,
-    FEDERAL,
-    MESA,
-    NOW,
-    REGISTRY,
-    RIVERBEND,
-    STORE,
-    agreement,
-    alpr_event,
-    consumed,
-    decoded,
-    rms_event,
-    write_agreements,
-)
 
 from mutualaid.agencies import Registry, load_registry, start_of
 from mutualaid.configfile import ConfigError
 from mutualaid.policy import load_policy
 from mutualaid.policycheck import findings
 from streams.router import Router
+from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, agreement, alpr_event, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded, write_agreements
 
 RULES = Path("deploy/rules")
 ALPR_TO_ALL = agreement("riverbend-alpr-all", kinds=["alpr.read"], partners=[MESA, DESERT, FEDERAL])

@@ -9,7 +9,6 @@ import pytest
 
 from bench.data import alpr_events
 from bench.pipeline import encoded, publish
-from conftest import Region
 from consumers import projector
 from consumers.projector import Projector
 from mutualaid.agencies import load_registry
@@ -17,6 +16,7 @@ from mutualaid.policy import load_policy
 from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind, share_topic, source_topic
 from streams.router import Consumed, Router
+from support.regions import Region
 
 
 @pytest.mark.broker

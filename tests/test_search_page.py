@@ -11,12 +11,14 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import Region, index_rows, mutualaid_cli, serving
 from consumers.index import open_index
 from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind
 from support.browser import needs_chromium
+from support.indexes import index_rows
+from support.processes import mutualaid_cli, serving
+from support.regions import Region
 
 pytestmark = needs_chromium
 # Set MUTUALAID_SCREENSHOT=docs/search-page.png to refresh the README's picture.

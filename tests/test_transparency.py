@@ -16,17 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (
-    CA_ALPR_ASSURANCE,
-    Region,
-    configured_region,
-    mutualaid_cli,
-    publish_source,
-    random_ori,
-    running_stages,
-    serving,
-    wait_for,
-)
 from consumers import transparency
 from consumers.export import Window
 from consumers.index import open_index
@@ -39,6 +28,8 @@ from mutualaid.policy import load_policy_from
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind
 from support.browser import CHROMIUM
+from support.processes import mutualaid_cli, running_stages, serving, wait_for
+from support.regions import CA_ALPR_ASSURANCE, Region, configured_region, publish_source, random_ori
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 IN_CITY = (38.94, -119.98)
