@@ -147,7 +147,7 @@ def produce(
             if partition is None:
                 producer.produce(topic, value, key, on_delivery=acks)
             else:
-                producer.produce(topic, value, key, partition, on_delivery=acks)
+                producer.produce(topic, value, key, partition=partition, on_delivery=acks)
             acks.sent()
             return
         except BufferError:

@@ -83,6 +83,7 @@ def alpr_event(
     at: datetime = NOW,
     version: int = 1,
     op: Op = "UPSERT",
+    labels: tuple[str, ...] | list[str] = (),
     source_system: str = "test",
     **body: object,
 ) -> dict:
@@ -96,6 +97,7 @@ def alpr_event(
         version=version,
         occurred_at=at,
         op=op,
+        labels=list(labels),
         now=at,
     )
     position = {} if where is None else {"latitude": where[0], "longitude": where[1]}
