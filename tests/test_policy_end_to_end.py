@@ -13,29 +13,19 @@ import yaml
 from mutualaid.crypto import generate_keypair
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
-    SHARED_EVENT,
     AvroDeserializer,
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind
 from support.brokers import read_topic
 from support.events import alpr_event, rms_event
 from support.indexes import index_rows
 from support.processes import running_stages, wait_for
-from support.regions import Region, publish_source
+from support.regions import Region, publish_source, shared_on
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
-    topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
-    records = read_topic(
-        region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
-    )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
 
 
 def audits_of(region: Region, owner: str, count: int) -> list[dict]:

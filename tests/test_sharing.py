@@ -29,19 +29,10 @@ from support.brokers import dead_letters, read_topic
 from support.events import alpr_event, rms_event
 from support.indexes import index_rows
 from support.processes import running_stages, wait_for
-from support.regions import Region, publish_source
+from support.regions import Region, publish_source, shared_on
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
-    topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
-    records = read_topic(
-        region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
-    )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
 
 
 @pytest.mark.broker

@@ -93,3 +93,11 @@ def serving(config_file: Path, argv: list[str], log: Path) -> Iterator[str]:
         yield url
     finally:
         stop(proc, timeout=10)
+
+
+def token_for(region: Region, users: str, agency: str, user: str) -> str:
+    """A fresh token for ``user`` of ``agency``, issued as an operator would (``users``:
+    console-user, api-user, camera)."""
+    issued = mutualaid_cli(region, users, "add", "--agency", agency, "--user", user)
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.strip().splitlines()[-1]
