@@ -57,12 +57,8 @@ from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
     SOURCE_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
     Codecs,
     DeserializationError,
-    RegistryClient,
-    SchemaStore,
     SerializationContext,
 )
 from mutualaid.topics import (
@@ -136,8 +132,7 @@ class Router:
     def __init__(
         self,
         policy: Policy,
-        store: SchemaStore,
-        registry: RegistryClient | None,
+        codecs: Codecs,
         *,
         public_keys: dict[str, PublicKey],
         hash_key: bytes | None,
@@ -150,11 +145,10 @@ class Router:
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
-        self._store = store
-        self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in RECORD_KINDS}
-        self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in RECORD_KINDS}
-        self._dead_letters = DeadLetters(Output, Codecs(store, registry), Stage.STREAMS)
-        self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
+        self._decode = {k: codecs.deserializer(SOURCE_EVENT[k]) for k in RECORD_KINDS}
+        self._encode = {k: codecs.serializer(SHARED_EVENT[k]) for k in RECORD_KINDS}
+        self._dead_letters = DeadLetters(Output, codecs, Stage.STREAMS)
+        self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
         self.use_policy(policy)
 
     def use_policy(self, policy: Policy) -> None:

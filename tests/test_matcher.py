@@ -16,6 +16,7 @@ from mutualaid.serde import (
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     SchemaStore,
     SerializationContext,
 )
@@ -33,7 +34,7 @@ FAR_AWAY = (37.00, -118.00)  # nobody's jurisdiction
 
 @pytest.fixture
 def hotlists() -> Hotlists:
-    return Hotlists(STORE)
+    return Hotlists(Codecs(STORE))
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def matcher(tmp_path: Path, hotlists: Hotlists) -> Matcher:
     return Matcher(
         load_policy(tmp_path / "agreements", registry),
         hotlists,
-        STORE,
+        Codecs(STORE),
         repeat_window=timedelta(minutes=10),
         misreads=True,
         clock=lambda: NOW,

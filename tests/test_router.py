@@ -15,6 +15,7 @@ from mutualaid.serde import (
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     SchemaStore,
     SerializationContext,
 )
@@ -25,8 +26,7 @@ from support.events import DESERT, FEDERAL, alpr_event
 STORE = SchemaStore()
 ROUTER = Router(
     load_policy(Path("deploy/agreements"), load_registry(Path("deploy/agencies.yaml"))),
-    STORE,
-    None,
+    Codecs(STORE),
     public_keys={},
     hash_key=None,
 )
@@ -126,7 +126,7 @@ def withdrawal_router(tmp_path: Path) -> Router:
     )
     registry = load_registry(Path("deploy/agencies.yaml"))
     policy = load_policy(tmp_path, registry)
-    return Router(policy, STORE, None, public_keys={}, hash_key=None, clock=lambda: AT)
+    return Router(policy, Codecs(STORE), public_keys={}, hash_key=None, clock=lambda: AT)
 
 
 def version_of(owner: str, kind: Kind, op: str, version: int, labels: list[str]) -> bytes:
