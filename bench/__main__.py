@@ -39,6 +39,7 @@ from mutualaid.serde import (
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     SchemaStore,
     SerializationContext,
 )
@@ -93,7 +94,9 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
                 }
             )
         )
-        router = Router(load_policy(folder, registry), store, None, public_keys=keys, hash_key=None)
+        router = Router(
+            load_policy(folder, registry), Codecs(store), public_keys=keys, hash_key=None
+        )
         figures[f"router_rms_{label}"] = rate(
             f"router: RMS to 2 partners, {label}",
             values,
@@ -236,7 +239,10 @@ def main() -> None:
     store = SchemaStore()
     registry = load_registry(Path("deploy/agencies.yaml"))
     router = Router(
-        load_policy(Path("deploy/agreements"), registry), store, None, public_keys={}, hash_key=None
+        load_policy(Path("deploy/agreements"), registry),
+        Codecs(store),
+        public_keys={},
+        hash_key=None,
     )
     topic = "src.nv0990300.alpr.read"
     ctx = SerializationContext(topic)

@@ -24,7 +24,7 @@ from bench import save
 from mutualaid.agencies import load_registry
 from mutualaid.events import new_envelope
 from mutualaid.policy import load_policy
-from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore, SerializationContext
+from mutualaid.serde import SOURCE_EVENT, AvroSerializer, Codecs, SchemaStore, SerializationContext
 from mutualaid.topics import Kind
 from streams.router import Consumed, Router
 
@@ -52,8 +52,7 @@ def main() -> None:
     source: dict[tuple[str, int, int], bytes] = {}
     router = Router(
         load_policy(agreements, registry),
-        store,
-        None,
+        Codecs(store),
         public_keys={},
         hash_key=None,
         read_source=lambda *position: source.get(position),

@@ -405,6 +405,7 @@ def write_demo(directory: Path, agencies: list[Agency], reads: int) -> DemoData:
     files = {}
     for agency in with_cameras:
         j = agency.jurisdiction
+        assert j is not None  # with_cameras holds only agencies with a jurisdiction
         cameras = cameras_for(agency.ori, (j.latitude, j.longitude), 6, rng)
         path = directory / f"{agency.ori.lower()}-alpr.csv"
         write_alpr_csv(path, agency.ori, cameras, weighted, reads, start, rng)

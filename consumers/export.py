@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fastavro
 import yaml
@@ -48,10 +48,8 @@ from mutualaid.serde import (
     SEARCH_AUDIT,
     SHARED_EVENT,
     SOURCE_EVENT,
-    AvroDeserializer,
-    SchemaStore,
     SerializationContext,
-    registry_client,
+    codecs_for,
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import (
@@ -186,8 +184,7 @@ class Exporter:
     ) -> None:
         self.settings, self.registry, self.policy = settings, registry, policy
         self.ori, self.out, self.window, self.progress = check_ori(ori), out, window, progress
-        self._store = SchemaStore()
-        self._registry_client = registry_client(settings.schema_registry_url)
+        self._codecs = codecs_for(settings)
         self.written: list[Written] = []
 
     def run(self) -> Path:
@@ -220,8 +217,8 @@ class Exporter:
         return path
 
     def _export(self, part: Part) -> None:
-        decode = AvroDeserializer(self._store, part.schema, self._registry_client)
-        schema = self._store.get(part.schema)
+        decode = self._codecs.deserializer(part.schema)
+        schema = self._codecs.store.get(part.schema)
         avro_path = self.out / f"{part.path}.avro"
         json_path = self.out / f"{part.path}.ndjson"
         avro_path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +230,7 @@ class Exporter:
                 for msg in topic_records(self.settings, part.topic):
                     if msg.value() is None:
                         continue  # a tombstone: only lets compaction drop the key
-                    ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
+                    ctx = SerializationContext.of(msg)
                     record = decode(msg.value(), ctx)
                     if record is None or not part.keep(record):
                         continue
@@ -289,7 +286,8 @@ def read_received(directory: Path) -> Iterator[dict]:
         if not path.exists():
             continue
         with path.open("rb") as fo:
-            yield from fastavro.reader(fo)
+            # The received/ files hold shared events: records, so dicts.
+            yield from cast(Iterator[dict], fastavro.reader(fo))
 
 
 def import_index(

@@ -260,9 +260,12 @@ def _read(settings: Settings, topic: str, schema: str, figures: Figures) -> Iter
         if msg.value() is None:
             continue
         try:
-            yield decode(msg.value(), SerializationContext(msg.topic(), msg.partition()))
+            record = decode(msg.value(), SerializationContext.of(msg))
         except DeserializationError:
             figures.unreadable += 1  # counted in the report's notes, never guessed at
+            continue
+        if record is not None:
+            yield record
 
 
 def gather(settings: Settings, ori: str, window: Window) -> Figures:

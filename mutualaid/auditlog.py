@@ -127,11 +127,13 @@ class AuditChain:
     def __init__(self, writer: str, key: Ed25519PrivateKey, seq: int = 0, head: str = GENESIS):
         self.writer, self._key, self.seq, self.head = writer, key, seq, head
 
-    def seal(self, stream: str, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
+    def seal(
+        self, stream: str, key: bytes | None, value: bytes
+    ) -> list[tuple[str, str | bytes | None]]:
         seq = self.seq + 1
         signed = _signed(self.writer, seq, self.head, stream, key, value)
         signature = self._key.sign(signed)
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (WRITER, self.writer.encode()),
             (SEQ, str(seq).encode()),
             (PREV, self.head.encode()),
@@ -174,7 +176,10 @@ class AuditWriter:
 
 
 def _headers(msg: Message) -> dict[str, bytes]:
-    return {k: v for k, v in (msg.headers() or []) if v is not None}
+    # Our writers' headers are bytes; a header a client sent without a value is left out.
+    found = msg.headers() or []
+    pairs = found.items() if isinstance(found, dict) else found
+    return {k: v for k, v in pairs if isinstance(v, bytes)}
 
 
 def _chain_head(
@@ -201,7 +206,7 @@ def _chain_head(
                 msg = consumer.poll(5)
                 if msg is None or msg.error() is not None:
                     break  # end of the partition (or nothing more within the wait)
-                if msg.offset() >= high:
+                if (msg.offset() or 0) >= high:
                     break
                 if _headers(msg).get(WRITER) == writer.encode():
                     last = msg

@@ -30,7 +30,7 @@ from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
 from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
 from mutualaid.errors import UsageError
-from mutualaid.pointers import match_keys, record_ref
+from mutualaid.pointers import FoundBy, match_keys, record_ref
 from mutualaid.policy import Decision, FieldAction
 from mutualaid.text import blind_form
 
@@ -50,11 +50,11 @@ class FieldReport:
     encrypted: list[str] = field(default_factory=list)
 
 
-def pointer_found_by(decision: Decision) -> list:
+def pointer_found_by(decision: Decision) -> list[FoundBy]:
     """What a pointer may be found by: only what every contributing agreement allows (the
     most protective combination: each search key makes the record discoverable)."""
     allowed = [set(a.pointer_found_by) for a in decision.agreements]
-    return sorted(set.intersection(*allowed)) if allowed else []
+    return sorted(set[FoundBy].intersection(*allowed)) if allowed else []
 
 
 def mask(text: str) -> str:
@@ -77,7 +77,9 @@ def clear_paths(value: Any, prefix: str = "") -> list[str]:
     return [] if value is None else [prefix]
 
 
-def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FULL") -> dict:
+def new_disclosure(
+    partner_ori: str, agreement: tuple[str, int], tier: str = "FULL"
+) -> dict[str, Any]:
     """A ``mutualaid.Disclosure`` with nothing withheld, masked, hashed or sealed yet."""
     return {
         "partner_ori": partner_ori,
@@ -95,7 +97,7 @@ def new_disclosure(partner_ori: str, agreement: tuple[str, int], tier: str = "FU
     }
 
 
-def pointer_envelope(envelope: dict, hash_key: bytes) -> dict:
+def pointer_envelope(envelope: dict[str, Any], hash_key: bytes) -> dict[str, Any]:
     """The envelope a pointer travels in: the opaque reference for the record id, no labels
     (a label such as juvenile is itself what the owner protects), no source position."""
     ref = record_ref(hash_key, envelope["source_ori"], envelope["kind"], envelope["record_id"])
@@ -112,14 +114,14 @@ def _need(hash_key: bytes | None, agreement_id: str, path: str) -> bytes:
 
 
 def disclose(
-    event: dict,
+    event: dict[str, Any],
     decision: Decision,
-    actions: dict[str, FieldAction],
+    actions: Mapping[str, FieldAction],
     *,
     registry: Registry,
     public_key: PublicKey | None,
     hash_key: bytes | None,
-) -> tuple[dict, FieldReport]:
+) -> tuple[dict[str, Any], FieldReport]:
     """The shared event for this decision, and the report of what happened to each field.
 
     ``actions`` are the decision's combined field actions (``decision.actions`` on the router),
@@ -142,10 +144,13 @@ def disclose(
     disclosure["retain_until"] = retain_until
     report = FieldReport()
     if decision.outcome == "POINTER":
-        key = _need(hash_key, ref[0], "a pointer's reference")
+        region_key = _need(hash_key, ref[0], "a pointer's reference")
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
-        disclosure["match_keys"] = match_keys(event["body"], pointer_found_by(decision), key)
-        shared = {"envelope": pointer_envelope(envelope, key), "disclosure": disclosure}
+        disclosure["match_keys"] = match_keys(event["body"], pointer_found_by(decision), region_key)
+        shared: dict[str, Any] = {
+            "envelope": pointer_envelope(envelope, region_key),
+            "disclosure": disclosure,
+        }
         return shared | {"body": None}, report
     if event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
@@ -192,7 +197,9 @@ def disclose(
     return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
 
 
-def clear_view(body: dict, actions: Mapping[str, FieldAction]) -> tuple[dict, FieldReport]:
+def clear_view(
+    body: dict[str, Any], actions: Mapping[str, FieldAction]
+) -> tuple[dict[str, Any], FieldReport]:
     """The body as shown to someone who holds no keys (a hit alert on a dispatch console).
 
     Masked fields stay masked; every field an agreement drops, hashes or encrypts is withheld,
@@ -215,7 +222,7 @@ def clear_view(body: dict, actions: Mapping[str, FieldAction]) -> tuple[dict, Fi
     return view, report
 
 
-def sealed_to_avro(sealed: Sealed) -> dict:
+def sealed_to_avro(sealed: Sealed) -> dict[str, Any]:
     return {
         "key_id": sealed.key_id,
         "ephemeral_public": sealed.ephemeral_public,
@@ -227,7 +234,7 @@ def sealed_to_avro(sealed: Sealed) -> dict:
     }
 
 
-def sealed_from_avro(record: dict) -> Sealed:
+def sealed_from_avro(record: dict[str, Any]) -> Sealed:
     return Sealed(
         key_id=record["key_id"],
         ephemeral_public=record["ephemeral_public"],
@@ -237,7 +244,7 @@ def sealed_from_avro(record: dict) -> Sealed:
     )
 
 
-def restore(body: dict, values: dict[str, bytes]) -> dict:
+def restore(body: dict[str, Any], values: dict[str, bytes]) -> dict[str, Any]:
     """Put decrypted values back at their concrete paths (the partner's side)."""
     restored = copy.deepcopy(body)
     for path, raw in values.items():

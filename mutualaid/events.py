@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -83,7 +84,7 @@ def new_envelope(
     )
 
 
-def record_key(envelope: Envelope | dict[str, Any]) -> bytes:
+def record_key(envelope: Mapping[str, Any]) -> bytes:
     """The Kafka key: every version of one record lands in one partition, in order.
 
     The owner's ORI is part of it because partner topics mix records from many owners, whose

@@ -142,10 +142,12 @@ def produce(
     """Produce one record, counted by ``acks`` (to ``partition``, or where the partitioner puts
     its key); when the local queue is full, let deliveries drain and try again rather than fail
     (large loads outrun the broker's round trips)."""
-    pinned = {} if partition is None else {"partition": partition}
     while True:
         try:
-            producer.produce(topic, value, key, on_delivery=acks, **pinned)
+            if partition is None:
+                producer.produce(topic, value, key, on_delivery=acks)
+            else:
+                producer.produce(topic, value, key, partition=partition, on_delivery=acks)
             acks.sent()
             return
         except BufferError:

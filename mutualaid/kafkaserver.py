@@ -53,9 +53,10 @@ def kafka_version(pom: Path = POM) -> str:
     """The Kafka version the pom pins (its kafka.version property)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     found = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)
-    if found is None or not (found.text or "").strip():
+    version = (found.text or "").strip() if found is not None else ""
+    if not version:
         raise KafkaUnavailable(f"{pom} has no <kafka.version> property")
-    return found.text.strip()
+    return version
 
 
 def cache_root() -> Path:
@@ -224,6 +225,13 @@ class KafkaCluster:
     def node(self, node_id: int) -> Node:
         return next(n for n in self._nodes if n.node_id == node_id)
 
+    @property
+    def _root(self) -> Path:
+        """The cluster's directory, which start() sets first."""
+        if self.root is None:
+            raise KafkaServerError("the cluster has no directory: start() it first")
+        return self.root
+
     def start(self, timeout: float = 120.0) -> KafkaCluster:
         java = java_binary()
         jars = install()
@@ -266,7 +274,7 @@ class KafkaCluster:
                 base = free_port(self.host, span=len(names) + 1)
                 ports = {name: base + i for i, name in enumerate(names)}
                 controller = base + len(names)
-            directory = self.root / f"node-{node_id}"
+            directory = self._root / f"node-{node_id}"
             (directory / "data").mkdir(parents=True, exist_ok=True)
             nodes.append(Node(node_id, ports, controller, directory))
         return nodes
@@ -303,7 +311,7 @@ class KafkaCluster:
             *flags,
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={self._root / 'log4j2.properties'}",
             "-cp",
             str(jars / "*"),  # the JVM expands the wildcard itself
         ]

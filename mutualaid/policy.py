@@ -241,7 +241,7 @@ class Agreement(BaseModel):
     @field_validator("fields")
     @classmethod
     def _paths(cls, fields: dict[str, FieldAction], info: ValidationInfo) -> dict[str, FieldAction]:
-        schemas: dict[Kind, dict] | None = (info.context or {}).get("body_schemas")
+        schemas: dict[Kind, dict[str, Any]] | None = (info.context or {}).get("body_schemas")
         kinds: list[Kind] = info.data.get("kinds") or []
         if not schemas or not kinds:
             return fields
@@ -273,9 +273,9 @@ class Agreement(BaseModel):
             raise ValueError("name partners (ORIs) or partner_classes, or both")
         return self
 
-    def actions_for(self, kind: Kind, body_schema: dict) -> dict[str, FieldAction]:
+    def actions_for(self, kind: Kind, body_schema: dict[str, Any]) -> dict[str, FieldAction]:
         """The field actions that apply to this kind (paths the kind has)."""
-        out = {}
+        out: dict[str, FieldAction] = {}
         for path, action in self.fields.items():
             try:
                 fieldpaths.schema_type(body_schema, path)
@@ -369,10 +369,12 @@ def _inside(path: str, parent: str) -> bool:
     return path.startswith((parent + ".", parent + "[]"))
 
 
-def _location(body: dict | None) -> tuple[float, float] | None:
+def _location(body: dict[str, Any] | None) -> tuple[float, float] | None:
     if not body:
         return None
-    where = body.get("location") if isinstance(body.get("location"), dict) else body
+    where = body.get("location")
+    if not isinstance(where, dict):
+        where = body
     lat, lon = where.get("latitude"), where.get("longitude")
     return (lat, lon) if lat is not None and lon is not None else None
 
@@ -423,7 +425,10 @@ class Policy:
         for rule in self.rules:
             for kind in rule.governs.kinds:
                 self._rules.setdefault(str(kind), []).append(rule)
-        self._combined: dict[tuple, tuple[dict[str, FieldAction], dict, tuple[str, ...]]] = {}
+        self._combined: dict[
+            tuple[Any, ...],
+            tuple[dict[str, FieldAction], dict[str, tuple[str, ...]], tuple[str, ...]],
+        ] = {}
 
     def partners_of(self, agreement: Agreement) -> list[str]:
         named = list(agreement.partners)
@@ -444,7 +449,7 @@ class Policy:
         """The agreements of this owner for this kind, in id order, each with its partners."""
         return self._covering.get((owner_ori, str(kind)), [])
 
-    def decide(self, event: dict, now: datetime | None = None) -> list[Decision]:
+    def decide(self, event: dict[str, Any], now: datetime | None = None) -> list[Decision]:
         """One decision per partner named by an agreement covering this owner and kind, in ORI
         order.
 
@@ -485,7 +490,7 @@ class Policy:
         return min(future) if future else None
 
     def _decide_for(
-        self, partner_ori: str, agreements: list[Agreement], event: dict, now: datetime
+        self, partner_ori: str, agreements: list[Agreement], event: dict[str, Any], now: datetime
     ) -> Decision:
         envelope = event["envelope"]
         kind, record_labels = envelope["kind"], frozenset(envelope["labels"])
@@ -576,7 +581,9 @@ class Policy:
                 offered.setdefault(path, {}).setdefault(action, []).append(_ref(agreement))
         chosen = {path: most_protective(by) for path, by in offered.items()}
         dropped = [p for p, a in chosen.items() if a == FieldAction.DROP]
-        steps, actions, sources = [], {}, {}
+        steps: list[str] = []
+        actions: dict[str, FieldAction] = {}
+        sources: dict[str, tuple[str, ...]] = {}
         # Deepest first, so a field inside an encrypted one is treated before it is sealed.
         for path in sorted(chosen, key=lambda p: (-p.count(".") - p.count("[]"), p)):
             action, by = chosen[path], offered[path]
@@ -595,7 +602,9 @@ class Policy:
         self._combined[key] = result
         return result
 
-    def _evaluate(self, a: Agreement, partner_ori: str, event: dict, now: datetime) -> _Verdict:
+    def _evaluate(
+        self, a: Agreement, partner_ori: str, event: dict[str, Any], now: datetime
+    ) -> _Verdict:
         envelope, body = event["envelope"], event.get("body")
         owner, partner = self._agencies[a.owner], self._agencies[partner_ori]
         steps = [f"agreement {_ref(a)} covers {a.owner} {envelope['kind']} records"]
@@ -666,7 +675,7 @@ class Policy:
         )
 
     @staticmethod
-    def _offense_check(c: Conditions, body: dict | None) -> str | None:
+    def _offense_check(c: Conditions, body: dict[str, Any] | None) -> str | None:
         if not (c.offenses_include or c.offenses_exclude):
             return None
         codes = {o.get("nibrs_code") for o in (body or {}).get("offenses") or []}
@@ -680,7 +689,7 @@ class Policy:
         return None
 
     @staticmethod
-    def _geography(c: Conditions, partner: Agency, body: dict | None) -> str | None:
+    def _geography(c: Conditions, partner: Agency, body: dict[str, Any] | None) -> str | None:
         if c.within_km is None and not c.within_partner_jurisdiction:
             return None
         if partner.jurisdiction is None:
@@ -700,7 +709,7 @@ class Policy:
         return None
 
 
-def _has_path(schema: dict, path: str) -> bool:
+def _has_path(schema: dict[str, Any], path: str) -> bool:
     try:
         fieldpaths.schema_type(schema, path)
     except ValueError:

@@ -23,13 +23,16 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
 from mutualaid.errors import MutualaidError
 from mutualaid.topics import Kind
+
+if TYPE_CHECKING:
+    from confluent_kafka import Message
 
 AVRO_DIR = Path(__file__).resolve().parent.parent / "avro"
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -73,6 +76,11 @@ class SerializationContext:
     topic: str
     partition: int | None = None
     offset: int | None = None
+
+    @classmethod
+    def of(cls, msg: Message) -> SerializationContext:
+        """Where a consumed record comes from (its topic, partition and offset)."""
+        return cls(msg.topic() or "", msg.partition(), msg.offset())
 
     def where(self) -> str:
         return f"topic {self.topic} partition {self.partition} offset {self.offset}"

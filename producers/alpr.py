@@ -209,11 +209,12 @@ class AlprAdapter:
             **{str(f): self._text(row, f) for f in TEXT_FIELDS},
         }
         read_id = self._text(row, AlprField.RECORD_ID) or self._derived_id(body, occurred)
+        camera = body["camera_id"]  # text, or None
         envelope = new_envelope(
             source_ori=self.source_ori,
             source_system=self.source_system,
             kind=self.kind,
-            record_id=record_id(body["camera_id"], read_id),
+            record_id=record_id(camera if isinstance(camera, str) else None, read_id),
             version=1,  # a read never changes; a correction is a delete plus a new read
             occurred_at=occurred,
             labels=vocabulary.derive(self.mapping.labels),

@@ -61,7 +61,7 @@ from xml.etree.ElementTree import Element, ParseError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from mutualaid.events import new_envelope
+from mutualaid.events import Op, new_envelope
 from mutualaid.labels import Person, derive
 from mutualaid.topics import Kind, check_ori
 from producers.contract import Rejected, Skipped, SourceItem
@@ -193,7 +193,7 @@ class RmsAdapter:
                 ],
                 at=at,
             )
-        op = "DELETE" if delete else "UPSERT"
+        op: Op = "DELETE" if delete else "UPSERT"
         stamp = written or reported
         version = self._version(
             record_id, header, stamp, action, _digest(op, labels, occurred, body)

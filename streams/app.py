@@ -53,8 +53,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
     codecs = codecs_for(settings)
     router = Router(
         policy,
-        codecs.store,
-        codecs.registry,
+        codecs,
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),

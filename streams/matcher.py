@@ -27,10 +27,7 @@ from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     HIT_ALERT,
     SOURCE_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
-    RegistryClient,
-    SchemaStore,
+    Codecs,
     SerializationContext,
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, Kind, alerts_topic
@@ -49,8 +46,8 @@ class Hotlists:
     dictionary slots; it is decoded only when a read hits it.
     """
 
-    def __init__(self, store: SchemaStore, registry: RegistryClient | None = None) -> None:
-        self._decode = AvroDeserializer(store, SOURCE_EVENT[Kind.HOTLIST_ENTRY], registry)
+    def __init__(self, codecs: Codecs) -> None:
+        self._decode = codecs.deserializer(SOURCE_EVENT[Kind.HOTLIST_ENTRY])
         self._records: dict[str, tuple[str, bytes]] = {}  # entry key -> (plate, record)
         self._by_plate: dict[str, list[str]] = {}
         # Only entries whose folded plate differs from the plate; the rest are found in
@@ -123,8 +120,7 @@ class Matcher:
         self,
         policy: Policy,
         hotlists: Hotlists,
-        store: SchemaStore,
-        registry: RegistryClient | None = None,
+        codecs: Codecs,
         *,
         repeat_window: timedelta,
         misreads: bool,
@@ -135,9 +131,8 @@ class Matcher:
         self.repeat_window = repeat_window
         self.misreads = misreads
         self.clock = clock
-        self._store = store
-        self._encode_hit = AvroSerializer(store, HIT_ALERT, registry)
-        self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
+        self._encode_hit = codecs.serializer(HIT_ALERT)
+        self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
 
     def match(self, read_event: dict, recent: Recent) -> list[Output]:
         """The alerts (and their audit records) one plate read raises."""

@@ -59,7 +59,7 @@ HOTLIST_POLLS_PER_TICK = 5
 def load_hotlists(settings: Settings, registry: Registry) -> tuple[Hotlists, TopicFollower]:
     """Every agency's hotlist, read to its current end; the follower keeps it current."""
     codecs = codecs_for(settings)
-    hotlists = Hotlists(codecs.store, codecs.registry)
+    hotlists = Hotlists(codecs)
 
     def apply(msg: confluent_kafka.Message) -> None:  # a TopicFollower's, not faust's
         hotlists.apply(msg.key(), msg.value(), msg.topic())
@@ -87,8 +87,7 @@ def create_matcher_app(
     matcher = Matcher(
         policy,
         hotlists,
-        codecs.store,
-        codecs.registry,
+        codecs,
         repeat_window=timedelta(seconds=settings.alert_repeat_seconds),
         misreads=settings.alert_misreads,
     )

@@ -23,9 +23,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, NotRequired, TypedDict
 
 from mutualaid import labels
 from mutualaid.audit import dissemination_audit
@@ -56,12 +57,8 @@ from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
     SOURCE_EVENT,
-    AvroDeserializer,
-    AvroSerializer,
     Codecs,
     DeserializationError,
-    RegistryClient,
-    SchemaStore,
     SerializationContext,
 )
 from mutualaid.topics import (
@@ -74,7 +71,21 @@ from mutualaid.topics import (
     source_topic,
 )
 
-Holders = MutableMapping[str, dict]
+
+class HoldersEntry(TypedDict):
+    """What the holders table keeps of a record the router shared, by its holder key: where
+    its latest source event is, what it was shared under, and each partner's copy."""
+
+    partition: int
+    offset: NotRequired[int]  # entries written before the router kept offsets have none
+    version: int
+    labels: list[str]
+    policy: str  # the fingerprint of the owner's agreements for the kind when shared
+    revision: NotRequired[int]
+    partners: dict[str, list[Any]]  # partner ORI -> the reference of its copy
+
+
+Holders = MutableMapping[str, HoldersEntry]
 # (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
 SourceReader = Callable[[str, int, int], bytes | None]
 
@@ -121,8 +132,7 @@ class Router:
     def __init__(
         self,
         policy: Policy,
-        store: SchemaStore,
-        registry: RegistryClient | None,
+        codecs: Codecs,
         *,
         public_keys: dict[str, PublicKey],
         hash_key: bytes | None,
@@ -135,11 +145,10 @@ class Router:
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
-        self._store = store
-        self._decode = {k: AvroDeserializer(store, SOURCE_EVENT[k], registry) for k in RECORD_KINDS}
-        self._encode = {k: AvroSerializer(store, SHARED_EVENT[k], registry) for k in RECORD_KINDS}
-        self._dead_letters = DeadLetters(Output, Codecs(store, registry), Stage.STREAMS)
-        self._encode_audit = AvroSerializer(store, AUDIT_DISSEMINATION_SCHEMA, registry)
+        self._decode = {k: codecs.deserializer(SOURCE_EVENT[k]) for k in RECORD_KINDS}
+        self._encode = {k: codecs.serializer(SHARED_EVENT[k]) for k in RECORD_KINDS}
+        self._dead_letters = DeadLetters(Output, codecs, Stage.STREAMS)
+        self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
         self.use_policy(policy)
 
     def use_policy(self, policy: Policy) -> None:
@@ -255,7 +264,7 @@ class Router:
         the record and no longer may (deleted, sealed, or no longer qualifying)."""
         envelope = event["envelope"]
         key = holder_key(envelope)
-        entry = holders.get(key) or {}
+        entry: Mapping[str, Any] = holders.get(key) or {}
         held: dict[str, list] = dict(entry.get("partners", {}))
         withdrawing = envelope["op"] == "DELETE" or labels.WITHDRAWING & set(envelope["labels"])
         sent_version = entry.get("version", 0)
@@ -317,7 +326,7 @@ class Router:
             outputs += self._withdraw(kind, withdrawn_as, ctx, partner, ref, revision, reason)
         if holding:
             partition, offset = position
-            new_entry = {
+            new_entry: HoldersEntry = {
                 "partition": partition,
                 "offset": offset,
                 "version": envelope["version"],
@@ -332,7 +341,7 @@ class Router:
         child(EVENTS_OUT, "streams", kind).inc(len(holding))
         return outputs
 
-    def _next_revision(self, entry: dict) -> int:
+    def _next_revision(self, entry: Mapping[str, Any]) -> int:
         """The revision of what is sent now: the decision time in milliseconds, and always
         above the last one sent for the record, so a recall's copy or withdrawal replaces the
         copy an index holds even if two routers' clocks disagree."""
@@ -477,7 +486,7 @@ class Router:
             holders.pop(key, None)
         return outputs
 
-    def _read_back(self, key: str, entry: dict) -> tuple[dict | None, str]:
+    def _read_back(self, key: str, entry: HoldersEntry) -> tuple[dict | None, str]:
         """The latest source event of a held record, or None and why it cannot be had."""
         kind, owner, _ = key.split("/", 2)
         if "offset" not in entry:
@@ -501,7 +510,7 @@ class Router:
     def _withdraw(
         self,
         kind: Kind,
-        source: dict,
+        source: Mapping[str, Any],
         ctx: SerializationContext,
         partner: str,
         ref: list,
@@ -556,7 +565,7 @@ class Router:
 
     def _audit(
         self,
-        envelope: dict,
+        envelope: Mapping[str, Any],
         partner: str,
         outcome: str,
         agreement: tuple[str, int] | None,

@@ -56,8 +56,8 @@ class SourceReader:
         deadline = time.monotonic() + self.timeout
         while not got and time.monotonic() < deadline:
             for msg in self._consumer.consume(READ_AHEAD, 0.2):
-                if msg.error() is None:
-                    got[msg.offset()] = msg.value()
+                if msg.error() is None and (at := msg.offset()) is not None:
+                    got[at] = msg.value()
         return got
 
     def close(self) -> None:

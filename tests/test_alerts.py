@@ -10,17 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    FAR_AWAY,
-    IN_CITY,
-    Region,
-    dead_letters,
-    dispatch_region,
-    mutualaid_cli,
-    publish_source,
-    read_topic,
-    wait_for,
-)
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.events import new_envelope
 from mutualaid.processes import spawn, stop
@@ -31,6 +20,9 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import Kind, Stage, alerts_topic, hotlist_topic
+from support.brokers import dead_letters, read_topic
+from support.processes import mutualaid_cli, wait_for
+from support.regions import FAR_AWAY, IN_CITY, Region, dispatch_region, publish_source
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

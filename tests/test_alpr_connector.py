@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, source_events
 from mutualaid.configfile import ConfigError
 from mutualaid.topics import Kind, Stage
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
@@ -17,6 +16,8 @@ from producers.checkpoint import CheckpointStore
 from producers.contract import Rejected, SourceItem
 from producers.runner import Runner
 from producers.sources import LineFile
+from support.brokers import dead_letters, source_events
+from support.regions import Region
 
 HEADER = (
     b"read_id,plate,state,read_at,confidence,camera_id,camera_name,latitude,longitude,"

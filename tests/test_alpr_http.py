@@ -18,14 +18,6 @@ import pytest
 import uvicorn
 from prometheus_client import REGISTRY
 
-from conftest import (
-    Region,
-    dead_letters,
-    mutualaid_cli,
-    serving,
-    source_events,
-    wait_for,
-)
 from mutualaid import tokens
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import event_id
@@ -34,6 +26,9 @@ from mutualaid.settings import Settings
 from mutualaid.topics import Kind, Stage, topics_for
 from producers.alpr import load_mapping
 from producers.alpr_http import ReadIngest, create_ingest
+from support.brokers import dead_letters, source_events
+from support.processes import mutualaid_cli, serving, wait_for
+from support.regions import Region
 
 NDJSON_MAPPING = Path("deploy/mappings/alpr/mutualaid-ndjson.yaml")
 

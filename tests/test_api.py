@@ -12,14 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
-    Region,
-    both_index_backends,
-    index_rows,
-    mutualaid_cli,
-    shared_by_router,
-    wait_for,
-)
 from consumers.index import open_index
 from mutualaid.broker import free_port
 from mutualaid.crypto import generate_hash_key, generate_keypair, load_hash_key
@@ -27,6 +19,10 @@ from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind
+from support.events import shared_by_router
+from support.indexes import both_index_backends, index_rows
+from support.processes import mutualaid_cli, wait_for
+from support.regions import Region
 
 
 def read(region: Region) -> dict:

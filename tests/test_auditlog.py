@@ -10,10 +10,12 @@ from collections.abc import Callable
 import pytest
 from confluent_kafka import Message, Producer
 
-from conftest import Region, mutualaid_cli, read_topic
 from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec
+from support.brokers import read_topic
+from support.processes import mutualaid_cli
+from support.regions import Region
 
 pytestmark = pytest.mark.broker
 

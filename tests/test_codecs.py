@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, read_topic
 from mutualaid.audit import dissemination_audit
 from mutualaid.deadletter import DeadLetters, Letter
 from mutualaid.disclosure import FieldReport
@@ -28,6 +27,8 @@ from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, Stage, hotlist_topic
 from producers.contract import Rejected
 from producers.hotlist import current_entries, load_extract, remove_entry
+from support.brokers import read_topic
+from support.regions import Region
 
 
 def mock_registry_settings(region: Region | None = None) -> Settings:

@@ -13,7 +13,6 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, metric, mutualaid_cli, read_topic, serving
 from mutualaid.broker import free_port
 from mutualaid.serde import (
     ALERT_ACK,
@@ -24,7 +23,10 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import alert_acks_topic, alerts_topic
-from support.browser import needs_chromium
+from support.brokers import read_topic
+from support.browser import needs_chromium, sign_in
+from support.processes import metric, mutualaid_cli, serving, token_for
+from support.regions import Region
 
 pytestmark = needs_chromium
 
@@ -72,12 +74,6 @@ def publish_hit(region: Region, alert: dict) -> None:
     assert producer.flush(10) == 0
 
 
-def token_for(region: Region, agency: str, user: str) -> str:
-    issued = mutualaid_cli(region, "console-user", "add", "--agency", agency, "--user", user)
-    assert issued.returncode == 0, issued.stderr
-    return issued.stdout.strip().splitlines()[-1]
-
-
 def console(region: Region, agency: str, log: Path, metrics_port: int = 0):
     config = log.with_suffix(".yaml")
     values = yaml.safe_load(region.config_file.read_text()) | {"metrics_port": metrics_port}
@@ -85,19 +81,12 @@ def console(region: Region, agency: str, log: Path, metrics_port: int = 0):
     return serving(config, ["console", "--agency", agency], log)
 
 
-def log_in(page, url: str, user: str, token: str) -> None:
-    page.goto(url)
-    page.fill("input[name=user]", user)
-    page.fill("input[name=token]", token)
-    page.click("button[type=submit]")
-
-
 def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
     region: Region, tmp_path: Path, browser
 ) -> None:
     city, county = region.local, region.county
-    kim = token_for(region, city, "dispatcher.kim")
-    other = token_for(region, county, "dispatcher.ray")
+    kim = token_for(region, "console-user", city, "dispatcher.kim")
+    other = token_for(region, "console-user", county, "dispatcher.ray")
     # A record nobody can read must not stop the console from showing the ones after it.
     producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
     producer.produce(alerts_topic(city), b"not an alert", b"garbage")
@@ -105,7 +94,7 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
     metrics_port = free_port()
     with console(region, city, tmp_path / "console.log", metrics_port) as url:
         page = browser.new_page()
-        log_in(page, url, "dispatcher.kim", kim)
+        sign_in(page, url, "dispatcher.kim", kim)
         page.wait_for_selector("#status:text('live')", timeout=15_000)
         assert not page.locator("form#login").is_visible()
         assert page.locator("[data-testid=hit]").count() == 0
@@ -146,7 +135,7 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
         )
         # A console opened later shows it acknowledged, from the topics alone.
         later = browser.new_page()
-        log_in(later, url, "dispatcher.kim", kim)
+        sign_in(later, url, "dispatcher.kim", kim)
         later.wait_for_selector("text=acknowledged by dispatcher.kim", timeout=15_000)
         center = f'{{center="{city}"}}'
         assert metric(metrics_port, f"mutualaid_console_alerts_total{center}") == 1
@@ -155,7 +144,7 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
 
         # A dispatcher of another agency cannot log in to this console...
         intruder = browser.new_page()
-        log_in(intruder, url, "dispatcher.ray", other)
+        sign_in(intruder, url, "dispatcher.ray", other)
         intruder.wait_for_selector("#login-error:has-text('not a dispatcher')", timeout=10_000)
         assert intruder.locator("[data-testid=hit]").count() == 0
         # ...and nothing is served without a session.
@@ -177,7 +166,7 @@ def test_dispatcher_sees_a_hit_live_and_acknowledges_it(
     # The county's own console shows the county's alerts, never the city's.
     with console(region, county, tmp_path / "county-console.log") as url:
         page = browser.new_page()
-        log_in(page, url, "dispatcher.ray", other)
+        sign_in(page, url, "dispatcher.ray", other)
         publish_hit(region, hit(county, "5XYZ999", "county entry"))
         page.locator("[data-testid=hit]").wait_for(timeout=15_000)
         plates = page.locator("[data-testid=hit] .plate").all_inner_texts()

@@ -1,5 +1,6 @@
-"""Console logins: failures are logged (user and address, never the token) and limited per user
-and per address, on a real console process; the throttle's arithmetic with a fake clock."""
+"""Logins on both web pages (the dispatch console, the search page): failures are logged (user
+and address, never the token) and limited per user and per address, on a real process; the
+throttle's arithmetic with a fake clock."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_console import token_for
 
-from conftest import Region, serving
 from consumers.logins import Limits, LoginThrottle
+from support.processes import serving, token_for
+from support.regions import Region
 
 
 def log_in(url: str, user: str, token: str) -> tuple[int, dict, dict]:
@@ -30,17 +31,18 @@ def log_in(url: str, user: str, token: str) -> tuple[int, dict, dict]:
 
 
 @pytest.mark.broker
+@pytest.mark.parametrize(("page", "users"), [("console", "console-user"), ("api", "api-user")])
 def test_failed_logins_are_logged_and_limited_per_user_and_address(
-    region: Region, tmp_path: Path
+    region: Region, tmp_path: Path, page: str, users: str
 ) -> None:
-    kim = token_for(region, region.local, "dispatcher.kim")
-    lee = token_for(region, region.local, "dispatcher.lee")
-    config = tmp_path / "console.yaml"
+    kim = token_for(region, users, region.local, "dispatcher.kim")
+    lee = token_for(region, users, region.local, "dispatcher.lee")
+    config = tmp_path / "page.yaml"
     limits = {"console_login_failures_per_user": 3, "console_login_failures_per_address": 5}
     config.write_text(yaml.safe_dump(yaml.safe_load(region.config_file.read_text()) | limits))
-    log = tmp_path / "console.log"
+    log = tmp_path / "page.log"
     wrong = [f"guess-{n}-{'x' * 20}" for n in range(5)]
-    with serving(config, ["console", "--agency", region.local], log) as url:
+    with serving(config, [page, "--agency", region.local], log) as url:
         assert log_in(url, "dispatcher.kim", kim)[0] == 200
         for guess in wrong[:3]:
             assert log_in(url, "dispatcher.kim", guess)[0] == 401

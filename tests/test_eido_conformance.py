@@ -22,9 +22,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conftest import Region, mutualaid_cli, read_topic, source_events
 from mutualaid.serde import DEAD_LETTER, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, Stage, dlq_topic
+from support.brokers import read_topic, source_events
+from support.processes import mutualaid_cli
+from support.regions import Region
 
 DATA = Path(__file__).parent / "data" / "eido"
 FIXTURES = sorted(DATA.glob("0*.json"))

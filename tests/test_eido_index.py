@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from conftest import shared_by_router
 from consumers.index.query import Criteria
 from consumers.index.sqlite import SqliteIndex
 from mutualaid.crypto import generate_keypair
@@ -20,6 +19,7 @@ from mutualaid.serde import SchemaStore
 from mutualaid.topics import Kind
 from producers.cad import CadAdapter
 from producers.contract import SourceItem
+from support.events import shared_by_router
 
 DATA = Path(__file__).parent / "data" / "eido"
 OWNER, PARTNER = "CA0990100", "CA0990200"

@@ -10,16 +10,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from conftest import (
-    Region,
-    both_index_backends,
-    dead_letters,
-    index_rows,
-    mutualaid_cli,
-    read_topic,
-    running_stages,
-    wait_for,
-)
 from consumers.index import open_index
 from consumers.index.query import Criteria
 from mutualaid.events import new_envelope, record_key
@@ -33,6 +23,10 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import AUDIT_SEARCH, Kind, Stage, share_topic, source_topic
 from producers import samples
+from support.brokers import dead_letters, read_topic
+from support.indexes import both_index_backends, index_rows
+from support.processes import mutualaid_cli, running_stages, wait_for
+from support.regions import Region
 
 HEADER = ",".join(samples.HEADER)
 

@@ -17,11 +17,12 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from conftest import Region, mutualaid_cli, running_stages, wait_for
 from consumers.index import open_index
 from consumers.index.query import Criteria
 from mutualaid.settings import Settings
 from producers import samples
+from support.processes import mutualaid_cli, running_stages, wait_for
+from support.regions import Region
 
 HEADER = ",".join(samples.HEADER)
 LOCAL_ROWS = [

@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_alpr_http import NDJSON_MAPPING, READ, ingest_in_thread, published, push
 
-from conftest import Region, dead_letters, wait_for
 from mutualaid import tokens
 from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore, SerializationContext
 from mutualaid.topics import Stage, source_topic
@@ -32,6 +31,9 @@ from producers.cad import CadAdapter
 from producers.contract import Adapter, Rejected
 from producers.rms import RmsAdapter
 from producers.sources import LineFile, SourceItem
+from support.brokers import dead_letters
+from support.processes import wait_for
+from support.regions import Region
 
 EXAMPLES = int(os.environ.get("MUTUALAID_FUZZ_EXAMPLES", "100"))
 # derandomize: the same examples on every run, so CI stays repeatable; no example database

@@ -20,7 +20,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import both_index_backends, index_rows, random_ori, shared_by_router, wait_for
 from consumers.index import Index, IndexUnavailable, index_path, open_index
 from consumers.index.postgres import PostgresIndex
 from consumers.index.query import Criteria, prepare
@@ -34,6 +33,10 @@ from mutualaid.events import new_envelope
 from mutualaid.plates import plate_key
 from mutualaid.settings import Settings, load_settings
 from mutualaid.topics import Kind
+from support.events import shared_by_router
+from support.indexes import both_index_backends, index_rows
+from support.processes import wait_for
+from support.regions import random_ori
 
 T0 = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
 

@@ -15,19 +15,14 @@ import pytest
 import yaml
 from test_alpr_http import READ, camera_token, published, push
 
-from conftest import (
-    Region,
-    dead_letters,
-    index_rows,
-    mutualaid_cli,
-    running_stages,
-    serving,
-    wait_for,
-)
 from mutualaid.deadletter import MAX_PAYLOAD_BYTES
 from mutualaid.topics import Stage
 from producers.alpr import record_id
 from producers.jsonlimits import nesting_depth
+from support.brokers import dead_letters
+from support.indexes import index_rows
+from support.processes import mutualaid_cli, running_stages, serving, wait_for
+from support.regions import Region
 
 pytestmark = pytest.mark.broker
 

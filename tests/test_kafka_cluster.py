@@ -20,13 +20,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from conftest import (
-    index_rows,
-    make_region,
-    read_topic,
-    running_stages,
-    wait_for,
-)
 from mutualaid.agencies import load_registry
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaUnavailable
@@ -36,6 +29,10 @@ from mutualaid.topics import Kind, TopicSpec, hotlist_topic, source_topic
 from producers import samples
 from producers.hotlist import HotlistPublisher, current_entries, entry_body, entry_event
 from streams.matcher_app import load_hotlists
+from support.brokers import read_topic
+from support.indexes import index_rows
+from support.processes import running_stages, wait_for
+from support.regions import make_region
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import Broker
 from mutualaid.kafka import consumer_config, end_offsets, ensure_topics, wait_for_broker
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
+from support.brokers import Broker
 
 pytestmark = pytest.mark.brokers(
     "kafka", reason="Tansu answers ListOffsets short after batched produces (ENVIRONMENT.md)"

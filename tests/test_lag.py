@@ -14,13 +14,14 @@ import yaml
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from prometheus_client import REGISTRY
 
-from conftest import Region, metric, publish_source, wait_for
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import new_envelope
 from mutualaid.kafka import consumer_config, ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, TopicSpec, source_topic
+from support.processes import metric, wait_for
+from support.regions import Region, publish_source
 
 
 def take(consumer: Consumer, count: int, timeout: float = 30) -> list[Message]:

@@ -13,30 +13,74 @@ STAGES = ("producers", "streams", "consumers")
 ADAPTERS = ("alpr", "alpr_http", "cad", "rms", "sqlpoll", "parsing", "hotlist")
 
 
-def imports() -> dict[str, set[str]]:
-    """Module -> the project modules it imports, at run time (TYPE_CHECKING blocks left out)."""
-    graph: dict[str, set[str]] = {}
+def modules() -> dict[str, Path]:
+    """Every module of the project by dotted name (a package by its own name)."""
+    found = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-            tree = ast.parse(path.read_text())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                    node.body = []
-            found: set[str] = set()
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom) and node.module:
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, at run time (TYPE_CHECKING blocks left out),
+    inside functions too: ``from package import module`` counts as importing that module."""
+    known = modules()
+    graph: dict[str, set[str]] = {}
+    for module, path in known.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & known.keys()
+                found.update(subs or {node.module})
+                if len(subs) < len(node.names):  # names the package itself defines
                     found.add(node.module)
-                elif isinstance(node, ast.Import):
-                    found.update(alias.name for alias in node.names)
-            graph[module] = {m for m in found if m.split(".")[0] in PACKAGES}
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[module] = {m for m in found if m.split(".")[0] in PACKAGES} - {module}
     return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles of ``graph``: each strongly connected set of two or more modules
+    (Tarjan's algorithm), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            members = []
+            while not members or members[-1] != module:
+                members.append(stack.pop())
+            if len(members) > 1:
+                found.append(sorted(members))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(found)
 
 
 def test_the_walk_sees_the_modules() -> None:
     graph = imports()
     assert {"producers.contract", "consumers.index.base", "streams.router"} <= set(graph)
     assert "producers.contract" in graph["producers.alpr"]
+    assert {"cli.stages", "mutualaid.errors"} <= graph["cli.main"]  # `from cli import stages`
 
 
 def test_adapters_import_the_contract_not_the_runner() -> None:
@@ -49,6 +93,17 @@ def test_no_two_modules_import_each_other() -> None:
     graph = imports()
     pairs = sorted((a, b) for a in graph for b in graph[a] if a < b and a in graph.get(b, ()))
     assert pairs == []
+
+
+def test_no_modules_import_each_other_round_a_cycle() -> None:
+    """Not only pairs: no chain of imports leads back to where it started."""
+    assert cycles(imports()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle_of_three() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
 
 
 def test_the_core_imports_no_stage() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_dispatch_region
 from mutualaid.agencies import load_registry
 from mutualaid.events import new_envelope, record_key
 from mutualaid.policy import load_policy
@@ -17,11 +16,14 @@ from mutualaid.serde import (
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     SchemaStore,
     SerializationContext,
 )
 from mutualaid.topics import Kind
 from streams.matcher import Hotlists, Matcher
+from support.events import alpr_event
+from support.regions import write_dispatch_region
 
 STORE = SchemaStore()
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -32,7 +34,7 @@ FAR_AWAY = (37.00, -118.00)  # nobody's jurisdiction
 
 @pytest.fixture
 def hotlists() -> Hotlists:
-    return Hotlists(STORE)
+    return Hotlists(Codecs(STORE))
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def matcher(tmp_path: Path, hotlists: Hotlists) -> Matcher:
     return Matcher(
         load_policy(tmp_path / "agreements", registry),
         hotlists,
-        STORE,
+        Codecs(STORE),
         repeat_window=timedelta(minutes=10),
         misreads=True,
         clock=lambda: NOW,
@@ -73,24 +75,11 @@ def read(
     plate: str, where: tuple[float, float] = IN_CITY, *, state: str | None = "CA", n: int = 1,
     owner: str = NEIGHBOUR, taken: datetime = NOW,
 ) -> dict:  # fmt: skip
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="alpr-csv",
-        kind=Kind.ALPR_READ,
-        record_id=f"read-{n}",
-        version=1,
-        occurred_at=taken,
-        now=taken,
-    )
-    body = {
-        "plate": plate,
-        "plate_state": state,
-        "latitude": where[0],
-        "longitude": where[1],
-        "camera_id": "NV-CAM01",
-        "image_ref": "https://alpr.example/img/1",
-    }
-    return {"envelope": envelope, "body": body}
+    """A read from the neighbour's camera, with an image (which the agreement drops)."""
+    return alpr_event(
+        owner, f"read-{n}", plate, where, at=taken, source_system="alpr-csv", plate_state=state,
+        camera_id="NV-CAM01", image_ref="https://alpr.example/img/1",
+    )  # fmt: skip
 
 
 def alerts(outputs: list) -> dict[str, dict]:

@@ -18,16 +18,6 @@ import pytest
 import xmlschema
 import yaml
 
-from conftest import (
-    Region,
-    index_rows,
-    mutualaid_cli,
-    read_topic,
-    running_stages,
-    shared_by_router,
-    source_events,
-    wait_for,
-)
 from consumers.index.records import indexed, open_kept
 from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.serde import (
@@ -42,6 +32,11 @@ from mutualaid.serde import (
 from mutualaid.topics import Kind, Stage, dlq_topic
 from producers.contract import Skipped, SourceItem
 from producers.rms import RmsAdapter
+from support.brokers import read_topic, source_events
+from support.events import shared_by_router
+from support.indexes import index_rows
+from support.processes import mutualaid_cli, running_stages, wait_for
+from support.regions import Region
 
 DATA = Path(__file__).parent / "data"
 XSD = DATA / "nibrs-iepd-4.2" / "base-xsd" / "nibrs" / "4.2" / "nibrs.xsd"

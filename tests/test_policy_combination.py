@@ -7,22 +7,13 @@ import itertools
 from pathlib import Path
 
 import pytest
-from policy_support import (
-    DESERT,
-    MESA,
-    NOW,
-    REGISTRY,
-    STORE,
-    agreement,
-    consumed,
-    decoded,
-    rms_event,
-    write_agreements,
-)
 
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.policy import PROTECTION_ORDER, FieldAction, load_policy, most_protective
+from mutualaid.serde import Codecs
 from streams.router import Router
+from support.events import DESERT, MESA, NOW, agreement, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded, write_agreements
 
 CLEAR = agreement("clear-ssn", fields={"persons[].ssn": "keep"}, retention_days=365)
 SEALED = agreement(
@@ -113,8 +104,7 @@ def test_the_router_shares_and_audits_the_combination(tmp_path: Path) -> None:
     generate_keypair(MESA, tmp_path / "pub", tmp_path / "priv")
     router = Router(
         load_policy(folder, REGISTRY),
-        STORE,
-        None,
+        Codecs(STORE),
         public_keys={MESA: newest_public_key(MESA, tmp_path / "pub")},
         hash_key=None,
         clock=lambda: NOW,

@@ -4,74 +4,28 @@ as `mutualaid up` runs them, each shown fixed."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import (
-    Region,
-    index_rows,
-    publish_source,
-    read_topic,
-    running_stages,
-    wait_for,
-)
 from mutualaid.crypto import generate_keypair
-from mutualaid.events import new_envelope
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
-    SHARED_EVENT,
     AvroDeserializer,
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind
+from support.brokers import read_topic
+from support.events import alpr_event, rms_event
+from support.indexes import index_rows
+from support.processes import running_stages, wait_for
+from support.regions import Region, publish_source, shared_on
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def rms(owner: str, record_id: str, labels: list[str]) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.RMS_RECORD,
-        record_id=record_id,
-        version=1,
-        occurred_at=NOW - timedelta(hours=2),
-        labels=labels,
-    )
-    person = {"role": "ARRESTEE", "last_name": "Doe", "dob": "1990-05-01", "ssn": "123-45-6789"}
-    body = {
-        "incident_number": record_id,
-        "persons": [person],
-        "narrative": "informant CI-7 places the car at 18 Pine Ct",
-    }
-    return {"envelope": envelope, "body": body}
-
-
-def alpr(owner: str, record_id: str) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.ALPR_READ,
-        record_id=record_id,
-        version=1,
-        occurred_at=NOW,
-    )
-    body = {"plate": "7ABC123", "latitude": 38.94, "longitude": -119.98}
-    return {"envelope": envelope, "body": body}
-
-
-def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
-    topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
-    records = read_topic(
-        region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
-    )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
 
 
 def audits_of(region: Region, owner: str, count: int) -> list[dict]:
@@ -130,11 +84,13 @@ def test_issue_cases_1_2_3_and_7_are_fixed(region: Region, tmp_path: Path) -> No
     # Case 7: an editor's lock file, a dangling link, there when the router starts.
     (folder / ".#c-sealed.yaml").symlink_to("someone@host.4242:1764650000")
 
-    adult = rms(local, "R-ADULT", [])
-    juvenile = rms(local, "R-JUV", ["juvenile"])  # Case 3: no agreement allows juveniles
+    adult = rms_event(local, record_id="R-ADULT", at=NOW)
+    juvenile = rms_event(
+        local, ["juvenile"], record_id="R-JUV", at=NOW
+    )  # Case 3: no agreement allows juveniles
     with running_stages(region, tmp_path / "logs", [county]):
         publish_source(region, Kind.RMS_RECORD, [adult, juvenile])
-        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        publish_source(region, Kind.ALPR_READ, [alpr_event(local, "A-1", at=NOW)])
         trail = audits_of(region, local, 5)
         decisions = {(a["record_id"], a["partner_ori"]): a for a in trail}
         assert {k: a["decision"] for k, a in decisions.items()} == {
@@ -185,6 +141,6 @@ def test_issue_cases_1_2_3_and_7_are_fixed(region: Region, tmp_path: Path) -> No
             "the router to refuse the half-written file",
         )
         assert "d-new.yaml" in router_log.read_text()
-        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-2")])
+        publish_source(region, Kind.ALPR_READ, [alpr_event(local, "A-2", at=NOW)])
         ids = {e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, 2)}
         assert ids == {"A-1", "A-2"}

@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from policy_support import (
-    MESA,
-    NOW,
-    REGISTRY,
-    agreement,
-    rms_event,
-    write_agreements,
-)
 
 from mutualaid.configfile import ConfigError
 from mutualaid.policy import load_policy, load_policy_from
 from mutualaid.settings import Settings
+from support.events import MESA, NOW, agreement, rms_event
+from support.routing import REGISTRY, write_agreements
 
 
 def decide(folder: Path, labels: tuple[str, ...], **settings: object) -> dict:

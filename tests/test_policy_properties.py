@@ -20,24 +20,15 @@ from pathlib import Path
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from policy_support import (
-    DESERT,
-    FEDERAL,
-    MESA,
-    NOW,
-    REGISTRY,
-    RIVERBEND,
-    STORE,
-    consumed,
-    decoded,
-    rms_event,
-)
 
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.disclosure import keyed_hash, mask
 from mutualaid.labels import PROTECTED
 from mutualaid.policy import PROTECTION_ORDER, load_policy
+from mutualaid.serde import Codecs
 from streams.router import Router
+from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded
 
 PARTNERS = [MESA, DESERT, FEDERAL]
 AGENCY = {a.ori: a for a in REGISTRY.agencies}
@@ -193,7 +184,7 @@ def received_protection(event: dict, shared: dict, path: str) -> str:
 def route(folder: Path, rules_dir: Path, event: dict) -> list:
     policy = load_policy(folder, REGISTRY, rules_dir=rules_dir)
     router = Router(
-        policy, STORE, None, public_keys=PUBLIC_KEYS, hash_key=HASH_KEY, clock=lambda: NOW
+        policy, Codecs(STORE), public_keys=PUBLIC_KEYS, hash_key=HASH_KEY, clock=lambda: NOW
     )
     return router.route(consumed(event), {})
 

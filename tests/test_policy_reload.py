@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from policy_support import MESA, REGISTRY, agreement, write_agreements
 
 from mutualaid.configfile import is_editor_file
 from mutualaid.settings import Settings
 from streams.worker import PolicyWatcher
+from support.events import MESA, agreement
+from support.routing import REGISTRY, write_agreements
 
 GOOD = {"a.yaml": [agreement("good")]}
 

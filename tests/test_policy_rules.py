@@ -9,27 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from policy_support import (
-    DESERT,
-    FEDERAL,
-    MESA,
-    NOW,
-    REGISTRY,
-    RIVERBEND,
-    STORE,
-    agreement,
-    alpr_event,
-    consumed,
-    decoded,
-    rms_event,
-    write_agreements,
-)
 
 from mutualaid.agencies import Registry, load_registry, start_of
 from mutualaid.configfile import ConfigError
 from mutualaid.policy import load_policy
 from mutualaid.policycheck import findings
+from mutualaid.serde import Codecs
 from streams.router import Router
+from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, agreement, alpr_event, rms_event
+from support.routing import REGISTRY, STORE, consumed, decoded, write_agreements
 
 RULES = Path("deploy/rules")
 ALPR_TO_ALL = agreement("riverbend-alpr-all", kinds=["alpr.read"], partners=[MESA, DESERT, FEDERAL])
@@ -175,7 +163,7 @@ def test_explain_and_the_audit_show_the_rule(tmp_path: Path) -> None:
         "  rule ca-alpr-1798.90.55 v1: Cal. Civ. Code 1798.90.55(b); CA Attorney General "
         "bulletin 2023-DLE-06" in lines
     )
-    router = Router(policy(folder), STORE, None, public_keys={}, hash_key=None, clock=lambda: NOW)
+    router = Router(policy(folder), Codecs(STORE), public_keys={}, hash_key=None, clock=lambda: NOW)
     shares, audits = decoded(router.route(consumed(alpr_event()), {}))
     assert set(shares) == {MESA}
     assert audits[FEDERAL]["decision"] == "DENIED"

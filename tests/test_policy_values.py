@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from policy_support import REGISTRY, agreement
 
 from mutualaid.agencies import Registry
 from mutualaid.configfile import ConfigError
 from mutualaid.policy import load_policy
+from support.events import agreement
+from support.routing import REGISTRY
 
 
 def problems(tmp_path: Path, **extra: object) -> str:

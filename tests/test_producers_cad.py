@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, mutualaid_cli, read_topic
 from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage, source_topic
 from producers.cad import CadAdapter
 from producers.contract import Rejected, SourceItem
+from support.brokers import dead_letters, read_topic
+from support.processes import mutualaid_cli
+from support.regions import Region
 
 DATA = Path(__file__).parent / "data" / "eido"
 FIRST = (DATA / "01-incident-dispatched.json").read_bytes()

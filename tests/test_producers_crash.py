@@ -18,13 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, export_record_ids, mutualaid_cli, read_topic, wait_for
 from mutualaid.processes import spawn
 from mutualaid.serde import SOURCE_EVENT, AvroDeserializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, source_topic
 from producers import samples
 from producers.runner import BATCH_SIZE, MAX_IN_FLIGHT
+from support.brokers import read_topic
+from support.events import export_record_ids
+from support.processes import mutualaid_cli, wait_for
+from support.regions import Region
 
 ROWS = 60_000
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, read_topic, wait_for
 from mutualaid.topics import Kind, source_topic
 from producers.alpr import AlprAdapter, load_mapping
 from producers.checkpoint import CheckpointStore
 from producers.runner import Runner
 from producers.sources import LineFile
+from support.brokers import read_topic
+from support.processes import wait_for
+from support.regions import Region
 
 MAPPING = load_mapping(Path("deploy/mappings/alpr/mutualaid-ndjson.yaml"))
 

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, dead_letters, mutualaid_cli, source_events
 from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, Stage
 from producers.contract import Rejected, Skipped, SourceItem
 from producers.rms import RmsAdapter
+from support.brokers import dead_letters, source_events
+from support.processes import mutualaid_cli
+from support.regions import Region
 
 DATA = Path(__file__).parent / "data" / "rms"
 NIEM = (DATA / "nibrs-54236732.xml").read_bytes()

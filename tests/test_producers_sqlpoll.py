@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import Region, mutualaid_cli, read_topic, source_events
 from mutualaid.serde import SOURCE_EVENT, AvroSerializer, SchemaStore
 from mutualaid.serde import SerializationContext as Ctx
 from mutualaid.topics import Kind, source_topic
@@ -17,6 +16,9 @@ from producers.checkpoint import CheckpointStore, WatermarkPosition
 from producers.contract import Rejected
 from producers.runner import Runner
 from producers.sqlpoll import SqlMapping, SqlPoller, SqlRowAdapter, load_sql_mapping
+from support.brokers import read_topic, source_events
+from support.processes import mutualaid_cli
+from support.regions import Region
 
 MAPPING = Path("deploy/mappings/sql/rms-reports.yaml")
 T0 = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)

@@ -9,14 +9,14 @@ import pytest
 
 from bench.data import alpr_events
 from bench.pipeline import encoded, publish
-from conftest import Region
 from consumers import projector
 from consumers.projector import Projector
 from mutualaid.agencies import load_registry
 from mutualaid.policy import load_policy
-from mutualaid.serde import SchemaStore
+from mutualaid.serde import Codecs, SchemaStore
 from mutualaid.topics import Kind, share_topic, source_topic
 from streams.router import Consumed, Router
+from support.regions import Region
 
 
 @pytest.mark.broker
@@ -29,8 +29,7 @@ def test_a_lone_share_is_indexed_and_committed_without_waiting_for_the_batch_tim
     registry = load_registry(settings.agencies_file)
     router = Router(
         load_policy(settings.agreements_dir, registry),
-        SchemaStore(),
-        None,
+        Codecs(SchemaStore()),
         public_keys={},
         hash_key=None,
     )

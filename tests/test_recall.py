@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (
-    Region,
-    index_rows,
-    mutualaid_cli,
-    publish_source,
-    read_topic,
-    running_stages,
-    wait_for,
-)
 from consumers.index.query import Criteria, Hit
 from consumers.search import SearchRequest, run_search
 from mutualaid.crypto import generate_hash_key, generate_keypair
-from mutualaid.events import new_envelope
 from mutualaid.serde import (
     SHARED_EVENT,
     SOURCE_EVENT,
@@ -33,31 +23,15 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import Kind, share_topic, source_topic
 from streams.sourcereader import SourceReader
+from support.brokers import read_topic
+from support.events import SSN, rms_event
+from support.indexes import index_rows
+from support.processes import mutualaid_cli, running_stages, wait_for
+from support.regions import Region, publish_source
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-SSN = "123-45-6789"
-
-
-def report(owner: str, record_id: str, version: int, labels: list[str] = ()) -> dict:
-    """An RMS report naming an adult with an SSN, as a records system would publish it."""
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.RMS_RECORD,
-        record_id=record_id,
-        version=version,
-        occurred_at=NOW - timedelta(hours=2),
-        labels=list(labels),
-    )
-    person = {"role": "ARRESTEE", "first_name": "John", "last_name": "Doe", "dob": "1980-05-01"}
-    return {
-        "envelope": envelope,
-        "body": {
-            "incident_number": record_id,
-            "persons": [person | {"ssn": SSN}],
-            "narrative": "burglary at Lake Pkwy market",
-        },
-    }
+# The adult the reports name (found by name and date of birth, or by SSN).
+JOHN = {"role": "ARRESTEE", "first_name": "John", "last_name": "Doe", "dob": "1980-05-01"}
 
 
 def write_agreements(region: Region, agreements: list[dict]) -> None:
@@ -90,9 +64,17 @@ def test_a_seal_with_a_lower_version_still_removes_the_record(
         ],
     )
     with running_stages(region, tmp_path / "logs", [county]):
-        publish_source(region, Kind.RMS_RECORD, [report(local, "R-SEAL", 5)])
+        publish_source(
+            region,
+            Kind.RMS_RECORD,
+            [rms_event(local, record_id="R-SEAL", version=5, person=JOHN, at=NOW)],
+        )
         wait_for(lambda: by_ssn(region, county), 60, "the county to hold version 5")
-        publish_source(region, Kind.RMS_RECORD, [report(local, "R-SEAL", 3, ["sealed"])])
+        publish_source(
+            region,
+            Kind.RMS_RECORD,
+            [rms_event(local, ["sealed"], record_id="R-SEAL", version=3, person=JOHN, at=NOW)],
+        )
         wait_for(lambda: not by_ssn(region, county), 60, "the sealed record to leave the index")
     found = mutualaid_cli(
         region, "search", "--agency", county, "--id", SSN, "--reason", "case 1", "--json"
@@ -305,7 +287,11 @@ def test_narrowing_reaches_what_the_partner_already_holds(
         write_agreements(region, case.after(region))
 
     with running_stages(region, tmp_path / "first", [region.county]):
-        publish_source(region, Kind.RMS_RECORD, [report(region.local, "R-NARROW", 1)])
+        publish_source(
+            region,
+            Kind.RMS_RECORD,
+            [rms_event(region.local, record_id="R-NARROW", version=1, person=JOHN, at=NOW)],
+        )
         wait_for(lambda: case.still_open(region), 60, "the county to hold the open copy")
         if not case.stopped:
             change()
@@ -327,7 +313,10 @@ def test_narrowing_reaches_what_the_partner_already_holds(
 
 @pytest.mark.broker
 def test_the_source_reader_reads_back_by_position_and_says_when_it_cannot(region: Region) -> None:
-    events = [report(region.local, f"R-{n}", 1) for n in range(3)]
+    events = [
+        rms_event(region.local, record_id=f"R-{n}", version=1, person=JOHN, at=NOW)
+        for n in range(3)
+    ]
     publish_source(region, Kind.RMS_RECORD, events, partition=1)
     topic = source_topic(region.local, Kind.RMS_RECORD)
     reader = SourceReader(region.settings.bootstrap_servers, "test-recall-reader", timeout=5)
@@ -364,7 +353,9 @@ def test_a_pointer_says_only_whom_to_call_and_is_found_by_what_the_owner_allows(
             )
         ],
     )
-    juvenile = report(region.local, "RB-2026-0042", 1, ["juvenile"])
+    juvenile = rms_event(
+        region.local, ["juvenile"], record_id="RB-2026-0042", version=1, person=JOHN, at=NOW
+    )
     with running_stages(region, tmp_path / "logs", [region.county]):
         publish_source(region, Kind.RMS_RECORD, [juvenile])
         (hit,) = wait_for(lambda: by_ssn(region, region.county), 60, "the pointer to be found")

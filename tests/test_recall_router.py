@@ -10,6 +10,7 @@ from test_router import AT, STORE, consumed, summary, version_of
 
 from mutualaid.agencies import load_registry
 from mutualaid.policy import Policy, load_policy
+from mutualaid.serde import Codecs
 from streams.router import Consumed, Router
 
 TOPIC = "src.nv0990300.rms.record"
@@ -39,8 +40,7 @@ def shared_once(tmp_path: Path, now: list[datetime]) -> tuple[Router, dict, dict
     source: dict = {}
     router = Router(
         policy(tmp_path, agreement()),
-        STORE,
-        None,
+        Codecs(STORE),
         public_keys={},
         hash_key=None,
         clock=lambda: now[0],

@@ -12,22 +12,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message
 
-from conftest import (
-    FAR_AWAY,
-    IN_CITY,
-    Region,
-    dispatch_region,
-    publish_source,
-    read_topic,
-    wait_for,
-)
 from mutualaid.broker import EmbeddedBroker
-from mutualaid.events import new_envelope
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import HIT_ALERT, SHARED_EVENT, SerializationContext, codecs_for
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, alerts_topic, share_topic
 from producers.hotlist import add_bolo
+from support.brokers import read_topic
+from support.events import alpr_event
+from support.processes import wait_for
+from support.regions import FAR_AWAY, IN_CITY, Region, dispatch_region, publish_source
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BATCH = 4000  # enough that the router is still on the first batch when stopped
@@ -39,23 +33,10 @@ def centers(tmp_path: Path, broker: EmbeddedBroker) -> Region:
     return dispatch_region(tmp_path, broker, alert_repeat_seconds=600)
 
 
-def read(owner: str, record_id: str, plate: str, where: tuple, taken: datetime, **kw) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.ALPR_READ,
-        record_id=record_id,
-        version=kw.get("version", 1),
-        occurred_at=taken,
-        op=kw.get("op", "UPSERT"),
-    )
-    body = {"plate": plate, "plate_state": "CA", "latitude": where[0], "longitude": where[1]}
-    return {"envelope": envelope, "body": None if kw.get("op") == "DELETE" else body}
-
-
 def bulk(owner: str, first: int, count: int) -> list[dict]:
     return [
-        read(owner, f"B{n:05d}", f"{n:07d}", FAR_AWAY, NOW) for n in range(first, first + count)
+        alpr_event(owner, f"B{n:05d}", f"{n:07d}", FAR_AWAY, at=NOW, plate_state="CA")
+        for n in range(first, first + count)
     ]
 
 
@@ -129,7 +110,7 @@ def test_router_and_matcher_restarted_mid_stream_recover_their_tables(
         publish_source(
             centers,
             Kind.ALPR_READ,
-            [read(neighbour, "H1", HIT_PLATE, IN_CITY, NOW)],
+            [alpr_event(neighbour, "H1", HIT_PLATE, IN_CITY, at=NOW, plate_state="CA")],
             owner=neighbour,
             partition=0,
         )
@@ -146,10 +127,21 @@ def test_router_and_matcher_restarted_mid_stream_recover_their_tables(
     try:
         # After the restart: a delete of the first record shared, a repeat of the hit plate
         # inside the window (quiet only if the matcher's table came back), then one past it.
-        deleted = read(neighbour, "H1", HIT_PLATE, IN_CITY, NOW, version=2, op="DELETE")
+        deleted = alpr_event(
+            neighbour, "H1", HIT_PLATE, IN_CITY, at=NOW, version=2, op="DELETE", plate_state="CA"
+        )
         later = [
-            read(neighbour, "H2", HIT_PLATE, IN_CITY, NOW + timedelta(minutes=2)),
-            read(neighbour, "H3", HIT_PLATE, IN_CITY, NOW + timedelta(minutes=15)),
+            alpr_event(
+                neighbour, "H2", HIT_PLATE, IN_CITY, at=NOW + timedelta(minutes=2), plate_state="CA"
+            ),
+            alpr_event(
+                neighbour,
+                "H3",
+                HIT_PLATE,
+                IN_CITY,
+                at=NOW + timedelta(minutes=15),
+                plate_state="CA",
+            ),
         ]
         publish_source(centers, Kind.ALPR_READ, [deleted, *later], owner=neighbour, partition=0)
         expected = {"H1", "H2", "H3"} | {f"B{n:05d}" for n in range(2 * BATCH)}

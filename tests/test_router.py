@@ -15,34 +15,22 @@ from mutualaid.serde import (
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
+    Codecs,
     SchemaStore,
     SerializationContext,
 )
 from mutualaid.topics import Kind
 from streams.router import Consumed, Router
+from support.events import DESERT, FEDERAL, alpr_event
 
 STORE = SchemaStore()
 ROUTER = Router(
     load_policy(Path("deploy/agreements"), load_registry(Path("deploy/agencies.yaml"))),
-    STORE,
-    None,
+    Codecs(STORE),
     public_keys={},
     hash_key=None,
 )
 AT = datetime(2026, 11, 24, 21, 0, tzinfo=UTC)
-
-
-def read(owner: str) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="t",
-        kind=Kind.ALPR_READ,
-        record_id="r1",
-        version=1,
-        occurred_at=AT,
-        now=AT,
-    )
-    return {"envelope": envelope, "body": {"plate": "7ABC123"}}
 
 
 def consumed(topic: str, value: bytes | None) -> Consumed:
@@ -59,7 +47,9 @@ def dead(output) -> dict:
 
 
 def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
-    outputs = ROUTER.route(consumed("src.nv0990300.alpr.read", encode(read("NV0990300"))), {})
+    outputs = ROUTER.route(
+        consumed("src.nv0990300.alpr.read", encode(alpr_event(DESERT, "r1", where=None, at=AT))), {}
+    )
     assert [o.topic for o in outputs] == [
         "share.ca0990100.alpr.read",
         "audit.dissemination",
@@ -72,7 +62,7 @@ def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
     assert first["disclosure"]["agreement_id"] == "desert-springs-alpr"
     assert first["body"]["plate"] == "7ABC123"
     assert first["envelope"]["source_position"] is None  # the owner's file paths stay home
-    assert outputs[0].key == record_key(read("NV0990300")["envelope"])
+    assert outputs[0].key == record_key(alpr_event(DESERT, "r1", where=None, at=AT)["envelope"])
     audit = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)(
         outputs[1].value, SerializationContext("audit.dissemination")
     )
@@ -85,11 +75,21 @@ def test_shares_go_to_each_partner_with_one_audit_record_per_decision() -> None:
 
 
 def test_no_agreement_no_output() -> None:
-    assert ROUTER.route(consumed("src.dc0990400.alpr.read", encode(read("DC0990400"))), {}) == []
+    assert (
+        ROUTER.route(
+            consumed(
+                "src.dc0990400.alpr.read", encode(alpr_event(FEDERAL, "r1", where=None, at=AT))
+            ),
+            {},
+        )
+        == []
+    )
 
 
 def test_an_event_claiming_another_owner_is_dead_lettered() -> None:
-    (out,) = ROUTER.route(consumed("src.ca0990100.alpr.read", encode(read("NV0990300"))), {})
+    (out,) = ROUTER.route(
+        consumed("src.ca0990100.alpr.read", encode(alpr_event(DESERT, "r1", where=None, at=AT))), {}
+    )
     letter = dead(out)
     assert letter["error_type"] == "wrong_topic"
     assert letter["position"] == "partition 2 offset 17"
@@ -126,7 +126,7 @@ def withdrawal_router(tmp_path: Path) -> Router:
     )
     registry = load_registry(Path("deploy/agencies.yaml"))
     policy = load_policy(tmp_path, registry)
-    return Router(policy, STORE, None, public_keys={}, hash_key=None, clock=lambda: AT)
+    return Router(policy, Codecs(STORE), public_keys={}, hash_key=None, clock=lambda: AT)
 
 
 def version_of(owner: str, kind: Kind, op: str, version: int, labels: list[str]) -> bytes:

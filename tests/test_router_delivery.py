@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Region, export_record_ids, read_topic, running_stages
 from mutualaid.serde import SHARED_EVENT, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, share_topic
 from producers import samples
+from support.brokers import read_topic
+from support.events import export_record_ids
+from support.processes import running_stages
+from support.regions import Region
 
 READS = 5000
 

@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 
 from bench.data import alpr_events
-from conftest import Region, publish_source, read_topic, running_stages
 from mutualaid.events import new_envelope
 from mutualaid.serde import SHARED_EVENT, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, share_topic
+from support.brokers import read_topic
+from support.processes import running_stages
+from support.regions import Region, publish_source
 
 READS = 400  # enough for the changelog to travel in compressed batches
 

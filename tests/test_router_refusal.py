@@ -18,12 +18,12 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from bench.data import alpr_events
-from conftest import configured_region, publish_source, random_ori
 from mutualaid.broker import free_port, tansu_binary
 from mutualaid.kafka import wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind, share_topic, source_topic
 from streams.worker import EXIT_DELIVERY_FAILED
+from support.regions import configured_region, publish_source, random_ori
 
 NO_AVRO_MATCHES = {"type": "object", "properties": {"value": {"type": "object"}}}
 

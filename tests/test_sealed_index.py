@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (
-    Region,
-    both_index_backends,
-    index_rows,
-    mutualaid_cli,
-    publish_source,
-    running_stages,
-    wait_for,
-)
 from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind
+from support.indexes import both_index_backends, index_rows
+from support.processes import mutualaid_cli, running_stages, wait_for
+from support.regions import Region, publish_source
 
 
 def report(owner: str) -> dict:

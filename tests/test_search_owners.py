@@ -11,11 +11,12 @@ import psycopg
 from psycopg import sql
 from test_index import shared
 
-from conftest import both_index_backends, index_rows, random_ori
 from consumers.index import index_path, open_index, schema_name
 from consumers.index.query import Criteria
 from consumers.search import Searcher, SearchRequest
 from mutualaid.settings import Settings
+from support.indexes import both_index_backends, index_rows
+from support.regions import random_ori
 
 
 @both_index_backends

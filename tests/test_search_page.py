@@ -11,12 +11,14 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import Region, index_rows, mutualaid_cli, serving
 from consumers.index import open_index
 from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
 from mutualaid.topics import Kind
-from support.browser import needs_chromium
+from support.browser import needs_chromium, sign_in
+from support.indexes import index_rows
+from support.processes import serving, token_for
+from support.regions import Region
 
 pytestmark = needs_chromium
 # Set MUTUALAID_SCREENSHOT=docs/search-page.png to refresh the README's picture.
@@ -56,27 +58,14 @@ def shared_read(region: Region, owner: str, record_id: str, lat: float, lon: flo
     }
 
 
-def token(region: Region, agency: str, user: str) -> str:
-    issued = mutualaid_cli(region, "api-user", "add", "--agency", agency, "--user", user)
-    assert issued.returncode == 0, issued.stderr
-    return issued.stdout.strip().splitlines()[-1]
-
-
-def sign_in(page, url: str, user: str, secret: str) -> None:
-    page.goto(url)
-    page.fill("input[name=user]", user)
-    page.fill("input[name=token]", secret)
-    page.click("form#login button[type=submit]")
-
-
 def test_analyst_searches_sees_the_path_and_downloads_from_the_page(
     region: Region, tmp_path: Path, browser
 ) -> None:
     index = open_index(region.settings, region.county)
     index.apply([shared_read(region, *r, hours=i) for i, r in enumerate(READS)])
     index.close()
-    okafor = token(region, region.county, "analyst.okafor")
-    outsider = token(region, region.local, "analyst.lee")
+    okafor = token_for(region, "api-user", region.county, "analyst.okafor")
+    outsider = token_for(region, "api-user", region.local, "analyst.lee")
     with serving(
         region.config_file, ["api", "--agency", region.county], tmp_path / "api.log"
     ) as url:

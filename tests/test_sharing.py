@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import (
-    Region,
-    dead_letters,
-    index_rows,
-    publish_source,
-    read_topic,
-    running_stages,
-    wait_for,
-)
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
 from mutualaid.disclosure import disclose, sealed_from_avro
-from mutualaid.events import new_envelope, record_key
+from mutualaid.events import record_key
 from mutualaid.policy import Agreement, Decision
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
@@ -34,54 +25,14 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, Kind, Stage, share_topic
+from support.brokers import dead_letters, read_topic
+from support.events import alpr_event, rms_event
+from support.indexes import index_rows
+from support.processes import running_stages, wait_for
+from support.regions import Region, publish_source, shared_on
 
 STORE = SchemaStore()
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def rms(owner: str, record_id: str, labels: list[str], ssn: str) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.RMS_RECORD,
-        record_id=record_id,
-        version=1,
-        occurred_at=NOW - timedelta(hours=2),
-        labels=labels,
-    )
-    person = {"role": "ARRESTEE", "last_name": "Doe", "dob": "2009-05-01", "ssn": ssn}
-    return {
-        "envelope": envelope,
-        "body": {
-            "incident_number": record_id,
-            "persons": [person],
-            "narrative": "shoplifting at Lake Pkwy market",
-        },
-    }
-
-
-def alpr(owner: str, record_id: str) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.ALPR_READ,
-        record_id=record_id,
-        version=1,
-        occurred_at=NOW,
-    )
-    return {
-        "envelope": envelope,
-        "body": {"plate": "7ABC123", "latitude": 38.94, "longitude": -119.98},
-    }
-
-
-def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
-    topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
-    records = read_topic(
-        region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
-    )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
 
 
 @pytest.mark.broker
@@ -129,10 +80,10 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
         )
     )
     adult, juvenile = (
-        rms(local, "R-ADULT", [], "123-45-6789"),
-        rms(local, "R-JUV", ["juvenile"], "987-65-4321"),
+        rms_event(local, record_id="R-ADULT", at=NOW),
+        rms_event(local, ["juvenile"], record_id="R-JUV", ssn="987-65-4321", at=NOW),
     )
-    read = alpr(local, "A-1")
+    read = alpr_event(local, "A-1", at=NOW)
     with running_stages(region, tmp_path, [county, neighbour]):
         publish_source(region, Kind.RMS_RECORD, [adult, juvenile])
         publish_source(region, Kind.ALPR_READ, [read])
@@ -210,16 +161,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
         assert wait_for(indexed_ssn, 30, "the county index to hold R-ADULT") == "123-45-6789"
 
         # Sealed at the source: every partner that had it gets a DELETE and a tombstone.
-        sealed_version = rms(local, "R-ADULT", ["sealed"], "123-45-6789")
-        sealed_version["envelope"] = new_envelope(
-            source_ori=local,
-            source_system="test",
-            kind=Kind.RMS_RECORD,
-            record_id="R-ADULT",
-            version=2,
-            occurred_at=NOW,
-            labels=["sealed"],
-        )
+        sealed_version = rms_event(local, ["sealed"], record_id="R-ADULT", version=2, at=NOW)
         publish_source(region, Kind.RMS_RECORD, [sealed_version])
         for partner in (county, neighbour):
             topic = share_topic(partner, Kind.RMS_RECORD)
@@ -275,7 +217,9 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
 
     write(1, [county])
     with running_stages(region, tmp_path, []):
-        publish_source(region, Kind.ALPR_READ, [alpr(neighbour, "A-1")], owner=neighbour)
+        publish_source(
+            region, Kind.ALPR_READ, [alpr_event(neighbour, "A-1", at=NOW)], owner=neighbour
+        )
         assert [
             e["envelope"]["record_id"] for e in shared_on(region, county, Kind.ALPR_READ, until=1)
         ] == ["A-1"]
@@ -286,7 +230,9 @@ def test_an_edited_agreement_applies_from_the_next_event(region: Region, tmp_pat
             return "agreements reloaded: alpr v2" in log
 
         wait_for(applied, 30, "the router to reload the edited agreement")
-        publish_source(region, Kind.ALPR_READ, [alpr(neighbour, "A-2")], owner=neighbour)
+        publish_source(
+            region, Kind.ALPR_READ, [alpr_event(neighbour, "A-2", at=NOW)], owner=neighbour
+        )
         to_county = shared_on(region, county, Kind.ALPR_READ, until=2)
         # Different records, different partitions: compare by record, not by arrival order.
         assert {
@@ -340,19 +286,9 @@ def test_a_restarted_router_still_knows_who_holds_what(region: Region, tmp_path:
         )
     )
     with running_stages(region, tmp_path / "first", []):
-        publish_source(region, Kind.ALPR_READ, [alpr(local, "A-1")])
+        publish_source(region, Kind.ALPR_READ, [alpr_event(local, "A-1", at=NOW)])
         assert len(shared_on(region, county, Kind.ALPR_READ, until=1)) == 1
-    deleted = alpr(local, "A-1")
-    deleted["envelope"] = new_envelope(
-        source_ori=local,
-        source_system="test",
-        kind=Kind.ALPR_READ,
-        record_id="A-1",
-        version=2,
-        occurred_at=NOW,
-        op="DELETE",
-    )
-    deleted["body"] = None
+    deleted = alpr_event(local, "A-1", version=2, op="DELETE", at=NOW)
     with running_stages(region, tmp_path / "second", []):
         publish_source(region, Kind.ALPR_READ, [deleted])
         records = shared_on(region, county, Kind.ALPR_READ, until=3)
@@ -371,7 +307,7 @@ def test_a_record_the_partner_cannot_open_is_dead_lettered_not_indexed(
     county, neighbour = region.county, region.neighbour
     for ori in (county, neighbour):
         generate_keypair(ori, s.public_keys_dir, s.private_keys_dir)
-    event = rms(region.local, "R-WRONG-KEY", [], "123-45-6789")
+    event = rms_event(region.local, record_id="R-WRONG-KEY", at=NOW)
     agreement = Agreement(
         id="a",
         version=1,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from conftest import Broker, random_ori
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.settings import Settings
 from mutualaid.topics import (
@@ -21,6 +20,8 @@ from mutualaid.topics import (
     source_topic,
     topics_for,
 )
+from support.brokers import Broker
+from support.regions import random_ori
 
 
 def configs(admin: AdminClient, topic: str) -> dict[str, str]:

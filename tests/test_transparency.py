@@ -16,17 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import (
-    CA_ALPR_ASSURANCE,
-    Region,
-    configured_region,
-    mutualaid_cli,
-    publish_source,
-    random_ori,
-    running_stages,
-    serving,
-    wait_for,
-)
 from consumers import transparency
 from consumers.export import Window
 from consumers.index import open_index
@@ -34,11 +23,14 @@ from consumers.index.query import Criteria
 from consumers.search import Searcher, SearchRequest
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import generate_hash_key
-from mutualaid.events import new_envelope
+from mutualaid.events import Op
 from mutualaid.policy import load_policy_from
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind
 from support.browser import CHROMIUM
+from support.events import alpr_event
+from support.processes import mutualaid_cli, running_stages, serving, wait_for
+from support.regions import CA_ALPR_ASSURANCE, Region, configured_region, publish_source, random_ori
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 IN_CITY = (38.94, -119.98)
@@ -104,30 +96,13 @@ def city(tmp_path: Path, broker) -> Region:
 
 
 def read_event(owner: str, record_id: str, plate: str, labels: list[str], minutes: int,
-               op: str = "UPSERT", version: int = 1) -> dict:  # fmt: skip
-    at = NOW + timedelta(minutes=minutes)
-    return {
-        "envelope": new_envelope(
-            source_ori=owner,
-            source_system="test",
-            kind=Kind.ALPR_READ,
-            op=op,
-            record_id=record_id,
-            version=version,
-            occurred_at=at,
-            labels=labels,
-        ),
-        "body": None
-        if op == "DELETE"
-        else {
-            "plate": plate,
-            "plate_state": "CA",
-            "latitude": IN_CITY[0],
-            "longitude": IN_CITY[1],
-            "camera_name": CAMERA,
-            "vehicle_make": "Subaru",
-        },
-    }
+               op: Op = "UPSERT", version: int = 1) -> dict:  # fmt: skip
+    """A read in the city, from its named camera, ``minutes`` after NOW."""
+    return alpr_event(
+        owner, record_id, plate, IN_CITY, at=NOW + timedelta(minutes=minutes), op=op,
+        version=version, labels=labels, plate_state="CA", camera_name=CAMERA,
+        vehicle_make="Subaru",
+    )  # fmt: skip
 
 
 def plates_in(region: Region, ori: str, plate: str) -> list[str]:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafkaserver import KafkaUnavailable, install, java_binary
+from support.processes import wait_for
 
 
 def alive(pid: int) -> bool:

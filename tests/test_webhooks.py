@@ -21,11 +21,13 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from conftest import Region, dead_letters, metric, mutualaid_cli, wait_for
 from mutualaid.broker import free_port
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import HIT_ALERT, AvroSerializer, SchemaStore, SerializationContext
 from mutualaid.topics import Stage, alerts_topic
+from support.brokers import dead_letters
+from support.processes import metric, mutualaid_cli, wait_for
+from support.regions import Region
 
 
 class Receiver(ThreadingHTTPServer):

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from test_webhooks import configure
 
-from conftest import Region, mutualaid_cli, wait_for
 from consumers.alerts.webhooks import load_endpoints
 from mutualaid.configfile import ConfigError
 from mutualaid.processes import spawn, stop
+from support.processes import mutualaid_cli, wait_for
+from support.regions import Region
 
 
 def secret(tmp_path: Path, name: str, mode: int) -> str:

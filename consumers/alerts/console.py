@@ -17,7 +17,6 @@ in, and the page renders every value as text (plates and notes are untrusted inp
 import asyncio
 import json
 import logging
-import secrets
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -29,8 +28,7 @@ from fastapi import Cookie, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel
 
-from consumers.logins import Limits, LoginThrottle
-from mutualaid import tokens
+from consumers.sessions import Sessions, login_limits, page_with_login
 from mutualaid.agencies import Agency, Registry
 from mutualaid.kafka import (
     DeliveryFailed,
@@ -150,7 +148,10 @@ class AlertBoard:
             return list(reversed(self.alerts.values()))
 
     def subscribe(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
-        stream = (asyncio.get_running_loop(), asyncio.Queue())
+        stream: tuple[asyncio.AbstractEventLoop, asyncio.Queue] = (
+            asyncio.get_running_loop(),
+            asyncio.Queue(),
+        )
         with self._lock:
             self._streams.add(stream)
         return stream
@@ -174,7 +175,7 @@ def follow_alerts(settings: Settings, center: str, board: AlertBoard) -> TopicFo
     decode_ack = codecs.deserializer(ALERT_ACK)
 
     def apply(msg: Message) -> None:
-        ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
+        ctx = SerializationContext.of(msg)
         is_hit = msg.topic() == hits_topic
         decode, add = (decode_hit, board.add_alert) if is_hit else (decode_ack, board.add_ack)
         try:
@@ -229,26 +230,16 @@ def create_console(
     settings: Settings, agency: Agency, registry: Registry, board: AlertBoard
 ) -> FastAPI:
     app = FastAPI(title=f"mutualaid dispatch console: {agency.name}", docs_url=None)
-    # session id -> (user, token); a restart logs everyone out. The token is kept so that
-    # every request checks it again: `console-user remove` ends open sessions too.
-    sessions: dict[str, tuple[str, str]] = {}
-    throttle = LoginThrottle(
-        Limits(
-            settings.console_login_failures_per_user,
-            settings.console_login_failures_per_address,
-            settings.console_login_window_seconds,
-        )
-    )
+    sessions = Sessions(settings.console_users_file, agency.ori, login_limits(settings), log)
     acknowledger = Acknowledger(settings, agency.ori)
     clients = CONSOLE_CLIENTS.labels(center=agency.ori)
-    page = PAGE.read_text().replace("{{AGENCY}}", json.dumps(f"{agency.name} ({agency.ori})"))
+    page = page_with_login(PAGE, agency, "Dispatcher login", "Log in")
 
     def dispatcher(session: str | None) -> str:
-        user, token = sessions.get(session or "", (None, None))
-        if user is None or tokens.holder(settings.console_users_file, agency.ori, token) != user:
-            sessions.pop(session or "", None)
+        holder = sessions.holder(session)
+        if holder is None:
             raise HTTPException(401, "log in first")
-        return user
+        return holder.name
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -256,34 +247,15 @@ def create_console(
 
     @app.post("/login")
     def login(credentials: Login, request: Request, response: Response) -> dict:
-        user, address = credentials.user, request.client.host if request.client else "unknown"
-        # Checked before the token: during a lockout even the right token is refused, or
-        # guessing could go on and only the answers would be held back.
-        wait = throttle.retry_after(user, address)
-        if wait is not None:
-            log.warning("login of %r from %s refused: too many failures", user, address)
-            raise HTTPException(
-                429,
-                f"too many failed logins; try again in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
-        holder = tokens.holder(settings.console_users_file, agency.ori, credentials.token)
-        if holder is None or holder != user:
-            throttle.failed(user, address)
-            # The user as sent (repr: no forged log lines), the address; never the token.
-            log.warning("failed login of %r from %s", user, address)
-            raise HTTPException(401, f"not a dispatcher of {agency.name}, or a wrong token")
-        throttle.succeeded(user)
-        session = secrets.token_urlsafe(32)
-        sessions[session] = (holder, credentials.token)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
-        return {"user": holder, "agency": agency.ori}
+        who = f"a dispatcher of {agency.name}"
+        sessions.login(credentials.user, credentials.token, request, response, SESSION_COOKIE, who)
+        return {"user": credentials.user, "agency": agency.ori}
 
     @app.post("/logout")
     def logout(
         response: Response, mutualaid_console: Annotated[str | None, Cookie()] = None
     ) -> dict:
-        sessions.pop(mutualaid_console or "", None)
+        sessions.close(mutualaid_console)
         response.delete_cookie(SESSION_COOKIE)
         return {}
 

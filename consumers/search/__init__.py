@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import NamedTuple
 
 from consumers.index import Index, open_index
 from consumers.index.query import BadCriteria, Criteria, Hit, prepare
@@ -71,7 +70,8 @@ def run_search(settings: Settings, request: SearchRequest) -> list[Hit]:
         searcher.close()
 
 
-class _Opened(NamedTuple):
+@dataclass(frozen=True)
+class _Opened:
     at: float  # time.monotonic() when opened
     index: Index
 

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Annotated
 
 from confluent_kafka import KafkaException
-from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Response
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from consumers.index import IndexUnavailable
 from consumers.index.query import Criteria, Hit
-from consumers.search import Searcher, SearchRefused, SearchRequest, parse_near
-from consumers.sessions import Sessions
+from consumers.search import Searcher, SearchRefused, SearchRequest, log, parse_near
+from consumers.sessions import Sessions, login_limits, page_with_login
 from consumers.transparency import Reports
 from consumers.transparency_page import render as render_report
 from mutualaid import tokens
@@ -90,7 +90,7 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
     bearer = HTTPBearer(auto_error=False)
     names = {a.ori: a.name for a in registry.agencies}
 
-    sessions = Sessions(settings.api_users_file, agency.ori)
+    sessions = Sessions(settings.api_users_file, agency.ori, login_limits(settings), log)
 
     def caller(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -200,18 +200,16 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
             headers={"Content-Disposition": 'attachment; filename="mutualaid-search.csv"'},
         )
 
-    page = PAGE.read_text().replace("{{AGENCY}}", json.dumps(f"{agency.name} ({agency.ori})"))
+    page = page_with_login(PAGE, agency, "Sign in", "Sign in")
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
         return page
 
     @api.post("/login", include_in_schema=False)
-    def login(credentials: Login, response: Response) -> dict:
-        session = sessions.open(credentials.user, credentials.token)
-        if session is None:
-            raise HTTPException(401, f"not a user of {agency.name}, or a wrong token")
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict")
+    def login(credentials: Login, request: Request, response: Response) -> dict:
+        who = f"a user of {agency.name}"
+        sessions.login(credentials.user, credentials.token, request, response, SESSION_COOKIE, who)
         return {"user": credentials.user, "agency": agency.ori}
 
     @api.post("/logout", include_in_schema=False)

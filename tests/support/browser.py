@@ -25,3 +25,11 @@ def browser() -> Iterator[Any]:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         yield launched
         launched.close()
+
+
+def sign_in(page: Any, url: str, user: str, token: str) -> None:
+    """Sign in on either web page (they share the login form)."""
+    page.goto(url)
+    page.fill("input[name=user]", user)
+    page.fill("input[name=token]", token)
+    page.click("form#login button[type=submit]")

@@ -1,15 +1,13 @@
-"""What the policy tests share: the demo registry's agencies, events, agreement files, and the
-router's outputs decoded."""
+"""The router without a broker, as the policy tests drive it: the demo registry, agreement
+files, events as it consumes them and its outputs decoded."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 
 from mutualaid.agencies import load_registry
-from mutualaid.events import new_envelope
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
@@ -24,19 +22,6 @@ from streams.router import Consumed, Output
 
 STORE = SchemaStore()
 REGISTRY = load_registry(Path("deploy/agencies.yaml"))
-NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-RIVERBEND, MESA, DESERT, FEDERAL = "CA0990100", "CA0990200", "NV0990300", "DC0990400"
-
-
-def agreement(id: str, **extra: object) -> dict:
-    return {
-        "id": id,
-        "version": 1,
-        "owner": RIVERBEND,
-        "kinds": ["rms.record"],
-        "partners": [MESA],
-        **extra,
-    }
 
 
 def write_agreements(folder: Path, files: dict[str, list[dict]]) -> Path:
@@ -45,54 +30,6 @@ def write_agreements(folder: Path, files: dict[str, list[dict]]) -> Path:
     for name, agreements in files.items():
         (folder / name).write_text(yaml.safe_dump({"agreements": agreements}))
     return folder
-
-
-def rms_event(
-    owner: str = RIVERBEND,
-    labels: tuple[str, ...] = (),
-    *,
-    record_id: str = "RB26-1",
-    ssn: str = "123-45-6789",
-    narrative: str = "informant CI-7 says the car is at 18 Pine Ct",
-    at: datetime = NOW,
-) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.RMS_RECORD,
-        record_id=record_id,
-        version=1,
-        occurred_at=at - timedelta(hours=1),
-        labels=list(labels),
-        now=at,
-    )
-    person = {
-        "person_id": "P1",
-        "role": "ARRESTEE",
-        "last_name": "Doe",
-        "first_name": "Sam",
-        "dob": "1990-05-01",
-        "ssn": ssn,
-        "phone": "555-0101",
-    }
-    body = {"incident_number": record_id, "persons": [person], "narrative": narrative}
-    return {"envelope": envelope, "body": body}
-
-
-def alpr_event(owner: str = RIVERBEND, record_id: str = "A-1", at: datetime = NOW) -> dict:
-    envelope = new_envelope(
-        source_ori=owner,
-        source_system="test",
-        kind=Kind.ALPR_READ,
-        record_id=record_id,
-        version=1,
-        occurred_at=at,
-        now=at,
-    )
-    return {
-        "envelope": envelope,
-        "body": {"plate": "7ABC123", "latitude": 38.94, "longitude": -119.98},
-    }
 
 
 def consumed(event: dict) -> Consumed:
