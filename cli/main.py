@@ -433,7 +433,7 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         adapter, source, label = _connector(settings, args, ori)
     except (OSError, ValueError) as exc:
         raise UsageError(f"connect: {exc}") from exc
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     from mutualaid.metrics import serve_metrics
 
     serve_metrics(settings.metrics_port)
@@ -476,7 +476,7 @@ def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
         ingest = ReadIngest(settings, ori, mapping)
     except ValueError as exc:
         raise UsageError(f"connect: {exc}") from exc
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     serve_metrics(settings.metrics_port)
     app = create_ingest(settings, ingest)
     uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning")
@@ -633,7 +633,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.metrics import serve_metrics
 
     ori = load_registry(settings.agencies_file).get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     serve_metrics(settings.metrics_port)
     projector = Projector(settings, ori)  # IndexUnavailable: main reports it
     print(f"projecting share.{ori.lower()}.* into its index; Ctrl-C stops", flush=True)
@@ -792,7 +792,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
     registry, policy = _registry_and_policy(settings)
     ori = registry.get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     window = Window(args.since, args.until)
     Exporter(settings, registry, policy, ori, args.out, window).run()
     return 0
@@ -805,7 +805,7 @@ def _transparency(settings: Settings, args: argparse.Namespace) -> int:
 
     registry, policy = _registry_and_policy(settings)
     ori = registry.get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     report = transparency.build(settings, policy, ori, Window(args.since, args.until))
     page, data = transparency_page.write(report, args.out)
     print(f"transparency report for {ori}: {page} and {data}")
@@ -894,7 +894,7 @@ def _acls(settings: Settings, args: argparse.Namespace) -> int:
     if not args.apply:
         print(f"{len(wanted)} ACLs; --apply creates them (as the broker's super user)")
         return 0
-    admin = wait_for_broker(settings.bootstrap_servers)
+    admin = wait_for_broker(settings)
     for future in admin.create_acls(acls.to_bindings(wanted)).values():
         future.result()  # raises with the broker's reason, e.g. no authorizer configured
     print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}")
@@ -934,7 +934,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.kafka import wait_for_broker
     from mutualaid.topics import AUDIT_DISSEMINATION, AUDIT_SEARCH
 
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     broken = False
     for topic in args.topic or [AUDIT_DISSEMINATION, AUDIT_SEARCH]:
         report = verify(settings, topic, args.stream)

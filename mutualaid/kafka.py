@@ -30,6 +30,7 @@ from confluent_kafka.admin import (
 )
 
 from mutualaid.errors import MutualaidError
+from mutualaid.kafkaclients import client_config
 from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
@@ -54,7 +55,7 @@ DELIVERY_TIMEOUT_SECONDS = 120.0
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         # Idempotence implies acks=all and ordered retries: no duplicates, no reordering.
         "enable.idempotence": True,
         "acks": "all",
@@ -66,7 +67,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "group.id": group_id,
         # Offsets are committed by the stage, only after its output is durable.
         "enable.auto.commit": False,
@@ -152,17 +153,23 @@ def produce(
             producer.poll(0.01)
 
 
-def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> AdminClient:
-    """An AdminClient once the broker answers a metadata request."""
+def wait_for_broker(target: str | Settings, timeout: float = 15.0) -> AdminClient:
+    """An AdminClient once the broker answers a metadata request: at ``target``'s bootstrap
+    servers with its ``kafka`` properties (TLS, SASL), or at a bare address."""
+    if isinstance(target, str):
+        config: dict[str, Any] = {"bootstrap.servers": target}
+    else:
+        config = client_config(target)
+    bootstrap_servers = config["bootstrap.servers"]
     # librdkafka logs every refused connection while the broker is still starting; silence the
     # probe and hand back a normal client once the broker has answered.
-    probe = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    probe = AdminClient({**config, "log_level": 0})
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             probe.list_topics(timeout=1.0)
-            return AdminClient({"bootstrap.servers": bootstrap_servers})
+            return AdminClient(config)
         except KafkaException as exc:
             last = exc
             time.sleep(0.1)
@@ -273,9 +280,7 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[i
     after batched produces), so reading from here never misses what comes after it. A
     partition between leaders (a new topic, a broker just lost) is asked again until
     ``timeout``."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": "mutualaid-offsets"}
-    )
+    consumer = Consumer(client_config(settings, **{"group.id": "mutualaid-offsets"}))
     deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -318,12 +323,14 @@ class TopicFollower:
         self.caught_up = threading.Event()
         self._on_message = on_message
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": "mutualaid-follower",  # required by librdkafka; never joined
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+            client_config(
+                settings,
+                **{
+                    "group.id": "mutualaid-follower",  # required by librdkafka; never joined
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                },
+            )
         )
         self._pending: set[tuple[str, int]] = set()
         assignment = []
