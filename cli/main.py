@@ -897,7 +897,8 @@ def _acls(settings: Settings, args: argparse.Namespace) -> int:
     admin = wait_for_broker(settings)
     for future in admin.create_acls(acls.to_bindings(wanted)).values():
         future.result()  # raises with the broker's reason, e.g. no authorizer configured
-    print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}")
+    acls.await_in_force(admin, wanted)
+    print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}, in force")
     return 0
 
 

@@ -6,6 +6,7 @@ produce without ``acks=all`` or commit offsets on its own schedule.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +37,13 @@ from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
 
 FETCH_WAIT_MAX_MS = 50
+# Refusals of a principal that may not create or configure a topic (ACLs).
+_NOT_ALLOWED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.POLICY_VIOLATION,
+}
+log = logging.getLogger("mutualaid.kafka")
 
 
 class BrokerUnavailable(MutualaidError):
@@ -190,6 +198,7 @@ def ensure_topics(
     missing = [s for s in specs if s.name not in existing]
     found = [s for s in specs if s.name in existing]
     created: set[str] = set()
+    refused: set[str] = set()
     if missing:
         new = [
             NewTopic(
@@ -205,12 +214,18 @@ def ensure_topics(
                 future.result()
                 created.add(name)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                code = exc.args[0].code()
+                if code in _NOT_ALLOWED:
+                    # A stage under ACLs sees only its own topics; the others are the
+                    # operator's to create (as the broker's super user), not a fault here.
+                    log.info("not allowed to create topic %s: left to the operator", name)
+                    refused.add(name)
+                elif code != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         # Apache Kafka's metadata can lag a topic's creation by a moment: one made just
         # before (by hand, by another stage) is "already there" only now, and gets the
         # configuration like any other that existed.
-        found += [s for s in missing if s.name not in created]
+        found += [s for s in missing if s.name not in created and s.name not in refused]
     _set_configs(admin, found, timeout)
     names = [s.name for s in missing if s.name in created]
     _await_leaders(admin, names, timeout)
@@ -249,7 +264,12 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> 
     described = admin.describe_configs(list(resources.values()), request_timeout=timeout)
     changes = []
     for spec in specs:
-        current = described[resources[spec.name]].result(timeout)
+        try:
+            current = described[resources[spec.name]].result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_ALLOWED:
+                raise
+            continue  # a stage's principal may use a topic, not configure it: the operator's
         differ = {k: v for k, v in spec.config.items() if k not in current or current[k].value != v}
         if differ:
             entries = [
