@@ -261,6 +261,11 @@ def _parser() -> argparse.ArgumentParser:
         "the matcher. Run as the broker's super user to --apply.",
     )
     acls.add_argument("--apply", action="store_true", help="create them with the AdminClient")
+    acls.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="with --apply, also create the region's topics (stages under ACLs may not)",
+    )
     acls.set_defaults(handler=_acls)
 
     cert = sub.add_parser(
@@ -913,6 +918,14 @@ def _acls(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{len(wanted)} ACLs; --apply creates them (as the broker's super user)")
         return 0
     admin = wait_for_broker(settings)
+    if args.create_topics:
+        from mutualaid.kafka import ensure_topics
+        from mutualaid.topics import TopicSpec, router_control_topic, topics_for
+
+        specs = topics_for(registry.oris, settings.partitions, settings.retention)
+        specs.append(TopicSpec(router_control_topic(settings.router_id), settings.partitions))
+        made = ensure_topics(admin, specs, settings.replication_factor)
+        print(f"{len(made)} topics created")
     for future in admin.create_acls(acls.to_bindings(wanted)).values():
         future.result()  # raises with the broker's reason, e.g. no authorizer configured
     acls.await_in_force(admin, wanted)

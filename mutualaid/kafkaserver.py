@@ -187,6 +187,12 @@ def security_properties(
     }
 
 
+def docker_name(key: str) -> str:
+    """The environment variable the apache/kafka image turns into server property ``key``
+    (``_`` is ``___``, ``-`` is ``__``, ``.`` is ``_``)."""
+    return "KAFKA_" + key.replace("_", "___").replace("-", "__").replace(".", "_").upper()
+
+
 @dataclass(frozen=True)
 class Security:
     """A secured cluster: mTLS and SCRAM listeners, the StandardAuthorizer, TLS between nodes.
@@ -382,6 +388,15 @@ class KafkaCluster:
             **secured,
             **self.broker_config,
         }
+
+    def server_properties(self, node_id: int = 1) -> dict[str, str]:
+        """The server.properties a node gets (planned without starting anything if need be):
+        what docker-compose.yml is checked against."""
+        if not self._nodes:
+            if self.root is None:
+                raise ValueError("give the cluster a root directory to plan its nodes in")
+            self._nodes = self._plan()
+        return self._properties(self.node(node_id))
 
     def _write_properties(self, node: Node) -> Path:
         path = node.directory / "server.properties"
