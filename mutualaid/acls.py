@@ -20,7 +20,8 @@ Topic creation and ACL changes are the operator's (a super user of the broker, e
 ``User:admin``): `mutualaid up`/`ensure_topics` and `mutualaid acls --apply` run as that user.
 
 A principal's name is what the broker authenticates: the SCRAM user name, or the certificate's
-common name under mTLS (``ssl.principal.mapping.rules`` = ``RULE:^CN=([^,]+).*$/$1/``).
+common name under mTLS (``ssl.principal.mapping.rules`` = ``RULE:^CN=([^,]+)$/$1/,DEFAULT``,
+as ``mutualaid.kafkaserver.security_properties`` sets it).
 """
 
 from __future__ import annotations
