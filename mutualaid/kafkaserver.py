@@ -4,7 +4,9 @@ For the tests that must run on the production broker (one node, or a three-node 
 replication) and for ``mutualaid up --broker kafka``. Every node is a combined broker and
 controller: three such nodes are a quorum that survives losing any one of them, with a third
 fewer JVMs than separate controllers would need on a two-core machine. Data lives under a
-directory that ``stop()`` deletes unless the caller owns it.
+directory that ``stop()`` deletes unless the caller owns it. With ``security=Security.make(...)``
+a node is secured as in production (mTLS and SCRAM listeners, the StandardAuthorizer), and
+``server_properties()`` is what docker-compose.yml is checked against.
 
     python -m mutualaid.kafkaserver install   # fetch the jars with Maven (once; cached)
     python -m mutualaid.kafkaserver run       # one node on a free port, until Ctrl-C

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ssl
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,20 @@ def test_certificates_name_their_principal_and_keys_are_private(tls: Path) -> No
         certs.issue(tls / "elsewhere", "router")
     with pytest.raises(certs.CertificateError, match="principal name"):
         certs.issue(tls, "CN=admin,O=x")
+
+
+def test_the_certs_command_issues_one_per_principal_and_refuses_a_bad_name(
+    tmp_path: Path,
+) -> None:
+    tls = tmp_path / "tls"
+    base = [sys.executable, "-m", "cli", "certs", "--dir", str(tls)]
+    done = subprocess.run(
+        [*base, "--host", "kafka", "broker"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    broker = x509.load_pem_x509_certificate((tls / "broker.pem").read_bytes())
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["kafka"]
+    assert stat.S_IMODE((tls / "broker.key").stat().st_mode) == 0o600
+    refused = subprocess.run([*base, "a,b"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "principal name" in refused.stderr

@@ -200,7 +200,7 @@ def login_error(config: dict[str, str], timeout: float = 15.0) -> KafkaError:
     errors: list[KafkaError] = []
     client = Producer({**config, "error_cb": errors.append, "log_level": 0})
     with pytest.raises(KafkaException):
-        client.list_topics(timeout=5)
+        client.list_topics(timeout=3)
     deadline = time.monotonic() + timeout
     while not errors and time.monotonic() < deadline:
         client.poll(0.2)  # serves error_cb
