@@ -29,9 +29,10 @@ from conftest import Region, _selected_brokers, index_rows, make_region, wait_fo
 from consumers.index import index_path
 from mutualaid import certs
 from mutualaid.acls import principal
+from mutualaid.kafka import TopicFollower
 from mutualaid.kafkaserver import ADMIN_PRINCIPAL, KafkaCluster, KafkaUnavailable, Security
 from mutualaid.processes import spawn, stop
-from mutualaid.topics import Kind, share_topic, source_topic
+from mutualaid.topics import Kind, alerts_topic, share_topic, source_topic
 from producers import samples
 
 pytestmark = pytest.mark.skipif(
@@ -256,3 +257,18 @@ def test_a_read_flows_through_router_and_projector_each_with_only_its_own_acls(
         log = (logs / f"{name}.log").read_text()
         assert ROUTER_PASSWORD not in log
         assert "AUTHORIZATION_FAILED" not in log, log[-3000:]
+
+
+def test_a_group_free_reader_works_with_topic_acls_alone(applied: Secured) -> None:
+    """The console (and the matcher's hotlists, a connector after a crash) read whole topics
+    without joining a group; their principals have no ACL on the group id librdkafka needs."""
+    region = applied.region
+    console = applied.mtls(principal("console", region.local))
+    settings = region.settings.model_copy(
+        update={"kafka": {k: v for k, v in console.items() if k != "bootstrap.servers"}}
+    )
+    follower = TopicFollower(settings, [alerts_topic(region.local)], lambda msg: None)
+    try:
+        wait_for(lambda: follower.poll() >= 0 and follower.caught_up.is_set(), 20, "caught up")
+    finally:
+        follower.close()
