@@ -272,3 +272,50 @@ def test_a_group_free_reader_works_with_topic_acls_alone(applied: Secured) -> No
         wait_for(lambda: follower.poll() >= 0 and follower.caught_up.is_set(), 20, "caught up")
     finally:
         follower.close()
+
+
+def test_the_matcher_alerts_with_only_its_own_acls(applied: Secured) -> None:
+    """The city's connector (mTLS) loads its hotlist and publishes a read of a listed plate in
+    its jurisdiction; the matcher (mTLS, its own ACLs) alerts the city."""
+    region, tmp = applied.region, applied.tmp
+    city = region.local
+    connector = applied.mtls(principal("connector", city))
+    hotlist = tmp / "hotlist.csv"
+    hotlist.write_text(
+        "ncic_number,plate,state,plate_type,reason,entered,expires,vehicle_make,notes\n"
+        "V1,7HOT001,CA,PC,stolen_vehicle,2026-11-01,,TOYT,taken overnight\n"
+    )
+    loaded = applied.cli(connector, "hotlist", "load", "--agency", city, str(hotlist))
+    assert loaded.returncode == 0, loaded.stderr
+    logs = tmp / "logs"
+    logs.mkdir(exist_ok=True)
+    base = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
+    log = logs / "matcher.log"
+    matcher = spawn([*base, "matcher"], log=log, env=stage_env(applied.mtls("matcher")))
+    try:
+        wait_for(lambda: "hotlists loaded: 1 entries" in log.read_text(), 60, "the hotlists")
+        reads = tmp / "hot-reads.csv"
+        reads.write_text(
+            ",".join(samples.HEADER)
+            + "\n"
+            + "H-1,7HOT001,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main,38.94,-119.98,N,Toyota,,\n"
+        )
+        published = applied.cli(
+            connector, "connect", "alpr", "--agency", city, "--source", str(reads)
+        )
+        assert published.returncode == 0, published.stderr
+        admin = Consumer({**applied.mtls(ADMIN_PRINCIPAL), "group.id": "test-alerts-reader"})
+        try:
+            admin.subscribe([alerts_topic(city)])
+
+            def alerted() -> bool:
+                assert matcher.poll() is None, log.read_text()[-3000:]
+                msg = admin.poll(0.5)
+                return msg is not None and msg.error() is None
+
+            wait_for(alerted, 60, "an alert for the city")
+        finally:
+            admin.close()
+    finally:
+        stop(matcher, timeout=10)
+    assert "AUTHORIZATION_FAILED" not in log.read_text()
