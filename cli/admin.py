@@ -36,7 +36,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the matcher. Run as the broker's super user to --apply.",
     )
     acls.add_argument("--apply", action="store_true", help="create them with the AdminClient")
+    acls.add_argument(
+        "--create-topics",
+        action="store_true",
+        help="with --apply, also create the region's topics (stages under ACLs may not)",
+    )
     acls.set_defaults(handler=_acls)
+
+    cert = sub.add_parser(
+        "certs",
+        help="make the cluster's CA and TLS certificates (mTLS principals, brokers)",
+        description="Issue PEM certificates signed by the CA in --dir (made first if missing): "
+        "one per NAME, whose CN is the principal the broker sees. Keys are written 0600.",
+    )
+    cert.add_argument("names", nargs="*", metavar="NAME", help="e.g. router, broker, admin")
+    cert.add_argument("--dir", type=Path, required=True, help="where the CA and certificates are")
+    cert.add_argument(
+        "--host", action="append", default=[], help="a broker's host name or IP (server cert)"
+    )
+    cert.add_argument(
+        "--all-principals",
+        action="store_true",
+        help="also one for every principal `mutualaid acls` names",
+    )
+    cert.set_defaults(handler=_certs)
 
     keys = sub.add_parser("keys", help="manage encryption keys")
     keys_sub = keys.add_subparsers(required=True, metavar="action")
@@ -124,10 +147,37 @@ def _acls(settings: Settings, args: argparse.Namespace) -> int:
     if not args.apply:
         print(f"{len(wanted)} ACLs; --apply creates them (as the broker's super user)")
         return 0
-    admin = wait_for_broker(settings.bootstrap_servers)
+    admin = wait_for_broker(settings)
+    if args.create_topics:
+        from mutualaid.kafka import ensure_topics
+        from mutualaid.topics import TopicSpec, router_control_topic, topics_for
+
+        specs = topics_for(registry.oris, settings.partitions, settings.retention)
+        specs.append(TopicSpec(router_control_topic(settings.router_id), settings.partitions))
+        made = ensure_topics(admin, specs, settings.replication_factor)
+        print(f"{len(made)} topics created")
     for future in admin.create_acls(acls.to_bindings(wanted)).values():
         future.result()  # raises with the broker's reason, e.g. no authorizer configured
-    print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}")
+    acls.await_in_force(admin, wanted)
+    print(f"applied {len(wanted)} ACLs to {settings.bootstrap_servers}, in force")
+    return 0
+
+
+def _certs(settings: Settings, args: argparse.Namespace) -> int:
+    from mutualaid import acls, certs
+    from mutualaid.agencies import load_registry
+
+    names = list(args.names)
+    if args.all_principals:
+        registry = load_registry(settings.agencies_file)
+        derived = acls.derive(
+            registry, router_id=settings.router_id, matcher_id=settings.matcher_id
+        )
+        names += sorted({a.principal for a in derived} - set(names))
+    print(f"CA: {certs.ensure_ca(args.dir)}")
+    for name in names:
+        issued = certs.issue(args.dir, name, tuple(args.host))
+        print(f"{name}: {issued.certificate} (key {issued.key}, 0600)")
     return 0
 
 
@@ -178,7 +228,7 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.kafka import wait_for_broker
     from mutualaid.topics import AUDIT_DISSEMINATION, AUDIT_SEARCH
 
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     broken = False
     for topic in args.topic or [AUDIT_DISSEMINATION, AUDIT_SEARCH]:
         report = verify(settings, topic, args.stream)

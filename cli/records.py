@@ -182,7 +182,7 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
 
     registry, policy = registry_and_policy(settings)
     ori = registry.get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     window = Window(args.since, args.until)
     Exporter(settings, registry, policy, ori, args.out, window).run()
     return 0
@@ -195,7 +195,7 @@ def _transparency(settings: Settings, args: argparse.Namespace) -> int:
 
     registry, policy = registry_and_policy(settings)
     ori = registry.get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     report = transparency.build(settings, policy, ori, Window(args.since, args.until))
     page, data = transparency_page.write(report, args.out)
     print(f"transparency report for {ori}: {page} and {data}")

@@ -104,7 +104,7 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         adapter, source, label = _connector(settings, args, ori)
     except (OSError, ValueError) as exc:
         raise UsageError(f"connect: {exc}") from exc
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     from mutualaid.metrics import serve_metrics
 
     serve_metrics(settings.metrics_port)
@@ -147,7 +147,7 @@ def _listen(settings: Settings, args: argparse.Namespace, ori: str) -> int:
         ingest = ReadIngest(settings, ori, mapping)
     except ValueError as exc:
         raise UsageError(f"connect: {exc}") from exc
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     serve_metrics(settings.metrics_port)
     app = create_ingest(settings, ingest)
     uvicorn.run(app, host=host or "127.0.0.1", port=int(port), log_level="warning")

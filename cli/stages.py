@@ -70,7 +70,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.metrics import serve_metrics
 
     ori = load_registry(settings.agencies_file).get(args.agency).ori
-    wait_for_broker(settings.bootstrap_servers)
+    wait_for_broker(settings)
     serve_metrics(settings.metrics_port)
     projector = Projector(settings, ori)  # IndexUnavailable: main reports it
     print(f"projecting share.{ori.lower()}.* into its index; Ctrl-C stops", flush=True)

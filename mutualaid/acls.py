@@ -20,16 +20,20 @@ Topic creation and ACL changes are the operator's (a super user of the broker, e
 ``User:admin``): `mutualaid up`/`ensure_topics` and `mutualaid acls --apply` run as that user.
 
 A principal's name is what the broker authenticates: the SCRAM user name, or the certificate's
-common name under mTLS (``ssl.principal.mapping.rules`` = ``RULE:^CN=([^,]+).*$/$1/``).
+common name under mTLS (``ssl.principal.mapping.rules`` = ``RULE:^CN=([^,]+)$/$1/,DEFAULT``,
+as ``mutualaid.kafkaserver.security_properties`` sets it).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from mutualaid.agencies import Registry
+from mutualaid.errors import MutualaidError
 from mutualaid.topics import (
     AUDIT_DISSEMINATION,
     AUDIT_SEARCH,
@@ -146,7 +150,8 @@ def derive(registry: Registry, *, router_id: str, matcher_id: str) -> list[Acl]:
         *_topic(router, "share.", Op.WRITE, prefixed=True),
         *_topic(router, AUDIT_DISSEMINATION, Op.WRITE),
         *_topic(router, dlq_topic(Stage.STREAMS), Op.WRITE),
-        *_topic(router, router_control_topic(router_id), *RW),
+        # Its own control topic, which it creates at start like its tables' topics.
+        *_topic(router, router_control_topic(router_id), *RW, Op.CREATE),
         *faust_app_acls(router, router_id),
     ]
     for agency in registry.agencies:
@@ -165,6 +170,47 @@ def derive(registry: Registry, *, router_id: str, matcher_id: str) -> list[Acl]:
 def allowed(acls: Iterable[Acl], who: str, resource: Resource, name: str, op: Op) -> bool:
     """Would the authorizer let ``who`` do ``op`` on ``name``? (Default deny, ALLOW entries.)"""
     return any(a.principal == who and a.covers(resource, name, op) for a in acls)
+
+
+def await_in_force(admin: Any, acls: Iterable[Acl], timeout: float = 30.0) -> None:
+    """Return once the broker ``admin`` talks to answers DescribeAcls with every one of
+    ``acls``. CreateAcls returns when the controller has them; a broker enforces them only
+    after replaying the metadata (a second on a loaded machine), and until then refuses."""
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    wanted = {(f"User:{a.principal}", a.resource.value, a.pattern.value, a.name, a.op.value)
+              for a in acls}  # fmt: skip
+    # None matches any name, principal and host (the stubs type them str).
+    anything: Any = None
+    every = AclBindingFilter(
+        ResourceType.ANY, anything, ResourcePatternType.ANY, anything, anything,
+        AclOperation.ANY, AclPermissionType.ANY,
+    )  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {
+            (b.principal, b.restype.name, b.resource_pattern_type.name, b.name, b.operation.name)
+            for b in admin.describe_acls(every).result(timeout)
+        }
+        missing = wanted - found
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise AclsNotInForce(
+                f"{len(missing)} of {len(wanted)} ACLs not reported by the broker after "
+                f"{timeout:.0f}s, e.g. {sorted(missing)[0]}"
+            )
+        time.sleep(0.2)
+
+
+class AclsNotInForce(MutualaidError):
+    """The broker did not report the ACLs just created."""
 
 
 def to_bindings(acls: Iterable[Acl]) -> list:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mutualaid.errors import UsageError
 from mutualaid.kafka import DeliveryTracker, TopicFollower, producer_config
+from mutualaid.kafkaclients import client_config
 from mutualaid.private import open_private, private_dir
 from mutualaid.settings import Settings
 
@@ -188,12 +189,14 @@ def _chain_head(
     """(seq, link hash) of the writer's last record on the partition, read back from the end
     in growing steps; (0, GENESIS) if it has none there."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": "mutualaid-audit-head",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+        client_config(
+            settings,
+            **{
+                "group.id": "mutualaid-audit-head",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+            },
+        )
     )
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)

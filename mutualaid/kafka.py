@@ -6,6 +6,7 @@ produce without ``acks=all`` or commit offsets on its own schedule.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,11 +31,19 @@ from confluent_kafka.admin import (
 )
 
 from mutualaid.errors import MutualaidError
+from mutualaid.kafkaclients import client_config
 from mutualaid.lag import LAG_INTERVAL_SECONDS, statistics_callback
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
 
 FETCH_WAIT_MAX_MS = 50
+# Refusals of a principal that may not create or configure a topic (ACLs).
+_NOT_ALLOWED = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.POLICY_VIOLATION,
+}
+log = logging.getLogger("mutualaid.kafka")
 
 
 class BrokerUnavailable(MutualaidError):
@@ -54,7 +63,7 @@ DELIVERY_TIMEOUT_SECONDS = 120.0
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         # Idempotence implies acks=all and ordered retries: no duplicates, no reordering.
         "enable.idempotence": True,
         "acks": "all",
@@ -66,7 +75,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **client_config(settings),
         "group.id": group_id,
         # Offsets are committed by the stage, only after its output is durable.
         "enable.auto.commit": False,
@@ -154,17 +163,23 @@ def produce(
             producer.poll(0.01)
 
 
-def wait_for_broker(bootstrap_servers: str, timeout: float = 15.0) -> AdminClient:
-    """An AdminClient once the broker answers a metadata request."""
+def wait_for_broker(target: str | Settings, timeout: float = 15.0) -> AdminClient:
+    """An AdminClient once the broker answers a metadata request: at ``target``'s bootstrap
+    servers with its ``kafka`` properties (TLS, SASL), or at a bare address."""
+    if isinstance(target, str):
+        config: dict[str, Any] = {"bootstrap.servers": target}
+    else:
+        config = client_config(target)
+    bootstrap_servers = config["bootstrap.servers"]
     # librdkafka logs every refused connection while the broker is still starting; silence the
     # probe and hand back a normal client once the broker has answered.
-    probe = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    probe = AdminClient({**config, "log_level": 0})
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             probe.list_topics(timeout=1.0)
-            return AdminClient({"bootstrap.servers": bootstrap_servers})
+            return AdminClient(config)
         except KafkaException as exc:
             last = exc
             time.sleep(0.1)
@@ -185,6 +200,7 @@ def ensure_topics(
     missing = [s for s in specs if s.name not in existing]
     found = [s for s in specs if s.name in existing]
     created: set[str] = set()
+    refused: set[str] = set()
     if missing:
         new = [
             NewTopic(
@@ -200,12 +216,18 @@ def ensure_topics(
                 future.result()
                 created.add(name)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                code = exc.args[0].code()
+                if code in _NOT_ALLOWED:
+                    # A stage under ACLs sees only its own topics; the others are the
+                    # operator's to create (as the broker's super user), not a fault here.
+                    log.info("not allowed to create topic %s: left to the operator", name)
+                    refused.add(name)
+                elif code != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise
         # Apache Kafka's metadata can lag a topic's creation by a moment: one made just
         # before (by hand, by another stage) is "already there" only now, and gets the
         # configuration like any other that existed.
-        found += [s for s in missing if s.name not in created]
+        found += [s for s in missing if s.name not in created and s.name not in refused]
     _set_configs(admin, found, timeout)
     names = [s.name for s in missing if s.name in created]
     _await_leaders(admin, names, timeout)
@@ -242,7 +264,12 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> 
         return
     changes = []
     for spec in specs:
-        current = _describe(admin, spec.name, timeout)
+        try:
+            current = _describe(admin, spec.name, timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_ALLOWED:
+                raise
+            continue  # a stage's principal may use a topic, not configure it: the operator's
         differ = {k: v for k, v in spec.config.items() if k not in current or current[k].value != v}
         if differ:
             entries = [
@@ -291,9 +318,7 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[i
     after batched produces), so reading from here never misses what comes after it. A
     partition between leaders (a new topic, a broker just lost) is asked again until
     ``timeout``."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.bootstrap_servers, "group.id": "mutualaid-offsets"}
-    )
+    consumer = Consumer(client_config(settings, **{"group.id": "mutualaid-offsets"}))
     deadline = time.monotonic() + timeout
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -336,12 +361,14 @@ class TopicFollower:
         self.caught_up = threading.Event()
         self._on_message = on_message
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": "mutualaid-follower",  # required by librdkafka; never joined
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+            client_config(
+                settings,
+                **{
+                    "group.id": "mutualaid-follower",  # required by librdkafka; never joined
+                    "enable.auto.commit": False,
+                    "enable.partition.eof": True,
+                },
+            )
         )
         self._pending: set[tuple[str, int]] = set()
         assignment = []
@@ -369,8 +396,11 @@ class TopicFollower:
                 self._pending.discard((msg.topic(), msg.partition()))
                 if not self._pending:
                     self.caught_up.set()
-            else:
+            elif error.code() != KafkaError.GROUP_AUTHORIZATION_FAILED:
                 raise KafkaException(error)
+            # (librdkafka looks up the coordinator of the group id it requires even though a
+            # follower never joins or commits; under ACLs its principal may not describe that
+            # group, and the topics it reads are all it needs.)
         return handled
 
     def run(self, stop: threading.Event) -> None:

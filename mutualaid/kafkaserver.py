@@ -4,7 +4,9 @@ For the tests that must run on the production broker (one node, or a three-node 
 replication) and for ``mutualaid up --broker kafka``. Every node is a combined broker and
 controller: three such nodes are a quorum that survives losing any one of them, with a third
 fewer JVMs than separate controllers would need on a two-core machine. Data lives under a
-directory that ``stop()`` deletes unless the caller owns it.
+directory that ``stop()`` deletes unless the caller owns it. With ``security=Security.make(...)``
+a node is secured as in production (mTLS and SCRAM listeners, the StandardAuthorizer), and
+``server_properties()`` is what docker-compose.yml is checked against.
 
     python -m mutualaid.kafkaserver install   # fetch the jars with Maven (once; cached)
     python -m mutualaid.kafkaserver run       # one node on a free port, until Ctrl-C
@@ -31,6 +33,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mutualaid import certs
 from mutualaid.broker import free_port, port_is_free
 from mutualaid.errors import MutualaidError
 from mutualaid.processes import spawn, stop_all
@@ -149,6 +152,85 @@ def _cluster_defaults(nodes: int) -> dict[str, str]:
     }
 
 
+SCRAM = "SCRAM-SHA-512"
+# A secured cluster's listeners: SSL (mTLS, client certificates required) first, which the
+# brokers also replicate over with their own certificate, then SASL_SSL (SCRAM logins).
+SECURE_LISTENERS = {"SSL": "SSL", "SASL_SSL": "SASL_SSL"}
+BROKER_PRINCIPAL = "broker"  # the brokers' own certificate; a super user as Kafka needs
+ADMIN_PRINCIPAL = "admin"
+
+
+def security_properties(
+    tls_dir: Path, super_users: Sequence[str] = (ADMIN_PRINCIPAL,)
+) -> dict[str, str]:
+    """What a secured node adds to its server.properties (``tls_dir`` as ``mutualaid.certs``
+    fills it). docker-compose.yml carries the same keys (tests/test_compose.py checks it)."""
+    supers = [BROKER_PRINCIPAL, *super_users]
+    return {
+        # Default deny: a principal may do only what an ACL allows (super users: anything).
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(f"User:{u}" for u in supers),
+        # PEM files straight from mutualaid.certs, no keytool or PKCS12 step.
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(tls_dir / f"{BROKER_PRINCIPAL}.keystore.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls_dir / "ca.pem"),
+        # A client certificate's CN is its principal: CN=router is User:router.
+        "ssl.principal.mapping.rules": "RULE:^CN=([^,]+)$/$1/,DEFAULT",
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.controller.ssl.client.auth": "required",
+        "sasl.enabled.mechanisms": SCRAM,
+        "listener.name.sasl_ssl.sasl.enabled.mechanisms": SCRAM,
+        # No credentials here: SCRAM users live in the cluster metadata (format --add-scram,
+        # or AdminClient.alter_user_scram_credentials).
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+    }
+
+
+def docker_name(key: str) -> str:
+    """The environment variable the apache/kafka image turns into server property ``key``
+    (``_`` is ``___``, ``-`` is ``__``, ``.`` is ``_``)."""
+    return "KAFKA_" + key.replace("_", "___").replace("-", "__").replace(".", "_").upper()
+
+
+@dataclass(frozen=True)
+class Security:
+    """A secured cluster: mTLS and SCRAM listeners, the StandardAuthorizer, TLS between nodes.
+
+    ``tls_dir`` holds the CA and the broker and admin certificates (``make`` issues them);
+    ``scram_users`` are created when storage is formatted."""
+
+    tls_dir: Path
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+    super_users: tuple[str, ...] = (ADMIN_PRINCIPAL,)
+
+    @classmethod
+    def make(
+        cls, tls_dir: Path, scram_users: Mapping[str, str], host: str = "127.0.0.1"
+    ) -> Security:
+        certs.ensure_ca(tls_dir)
+        certs.issue(tls_dir, BROKER_PRINCIPAL, (host, "localhost"))
+        certs.issue(tls_dir, ADMIN_PRINCIPAL)
+        return cls(tls_dir, dict(scram_users))
+
+    def client(self, principal: str) -> dict[str, str]:
+        """librdkafka settings to log in as ``principal`` with its certificate (mTLS)."""
+        return certs.client_properties(self.tls_dir, principal)
+
+    def scram(self, user: str, password: str) -> dict[str, str]:
+        """librdkafka settings to log in as ``user`` with SCRAM over TLS."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SCRAM,
+            "sasl.username": user,
+            "sasl.password": password,
+            "ssl.ca.location": str(self.tls_dir / "ca.pem"),
+        }
+
+
 _LOG4J = """\
 rootLogger.level = INFO
 rootLogger.appenderRef.out.ref = out
@@ -207,9 +289,22 @@ class KafkaCluster:
     root: Path | None = None  # kept after stop() if given; a temporary directory otherwise
     port: int | None = None
     host: str = "127.0.0.1"
+    security: Security | None = None
     started_in: float = 0.0  # seconds from start() to every node answering
     _nodes: list[Node] = field(default_factory=list, init=False)
     _own_root: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        if self.security is not None and dict(self.listeners) == {"PLAINTEXT": "PLAINTEXT"}:
+            self.listeners = dict(SECURE_LISTENERS)
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """How this module's own clients (readiness, warm-up, admin) connect: as the admin,
+        by certificate, on a secured cluster."""
+        config: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security is not None:
+            config |= self.security.client(ADMIN_PRINCIPAL)
+        return config
 
     @property
     def bootstrap_servers(self) -> str:
@@ -282,7 +377,13 @@ class KafkaCluster:
     def _properties(self, node: Node) -> dict[str, str]:
         voters = ",".join(f"{n.node_id}@{self.host}:{n.controller_port}" for n in self._nodes)
         listeners = [f"{name}://{self.host}:{port}" for name, port in node.ports.items()]
-        protocols = {**self.listeners, "CONTROLLER": "PLAINTEXT"}
+        controller = "PLAINTEXT" if self.security is None else "SSL"
+        protocols = {**self.listeners, "CONTROLLER": controller}
+        secured = (
+            {}
+            if self.security is None
+            else security_properties(self.security.tls_dir, self.security.super_users)
+        )
         return {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
@@ -294,8 +395,18 @@ class KafkaCluster:
             "inter.broker.listener.name": next(iter(self.listeners)),
             "log.dirs": str(node.directory / "data"),
             **_cluster_defaults(self.nodes),
+            **secured,
             **self.broker_config,
         }
+
+    def server_properties(self, node_id: int = 1) -> dict[str, str]:
+        """The server.properties a node gets (planned without starting anything if need be):
+        what docker-compose.yml is checked against."""
+        if not self._nodes:
+            if self.root is None:
+                raise ValueError("give the cluster a root directory to plan its nodes in")
+            self._nodes = self._plan()
+        return self._properties(self.node(node_id))
 
     def _write_properties(self, node: Node) -> Path:
         path = node.directory / "server.properties"
@@ -326,6 +437,10 @@ class KafkaCluster:
         for node in self._nodes:
             argv = [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cid}"]
             argv += ["-c", str(self._write_properties(node))]
+            for user, password in (self.security.scram_users if self.security else {}).items():
+                # (On this command line for the seconds format runs: test clusters only;
+                # production adds users with the AdminClient.)
+                argv += ["--add-scram", f"{SCRAM}=[name={user},password={password}]"]
             procs.append(spawn(argv, log=node.directory / "format.log"))
         deadline = time.monotonic() + timeout
         for node, proc in zip(self._nodes, procs, strict=True):
@@ -355,14 +470,15 @@ class KafkaCluster:
     def _await_ready(self, deadline: float) -> None:
         """Every node answers metadata on its first listener and sees the whole cluster."""
         first = next(iter(self.listeners))
-        if self.listeners[first] != "PLAINTEXT":
-            # Secured listeners: a caller checks with its own credentials once they are open.
+        if self.listeners[first] != "PLAINTEXT" and self.security is None:
+            # Secured by the caller's own settings: it checks with its own credentials.
             self._await_ports(deadline)
             return
         for node in self._nodes:
             address = f"{self.host}:{node.ports[first]}"
             # Silent: librdkafka logs every refused connection while the node starts.
-            probe = AdminClient({"bootstrap.servers": address, "log_level": 0})
+            config = self.client_config() | {"bootstrap.servers": address, "log_level": 0}
+            probe = AdminClient(config)
             while True:
                 self._check_alive()
                 try:
@@ -415,11 +531,11 @@ class KafkaCluster:
         for future in admin.create_topics([NewTopic("warm-up", 1, 1)]).values():
             with contextlib.suppress(KafkaException):  # already there
                 future.result(timeout)
-        producer = Producer({"bootstrap.servers": self.bootstrap_servers})
+        producer = Producer(self.client_config())
         producer.produce("warm-up", b"x")
         if producer.flush(timeout):
             raise KafkaServerError(f"a first record was not acknowledged in {timeout:.0f}s")
-        consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": "warm-up"})
+        consumer = Consumer({**self.client_config(), "group.id": "warm-up"})
         try:
             consumer.assign([TopicPartition("warm-up", 0, OFFSET_BEGINNING)])
             deadline = time.monotonic() + timeout
@@ -430,7 +546,7 @@ class KafkaCluster:
             consumer.close()
 
     def admin(self) -> AdminClient:
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        return AdminClient(self.client_config())
 
     def memory(self) -> dict[int, int]:
         """Resident bytes per running node."""

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from mutualaid import labels
+from mutualaid import kafkaclients, labels
 from mutualaid.configfile import ConfigError, Problem, problems_from, read_yaml
 from mutualaid.topics import ONE_YEAR_DAYS, Retention
 
@@ -28,6 +28,16 @@ class Settings(BaseSettings):
 
     bootstrap_servers: str = Field(
         "127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    # repr=False: the map carries passwords (sasl.password, ssl.key.password); log
+    # ``kafka_redacted`` instead.
+    kafka: dict[str, str | int | bool] = Field(
+        {},
+        repr=False,
+        description="librdkafka client properties for every Kafka client (security.protocol, "
+        "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
+        "ssl.certificate.location, ssl.key.location, ...); the router and matcher (faust) get "
+        "what aiokafka understands of them",
     )
     schema_registry_url: str | None = Field(
         None,
@@ -186,6 +196,16 @@ class Settings(BaseSettings):
             raise ValueError("its port must be a number from 1 to 65535") from None
         return value
 
+    @field_validator("kafka")
+    @classmethod
+    def _kafka_properties(cls, values: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+        return kafkaclients.check_properties(values)
+
+    @property
+    def kafka_redacted(self) -> dict[str, str | int | bool]:
+        """The ``kafka`` map as it may be logged: secret values replaced."""
+        return kafkaclients.redacted(self.kafka)
+
     @field_validator("extra_labels")
     @classmethod
     def _label_names(cls, values: list[str]) -> list[str]:
@@ -264,7 +284,16 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         problems = problems_from(exc, Settings, source, lines)
-        raise ConfigError([_name_env_var(p, data) for p in problems]) from None
+        raise ConfigError([_name_env_var(_no_secrets(p), data) for p in problems]) from None
+
+
+def _no_secrets(problem: Problem) -> Problem:
+    """A bad ``kafka`` map is reported without its values: they hold passwords."""
+    if problem.field.split(".")[0].split("[")[0] != "kafka":
+        return problem
+    _, _, why = problem.message.rpartition(" is not allowed: ")
+    message = f"is not allowed: {why}" if why else "is not allowed"
+    return Problem(problem.file, problem.line, problem.field, message, problem.fix)
 
 
 def _name_env_var(problem: Problem, file_data: dict) -> Problem:

@@ -57,7 +57,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         public_keys={ori: key for ori, key in keys.items() if key is not None},
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),
-        read_source=SourceReader(settings.bootstrap_servers, f"{settings.router_id}-recall"),
+        read_source=SourceReader(settings, f"{settings.router_id}-recall"),
     )
     outbox = Outbox(settings, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.

@@ -13,6 +13,9 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
+from mutualaid.kafkaclients import client_config
+from mutualaid.settings import Settings
+
 READ_AHEAD = 500
 
 
@@ -21,17 +24,19 @@ class SourceReader:
     by retention, or compacted away) or cannot be read within ``timeout`` seconds, which the
     router treats alike: the copies are withdrawn, the protective choice."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str, timeout: float = 10.0) -> None:
+    def __init__(self, settings: Settings, group_id: str, timeout: float = 10.0) -> None:
         self.timeout = timeout
         # A group id only because the client requires one: partitions are assigned directly,
         # nothing is committed.
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
+            client_config(
+                settings,
+                **{
+                    "group.id": group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                },
+            )
         )
         self._ahead: dict[tuple[str, int], dict[int, bytes | None]] = {}
 

@@ -24,6 +24,7 @@ from mutualaid.kafka import (
     stage_producer_config,
     wait_for_broker,
 )
+from mutualaid.kafkaclients import faust_options
 from mutualaid.lag import LAG_INTERVAL_SECONDS, show_lag
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
@@ -124,6 +125,7 @@ def new_app(settings: Settings, app_id: str) -> faust.App:
         producer_acks=-1,
         web_enabled=False,
         datadir=str(datadir),
+        **faust_options(settings),  # TLS and SASL from the kafka setting
     )
     export_lag(app)
     return app
@@ -248,7 +250,7 @@ def watch_agreements(
 
 def prepare_topics(settings: Settings, registry: Registry, extra: list[TopicSpec]) -> None:
     """Wait for the broker and create the topics that do not exist yet."""
-    admin = wait_for_broker(settings.bootstrap_servers)
+    admin = wait_for_broker(settings)
     specs = [*topics_for(registry.oris, settings.partitions, settings.retention), *extra]
     ensure_topics(admin, specs, settings.replication_factor)
 

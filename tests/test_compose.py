@@ -5,6 +5,7 @@ test skips there and runs wherever one does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,7 +17,9 @@ import pytest
 import yaml
 
 from cli.main import _parser
+from mutualaid import acls
 from mutualaid.agencies import load_registry
+from mutualaid.kafkaserver import KafkaCluster, Security, docker_name, kafka_version
 from mutualaid.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).parent.parent
@@ -38,12 +41,16 @@ def stages() -> dict[str, dict]:
 def settings_of(service: dict) -> Settings:
     env = service["environment"]
     assert all(k.startswith(ENV_PREFIX) for k in env), env
-    return Settings(**{k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items()})
+    values = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in env.items()}
+    if "kafka" in values:  # a JSON object, as pydantic-settings reads it from the environment
+        values["kafka"] = json.loads(values["kafka"])
+    return Settings(**values)
 
 
 def script_commands(script: str) -> list[list[str]]:
     """The mutualaid commands a service's shell script runs, its `for ori in ...` unrolled."""
-    oris = re.search(r"for ori in ([^;]+);", script).group(1).split()
+    loop = re.search(r"for ori in ([^;]+);", script)
+    oris = loop.group(1).split() if loop else []
     argvs = []
     for line in script.splitlines():
         if "mutualaid " in line:
@@ -68,7 +75,7 @@ def test_every_stage_runs_a_real_command_with_valid_settings() -> None:
                 assert registry.get(args.agency).ori == args.agency
         commands[name] = argvs
         settings = settings_of(service)
-        assert settings.bootstrap_servers == "kafka:9092"
+        assert settings.bootstrap_servers == "kafka:9093"  # the mTLS listener
         assert settings.index_url is not None and PASSWORD in settings.index_url
     # A projector for every agency in the registry, and the keys it needs made first.
     projected = {argv[2] for argvs in commands.values() for argv in argvs if argv[0] == "project"}
@@ -150,3 +157,52 @@ def test_the_image_builds_and_checks_the_shipped_agreements() -> None:
             logs = b"".join(container.get_logs()).decode()
     assert status["StatusCode"] == 0, logs
     assert "agreement" in logs
+
+
+def test_the_compose_broker_has_the_settings_the_tested_secured_broker_has(tmp_path: Path) -> None:
+    """Every server property mutualaid.kafkaserver gives a secured node (the broker that
+    tests/test_kafka_security.py enforces ACLs on) is in the compose Kafka's environment with
+    the same value, but for what names this host (addresses, ports, directories)."""
+    kafka = compose()["services"]["kafka"]
+    env = kafka["environment"]
+    tls = Path("/etc/kafka/secrets")
+    assert f"tls:{tls}:ro" in kafka["volumes"]
+    security = Security(tls, super_users=("admin", "schema-registry"))
+    planned = KafkaCluster(security=security, root=tmp_path).server_properties()
+    local = {"listeners", "advertised.listeners", "controller.quorum.voters", "log.dirs"}
+    for key, value in planned.items():
+        if key in local:
+            continue
+        assert env.get(docker_name(key)) == value, key
+    # The same listeners by name and protocol, the compose ones on the container's name.
+    names = {entry.split("://")[0] for entry in env["KAFKA_LISTENERS"].split(",")}
+    assert names == {entry.split("://")[0] for entry in planned["listeners"].split(",")}
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}"
+
+
+def test_every_stage_connects_by_mtls_as_the_principal_its_acls_name() -> None:
+    registry = load_registry(ROOT / "deploy" / "agencies.yaml")
+    granted = {a.principal for a in acls.derive(registry, router_id="mutualaid-router",
+                                                matcher_id="mutualaid-matcher")}  # fmt: skip
+    roles = {"router": "router", "matcher": "matcher", "project": "projector", "console": "console"}
+    checked = set()
+    for name, service in stages().items():
+        command = service.get("command")
+        if not isinstance(command, list) or command[0] not in roles:
+            continue
+        args = _parser().parse_args(command)
+        who = acls.principal(roles[command[0]], getattr(args, "agency", None))
+        kafka = settings_of(service).kafka
+        assert kafka["security.protocol"] == "SSL", name
+        assert kafka["ssl.certificate.location"] == f"/etc/mutualaid/tls/{who}.pem", name
+        assert kafka["ssl.key.location"] == f"/etc/mutualaid/tls/{who}.key", name
+        assert who in granted, name
+        checked.add(command[0])
+    assert checked == set(roles)
+    # The admin sets up topics and ACLs; the certificates exist for every principal.
+    setup = compose()["services"]["setup"]
+    assert setup["command"] == ["acls", "--apply", "--create-topics"]
+    assert "admin.pem" in settings_of(setup).kafka["ssl.certificate.location"]
+    script = compose()["services"]["certs"]["command"][0]
+    assert ["certs", "--dir", "/etc/mutualaid/tls", "--all-principals", "admin",
+            "schema-registry"] in script_commands(script)  # fmt: skip

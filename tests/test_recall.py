@@ -319,7 +319,7 @@ def test_the_source_reader_reads_back_by_position_and_says_when_it_cannot(region
     ]
     publish_source(region, Kind.RMS_RECORD, events, partition=1)
     topic = source_topic(region.local, Kind.RMS_RECORD)
-    reader = SourceReader(region.settings.bootstrap_servers, "test-recall-reader", timeout=5)
+    reader = SourceReader(region.settings, "test-recall-reader", timeout=5)
     try:
         decode = AvroDeserializer(SchemaStore(), SOURCE_EVENT[Kind.RMS_RECORD])
         ctx = SerializationContext(topic)

@@ -128,7 +128,7 @@ def configured_region(
     region = Region(Settings(**values), config_file, *oris)
     topics = topics_for(list(oris), region.settings.partitions, region.settings.retention)
     rf = region.settings.replication_factor
-    ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, rf)
+    ensure_topics(wait_for_broker(region.settings), topics, rf)  # with its kafka: credentials
     return region
 
 
