@@ -29,9 +29,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from psycopg import sql
 
 from consumers.index import index_path, schema_name
+from consumers.opening import ShareReader
 from mutualaid.agencies import load_registry
 from mutualaid.broker import EmbeddedBroker, free_port
-from mutualaid.crypto import newest_public_key
+from mutualaid.crypto import load_keyring, newest_public_key
 from mutualaid.disclosure import disclose
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
@@ -45,9 +46,10 @@ from mutualaid.serde import (
     AvroSerializer,
     SchemaStore,
     SerializationContext,
+    codecs_for,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, Stage, dlq_topic, source_topic, topics_for
+from mutualaid.topics import Kind, Stage, dlq_topic, share_topic, source_topic, topics_for
 from producers.alpr import record_id
 from support.pgserver import postgres_bindir, throwaway_postgres
 
@@ -292,6 +294,16 @@ def read_topic(
         return records
     finally:
         consumer.close()
+
+
+def shared_events(settings: Settings, partner: str, kind: Kind, records: list[Message]) -> list:
+    """The shared events among ``records`` of the partner's share topic (tombstones skipped),
+    as the partner reads them: records the router sealed whole opened with its keys."""
+    reader = ShareReader(codecs_for(settings), load_keyring(partner, settings.private_keys_dir))
+    topic = share_topic(partner, kind)
+    return [
+        reader.decode(kind, m.value(), SerializationContext(topic)) for m in records if m.value()
+    ]
 
 
 def source_events(

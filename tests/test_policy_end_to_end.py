@@ -16,13 +16,13 @@ from conftest import (
     publish_source,
     read_topic,
     running_stages,
+    shared_events,
     wait_for,
 )
 from mutualaid.crypto import generate_keypair
 from mutualaid.events import new_envelope
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
-    SHARED_EVENT,
     AvroDeserializer,
     SchemaStore,
     SerializationContext,
@@ -67,11 +67,10 @@ def alpr(owner: str, record_id: str) -> dict:
 
 def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
     topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
     records = read_topic(
         region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
     )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
+    return shared_events(region.settings, partner, kind, records)
 
 
 def audits_of(region: Region, owner: str, count: int) -> list[dict]:

@@ -18,6 +18,7 @@ from conftest import (
     publish_source,
     read_topic,
     running_stages,
+    shared_events,
     wait_for,
 )
 from consumers.index.query import Criteria, Hit
@@ -25,7 +26,6 @@ from consumers.search import SearchRequest, run_search
 from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.events import new_envelope
 from mutualaid.serde import (
-    SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
     SchemaStore,
@@ -213,9 +213,8 @@ def clear_ssn_on_topic(region: Region) -> bool:
 
 def copies(region: Region, partner: str) -> list[dict]:
     topic = share_topic(partner, Kind.RMS_RECORD)
-    decode = AvroDeserializer(SchemaStore(), SHARED_EVENT[Kind.RMS_RECORD])
     records = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=3)
-    return [decode(m.value(), SerializationContext(topic)) for m in records if m.value()]
+    return shared_events(region.settings, partner, Kind.RMS_RECORD, records)
 
 
 NARROWINGS = [

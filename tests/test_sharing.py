@@ -18,6 +18,7 @@ from conftest import (
     publish_source,
     read_topic,
     running_stages,
+    shared_events,
     wait_for,
 )
 from mutualaid.agencies import load_registry
@@ -77,11 +78,10 @@ def alpr(owner: str, record_id: str) -> dict:
 
 def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
     topic = share_topic(partner, kind)
-    decode = AvroDeserializer(STORE, SHARED_EVENT[kind])
     records = read_topic(
         region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
     )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
+    return shared_events(region.settings, partner, kind, records)
 
 
 @pytest.mark.broker
@@ -225,9 +225,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
             topic = share_topic(partner, Kind.RMS_RECORD)
             records = read_topic(s.bootstrap_servers, topic, lambda r: len(r) >= 3, timeout=30)
             assert [m.value() is None for m in records] == [False, False, True]
-            withdrawal = AvroDeserializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(
-                records[1].value(), SerializationContext(topic)
-            )
+            (_, withdrawal) = shared_events(s, partner, Kind.RMS_RECORD, records)
             assert (
                 withdrawal["envelope"]["op"],
                 withdrawal["envelope"]["version"],
