@@ -296,14 +296,14 @@ def read_topic(
         consumer.close()
 
 
-def shared_events(settings: Settings, partner: str, kind: Kind, records: list[Message]) -> list:
-    """The shared events among ``records`` of the partner's share topic (tombstones skipped),
-    as the partner reads them: records the router sealed whole opened with its keys."""
+def shared_events(
+    settings: Settings, partner: str, kind: Kind, records: list[Message]
+) -> list[dict | None]:
+    """The records of the partner's share topic as the partner reads them (records the router
+    sealed whole opened with its keys), None for each tombstone."""
     reader = ShareReader(codecs_for(settings), load_keyring(partner, settings.private_keys_dir))
-    topic = share_topic(partner, kind)
-    return [
-        reader.decode(kind, m.value(), SerializationContext(topic)) for m in records if m.value()
-    ]
+    ctx = SerializationContext(share_topic(partner, kind))
+    return [None if m.value() is None else reader.decode(kind, m.value(), ctx) for m in records]
 
 
 def source_events(

@@ -214,7 +214,8 @@ def clear_ssn_on_topic(region: Region) -> bool:
 def copies(region: Region, partner: str) -> list[dict]:
     topic = share_topic(partner, Kind.RMS_RECORD)
     records = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=3)
-    return shared_events(region.settings, partner, Kind.RMS_RECORD, records)
+    events = shared_events(region.settings, partner, Kind.RMS_RECORD, records)
+    return [e for e in events if e is not None]  # tombstones aside
 
 
 NARROWINGS = [

@@ -225,7 +225,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
             topic = share_topic(partner, Kind.RMS_RECORD)
             records = read_topic(s.bootstrap_servers, topic, lambda r: len(r) >= 3, timeout=30)
             assert [m.value() is None for m in records] == [False, False, True]
-            (_, withdrawal) = shared_events(s, partner, Kind.RMS_RECORD, records)
+            withdrawal = shared_events(s, partner, Kind.RMS_RECORD, records)[1]
             assert (
                 withdrawal["envelope"]["op"],
                 withdrawal["envelope"]["version"],
