@@ -25,7 +25,6 @@ the ACLs' job.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import OrderedDict
@@ -77,8 +76,10 @@ def clear_part(shared: Mapping) -> dict:
 
 
 def _body_aad(record: Mapping) -> bytes:
-    bound = [record[k] for k in _BOUND]
-    return VERSION + b"|body|" + json.dumps(bound, separators=(",", ":")).encode()
+    # Each value length-prefixed, so no two different clear parts give the same bytes (a record
+    # id may hold any character), and cheaper than JSON on every record.
+    bound = "".join(f"{len(v)}:{v}" for v in (str(record[k]) for k in _BOUND))
+    return VERSION + b"|body|" + bound.encode()
 
 
 def _wrap_aad(partner_ori: str, key_id: str, data_key_id: str) -> bytes:

@@ -62,11 +62,12 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         read_source=SourceReader(settings.bootstrap_servers, f"{settings.router_id}-recall"),
         sealer=sealer_for(settings),
     )
-    if settings.share_sealing != "off" and router.unsealed_partners():
+    unsealed = router.unsealed_partners()
+    if settings.share_sealing != "off" and unsealed:
         log.warning(
             "share_sealing: no public key for %s: their share topics get clear copies until "
             "one is installed in %s",
-            ", ".join(router.unsealed_partners()),
+            ", ".join(unsealed),
             settings.public_keys_dir,
         )
     outbox = Outbox(settings, log)
