@@ -121,7 +121,8 @@ def run_up(
                 _run_once(["hotlist", "load", "--agency", ori, str(path)], env, logs)
             print(f"hotlists    {len(data.hotlists)} demo NCIC extracts loaded", flush=True)
             made = _demo_keys(settings, registry.oris)
-            print(f"keys        {made} demo key pair(s) made: share topics sealed", flush=True)
+            sealed = f"share topics sealed to each agency's key ({made} made now)"
+            print(f"keys        {sealed}", flush=True)
         start("router", ["router"])
         start("matcher", ["matcher"])
         for agency in registry.agencies:
