@@ -567,11 +567,11 @@ class Router:
     def _encoded(self, kind: Kind, shared: dict, ctx: SerializationContext) -> bytes | None:
         """A partner's record as it goes on its share topic: sealed whole to the partner's key
         when sealing is on and it has one, else as it is."""
-        sealed = None
-        if self.sealer is not None:
-            sealed = self.sealer.seal(shared, self._encode_body[kind](shared, ctx) or b"")
-        if sealed is None:
+        partner = shared["disclosure"]["partner_ori"]
+        if self.sealer is None or self.sealer.public_key(partner) is None:
             return self._encode[kind](shared, ctx)
+        sealed = self.sealer.seal(shared, self._encode_body[kind](shared, ctx) or b"")
+        assert sealed is not None  # the partner's key was just there
         return self._encode_sealed(sealed, ctx)
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
