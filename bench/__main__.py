@@ -34,6 +34,7 @@ from mutualaid.agencies import Registry, load_registry
 from mutualaid.crypto import generate_hash_key, generate_keypair, newest_public_key
 from mutualaid.disclosure import new_disclosure
 from mutualaid.policy import load_policy
+from mutualaid.sealing import Sealer
 from mutualaid.serde import (
     SHARED_EVENT,
     SOURCE_EVENT,
@@ -64,8 +65,14 @@ def rate(label: str, items: list, work: Callable[[object], object]) -> float:
     return per_second
 
 
+def sealer(public: Path) -> Sealer:
+    """Whole-record sealing as the router does it by default (share_sealing: keyed)."""
+    return Sealer(lambda ori: newest_public_key(ori, public), rotate_seconds=3600)
+
+
 def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict[str, float]:
-    """The router on RMS records to two partners, with and without two encrypted fields each."""
+    """The router on RMS records to two partners, with and without two encrypted fields each,
+    and each with every record sealed whole or not."""
     topic = "src.ca0990100.rms.record"
     values = encoded(store, Kind.RMS_RECORD, topic, rms_events("CA0990100", EVENTS // 4))
     for ori in ("CA0990200", "NV0990300"):
@@ -94,14 +101,14 @@ def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict
                 }
             )
         )
-        router = Router(
-            load_policy(folder, registry), Codecs(store), public_keys=keys, hash_key=None
-        )
-        figures[f"router_rms_{label}"] = rate(
-            f"router: RMS to 2 partners, {label}",
-            values,
-            lambda v, r=router: r.route(Consumed(topic, 0, 0, None, v), {}),
-        )
+        for sealing, suffix in ((None, ""), (sealer(tmp / "pub"), "_sealed")):
+            policy = load_policy(folder, registry)
+            router = Router(policy, Codecs(store), public_keys=keys, hash_key=None, sealer=sealing)
+            figures[f"router_rms_{label}{suffix}"] = rate(
+                f"router: RMS to 2 partners, {label}{suffix.replace('_', ', ')}",
+                values,
+                lambda v, r=router: r.route(Consumed(topic, 0, 0, None, v), {}),
+            )
     return figures
 
 
@@ -277,6 +284,20 @@ def main() -> None:
             values,
             lambda v: router.route(Consumed(topic, 0, 0, None, v), {}),
         )
+        for ori in ("CA0990100", "CA0990200"):  # NV0990300's partners in deploy/agreements
+            generate_keypair(ori, Path(tmp) / "seal-pub", Path(tmp) / "seal-priv")
+        sealing = Router(
+            router.policy,
+            Codecs(store),
+            public_keys={},
+            hash_key=None,
+            sealer=sealer(Path(tmp) / "seal-pub"),
+        )
+        figures["router_route_sealed"] = rate(
+            "router: decide + encode + seal whole",
+            values,
+            lambda v: sealing.route(Consumed(topic, 0, 0, None, v), {}),
+        )
         index = SqliteIndex(Path(tmp) / "index.sqlite")
         batches = [shared[i : i + 500] for i in range(0, len(shared), 500)]
         start = time.perf_counter()
@@ -294,11 +315,20 @@ def main() -> None:
     base = figures["baseline_avro_decode_encode"]
     ratios = {k: round(v / base, 3) for k, v in figures.items()}
     print("  ratio to baseline: " + ", ".join(f"{k} {v}" for k, v in ratios.items()))
+    sealed_cost = {
+        "alpr": round(figures["router_route_sealed"] / figures["router_route"], 3),
+        "rms_plain": round(figures["router_rms_plain_sealed"] / figures["router_rms_plain"], 3),
+        "rms_encrypted": round(
+            figures["router_rms_encrypted_sealed"] / figures["router_rms_encrypted"], 3
+        ),
+    }
+    print("  router sealed / unsealed: " + ", ".join(f"{k} {v}" for k, v in sealed_cost.items()))
     save(
         {
             "events": EVENTS,
             "per_second": figures,
             "ratio": ratios,
+            "sealed_over_unsealed": sealed_cost,
             "index_size": INDEX_SIZE,
             "search": latency,
             "search_postgresql": postgres,

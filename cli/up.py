@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mutualaid.agencies import Agency, load_registry
 from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
+from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaServerError, KafkaUnavailable, kafka_version
 from mutualaid.policy import load_policy_from
@@ -119,6 +120,9 @@ def run_up(
             for ori, path in data.hotlists.items():
                 _run_once(["hotlist", "load", "--agency", ori, str(path)], env, logs)
             print(f"hotlists    {len(data.hotlists)} demo NCIC extracts loaded", flush=True)
+            made = _demo_keys(settings, registry.oris)
+            sealed = f"share topics sealed to each agency's key ({made} made now)"
+            print(f"keys        {sealed}", flush=True)
         start("router", ["router"])
         start("matcher", ["matcher"])
         for agency in registry.agencies:
@@ -327,6 +331,15 @@ def _webhook_agencies(settings: Settings, oris: list[str]) -> list[str]:
         for ori in oris
         if load_endpoints(settings.webhooks_file, ori, allow_http_loopback=loopback)
     ]
+
+
+def _demo_keys(settings: Settings, oris: list[str]) -> int:
+    """A key pair for each demo agency that has none, so the router seals every share topic
+    (share_sealing) as it would between real agencies; returns how many were made."""
+    missing = [o for o in oris if newest_public_key(o, settings.public_keys_dir) is None]
+    for ori in missing:
+        generate_keypair(ori, settings.public_keys_dir, settings.private_keys_dir)
+    return len(missing)
 
 
 def _demo_login(settings: Settings, consoles: dict[str, str]) -> str:

@@ -4,7 +4,9 @@
 
 - ``own/<kind>.avro`` and ``.ndjson``: every event its connectors published (``src.<ori>.*``),
 - ``received/<kind>.avro`` and ``.ndjson``: every record partners shared with it
-  (``share.<ori>.*``), as received: fields a partner sealed stay sealed to the agency's own keys,
+  (``share.<ori>.*``), as received: fields a partner sealed stay sealed to the agency's own keys
+  (records the router sealed whole are opened with them; one that does not open is left out
+  and counted),
 - ``audit/dissemination.*``: every sharing decision about its own records,
 - ``audit/search.*``: every search of its index (who, why, what, how many results),
 - ``agreements.yaml`` (every agreement it is owner or partner of) and ``registry.yaml`` (its own
@@ -40,9 +42,12 @@ import yaml
 from confluent_kafka import Message
 
 from consumers.index import open_index
+from consumers.opening import ShareReader
 from mutualaid.agencies import Registry
+from mutualaid.crypto import load_keyring
 from mutualaid.kafka import TopicFollower
 from mutualaid.policy import Policy
+from mutualaid.sealing import UnsealError
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SEARCH_AUDIT,
@@ -56,6 +61,7 @@ from mutualaid.topics import (
     AUDIT_DISSEMINATION,
     AUDIT_SEARCH,
     RECORD_KINDS,
+    Kind,
     check_ori,
     share_topic,
     source_topic,
@@ -75,6 +81,7 @@ class Part:
     schema: str
     keep: Callable[[dict], bool]
     when: Callable[[dict], datetime]
+    shared: Kind | None = None  # a share topic of this kind: records sealed whole are opened
 
 
 @dataclass
@@ -107,7 +114,14 @@ def parts(ori: str) -> list[Part]:
             Part(f"own/{kind}", source_topic(ori, kind), SOURCE_EVENT[kind], _always, _occurred)
         )
         out.append(
-            Part(f"received/{kind}", share_topic(ori, kind), SHARED_EVENT[kind], _always, _occurred)
+            Part(
+                f"received/{kind}",
+                share_topic(ori, kind),
+                SHARED_EVENT[kind],
+                _always,
+                _occurred,
+                shared=kind,
+            )
         )
     out.append(
         Part(
@@ -186,6 +200,7 @@ class Exporter:
         self.ori, self.out, self.window, self.progress = check_ori(ori), out, window, progress
         self._codecs = codecs_for(settings)
         self.written: list[Written] = []
+        self.unopened = 0  # sealed share records that did not open with the agency's keys
 
     def run(self) -> Path:
         started = time.monotonic()
@@ -214,10 +229,33 @@ class Exporter:
             f"in {time.monotonic() - started:.1f}s; manifest {path}",
             file=self.progress,
         )
+        if self.unopened:
+            print(
+                f"  {self.unopened:,} sealed record(s) on its share topics did not open with "
+                f"{self.ori}'s keys and were left out (see the warnings above)",
+                file=self.progress,
+            )
         return path
 
+    def _decoder(self, part: Part) -> Callable[[bytes, SerializationContext], dict | None]:
+        if part.shared is None:
+            return self._codecs.deserializer(part.schema)
+        kind = part.shared
+        keyring = load_keyring(self.ori, self.settings.private_keys_dir)
+        reader = ShareReader(codecs_for(self.settings), keyring)
+
+        def opened(value: bytes, ctx: SerializationContext) -> dict | None:
+            try:
+                return reader.decode(kind, value, ctx)
+            except UnsealError as exc:
+                self.unopened += 1
+                log.warning("%s: not exported: %s", ctx.where(), exc)
+                return None
+
+        return opened
+
     def _export(self, part: Part) -> None:
-        decode = self._codecs.deserializer(part.schema)
+        decode = self._decoder(part)
         schema = self._codecs.store.get(part.schema)
         avro_path = self.out / f"{part.path}.avro"
         json_path = self.out / f"{part.path}.ndjson"
@@ -228,10 +266,11 @@ class Exporter:
 
             def records() -> Iterator[dict]:
                 for msg in topic_records(self.settings, part.topic):
-                    if msg.value() is None:
+                    value = msg.value()
+                    if value is None:
                         continue  # a tombstone: only lets compaction drop the key
                     ctx = SerializationContext.of(msg)
-                    record = decode(msg.value(), ctx)
+                    record = decode(value, ctx)
                     if record is None or not part.keep(record):
                         continue
                     if not self.window.holds(part.when(record)):

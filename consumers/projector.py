@@ -4,7 +4,9 @@ Offsets are committed only after the index transaction holding the batch has com
 the index ignores any version it already has, so a crash at any point replays at most one
 batch and changes nothing the second time.
 
-Sealed fields are opened with the agency's private keys before indexing, or, with
+A record the router sealed whole (``share_sealing``) is opened first, and one that does not
+open is dead-lettered with why and where it was, never indexed. Sealed fields are opened with
+the agency's private keys before indexing, or, with
 ``index_keep_encrypted``, checked to open and then kept sealed as they arrived. The consumer
 group is named after the index's epoch: a new index, or one emptied because that setting
 changed, has no committed offsets and is rebuilt from the start of the topics.
@@ -20,14 +22,14 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from consumers.index import open_index
-from consumers.opening import open_shared
+from consumers.opening import ShareReader, open_shared
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import DeadLetters
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
+from mutualaid.sealing import UnsealError
 from mutualaid.serde import (
     SEARCH_AUDIT,
-    SHARED_EVENT,
     DeserializationError,
     SerializationContext,
     codecs_for,
@@ -67,7 +69,7 @@ class Projector:
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
         codecs = codecs_for(settings)
-        self._decode = {kind: codecs.deserializer(SHARED_EVENT[kind]) for kind in RECORD_KINDS}
+        self._reader = ShareReader(codecs, self.keyring)  # opens records sealed whole
         self._dead_letters = DeadLetters(self._send, codecs, Stage.CONSUMERS)
         self._encode_search = codecs.serializer(SEARCH_AUDIT)
         group = f"mutualaid-projector-{self.agency_ori.lower()}-{layout.epoch}"
@@ -156,9 +158,13 @@ class Projector:
             return None
         ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
         try:
-            event = self._decode[kind](msg.value(), ctx)
+            event = self._reader.decode(kind, msg.value(), ctx)
         except DeserializationError as exc:
             self._dead(msg, "undecodable", str(exc))
+            return None
+        except UnsealError as exc:
+            DECRYPT_FAILURES.labels(agency=self.agency_ori).inc()
+            self._dead(msg, "unseal_failed", f"sealed record not indexed: {exc}")
             return None
         if event["disclosure"]["partner_ori"] != self.agency_ori:
             self._dead(

@@ -94,14 +94,28 @@ def seal_fields(values: dict[str, bytes], *, event_id: str, partner: PublicKey) 
         nonce = os.urandom(NONCE_BYTES)
         aad = _field_aad(event_id, partner.agency_ori, path)
         fields.append(SealedField(path, nonce, AESGCM(data_key).encrypt(nonce, plaintext, aad)))
+    wrap = wrap_key(data_key, partner, _wrap_aad(event_id, partner.agency_ori, partner.key_id))
+    return Sealed(partner.key_id, wrap.ephemeral_public, wrap.nonce, wrap.wrapped, tuple(fields))
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """A data key only the partner can unwrap, and which of its keys it is wrapped to."""
+
+    key_id: str
+    ephemeral_public: bytes
+    nonce: bytes
+    wrapped: bytes
+
+
+def wrap_key(data_key: bytes, partner: PublicKey, aad: bytes) -> WrappedKey:
+    """``data_key`` wrapped to the partner's public key (one ECDH agreement), bound to ``aad``."""
     ephemeral = X25519PrivateKey.generate()
     ephemeral_public = _raw(ephemeral.public_key())
     kek = _kek(ephemeral.exchange(partner.key), ephemeral_public, partner.key_id)
-    wrap_nonce = os.urandom(NONCE_BYTES)
-    wrapped = AESGCM(kek).encrypt(
-        wrap_nonce, data_key, _wrap_aad(event_id, partner.agency_ori, partner.key_id)
-    )
-    return Sealed(partner.key_id, ephemeral_public, wrap_nonce, wrapped, tuple(fields))
+    nonce = os.urandom(NONCE_BYTES)
+    wrapped = AESGCM(kek).encrypt(nonce, data_key, aad)
+    return WrappedKey(partner.key_id, ephemeral_public, nonce, wrapped)
 
 
 class PrivateKeyring:
@@ -117,23 +131,29 @@ class PrivateKeyring:
 
     def open_fields(self, sealed: Sealed, *, event_id: str) -> dict[str, bytes]:
         """The plaintext of every sealed field, or DecryptionError; nothing half-opened."""
-        key = self._keys.get(sealed.key_id)
-        if key is None:
-            raise DecryptionError("cannot open sealed fields")
+        wrap = WrappedKey(
+            sealed.key_id, sealed.ephemeral_public, sealed.wrap_nonce, sealed.wrapped_key
+        )
+        data_key = self.unwrap_key(wrap, _wrap_aad(event_id, self.agency_ori, sealed.key_id))
         try:
-            peer = X25519PublicKey.from_public_bytes(sealed.ephemeral_public)
-            kek = _kek(key.exchange(peer), sealed.ephemeral_public, sealed.key_id)
-            data_key = AESGCM(kek).decrypt(
-                sealed.wrap_nonce,
-                sealed.wrapped_key,
-                _wrap_aad(event_id, self.agency_ori, sealed.key_id),
-            )
             return {
                 f.path: AESGCM(data_key).decrypt(
                     f.nonce, f.ciphertext, _field_aad(event_id, self.agency_ori, f.path)
                 )
                 for f in sealed.fields
             }
+        except (InvalidTag, ValueError):
+            raise DecryptionError("cannot open sealed fields") from None
+
+    def unwrap_key(self, wrap: WrappedKey, aad: bytes) -> bytes:
+        """The data key of ``wrap``, or DecryptionError (not our key, or altered)."""
+        key = self._keys.get(wrap.key_id)
+        if key is None:
+            raise DecryptionError("cannot open sealed fields")
+        try:
+            peer = X25519PublicKey.from_public_bytes(wrap.ephemeral_public)
+            kek = _kek(key.exchange(peer), wrap.ephemeral_public, wrap.key_id)
+            return AESGCM(kek).decrypt(wrap.nonce, wrap.wrapped, aad)
         except (InvalidTag, ValueError):
             raise DecryptionError("cannot open sealed fields") from None
 

@@ -214,6 +214,10 @@ class AvroDeserializer:
             raise DeserializationError("Avro body is not a record", ctx)
         return record
 
+    def writer_name(self, data: bytes, ctx: SerializationContext) -> str:
+        """The full name of the schema ``data`` was written with (from its framing alone)."""
+        return schema_name(self._writer_and_body(data, ctx)[0])
+
     def _writer_and_body(self, data: bytes, ctx: SerializationContext) -> tuple[Schema, bytes]:
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
             writer = self._store.by_fingerprint(data[2:10])

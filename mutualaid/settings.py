@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -63,6 +63,19 @@ class Settings(BaseSettings):
         description="keep the fields partners encrypt sealed in the search index (opened only "
         "by an audited `search --reveal`); encrypt_indexed fields are then found by their keyed "
         "hash, which needs hash_key_file. Changing it empties and rebuilds the indexes",
+    )
+    share_sealing: Literal["off", "keyed", "required"] = Field(
+        "keyed",
+        description="seal each record on a share topic whole to its partner's key (see Sealed "
+        "share topics): keyed, to every partner with a public key (others get clear copies, "
+        "named in a warning at start); required, the router refuses to start while a partner "
+        "has no key; off, never",
+    )
+    seal_key_rotation_seconds: int = Field(
+        3600,
+        ge=1,
+        description="how long the router seals to a partner under one data key before making "
+        "and wrapping a new one (sooner if the partner's public key changes)",
     )
     agencies_file: Path = Field(Path("deploy/agencies.yaml"), description="the agency registry")
     agreements_dir: Path = Field(Path("deploy/agreements"), description="sharing agreements")

@@ -20,6 +20,7 @@ from faust.types import Message
 from mutualaid.agencies import Registry
 from mutualaid.crypto import load_hash_key, newest_public_key
 from mutualaid.policy import Policy
+from mutualaid.sealing import Sealer
 from mutualaid.serde import codecs_for
 from mutualaid.settings import Settings
 from mutualaid.topics import (
@@ -58,7 +59,16 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         hash_key=load_hash_key(settings.hash_key_file),
         control_topic=router_control_topic(settings.router_id),
         read_source=SourceReader(settings, f"{settings.router_id}-recall"),
+        sealer=sealer_for(settings),
     )
+    unsealed = router.unsealed_partners()
+    if settings.share_sealing != "off" and unsealed:
+        log.warning(
+            "share_sealing: no public key for %s: their share topics get clear copies until "
+            "one is installed in %s",
+            ", ".join(unsealed),
+            settings.public_keys_dir,
+        )
     outbox = Outbox(settings, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     # faust writes the changelog itself: written through the Outbox (librdkafka), a restarted
@@ -119,6 +129,18 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         await process_in_batches(outbox, stream, handle, BATCH_SIZE, BATCH_WITHIN_SECONDS)
 
     return app
+
+
+def sealer_for(settings: Settings) -> Sealer | None:
+    """The router's sealer for ``share_sealing``; partners' public keys are read from
+    public_keys_dir as they change (a new key is sealed to within a minute)."""
+    if settings.share_sealing == "off":
+        return None
+    return Sealer(
+        lambda ori: newest_public_key(ori, settings.public_keys_dir),
+        rotate_seconds=settings.seal_key_rotation_seconds,
+        required=settings.share_sealing == "required",
+    )
 
 
 def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:

@@ -53,10 +53,12 @@ from mutualaid.metrics import (
     child,
 )
 from mutualaid.policy import Decision, FieldAction, Policy, Tier
+from mutualaid.sealing import SEALED_SHARE, Sealer
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
     SHARED_EVENT,
     SOURCE_EVENT,
+    AvroSerializer,
     Codecs,
     DeserializationError,
     SerializationContext,
@@ -139,14 +141,20 @@ class Router:
         control_topic: str = "mutualaid-router.control",
         clock: Clock = lambda: datetime.now(UTC),
         read_source: SourceReader = lambda topic, partition, offset: None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.control_topic = control_topic
+        self.sealer = sealer
         self.read_source = read_source
         self.public_keys = public_keys
         self.hash_key = hash_key
         self.clock = clock
         self._decode = {k: codecs.deserializer(SOURCE_EVENT[k]) for k in RECORD_KINDS}
         self._encode = {k: codecs.serializer(SHARED_EVENT[k]) for k in RECORD_KINDS}
+        # What a sealed record holds is framed without the registry: no tool but the partner's
+        # reader ever sees it, and the topic's registry subject is the SealedShare's.
+        self._encode_body = {k: AvroSerializer(codecs.store, SHARED_EVENT[k]) for k in RECORD_KINDS}
+        self._encode_sealed = codecs.serializer(SEALED_SHARE)
         self._dead_letters = DeadLetters(Output, codecs, Stage.STREAMS)
         self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
         self.use_policy(policy)
@@ -183,6 +191,13 @@ class Router:
         """Refuse a policy if an agreement would need a key that is not there. Each partner's
         combined actions come from the agreements naming it, so checking every agreement's own
         covers every combination."""
+        unsealed = self.unsealed_partners(policy)
+        if self.sealer is not None and self.sealer.required and unsealed:
+            raise MissingKey(
+                f"share_sealing is required but no public key is in public_keys_dir for "
+                f"{', '.join(unsealed)}: on each partner's side run `mutualaid keys generate "
+                "--agency <ori>` and install its .pub file here (or set share_sealing: keyed)"
+            )
         for agreement in policy.agreements:
             actions = {
                 action
@@ -213,6 +228,15 @@ class Router:
                         "public key in public_keys_dir: on the partner's side run `mutualaid keys "
                         f"generate --agency {partner}` and install its .pub file here"
                     )
+
+    def unsealed_partners(self, policy: Policy | None = None) -> list[str]:
+        """Partners the agreements name that would get clear copies: no public key to seal to
+        (every partner, with sealing off)."""
+        policy = policy or self.policy
+        partners = {p for a in policy.agreements for p in policy.partners_of(a)}
+        if self.sealer is None:
+            return sorted(partners)
+        return sorted(p for p in partners if self.sealer.public_key(p) is None)
 
     def route(self, record: Consumed, holders: Holders) -> list[Output]:
         """The records to produce for one consumed record.
@@ -530,7 +554,7 @@ class Router:
         topic = share_topic(partner, kind)
         child(SHARE_DECISIONS, partner, kind, "withdrawn").inc()
         return [
-            Output(topic, record_key(sent), self._encode[kind](withdrawal, ctx)),
+            Output(topic, record_key(sent), self._encoded(kind, withdrawal, ctx)),
             Output(topic, record_key(sent), None),
             self._audit(
                 envelope, partner, "WITHDRAWN", agreement, [f"withdrawn: {reason}"], FieldReport()
@@ -546,9 +570,19 @@ class Router:
         out = Output(
             share_topic(decision.partner_ori, kind),
             record_key(shared["envelope"]),
-            self._encode[kind](shared, ctx),
+            self._encoded(kind, shared, ctx),
         )
         return out, report
+
+    def _encoded(self, kind: Kind, shared: dict, ctx: SerializationContext) -> bytes | None:
+        """A partner's record as it goes on its share topic: sealed whole to the partner's key
+        when sealing is on and it has one, else as it is."""
+        partner = shared["disclosure"]["partner_ori"]
+        if self.sealer is None or self.sealer.public_key(partner) is None:
+            return self._encode[kind](shared, ctx)
+        sealed = self.sealer.seal(shared, self._encode_body[kind](shared, ctx) or b"")
+        assert sealed is not None  # the partner's key was just there
+        return self._encode_sealed(sealed, ctx)
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
         shared, report = disclose(

@@ -7,7 +7,6 @@ shared broker, so tests never see each other's records.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaUnavailable
-from support.brokers import BROKERS, Broker
+from support.brokers import Broker, selected_brokers
 from support.pgserver import postgres_bindir, throwaway_postgres
 from support.regions import Region, make_region
 
@@ -24,15 +23,7 @@ from support.regions import Region, make_region
 pytest_plugins = ["support.browser"]
 
 
-def _selected_brokers() -> list[str]:
-    chosen = os.environ.get("MUTUALAID_TEST_BROKERS", ",".join(BROKERS)).split(",")
-    unknown = sorted(set(chosen) - set(BROKERS))
-    if unknown:
-        raise pytest.UsageError(f"MUTUALAID_TEST_BROKERS: unknown {unknown}; known: {BROKERS}")
-    return [b for b in BROKERS if b in chosen]
-
-
-@pytest.fixture(scope="session", params=_selected_brokers())
+@pytest.fixture(scope="session", params=selected_brokers())
 def broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:

@@ -24,10 +24,14 @@ def test_bench_prints_and_saves_every_row() -> None:
         "baseline_avro_decode_encode",
         "connector_map_and_encode",
         "router_route",
+        "router_route_sealed",
         "index_apply",
         "router_rms_plain",
         "router_rms_encrypted",
+        "router_rms_plain_sealed",
+        "router_rms_encrypted_sealed",
     }
+    assert set(figures["sealed_over_unsealed"]) == {"alpr", "rms_plain", "rms_encrypted"}
     assert all(rate > 0 for rate in figures["per_second"].values())
     assert figures["ratio"]["baseline_avro_decode_encode"] == 1.0
     assert figures["index_size"] == 2000

@@ -19,6 +19,7 @@ import pytest
 
 from consumers.index import open_index
 from consumers.index.query import Criteria
+from mutualaid.crypto import generate_keypair
 from mutualaid.settings import Settings
 from producers import samples
 from support.processes import mutualaid_cli, running_stages, wait_for
@@ -51,6 +52,10 @@ def lines(path: Path) -> list[dict]:
 def test_export_holds_everything_in_open_formats_and_import_rebuilds_the_index(
     region: Region, tmp_path: Path, postgres_url: str
 ) -> None:
+    # The county has a key, so its share topics are sealed whole (share_sealing's default):
+    # its export opens them, and received/ holds the shared events as before.
+    s = region.settings
+    generate_keypair(region.county, s.public_keys_dir, s.private_keys_dir)
     for ori, rows in ((region.local, LOCAL_ROWS), (region.neighbour, NEIGHBOUR_ROWS)):
         csv = tmp_path / f"{ori}.csv"
         csv.write_text(HEADER + "\n" + "\n".join(rows) + "\n")

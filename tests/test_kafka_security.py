@@ -25,7 +25,6 @@ from confluent_kafka import (
     Producer,
 )
 
-from conftest import Region, _selected_brokers, index_rows, make_region, wait_for
 from consumers.index import index_path
 from mutualaid import certs
 from mutualaid.acls import principal
@@ -34,9 +33,13 @@ from mutualaid.kafkaserver import ADMIN_PRINCIPAL, KafkaCluster, KafkaUnavailabl
 from mutualaid.processes import spawn, stop
 from mutualaid.topics import Kind, alerts_topic, share_topic, source_topic
 from producers import samples
+from support.brokers import selected_brokers
+from support.indexes import index_rows
+from support.processes import wait_for
+from support.regions import Region, make_region
 
 pytestmark = pytest.mark.skipif(
-    "kafka" not in _selected_brokers(),
+    "kafka" not in selected_brokers(),
     reason="Apache Kafka only: Tansu has no authorizer, so it cannot enforce ACLs",
 )
 

@@ -15,7 +15,6 @@ from consumers.index.query import Criteria, Hit
 from consumers.search import SearchRequest, run_search
 from mutualaid.crypto import generate_hash_key, generate_keypair
 from mutualaid.serde import (
-    SHARED_EVENT,
     SOURCE_EVENT,
     AvroDeserializer,
     SchemaStore,
@@ -23,7 +22,7 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import Kind, share_topic, source_topic
 from streams.sourcereader import SourceReader
-from support.brokers import read_topic
+from support.brokers import read_topic, shared_events
 from support.events import SSN, rms_event
 from support.indexes import index_rows
 from support.processes import mutualaid_cli, running_stages, wait_for
@@ -195,9 +194,9 @@ def clear_ssn_on_topic(region: Region) -> bool:
 
 def copies(region: Region, partner: str) -> list[dict]:
     topic = share_topic(partner, Kind.RMS_RECORD)
-    decode = AvroDeserializer(SchemaStore(), SHARED_EVENT[Kind.RMS_RECORD])
     records = read_topic(region.settings.bootstrap_servers, topic, lambda r: False, timeout=3)
-    return [decode(m.value(), SerializationContext(topic)) for m in records if m.value()]
+    events = shared_events(region.settings, partner, Kind.RMS_RECORD, records)
+    return [e for e in events if e is not None]  # tombstones aside
 
 
 NARROWINGS = [

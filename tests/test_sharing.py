@@ -25,7 +25,7 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, Kind, Stage, share_topic
-from support.brokers import dead_letters, read_topic
+from support.brokers import dead_letters, read_topic, shared_events
 from support.events import alpr_event, rms_event
 from support.indexes import index_rows
 from support.processes import running_stages, wait_for
@@ -167,9 +167,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
             topic = share_topic(partner, Kind.RMS_RECORD)
             records = read_topic(s.bootstrap_servers, topic, lambda r: len(r) >= 3, timeout=30)
             assert [m.value() is None for m in records] == [False, False, True]
-            withdrawal = AvroDeserializer(STORE, SHARED_EVENT[Kind.RMS_RECORD])(
-                records[1].value(), SerializationContext(topic)
-            )
+            withdrawal = shared_events(s, partner, Kind.RMS_RECORD, records)[1]
             assert (
                 withdrawal["envelope"]["op"],
                 withdrawal["envelope"]["version"],

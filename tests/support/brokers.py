@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
+from consumers.opening import ShareReader
 from mutualaid.broker import EmbeddedBroker
+from mutualaid.crypto import load_keyring
 from mutualaid.kafkaserver import KafkaCluster
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -15,8 +19,10 @@ from mutualaid.serde import (
     AvroDeserializer,
     SchemaStore,
     SerializationContext,
+    codecs_for,
 )
-from mutualaid.topics import Kind, Stage, dlq_topic, source_topic
+from mutualaid.settings import Settings
+from mutualaid.topics import Kind, Stage, dlq_topic, share_topic, source_topic
 
 # The brokers every broker-backed test runs on: the embedded Tansu (what `up` runs) and Apache
 # Kafka (what agencies run). MUTUALAID_TEST_BROKERS=tansu (or kafka) runs on one only.
@@ -24,6 +30,15 @@ BROKERS = ("tansu", "kafka")
 
 
 Broker = EmbeddedBroker | KafkaCluster
+
+
+def selected_brokers() -> list[str]:
+    """The brokers this run tests on: MUTUALAID_TEST_BROKERS (comma-separated), or all."""
+    chosen = os.environ.get("MUTUALAID_TEST_BROKERS", ",".join(BROKERS)).split(",")
+    unknown = sorted(set(chosen) - set(BROKERS))
+    if unknown:
+        raise pytest.UsageError(f"MUTUALAID_TEST_BROKERS: unknown {unknown}; known: {BROKERS}")
+    return [b for b in BROKERS if b in chosen]
 
 
 def read_topic(
@@ -81,3 +96,13 @@ def dead_letters(
         return [letter for letter in letters if keep(letter)]
 
     return selected(read_topic(bootstrap_servers, topic, lambda r: bool(selected(r)), timeout))
+
+
+def shared_events(
+    settings: Settings, partner: str, kind: Kind, records: list[Message]
+) -> list[dict | None]:
+    """The records of the partner's share topic as the partner reads them (records the router
+    sealed whole opened with its keys), None for each tombstone."""
+    reader = ShareReader(codecs_for(settings), load_keyring(partner, settings.private_keys_dir))
+    ctx = SerializationContext(share_topic(partner, kind))
+    return [None if m.value() is None else reader.decode(kind, m.value(), ctx) for m in records]

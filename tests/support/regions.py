@@ -15,16 +15,14 @@ from confluent_kafka import Producer
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.serde import (
-    SHARED_EVENT,
     SOURCE_EVENT,
-    AvroDeserializer,
     AvroSerializer,
     SchemaStore,
     SerializationContext,
 )
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, share_topic, source_topic, topics_for
-from support.brokers import Broker, read_topic
+from support.brokers import Broker, read_topic, shared_events
 
 
 def random_ori(state: str) -> str:
@@ -200,11 +198,11 @@ def write_dispatch_region(
 
 
 def shared_on(region: Region, partner: str, kind: Kind, until: int, timeout: float = 30) -> list:
-    """The events the router shared with ``partner`` on ``share.<partner>.<kind>``, decoded
-    (None: a tombstone), once there are ``until`` records (or fewer at the deadline)."""
+    """The events the router shared with ``partner`` on ``share.<partner>.<kind>``, as the
+    partner reads them (opened with its keys; None: a tombstone), once there are ``until``
+    records (or fewer at the deadline)."""
     topic = share_topic(partner, kind)
-    decode = AvroDeserializer(SchemaStore(), SHARED_EVENT[kind])
     records = read_topic(
         region.settings.bootstrap_servers, topic, lambda r: len(r) >= until, timeout=timeout
     )
-    return [decode(m.value(), SerializationContext(topic)) for m in records]
+    return shared_events(region.settings, partner, kind, records)
