@@ -28,6 +28,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from mutualaid.agencies import Agency, load_registry
+from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaServerError, KafkaUnavailable, kafka_version
@@ -73,6 +74,10 @@ def run_up(
 ) -> int:
     registry = load_registry(settings.agencies_file)
     load_policy_from(settings, registry)  # refuse to start on a bad agreement or rule
+    if settings.audit_signing:  # the stages sign their audit records and need their keys
+        made = ensure_stage_keys(settings, audit_stages(settings, registry.oris))
+        if made:
+            print(f"audit keys  {len(made)} stage key(s) made; public in {made[0].parent}")
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A memory broker starts empty: positions saved against the previous one mean nothing.

@@ -31,7 +31,7 @@ from mutualaid.topics import (
 from streams.router import Consumed, Output, Router
 from streams.sourcereader import SourceReader
 from streams.worker import (
-    Outbox,
+    audit_outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -60,7 +60,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
         control_topic=router_control_topic(settings.router_id),
         read_source=SourceReader(settings.bootstrap_servers, f"{settings.router_id}-recall"),
     )
-    outbox = Outbox(settings, log)
+    outbox = audit_outbox(settings, settings.router_id, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     # faust writes the changelog itself: written through the Outbox (librdkafka), a restarted
     # router lost records (tests/test_restart.py), so that speed-up is left out for now.

@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from faust.types import Message
 
 from mutualaid.agencies import Registry, load_registry
+from mutualaid.auditlog import AuditSigner
 from mutualaid.configfile import ConfigError, yaml_files
 from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import (
@@ -28,7 +29,7 @@ from mutualaid.lag import LAG_INTERVAL_SECONDS, show_lag
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
-from mutualaid.topics import TopicSpec, topics_for
+from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec, topics_for
 from streams.faust_compat import bound_fetch_wait, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
@@ -56,13 +57,26 @@ class Outbox:
     kept for what librdkafka does not give: group membership, rebalances and tables.
     """
 
-    def __init__(self, settings: Settings, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: logging.Logger,
+        signer: AuditSigner | None = None,
+        audit_topics: frozenset[str] = frozenset(),
+    ) -> None:
         self._producer = Producer(stage_producer_config(settings))
         self._acks = DeliveryTracker()
         self._log = log
+        self._signer, self._audit_topics = signer, audit_topics
 
     def send(self, out: Sendable) -> None:
-        produce(self._producer, out.topic, out.key, out.value, self._acks, out.partition)
+        partition, headers = out.partition, None
+        if self._signer is not None and out.topic in self._audit_topics:
+            # Sealed in send order, which is the order the idempotent producer keeps on the
+            # writer's partition. A record sealed but never delivered makes the worker exit
+            # (delivered, below); the restart links on from the last record that arrived.
+            partition, headers = self._signer.seal(out.topic, out.key, out.value or b"")
+        produce(self._producer, out.topic, out.key, out.value, self._acks, partition, headers)
         self._producer.poll(0)  # serve delivery reports as they come, keeping the queue short
 
     async def delivered(self, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
@@ -82,6 +96,15 @@ class Outbox:
                 exc_info=True,
             )
             os._exit(EXIT_DELIVERY_FAILED)
+
+
+def audit_outbox(settings: Settings, stage: str, log: logging.Logger) -> Outbox:
+    """An Outbox that signs the stage's audit.dissemination records as ``stage`` (its key
+    loaded now: no key, no start), unless ``audit_signing`` is off."""
+    if not settings.audit_signing:
+        log.warning("audit_signing is off: audit records are written unsigned")
+        return Outbox(settings, log)
+    return Outbox(settings, log, AuditSigner(settings, stage), frozenset({AUDIT_DISSEMINATION}))
 
 
 async def process_in_batches(

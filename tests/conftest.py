@@ -30,6 +30,7 @@ from psycopg import sql
 
 from consumers.index import index_path, schema_name
 from mutualaid.agencies import load_registry
+from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.crypto import newest_public_key
 from mutualaid.disclosure import disclose
@@ -256,6 +257,8 @@ def configured_region(
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
     region = Region(Settings(**values), config_file, *oris)
+    # Every stage signs its audit records and refuses to start without its key.
+    ensure_stage_keys(region.settings, audit_stages(region.settings, list(oris)))
     topics = topics_for(list(oris), region.settings.partitions, region.settings.retention)
     rf = region.settings.replication_factor
     ensure_topics(wait_for_broker(broker.bootstrap_servers), topics, rf)
