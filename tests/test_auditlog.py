@@ -32,7 +32,7 @@ def written(region: Region, count: int, writer: str = "router") -> tuple[str, li
     """A scratch topic holding ``count`` genuine records of ``writer`` (written as for
     audit.dissemination), and those records."""
     topic = new_topic(region, partitions=2)
-    audit = AuditWriter(region.settings, topic, writer, AUDIT_DISSEMINATION)
+    audit = AuditWriter(region.settings, topic, writer, AUDIT_DISSEMINATION, instance="w1")
     for n in range(1, count + 1):
         audit.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
     audit.close()
@@ -68,14 +68,13 @@ def test_genuine_records_verify_and_the_chain_continues_after_a_restart(
     topic, _ = written(region, 5)
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert (report.records, report.problems, report.gaps) == (5, [], [])
-    assert report.writers == {"router": 5}
+    assert report.writers == {"router@w1": 5}
     # A restarted writer reads its last record back and links on from it.
-    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION)
-    assert again.chain.seq == 5
+    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
     again.write(b"CA0990100/R-6", b"decision 6")
     again.close()
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
-    assert (report.records, report.problems, report.writers) == (6, [], {"router": 6})
+    assert (report.records, report.problems, report.writers) == (6, [], {"router@w1": 6})
 
 
 def as_writer(record: Message, writer: bytes) -> list[tuple[str, bytes]]:
@@ -105,10 +104,10 @@ def tampered(records: list[Message], case: str) -> list[Message | tuple]:
     ("case", "named"),
     [
         ("forged", "partition 0 offset 2: forged: not signed by any stage"),
-        ("altered", "partition 0 offset 1: altered or forged: router seq 2 does not match"),
+        ("altered", "partition 0 offset 1: altered or forged: router@w1 seq 2 does not match"),
         ("unknown writer", "offset 5: forged: signed as 'intruder', whose key is unknown"),
-        ("missing", "missing: router seq 3 is not on the topic"),
-        ("reordered", "partition 0 offset 3: reordered: router seq 3 comes after seq 4"),
+        ("missing", "missing: router@w1 seq 3 is not on the topic"),
+        ("reordered", "partition 0 offset 3: reordered: router@w1 seq 3 comes after seq 4"),
     ],
 )
 def test_each_kind_of_tampering_is_named(region: Region, keys: None, case: str, named: str) -> None:
@@ -130,12 +129,12 @@ def test_a_gap_at_the_start_is_reported_as_retention_would_leave_it(
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert report.intact  # nothing inside the chain is wrong...
     assert report.gaps == [  # ...but its start is gone, and verify says so
-        "router: the topic starts at seq 3 (partition 0 offset 0); seq 1 to 2 are gone: "
-        "deleted by retention, or removed"
+        f"router@w1: the topic starts at seq 3 ({topic} partition 0 offset 0); seq 1 to 2 are "
+        "gone: deleted by retention, or removed"
     ]
     result = mutualaid_cli(region, "audit", "verify", "--topic", topic, "--as", AUDIT_DISSEMINATION)
     assert result.returncode == 0, result.stderr
-    assert "gap: router: the topic starts at seq 3" in result.stdout
+    assert "gap: router@w1: the topic starts at seq 3" in result.stdout
 
 
 def test_keys_stage_writes_a_private_key_and_the_public_key_verify_reads(
