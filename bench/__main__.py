@@ -273,14 +273,18 @@ def main() -> None:
             values,
             lambda v: router.route(Consumed(topic, 0, 0, None, v), {}),
         )
-        # The audit signing the router's Outbox adds (streams/worker.py): the same chain seal
-        # on every audit record, without the broker.
+        # The audit signing the router's Outbox adds (streams/worker.py): every audit record
+        # chained, the last of each batch (500 events at most) signed, without the broker.
         chain = AuditChain("mutualaid-router@bench", Ed25519PrivateKey.generate())
+        audit: list = []
 
         def route_and_sign(value: bytes) -> None:
-            for out in router.route(Consumed(topic, 0, 0, None, value), {}):
-                if out.topic == AUDIT_DISSEMINATION:
-                    chain.seal(out.topic, out.key, out.value or b"")
+            outputs = router.route(Consumed(topic, 0, 0, None, value), {})
+            audit.extend(out for out in outputs if out.topic == AUDIT_DISSEMINATION)
+            if len(audit) >= 2 * 500 or value is values[-1]:
+                for n, out in enumerate(audit):
+                    chain.seal(out.topic, out.key, out.value or b"", sign=n == len(audit) - 1)
+                audit.clear()
 
         figures["router_route_signed"] = rate(
             "router: decide + encode + sign the audit", values, route_and_sign

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from policy_support import alpr_event
 
 from conftest import Broker, Region, mutualaid_cli, publish_source, read_topic, running_stages
-from mutualaid.auditlog import SEQ, WRITER, AuditWriter, search_audit_stage, stage_of
+from mutualaid.auditlog import SEQ, SIG, WRITER, AuditWriter, search_audit_stage, stage_of
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster
 from mutualaid.serde import (
@@ -42,7 +42,10 @@ def signed_as(stage: str, topic: str, region: Region, count: int) -> list[Messag
         return [m for m in records if stage_of(header(m, WRITER)) == stage]
 
     records = mine(
-        read_topic(region.settings.bootstrap_servers, topic, lambda r: len(mine(r)) >= count)
+        # A restarted router first waits for its group and table: a generous deadline, polled.
+        read_topic(
+            region.settings.bootstrap_servers, topic, lambda r: len(mine(r)) >= count, timeout=90
+        )
     )
     assert len(records) >= count, f"{len(records)} of {count} {stage} records on {topic}"
     return sorted(records, key=lambda m: int(header(m, SEQ)))
@@ -129,7 +132,7 @@ def test_the_router_signs_and_chains_its_audit_across_a_restart_and_tampering_is
     result = verify(region, "--topic", AUDIT_DISSEMINATION)
     assert result.returncode == 4 and "NOT INTACT" in result.stdout
     assert f"{forged_at}: forged: not signed by any stage" in result.stdout
-    assert f"{altered_at}: altered or forged: {writer} seq 2 does not match" in result.stdout
+    assert f"{altered_at}: altered or forged: {writer} seq 2 " in result.stdout
     # Narrowed to the router, the bare record is not checked, the altered one still fails.
     result = verify(region, "--topic", AUDIT_DISSEMINATION, "--stage", router)
     assert result.returncode == 4
@@ -150,6 +153,15 @@ def test_the_router_signs_and_chains_its_audit_across_a_restart_and_tampering_is
         result.stdout
     )
     assert "missing" not in result.stdout  # the record is there, only out of place
+    # Only the last record of each batch is signed, vouching for the rest through the chain:
+    # records that no signature vouches for (here the first, alone) are named.
+    assert SIG not in dict(records[0].headers())
+    copy = scratch_copy(region, records[:1])
+    result = verify(region, "--topic", copy, "--as", AUDIT_DISSEMINATION)
+    assert result.returncode == 4
+    assert f"{copy} partition 0 offset 0: unvouched: {writer} seq 1 is covered by no signature" in (
+        result.stdout
+    )
     # As the broker's retention would leave it: the oldest records deleted. Apache Kafka
     # deletes them as retention does (DeleteRecords); Tansu has no DeleteRecords (the request
     # stops it), so there the copy simply starts later.
@@ -188,7 +200,7 @@ def test_the_search_audit_is_signed_by_the_agencys_projector(
     altered_at = produced(region, AUDIT_SEARCH, records[0], value, records[0].headers())
     result = verify(region, "--topic", AUDIT_SEARCH, "--stage", stage)
     assert result.returncode == 4
-    assert f"{altered_at}: altered or forged: {writer} seq 1 does not match" in result.stdout
+    assert f"{altered_at}: altered or forged: {writer} seq 1 " in result.stdout
 
 
 def test_a_record_signed_but_never_delivered_leaves_no_hole(region: Region) -> None:
