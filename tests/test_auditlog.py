@@ -148,3 +148,24 @@ def test_keys_stage_writes_a_private_key_and_the_public_key_verify_reads(
     assert private.stat().st_mode & 0o777 == 0o600
     again = mutualaid_cli(region, "keys", "stage", "--stage", "projector-ca0990100")
     assert again.returncode == 1 and "not overwritten" in again.stderr
+
+
+def test_a_rotated_key_leaves_the_records_it_signed_verifiable(region: Region, keys: None) -> None:
+    topic, _ = written(region, 3)
+    private = region.settings.private_keys_dir / "stages" / "router.pem"
+    before = private.read_bytes()
+    rotated = mutualaid_cli(region, "keys", "stage", "--stage", "router", "--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rotated; verifiers need" in rotated.stdout and "and keep" in rotated.stdout
+    assert private.read_bytes() != before and private.stat().st_mode & 0o777 == 0o600
+    # The restarted writer signs with the new key; its chain runs on across the change.
+    after = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
+    after.write(b"CA0990100/R-4", b"decision 4")
+    after.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems, report.writers) == (4, [], {"router@w1": 4})
+    # Without the retired public key, what the old key signed no longer verifies.
+    for retired in (region.settings.public_keys_dir / "stages").glob("router.*.pub"):
+        retired.unlink()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert len(report.problems) == 3 and "does not match its signature" in report.problems[0]
