@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Message, Producer
 
 from conftest import Region, mutualaid_cli, read_topic
-from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify
+from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify, worker_instance
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec
 
 pytestmark = pytest.mark.broker
@@ -169,3 +171,26 @@ def test_a_rotated_key_leaves_the_records_it_signed_verifiable(region: Region, k
         retired.unlink()
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert len(report.problems) == 3 and "does not match its signature" in report.problems[0]
+
+
+def test_each_worker_keeps_its_own_chain(region: Region, keys: None, tmp_path: Path) -> None:
+    """Two workers of one stage write the same topic at once, as two routers in one group do:
+    each is its own writer (the instance kept in its data directory), so neither chain is
+    broken by the other's records."""
+    own = [
+        Settings(**{**region.settings.model_dump(), "data_dir": tmp_path / f"worker-{n}"})
+        for n in (1, 2)
+    ]
+    instances = [worker_instance(s) for s in own]
+    assert instances == [worker_instance(s) for s in own]  # kept: a restart continues
+    assert instances[0] != instances[1]
+    topic = new_topic(region, partitions=2)
+    workers = [AuditWriter(s, topic, "router", AUDIT_DISSEMINATION) for s in own]
+    for n in range(3):
+        for worker in workers:
+            worker.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
+    for worker in workers:
+        worker.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems) == (6, [])
+    assert report.writers == {f"router@{i}": 3 for i in instances}
