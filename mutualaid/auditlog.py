@@ -52,6 +52,10 @@ from mutualaid.private import open_private, private_dir, private_file
 from mutualaid.settings import Settings
 
 WRITER, SEQ, PREV, SIG = (f"mutualaid-audit-{n}" for n in ("writer", "seq", "prev", "sig"))
+# On a writer's first record after a restart that found its last records unsigned (it died
+# mid-batch): its signatures do not vouch for those, which it cannot tell from records someone
+# else appended under its name.
+RESTART = "mutualaid-audit-restart"
 GENESIS = "0" * 64
 _DOMAIN = b"mutualaid-audit-v1"
 STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -201,7 +205,13 @@ def worker_instance(settings: Settings) -> str:
 
 
 def _signed(
-    writer: str, seq: int, prev: str, stream: str, key: bytes | None, value: bytes
+    writer: str,
+    seq: int,
+    prev: str,
+    stream: str,
+    key: bytes | None,
+    value: bytes,
+    restart: bool = False,
 ) -> bytes:
     parts = [
         _DOMAIN,
@@ -211,6 +221,7 @@ def _signed(
         stream.encode(),
         hashlib.sha256(key or b"").hexdigest().encode(),
         hashlib.sha256(value).hexdigest().encode(),
+        *([b"restart"] if restart else []),
     ]
     return b"\0".join(parts)
 
@@ -222,8 +233,16 @@ def _link(signed: bytes) -> str:
 class AuditChain:
     """One writer's chain: the headers for its next record, and where the chain stands."""
 
-    def __init__(self, writer: str, key: Ed25519PrivateKey, seq: int = 0, head: str = GENESIS):
+    def __init__(
+        self,
+        writer: str,
+        key: Ed25519PrivateKey,
+        seq: int = 0,
+        head: str = GENESIS,
+        unsigned_tail: bool = False,
+    ):
         self.writer, self._key, self.seq, self.head = writer, key, seq, head
+        self._restart = unsigned_tail  # the next record says so
 
     def seal(self, stream: str, key: bytes | None, value: bytes, sign: bool = True) -> Headers:
         """The headers of the next record; signed if ``sign``. A signature covers the record
@@ -231,12 +250,15 @@ class AuditChain:
         stage signs only the last record of each batch it writes (one Ed25519 signature per
         batch instead of per record)."""
         seq = self.seq + 1
-        signed = _signed(self.writer, seq, self.head, stream, key, value)
+        signed = _signed(self.writer, seq, self.head, stream, key, value, self._restart)
         headers = [
             (WRITER, self.writer.encode()),
             (SEQ, str(seq).encode()),
             (PREV, self.head.encode()),
         ]
+        if self._restart:
+            headers.append((RESTART, b"1"))
+            self._restart = False
         if sign:
             headers.append((SIG, self._key.sign(signed)))
         self.seq, self.head = seq, _link(signed)
@@ -293,8 +315,8 @@ class AuditSigner:
         if not partitions:
             raise AuditTopicMissing(f"{topic}: the broker has no such topic; the stage makes it")
         partition = writer_partition(self.writer, len(partitions))
-        seq, head = _chain_head(self._settings, topic, stream, partition, self.writer)
-        return partition, AuditChain(self.writer, self._key, seq, head)
+        seq, head, unsigned = _chain_head(self._settings, topic, stream, partition, self.writer)
+        return partition, AuditChain(self.writer, self._key, seq, head, unsigned)
 
 
 class AuditWriter:
@@ -330,9 +352,9 @@ def _headers(msg: Message) -> dict[str, bytes]:
 
 def _chain_head(
     settings: Settings, topic: str, stream: str, partition: int, writer: str
-) -> tuple[int, str]:
-    """(seq, link hash) of the writer's last record on the partition, read back from the end
-    in growing steps; (0, GENESIS) if it has none there."""
+) -> tuple[int, str, bool]:
+    """(seq, link hash, whether it is unsigned) of the writer's last record on the partition,
+    read back from the end in growing steps; (0, GENESIS, False) if it has none there."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers,
@@ -365,10 +387,11 @@ def _chain_head(
                     stream,
                     last.key(),
                     last.value() or b"",
+                    RESTART in found,
                 )
-                return int(found[SEQ]), _link(signed)
+                return int(found[SEQ]), _link(signed), SIG not in found
             if start == low:
-                return 0, GENESIS
+                return 0, GENESIS, False
             step *= 10
     finally:
         consumer.close()
@@ -412,6 +435,7 @@ class _Link:
     partition: int
     offset: int
     signed: bool
+    restart: bool = False
 
 
 def check(
@@ -444,14 +468,16 @@ def check(
         except (ValueError, UnicodeDecodeError):
             report.problems.append(f"{where}: forged: unreadable sequence headers")
             continue
-        signed = _signed(writer, seq, prev, stream, msg.key(), msg.value() or b"")
+        restart = RESTART in found
+        signed = _signed(writer, seq, prev, stream, msg.key(), msg.value() or b"", restart)
         signature = found.get(SIG)
         if signature is not None and not any(_verifies(k, signature, signed) for k in public):
             report.problems.append(
                 f"{where}: altered or forged: {writer} seq {seq} does not match its signature"
             )
             continue
-        link = _Link(seq, prev, _link(signed), msg.partition(), msg.offset(), signature is not None)
+        vouched = signature is not None
+        link = _Link(seq, prev, _link(signed), msg.partition(), msg.offset(), vouched, restart)
         chains[writer].append(link)
     for writer, chain in sorted(chains.items()):
         _check_chain(report, writer, chain, records[0].topic() if records else stream)
@@ -477,13 +503,11 @@ def _check_chain(report: Report, writer: str, chain: list[_Link], topic: str) ->
     def at(link: _Link) -> str:
         return f"{topic} partition {link.partition} offset {link.offset}"
 
-    def unvouched(links: list[_Link]) -> None:
+    def unvouched(links: list[_Link], why: str) -> None:
         for start, end in _runs([link.seq for link in links]):
             named = f"seq {start}" if start == end else f"seq {start}-{end}"
             report.problems.append(
-                f"{at(links[0])}: unvouched: {writer} {named} is covered by no signature: "
-                "forged, or the writer stopped before signing (or is writing them now: check "
-                "again)"
+                f"{at(links[0])}: unvouched: {writer} {named} is covered by no signature: {why}"
             )
 
     first = chain[0]
@@ -538,15 +562,25 @@ def _check_chain(report: Report, writer: str, chain: list[_Link], topic: str) ->
                     f"match the hash seq {link.seq} names for it"
                 )
                 uncovered = [u for u in uncovered if u is not highest]
-        if not intact:
-            unvouched(uncovered)  # the path from a later signature back to them is broken
+        if not intact:  # the path from a later signature back to them is broken
+            unvouched(uncovered, "the chain after them is broken")
+            uncovered = []
+        if link.restart:
+            unvouched(
+                uncovered,
+                f"its writer restarted at {at(link)} without vouching for them (it stopped "
+                "mid-batch, or someone else added them)",
+            )
             uncovered = []
         if link.signed:
             uncovered = []
         else:
             uncovered.append(link)
         seen[link.seq] = highest = link
-    unvouched(uncovered)
+    unvouched(
+        uncovered,
+        "forged, or the writer stopped before signing (or is writing them now: check again)",
+    )
     report.writers[writer] = max(link.seq for link in chain)
 
 

@@ -221,3 +221,31 @@ def test_a_record_signed_but_never_delivered_leaves_no_hole(region: Region) -> N
     result = verify(region, "--topic", topic, "--as", AUDIT_DISSEMINATION)
     assert result.returncode == 0, result.stdout
     assert f"chains: {router}@w1 to seq 3\n" in result.stdout and "intact" in result.stdout
+
+
+def test_records_a_crash_left_unsigned_are_named_not_vouched_for(region: Region) -> None:
+    """A writer that dies mid-batch leaves records on the topic whose signed last record never
+    came. Its restart links on from them but cannot tell them from records someone appended
+    under its name, so it says it restarted, and verify names them rather than vouch."""
+    topic = f"audit.midbatch-{region.local.lower()}"
+    ensure_topics(wait_for_broker(region.settings.bootstrap_servers), [TopicSpec(topic, 1)], 1)
+    router = region.settings.router_id
+    before = AuditWriter(region.settings, topic, router, AUDIT_DISSEMINATION, instance="w1")
+    before.write(b"k1", b"decision 1")
+    producer = Producer({"bootstrap.servers": region.settings.bootstrap_servers})
+    for n in (2, 3):  # delivered, unsigned: the batch's last record never written
+        key, value = f"k{n}".encode(), f"decision {n}".encode()
+        partition, headers = before.signer.seal(topic, key, value, AUDIT_DISSEMINATION, False)
+        producer.produce(topic, value, key, partition=partition, headers=headers)
+    assert producer.flush(10) == 0
+    before.close()
+    after = AuditWriter(region.settings, topic, router, AUDIT_DISSEMINATION, instance="w1")
+    after.write(b"k4", b"decision 4")
+    after.close()
+    result = verify(region, "--topic", topic, "--as", AUDIT_DISSEMINATION)
+    assert result.returncode == 4, result.stdout
+    assert f"chains: {router}@w1 to seq 4\n" in result.stdout
+    assert (
+        f"{topic} partition 0 offset 1: unvouched: {router}@w1 seq 2-3 is covered by no "
+        f"signature: its writer restarted at {topic} partition 0 offset 3"
+    ) in result.stdout
