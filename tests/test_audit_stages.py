@@ -113,15 +113,19 @@ def test_the_router_signs_and_chains_its_audit_across_a_restart_and_tampering_is
     # A clean restart: the worker links on from its last record, it does not start over.
     with running_stages(region, tmp_path / "second", []):
         reads(region, 1)
-        records = signed_as(router, AUDIT_DISSEMINATION, region, 6)
+        signed_as(router, AUDIT_DISSEMINATION, region, 6)
+    # Read again once it stopped, so nothing is still on its way. (Reads the first router had
+    # routed but not yet committed are decided, and audited, again: at least once.)
+    records = signed_as(router, AUDIT_DISSEMINATION, region, 6)
     writer = header(records[0], WRITER)
     assert writer.startswith(f"{router}@")
     assert {header(m, WRITER) for m in records} == {writer}
-    assert [int(header(m, SEQ)) for m in records] == [1, 2, 3, 4, 5, 6]
+    assert [int(header(m, SEQ)) for m in records] == list(range(1, len(records) + 1))
     assert [m.offset() for m in records[:4]] == [m.offset() for m in first]
     result = verify(region, "--topic", AUDIT_DISSEMINATION, "--stage", router)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"chains: {writer} to seq 6\n" in result.stdout and "intact" in result.stdout
+    assert f"chains: {writer} to seq {len(records)}\n" in result.stdout
+    assert "intact" in result.stdout
 
     # Forged: a DENIED record by a bare producer, beside the router's genuine one.
     genuine = records[1]
