@@ -188,13 +188,16 @@ def stage_of(writer: str) -> str:
     return writer.split("@", 1)[0]
 
 
+INSTANCE_FILE = "audit-instance"
+
+
 def worker_instance(settings: Settings) -> str:
     """This worker's instance: ``audit_instance`` if set, else an id made on first start and
     kept in the data directory (one per worker, as faust needs anyway), so a restarted worker
     continues its own chain and two workers never share one."""
     if settings.audit_instance:
         return settings.audit_instance
-    path = settings.data_dir / "audit-instance"
+    path = settings.data_dir / INSTANCE_FILE
     try:
         return path.read_text().strip()
     except FileNotFoundError:
@@ -281,6 +284,13 @@ class AuditSigner:
     def __init__(self, settings: Settings, stage: str, instance: str | None = None) -> None:
         self._settings = settings
         self._key = load_stage_key(settings, stage)
+        # A worker whose instance is made now has written nothing: its chains start afresh,
+        # without reading back a year of other writers' records to find none of its own.
+        self._fresh = (
+            instance is None
+            and not settings.audit_instance
+            and not (settings.data_dir / INSTANCE_FILE).exists()
+        )
         self.writer = f"{stage}@{instance or worker_instance(settings)}"
         self._chains: dict[str, tuple[int, AuditChain]] = {}
 
@@ -305,6 +315,7 @@ class AuditSigner:
         """Forget where the chains stand: after records failed to arrive, the next record
         links on from the last one that did."""
         self._chains.clear()
+        self._fresh = False
 
     def _open(self, topic: str, stream: str) -> tuple[int, AuditChain]:
         probe = Consumer({"bootstrap.servers": self._settings.bootstrap_servers, "group.id": "-"})
@@ -315,6 +326,8 @@ class AuditSigner:
         if not partitions:
             raise AuditTopicMissing(f"{topic}: the broker has no such topic; the stage makes it")
         partition = writer_partition(self.writer, len(partitions))
+        if self._fresh:
+            return partition, AuditChain(self.writer, self._key)
         seq, head, unsigned = _chain_head(self._settings, topic, stream, partition, self.writer)
         return partition, AuditChain(self.writer, self._key, seq, head, unsigned)
 
