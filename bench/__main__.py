@@ -22,6 +22,7 @@ from pathlib import Path
 import fastavro
 import psycopg
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from psycopg import sql
 
 from bench import percentile, save
@@ -31,6 +32,7 @@ from consumers.index.query import Criteria
 from consumers.index.sqlite import SqliteIndex
 from consumers.search import Searcher, SearchRequest, run_search
 from mutualaid.agencies import Registry, load_registry
+from mutualaid.auditlog import AuditChain
 from mutualaid.crypto import generate_hash_key, generate_keypair, newest_public_key
 from mutualaid.disclosure import new_disclosure
 from mutualaid.policy import load_policy
@@ -45,7 +47,7 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind
+from mutualaid.topics import AUDIT_DISSEMINATION, Kind
 from producers import samples
 from producers.alpr import DEFAULT_MAPPING, AlprAdapter, load_mapping
 from streams.router import Consumed, Router
@@ -68,6 +70,47 @@ def rate(label: str, items: list, work: Callable[[object], object]) -> float:
 def sealer(public: Path) -> Sealer:
     """Whole-record sealing as the router does it by default (share_sealing: keyed)."""
     return Sealer(lambda ori: newest_public_key(ori, public), rotate_seconds=3600)
+
+
+def audit_signing(router: Router, topic: str, values: list[bytes]) -> dict[str, float]:
+    """The router with and without the audit signing its Outbox adds (streams/worker.py): every
+    audit record chained, the last of each batch (500 events) signed, and for comparison every
+    record signed. Rounds alternate and count this process's CPU time, so that other work on a
+    shared machine moves the ratio less than it moves wall-clock rates."""
+    chain = AuditChain("mutualaid-router@bench", Ed25519PrivateKey.generate())
+
+    def run(sign: str) -> None:
+        for start in range(0, len(values), 500):
+            audit = [
+                out
+                for value in values[start : start + 500]
+                for out in router.route(Consumed(topic, 0, 0, None, value), {})
+                if out.topic == AUDIT_DISSEMINATION
+            ]
+            for n, out in enumerate(audit):
+                last = n == len(audit) - 1
+                if sign != "off":
+                    chain.seal(out.topic, out.key, out.value or b"", sign == "each" or last)
+
+    rounds: dict[str, list[float]] = {"off": [], "batch": [], "each": []}
+    for _ in range(3):
+        for sign, seen in rounds.items():
+            began = time.process_time()
+            run(sign)
+            seen.append(len(values) / (time.process_time() - began))
+    median = {sign: sorted(seen)[1] for sign, seen in rounds.items()}
+    labels = {"off": "unsigned", "batch": "signed per batch", "each": "signed per record"}
+    for sign, label in labels.items():
+        print(f"  {'router, audit ' + label + ' (CPU time)':<44} {median[sign]:>12,.0f} /s")
+    print(
+        f"  audit signing: router events/s signed / unsigned {median['batch'] / median['off']:.3f} "
+        f"(per record: {median['each'] / median['off']:.3f})"
+    )
+    return {
+        "router_cpu_unsigned": median["off"],
+        "router_cpu_signed_per_batch": median["batch"],
+        "router_cpu_signed_per_record": median["each"],
+    }
 
 
 def router_encryption(tmp: Path, store: SchemaStore, registry: Registry) -> dict[str, float]:
@@ -298,6 +341,7 @@ def main() -> None:
             values,
             lambda v: sealing.route(Consumed(topic, 0, 0, None, v), {}),
         )
+        figures |= audit_signing(router, topic, values)
         index = SqliteIndex(Path(tmp) / "index.sqlite")
         batches = [shared[i : i + 500] for i in range(0, len(shared), 500)]
         start = time.perf_counter()

@@ -26,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import save
+from mutualaid.auditlog import ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster
@@ -76,6 +77,7 @@ def one_broker(kind: str, reads: int, csv: Path, tmp: Path) -> dict[str, float]:
         config = tmp / f"{kind}.yaml"
         config.write_text(yaml.safe_dump(values))
         settings = Settings(**values)
+        ensure_stage_keys(settings, [settings.router_id])  # it signs its audit records
         admin = wait_for_broker(broker.bootstrap_servers)
         ensure_topics(admin, topics_for(ORIS, settings.partitions), 1)
         source = LineFile(csv)

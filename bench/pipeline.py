@@ -35,12 +35,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from bench import save
 from bench.data import alpr_events, encoded, rms_events
 from consumers.index import index_path
+from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.crypto import generate_keypair
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import SHARED_EVENT, AvroDeserializer, SchemaStore, SerializationContext
+from mutualaid.settings import Settings
 from mutualaid.topics import Kind, TopicSpec, share_topic, source_topic, topics_for
 
 EVENTS = 20_000
@@ -97,6 +99,9 @@ def new_region(root: Path, bootstrap: str, kind: Kind, fields: dict[str, str]) -
     }
     config = directory / "mutualaid.yaml"
     config.write_text(yaml.safe_dump(settings))
+    # The router and projectors sign their audit records (every worker its own chain).
+    made = Settings(**settings)
+    ensure_stage_keys(made, audit_stages(made, [owner, *partners]))
     specs = topics_for([owner, *partners], PARTITIONS)
     ensure_topics(wait_for_broker(bootstrap), specs, 1)
     return Region(directory, config, owner, partners, bootstrap)
@@ -298,8 +303,6 @@ def lone_read(root: Path, bootstrap: str, events: list[dict], tries: int = 5) ->
 
 
 def index_path_for(settings: dict, ori: str) -> Path:
-    from mutualaid.settings import Settings
-
     return index_path(Settings(**settings), ori)
 
 

@@ -73,7 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     hash_key = keys_sub.add_parser("hash-key", help="create the router's keyed-hash secret")
     hash_key.set_defaults(handler=_keys_hash)
     stage_key = keys_sub.add_parser("stage", help="create a stage's audit signing key (Ed25519)")
-    stage_key.add_argument("--stage", required=True, help="the writer's name, e.g. router")
+    stage_key.add_argument(
+        "--stage",
+        required=True,
+        help="the signing stage: the router_id (mutualaid-router), the matcher_id "
+        "(mutualaid-matcher) or projector-<ori> (an agency's search audit)",
+    )
+    stage_key.add_argument(
+        "--rotate",
+        action="store_true",
+        help="replace the stage's key; the old public key is kept so old records still verify",
+    )
     stage_key.set_defaults(handler=_keys_stage)
 
     audit = sub.add_parser("audit", help="check the audit topics")
@@ -88,6 +98,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--as",
         dest="stream",
         help="the audit topic the records were written for, to check a copy (mirror, backup)",
+    )
+    verify.add_argument(
+        "--stage",
+        action="append",
+        dest="stages",
+        help="check only the records signed as this stage (repeatable), e.g. where several "
+        "regions share a broker; unsigned records are then not checked",
     )
     verify.set_defaults(handler=_audit_verify)
 
@@ -197,12 +214,23 @@ def _keys_generate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_stage(settings: Settings, args: argparse.Namespace) -> int:
-    from mutualaid.auditlog import generate_stage_key
+    from mutualaid.auditlog import generate_stage_key, rotate_stage_key
 
+    if args.rotate:
+        public, retired = rotate_stage_key(settings, args.stage)
+        print(
+            f"audit key for {args.stage} rotated; verifiers need {public} and keep {retired}; "
+            "restart the stage to sign with the new key"
+        )
+        return 0
     try:
         public = generate_stage_key(settings, args.stage)
     except FileExistsError:
-        print(f"mutualaid keys: {args.stage} has an audit key; not overwritten", file=sys.stderr)
+        print(
+            f"mutualaid keys: {args.stage} has an audit key; not overwritten (--rotate "
+            "replaces it)",
+            file=sys.stderr,
+        )
         return 1
     print(f"audit key for {args.stage} created; verifiers need {public}")
     return 0
@@ -231,9 +259,11 @@ def _audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     wait_for_broker(settings)
     broken = False
     for topic in args.topic or [AUDIT_DISSEMINATION, AUDIT_SEARCH]:
-        report = verify(settings, topic, args.stream)
+        report = verify(settings, topic, args.stream, args.stages)
         chains = ", ".join(f"{w} to seq {n}" for w, n in sorted(report.writers.items()))
         print(f"{topic}: {report.records} record(s); chains: {chains or 'none'}")
+        if report.skipped:
+            print(f"  {report.skipped} record(s) not signed as {', '.join(args.stages)}: skipped")
         for line in report.gaps:
             print(f"  gap: {line}")
         for line in report.problems:

@@ -28,6 +28,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from mutualaid.agencies import Agency, load_registry
+from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import BrokerError, EmbeddedBroker, port_is_free
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
@@ -74,6 +75,12 @@ def run_up(
 ) -> int:
     registry = load_registry(settings.agencies_file)
     load_policy_from(settings, registry)  # refuse to start on a bad agreement or rule
+    if settings.audit_signing:  # the stages sign their audit records and need their keys
+        stage_keys = ensure_stage_keys(settings, audit_stages(settings, registry.oris))
+        if stage_keys:
+            print(
+                f"audit keys  {len(stage_keys)} stage key(s) made; public in {stage_keys[0].parent}"
+            )
     logs = settings.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     # A memory broker starts empty: positions saved against the previous one mean nothing.

@@ -23,9 +23,16 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from consumers.index import open_index
 from consumers.opening import ShareReader, open_shared
+from mutualaid.auditlog import AuditSigner, search_audit_stage
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import DeadLetters
-from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
+from mutualaid.kafka import (
+    DeliveryFailed,
+    DeliveryTracker,
+    consumer_config,
+    produce,
+    producer_config,
+)
 from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PURGED, INDEX_WRITES
 from mutualaid.sealing import UnsealError
 from mutualaid.serde import (
@@ -76,6 +83,12 @@ class Projector:
         self._consumer = Consumer(consumer_config(settings, group))
         self._producer = Producer(producer_config(settings))  # dead letters, search audits
         self._delivery = DeliveryTracker()
+        # The search audit is signed by the agency's projector, which publishes it.
+        self._signer = (
+            AuditSigner(settings, search_audit_stage(self.agency_ori))
+            if settings.audit_signing
+            else None
+        )
 
     def subscribe(self) -> None:
         """Join the agency's consumer group for its share topics (the join completes in step)."""
@@ -127,7 +140,7 @@ class Projector:
     def _publish_searches(self) -> None:
         """Empty the index's search-log outbox into audit.search; marked only once acked."""
         rows = self.index.unpublished_searches()
-        for row in rows:
+        for n, row in enumerate(rows):
             record = {
                 "agency_ori": self.agency_ori,
                 "search_id": row.id,
@@ -140,10 +153,21 @@ class Projector:
             }
             value = self._encode_search(record, SerializationContext(AUDIT_SEARCH))
             key = f"{self.agency_ori}/{row.id}".encode()
-            self._producer.produce(AUDIT_SEARCH, value, key, on_delivery=self._delivery)
-            self._delivery.sent()
+            partition, headers = (
+                (None, None)
+                if self._signer is None
+                # The last one signed: its signature vouches for the rest through the chain.
+                else self._signer.seal(AUDIT_SEARCH, key, value, sign=n == len(rows) - 1)
+            )
+            produce(self._producer, AUDIT_SEARCH, key, value, self._delivery, partition, headers)
         if rows:
-            self._delivery.wait(self._producer)
+            try:
+                self._delivery.wait(self._producer)
+            except DeliveryFailed:
+                # Unmarked, these rows go again; their chain links on from what did arrive.
+                if self._signer is not None:
+                    self._signer.resync()
+                raise
             self.index.mark_published([row.id for row in rows])
 
     def _decoded(self, msg: Message) -> dict | None:

@@ -3,7 +3,9 @@
 The signature and the chain travel in Kafka record headers, so the audit value (the Avro record
 every reader decodes) is unchanged:
 
-- ``mutualaid-audit-writer``: the stage's name (its key is ``<public_keys_dir>/stages/<name>.pub``)
+- ``mutualaid-audit-writer``: ``<stage>@<instance>``: the stage's identity (its key is
+  ``<public_keys_dir>/stages/<stage>.pub``, and the retired ones ``<stage>.<when>.pub``) and the
+  worker instance, so that several workers of one stage each keep a chain of their own
 - ``mutualaid-audit-seq``: 1, 2, 3 ... per writer
 - ``mutualaid-audit-prev``: the link hash of the writer's previous record (64 zeros for the first)
 - ``mutualaid-audit-sig``: Ed25519 over the writer, seq, prev, stream, key hash and value hash
@@ -20,16 +22,23 @@ the topic is not seq 1 is reported as a gap at the start: retention deletes the 
 and from the topic alone that cannot be told apart from records removed on purpose.
 
 A writer keeps its records on one partition (chosen from its name), so Kafka keeps them in
-order, and at start it recovers its chain head by reading its last record back.
+order, and at start it recovers its chain head by reading its last record back from the topic.
+That is also what keeps a crash verifiable: a record signed but never delivered (the process
+died first) is not on the topic, so the restarted writer links on from the last record that
+is, and no hole appears; a record whose delivery was only never confirmed is on the topic and
+is linked on from. The chain state lives nowhere but on the topic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import secrets
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -37,23 +46,39 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from mutualaid.errors import UsageError
-from mutualaid.kafka import DeliveryTracker, TopicFollower, producer_config
+from mutualaid.errors import MutualaidError, UsageError
+from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
 from mutualaid.kafkaclients import client_config
-from mutualaid.private import open_private, private_dir
+from mutualaid.private import open_private, private_dir, private_file
 from mutualaid.settings import Settings
 
 WRITER, SEQ, PREV, SIG = (f"mutualaid-audit-{n}" for n in ("writer", "seq", "prev", "sig"))
+# On a writer's first record after a restart that found its last records unsigned (it died
+# mid-batch): its signatures do not vouch for those, which it cannot tell from records someone
+# else appended under its name.
+RESTART = "mutualaid-audit-restart"
 GENESIS = "0" * 64
 _DOMAIN = b"mutualaid-audit-v1"
+STAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+Headers = list[tuple[str, bytes]]
 
 
 class AuditKeyError(UsageError):
     """A stage key that is missing or not an Ed25519 key."""
 
 
+class AuditTopicMissing(MutualaidError):
+    """An audit topic a stage was to write that the broker does not have."""
+
+
 def stage_key_paths(settings: Settings, stage: str) -> tuple[Path, Path]:
     """(private, public) key files of a stage."""
+    if not STAGE_NAME.match(stage):
+        raise AuditKeyError(
+            f"stage name {stage!r}: use lower-case letters, digits and '-' (e.g. router, "
+            "the router_id, or projector-ca0990100)"
+        )
     return (
         settings.private_keys_dir / "stages" / f"{stage}.pem",
         settings.public_keys_dir / "stages" / f"{stage}.pub",
@@ -66,18 +91,65 @@ def generate_stage_key(settings: Settings, stage: str) -> Path:
     private_path, public_path = stage_key_paths(settings, stage)
     private_dir(private_path.parent)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
+    with os.fdopen(open_private(private_path, os.O_WRONLY | os.O_EXCL), "wb") as out:
+        out.write(_private_pem(key))
+    _write_public(public_path, key)
+    return public_path
+
+
+def rotate_stage_key(settings: Settings, stage: str) -> tuple[Path, Path]:
+    """Replace ``stage``'s key with a new one. The old public key stays, renamed
+    ``<stage>.<when>.pub``, so the records it signed still verify; the old private key is
+    gone (nothing needs it to sign again). A running stage signs with the key it loaded until
+    it restarts. Returns (new public key, retired public key)."""
+    private_path, public_path = stage_key_paths(settings, stage)
+    if not private_path.exists() or not public_path.exists():
+        raise AuditKeyError(
+            f"no audit key for {stage} to rotate at {private_path}; "
+            f"run mutualaid keys stage --stage {stage}"
+        )
+    when = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    retired = public_path.with_name(f"{stage}.{when}.pub")
+    key = Ed25519PrivateKey.generate()
+    fresh = private_path.with_name(private_path.name + ".new")
+    fresh.unlink(missing_ok=True)
+    with os.fdopen(open_private(fresh, os.O_WRONLY | os.O_EXCL), "wb") as out:
+        out.write(_private_pem(key))
+    os.replace(public_path, retired)
+    _write_public(public_path, key)
+    os.replace(fresh, private_path)
+    return public_path, retired
+
+
+def audit_stages(settings: Settings, oris: list[str]) -> list[str]:
+    """The stages that sign audit records in a region of ``oris``: the router, the matcher and
+    each agency's projector (its search audit)."""
+    return [settings.router_id, settings.matcher_id, *(search_audit_stage(o) for o in oris)]
+
+
+def ensure_stage_keys(settings: Settings, stages: list[str]) -> list[Path]:
+    """Make the keys of ``stages`` that are missing (for ``up`` and its demo); the public keys
+    made."""
+    return [
+        generate_stage_key(settings, stage)
+        for stage in stages
+        if not stage_key_paths(settings, stage)[0].exists()
+    ]
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    with os.fdopen(open_private(private_path, os.O_WRONLY | os.O_EXCL), "wb") as out:
-        out.write(pem)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    public_path.write_bytes(
+
+
+def _write_public(path: Path, key: Ed25519PrivateKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return public_path
 
 
 def load_stage_key(settings: Settings, stage: str) -> Ed25519PrivateKey:
@@ -86,25 +158,64 @@ def load_stage_key(settings: Settings, stage: str) -> Ed25519PrivateKey:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except FileNotFoundError:
         raise AuditKeyError(
-            f"no audit key for {stage} at {path}; run mutualaid keys stage --stage {stage}"
+            f"no audit key for {stage} at {path}; run mutualaid keys stage --stage {stage} "
+            "(or set audit_signing: false to write the audit unsigned)"
         ) from None
+    except ValueError as exc:
+        raise AuditKeyError(f"{path}: not a readable private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise AuditKeyError(f"{path} is not an Ed25519 private key")
     return key
 
 
-def public_stage_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
-    keys = {}
+def public_stage_keys(settings: Settings) -> dict[str, list[Ed25519PublicKey]]:
+    """Every stage's public keys, the current one and those rotated out, by stage name."""
+    keys: dict[str, list[Ed25519PublicKey]] = defaultdict(list)
     for path in sorted((settings.public_keys_dir / "stages").glob("*.pub")):
         key = serialization.load_pem_public_key(path.read_bytes())
         if not isinstance(key, Ed25519PublicKey):
             raise AuditKeyError(f"{path} is not an Ed25519 public key")
-        keys[path.stem] = key
-    return keys
+        keys[path.name.split(".", 1)[0]].append(key)
+    return dict(keys)
+
+
+def search_audit_stage(ori: str) -> str:
+    """The stage that signs an agency's search audit: its projector, which publishes it."""
+    return f"projector-{ori.lower()}"
+
+
+def stage_of(writer: str) -> str:
+    """The stage whose key signs for ``writer`` (``router@a1b2c3`` -> ``router``)."""
+    return writer.split("@", 1)[0]
+
+
+INSTANCE_FILE = "audit-instance"
+
+
+def worker_instance(settings: Settings) -> str:
+    """This worker's instance: ``audit_instance`` if set, else an id made on first start and
+    kept in the data directory (one per worker, as faust needs anyway), so a restarted worker
+    continues its own chain and two workers never share one."""
+    if settings.audit_instance:
+        return settings.audit_instance
+    path = settings.data_dir / INSTANCE_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        private_dir(path.parent)
+        instance = secrets.token_hex(4)
+        private_file(path).write_text(instance + "\n")
+        return instance
 
 
 def _signed(
-    writer: str, seq: int, prev: str, stream: str, key: bytes | None, value: bytes
+    writer: str,
+    seq: int,
+    prev: str,
+    stream: str,
+    key: bytes | None,
+    value: bytes,
+    restart: bool = False,
 ) -> bytes:
     parts = [
         _DOMAIN,
@@ -114,33 +225,47 @@ def _signed(
         stream.encode(),
         hashlib.sha256(key or b"").hexdigest().encode(),
         hashlib.sha256(value).hexdigest().encode(),
+        *([b"restart"] if restart else []),
     ]
     return b"\0".join(parts)
 
 
-def _link(signed: bytes, signature: bytes) -> str:
-    return hashlib.sha256(signed + signature).hexdigest()
+def _link(signed: bytes) -> str:
+    return hashlib.sha256(signed).hexdigest()
 
 
 class AuditChain:
     """One writer's chain: the headers for its next record, and where the chain stands."""
 
-    def __init__(self, writer: str, key: Ed25519PrivateKey, seq: int = 0, head: str = GENESIS):
+    def __init__(
+        self,
+        writer: str,
+        key: Ed25519PrivateKey,
+        seq: int = 0,
+        head: str = GENESIS,
+        unsigned_tail: bool = False,
+    ):
         self.writer, self._key, self.seq, self.head = writer, key, seq, head
+        self._restart = unsigned_tail  # the next record says so
 
-    def seal(
-        self, stream: str, key: bytes | None, value: bytes
-    ) -> list[tuple[str, str | bytes | None]]:
+    def seal(self, stream: str, key: bytes | None, value: bytes, sign: bool = True) -> Headers:
+        """The headers of the next record; signed if ``sign``. A signature covers the record
+        and, through the previous-record hashes, every record before it in the chain, so a
+        stage signs only the last record of each batch it writes (one Ed25519 signature per
+        batch instead of per record)."""
         seq = self.seq + 1
-        signed = _signed(self.writer, seq, self.head, stream, key, value)
-        signature = self._key.sign(signed)
-        headers: list[tuple[str, str | bytes | None]] = [
+        signed = _signed(self.writer, seq, self.head, stream, key, value, self._restart)
+        headers = [
             (WRITER, self.writer.encode()),
             (SEQ, str(seq).encode()),
             (PREV, self.head.encode()),
-            (SIG, signature),
         ]
-        self.seq, self.head = seq, _link(signed, signature)
+        if self._restart:
+            headers.append((RESTART, b"1"))
+            self._restart = False
+        if sign:
+            headers.append((SIG, self._key.sign(signed)))
+        self.seq, self.head = seq, _link(signed)
         return headers
 
 
@@ -148,28 +273,87 @@ def writer_partition(writer: str, partitions: int) -> int:
     return zlib.crc32(writer.encode()) % partitions
 
 
+class AuditSigner:
+    """A stage worker's signing of the audit records it writes: one chain per audit topic,
+    each on the partition its writer name picks, continued from the writer's last record on
+    that topic (read back when the topic is first written, and again after ``resync``).
+
+    The key is loaded at once, so a stage without one refuses to start; the topics are read
+    only at the first record, since a stage may create them after it is built.
+    """
+
+    def __init__(self, settings: Settings, stage: str, instance: str | None = None) -> None:
+        self._settings = settings
+        self._key = load_stage_key(settings, stage)
+        # A worker whose instance is made now has written nothing: its chains start afresh,
+        # without reading back a year of other writers' records to find none of its own.
+        self._fresh = (
+            instance is None
+            and not settings.audit_instance
+            and not (settings.data_dir / INSTANCE_FILE).exists()
+        )
+        self.writer = f"{stage}@{instance or worker_instance(settings)}"
+        self._chains: dict[str, tuple[int, AuditChain]] = {}
+
+    def seal(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        stream: str | None = None,
+        sign: bool = True,
+    ) -> tuple[int, Headers]:
+        """(partition, headers) for the next record to ``topic``: produce it there, in the
+        order sealed (an idempotent producer keeps that order). Sign at least the last record
+        of every batch (see ``AuditChain.seal``)."""
+        placed = self._chains.get(topic)
+        if placed is None:
+            placed = self._chains[topic] = self._open(topic, stream or topic)
+        partition, chain = placed
+        return partition, chain.seal(stream or topic, key, value, sign)
+
+    def resync(self) -> None:
+        """Forget where the chains stand: after records failed to arrive, the next record
+        links on from the last one that did."""
+        self._chains.clear()
+        self._fresh = False
+
+    def _open(self, topic: str, stream: str) -> tuple[int, AuditChain]:
+        probe = Consumer({"bootstrap.servers": self._settings.bootstrap_servers, "group.id": "-"})
+        try:
+            partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        finally:
+            probe.close()
+        if not partitions:
+            raise AuditTopicMissing(f"{topic}: the broker has no such topic; the stage makes it")
+        partition = writer_partition(self.writer, len(partitions))
+        if self._fresh:
+            return partition, AuditChain(self.writer, self._key)
+        seq, head, unsigned = _chain_head(self._settings, topic, stream, partition, self.writer)
+        return partition, AuditChain(self.writer, self._key, seq, head, unsigned)
+
+
 class AuditWriter:
-    """Writes one stage's signed, chained audit records to ``topic``, on one partition; the
-    chain continues from the stage's last record on the topic."""
+    """Writes one stage's signed, chained audit records to ``topic``, one at a time, waiting
+    for each; the chain continues from the writer's last record on the topic."""
 
     def __init__(
-        self, settings: Settings, topic: str, writer: str, stream: str | None = None
+        self,
+        settings: Settings,
+        topic: str,
+        stage: str,
+        stream: str | None = None,
+        instance: str | None = None,
     ) -> None:
         self.topic, self.stream = topic, stream or topic
         self._producer = Producer(producer_config(settings))
-        partitions = self._producer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.partition = writer_partition(writer, len(partitions))
-        seq, head = _chain_head(settings, topic, self.stream, self.partition, writer)
-        self.chain = AuditChain(writer, load_stage_key(settings, writer), seq, head)
+        self.signer = AuditSigner(settings, stage, instance)
 
     def write(self, key: bytes | None, value: bytes) -> None:
         """Publish one audit record and wait for the broker (DeliveryFailed otherwise)."""
         acks = DeliveryTracker()
-        headers = self.chain.seal(self.stream, key, value)
-        self._producer.produce(
-            self.topic, value, key, partition=self.partition, headers=headers, on_delivery=acks
-        )
-        acks.sent()
+        partition, headers = self.signer.seal(self.topic, key, value, self.stream)
+        produce(self._producer, self.topic, key, value, acks, partition, headers)
         acks.wait(self._producer, timeout=10)
 
     def close(self) -> None:
@@ -185,9 +369,9 @@ def _headers(msg: Message) -> dict[str, bytes]:
 
 def _chain_head(
     settings: Settings, topic: str, stream: str, partition: int, writer: str
-) -> tuple[int, str]:
-    """(seq, link hash) of the writer's last record on the partition, read back from the end
-    in growing steps; (0, GENESIS) if it has none there."""
+) -> tuple[int, str, bool]:
+    """(seq, link hash, whether it is unsigned) of the writer's last record on the partition,
+    read back from the end in growing steps; (0, GENESIS, False) if it has none there."""
     consumer = Consumer(
         client_config(
             settings,
@@ -207,10 +391,10 @@ def _chain_head(
             last = None
             while True:
                 msg = consumer.poll(5)
+                # To the end-of-partition signal, not the high watermark, which the embedded
+                # broker can report short after batched produces.
                 if msg is None or msg.error() is not None:
                     break  # end of the partition (or nothing more within the wait)
-                if (msg.offset() or 0) >= high:
-                    break
                 if _headers(msg).get(WRITER) == writer.encode():
                     last = msg
             if last is not None:
@@ -222,10 +406,11 @@ def _chain_head(
                     stream,
                     last.key(),
                     last.value() or b"",
+                    RESTART in found,
                 )
-                return int(found[SEQ]), _link(signed, found[SIG])
+                return int(found[SEQ]), _link(signed), SIG not in found
             if start == low:
-                return 0, GENESIS
+                return 0, GENESIS, False
             step *= 10
     finally:
         consumer.close()
@@ -237,15 +422,19 @@ class Report:
     problems: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)  # at a writer's start: retention, or removal
     writers: dict[str, int] = field(default_factory=dict)  # writer -> last seq seen
+    skipped: int = 0  # records of writers not asked for
 
     @property
     def intact(self) -> bool:
         return not self.problems
 
 
-def verify(settings: Settings, topic: str, stream: str | None = None) -> Report:
+def verify(
+    settings: Settings, topic: str, stream: str | None = None, stages: list[str] | None = None
+) -> Report:
     """Read ``topic`` whole and check every record's signature (as written for ``stream``,
-    by default the topic itself) and every writer's chain."""
+    by default the topic itself) and every writer's chain; with ``stages``, only the records
+    signed as those stages (unsigned ones included only without it)."""
     keys = public_stage_keys(settings)
     records: list[Message] = []
     follower = TopicFollower(settings, [topic], records.append)
@@ -254,21 +443,43 @@ def verify(settings: Settings, topic: str, stream: str | None = None) -> Report:
             follower.poll()
     finally:
         follower.close()
-    return check(records, keys, stream or topic)
+    return check(records, keys, stream or topic, stages)
 
 
-def check(records: list[Message], keys: dict[str, Ed25519PublicKey], stream: str) -> Report:
+@dataclass
+class _Link:
+    seq: int
+    prev: str
+    link: str
+    partition: int
+    offset: int
+    signed: bool
+    restart: bool = False
+
+
+def check(
+    records: list[Message],
+    keys: dict[str, list[Ed25519PublicKey]],
+    stream: str,
+    stages: list[str] | None = None,
+) -> Report:
     report = Report(records=len(records))
-    chains: dict[str, list[tuple[int, str, str, str]]] = defaultdict(list)
+    chains: dict[str, list[_Link]] = defaultdict(list)
     for msg in sorted(records, key=lambda m: (m.partition(), m.offset())):
-        where = f"partition {msg.partition()} offset {msg.offset()}"
+        where = f"{msg.topic()} partition {msg.partition()} offset {msg.offset()}"
         found = _headers(msg)
-        if not {WRITER, SEQ, PREV, SIG} <= set(found):
-            report.problems.append(f"{where}: forged: not signed by any stage")
+        if not {WRITER, SEQ, PREV} <= set(found):
+            if stages:
+                report.skipped += 1
+            else:
+                report.problems.append(f"{where}: forged: not signed by any stage")
             continue
         writer = found[WRITER].decode(errors="replace")
-        public = keys.get(writer)
-        if public is None:
+        if stages and stage_of(writer) not in stages:
+            report.skipped += 1
+            continue
+        public = keys.get(stage_of(writer))
+        if not public:
             report.problems.append(f"{where}: forged: signed as {writer!r}, whose key is unknown")
             continue
         try:
@@ -276,43 +487,121 @@ def check(records: list[Message], keys: dict[str, Ed25519PublicKey], stream: str
         except (ValueError, UnicodeDecodeError):
             report.problems.append(f"{where}: forged: unreadable sequence headers")
             continue
-        signed = _signed(writer, seq, prev, stream, msg.key(), msg.value() or b"")
-        try:
-            public.verify(found[SIG], signed)
-        except InvalidSignature:
+        restart = RESTART in found
+        signed = _signed(writer, seq, prev, stream, msg.key(), msg.value() or b"", restart)
+        signature = found.get(SIG)
+        if signature is not None and not any(_verifies(k, signature, signed) for k in public):
             report.problems.append(
                 f"{where}: altered or forged: {writer} seq {seq} does not match its signature"
             )
             continue
-        chains[writer].append((seq, prev, _link(signed, found[SIG]), where))
+        vouched = signature is not None
+        partition, offset = msg.partition() or 0, msg.offset() or 0  # set on a consumed record
+        link = _Link(seq, prev, _link(signed), partition, offset, vouched, restart)
+        chains[writer].append(link)
     for writer, chain in sorted(chains.items()):
-        first_seq, first_prev, _, first_where = chain[0]
-        if first_seq != 1:
-            report.gaps.append(
-                f"{writer}: the topic starts at seq {first_seq} ({first_where}); seq 1 to "
-                f"{first_seq - 1} are gone: deleted by retention, or removed"
-            )
-        elif first_prev != GENESIS:
-            report.problems.append(f"{first_where}: {writer} seq 1 does not start a chain")
-        present = {seq for seq, *_ in chain}
-        absent = sorted(set(range(first_seq, max(present) + 1)) - present)
-        for start, end in _runs(absent):
-            named = f"seq {start}" if start == end else f"seq {start}-{end}"
-            report.problems.append(f"missing: {writer} {named} is not on the topic")
-        highest: tuple[int, str] | None = None
-        for seq, prev, link, where in chain:
-            if highest is not None and seq <= highest[0]:
-                report.problems.append(
-                    f"{where}: reordered: {writer} seq {seq} comes after seq {highest[0]}"
-                )
-                continue
-            if highest is not None and seq == highest[0] + 1 and prev != highest[1]:
-                report.problems.append(
-                    f"{where}: replaced: {writer} seq {seq} does not follow seq {highest[0]}"
-                )
-            highest = (seq, link)
-        report.writers[writer] = max(seq for seq, *_ in chain)
+        _check_chain(report, writer, chain, (records[0].topic() or stream) if records else stream)
     return report
+
+
+def _verifies(key: Ed25519PublicKey, signature: bytes, signed: bytes) -> bool:
+    try:
+        key.verify(signature, signed)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _check_chain(report: Report, writer: str, chain: list[_Link], topic: str) -> None:
+    """One writer's records in topic order: a hole, a step back, a broken link, and records
+    no signature vouches for are named.
+
+    A signed record vouches for itself and, through the previous-record hashes, for the
+    unsigned records before it back to the last signed one, as long as every link holds.
+    """
+
+    def at(link: _Link) -> str:
+        return f"{topic} partition {link.partition} offset {link.offset}"
+
+    def unvouched(links: list[_Link], why: str) -> None:
+        for start, end in _runs([link.seq for link in links]):
+            named = f"seq {start}" if start == end else f"seq {start}-{end}"
+            report.problems.append(
+                f"{at(links[0])}: unvouched: {writer} {named} is covered by no signature: {why}"
+            )
+
+    first = chain[0]
+    if first.seq != 1:
+        report.gaps.append(
+            f"{writer}: the topic starts at seq {first.seq} ({at(first)}); seq 1 to "
+            f"{first.seq - 1} are gone: deleted by retention, or removed"
+        )
+    elif first.prev != GENESIS:
+        report.problems.append(f"{at(first)}: {writer} seq 1 does not start a chain")
+    # A record that turns up out of order was named as reordered; the place it left is not
+    # also called missing.
+    present = {link.seq for link in chain}
+    seen: dict[int, _Link] = {}
+    uncovered: list[_Link] = []  # unsigned, linked on to the newest record so far
+    highest: _Link | None = None
+    for link in chain:
+        if highest is not None and link.seq <= highest.seq:
+            earlier = seen.get(link.seq)
+            if earlier is not None and earlier.link != link.link:
+                report.problems.append(
+                    f"{at(link)}: altered or forged: {writer} seq {link.seq} differs from the "
+                    f"seq {link.seq} at {at(earlier)}"
+                )
+            elif earlier is not None:
+                report.problems.append(
+                    f"{at(link)}: replayed: a copy of {writer} seq {link.seq} ({at(earlier)})"
+                )
+            else:
+                report.problems.append(
+                    f"{at(link)}: reordered: {writer} seq {link.seq} comes after seq {highest.seq}"
+                )
+            continue
+        intact = highest is None or (link.seq == highest.seq + 1 and link.prev == highest.link)
+        if highest is not None and link.seq > highest.seq + 1:
+            absent = [n for n in range(highest.seq + 1, link.seq) if n not in present]
+            for start, end in _runs(absent):
+                named = f"seq {start}" if start == end else f"seq {start}-{end}"
+                report.problems.append(
+                    f"missing: {writer} {named} is not on the topic (between {at(highest)} "
+                    f"and offset {link.offset})"
+                )
+        elif highest is not None and not intact:
+            if highest.signed:
+                report.problems.append(
+                    f"{at(link)}: replaced: {writer} seq {link.seq} does not follow seq "
+                    f"{highest.seq}"
+                )
+            else:
+                report.problems.append(
+                    f"{at(highest)}: altered or forged: {writer} seq {highest.seq} does not "
+                    f"match the hash seq {link.seq} names for it"
+                )
+                uncovered = [u for u in uncovered if u is not highest]
+        if not intact:  # the path from a later signature back to them is broken
+            unvouched(uncovered, "the chain after them is broken")
+            uncovered = []
+        if link.restart:
+            unvouched(
+                uncovered,
+                f"its writer restarted at {at(link)} without vouching for them (it stopped "
+                "mid-batch, or someone else added them)",
+            )
+            uncovered = []
+        if link.signed:
+            uncovered = []
+        else:
+            uncovered.append(link)
+        seen[link.seq] = highest = link
+    unvouched(
+        uncovered,
+        "forged, or the writer stopped before signing (or is writing them now: check again)",
+    )
+    report.writers[writer] = max(link.seq for link in chain)
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:

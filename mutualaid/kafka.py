@@ -147,16 +147,17 @@ def produce(
     value: bytes | None,
     acks: DeliveryTracker,
     partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """Produce one record, counted by ``acks`` (to ``partition``, or where the partitioner puts
-    its key); when the local queue is full, let deliveries drain and try again rather than fail
-    (large loads outrun the broker's round trips)."""
+    its key), with ``headers`` if any; when the local queue is full, let deliveries drain and
+    try again rather than fail (large loads outrun the broker's round trips)."""
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+    if headers:
+        extra["headers"] = headers
     while True:
         try:
-            if partition is None:
-                producer.produce(topic, value, key, on_delivery=acks)
-            else:
-                producer.produce(topic, value, key, partition=partition, on_delivery=acks)
+            producer.produce(topic, value, key, on_delivery=acks, **extra)
             acks.sent()
             return
         except BufferError:

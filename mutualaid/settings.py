@@ -183,6 +183,17 @@ class Settings(BaseSettings):
         description="days the broker keeps audit.* records (set on the topics); CJIS asks for "
         "at least a year",
     )
+    audit_signing: bool = Field(
+        True,
+        description="sign and chain every audit record a stage writes (its key: mutualaid "
+        "keys stage); false writes them unsigned, and audit verify calls them forged",
+    )
+    audit_instance: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="this worker's name in the audit chains (writer <stage>@<instance>); "
+        "unset: an id made on first start and kept in data_dir",
+    )
     dead_letter_retention_days: int = Field(
         ONE_YEAR_DAYS, ge=1, description="days the broker keeps dlq.* records"
     )

@@ -32,7 +32,7 @@ from mutualaid.topics import (
 from streams.router import Consumed, Output, Router
 from streams.sourcereader import SourceReader
 from streams.worker import (
-    Outbox,
+    audit_outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -69,7 +69,7 @@ def create_app(settings: Settings, registry: Registry, policy: Policy) -> faust.
             ", ".join(unsealed),
             settings.public_keys_dir,
         )
-    outbox = Outbox(settings, log)
+    outbox = audit_outbox(settings, settings.router_id, log)
     # Which partners hold each record, so deletes, seals and narrowing reach exactly them.
     # faust writes the changelog itself: written through the Outbox (librdkafka), a restarted
     # router lost records (tests/test_restart.py), so that speed-up is left out for now.

@@ -39,7 +39,7 @@ from mutualaid.topics import Kind, alerts_topic, hotlist_topic, source_topic
 from streams.matcher import Hotlists, Matcher
 from streams.router import Output
 from streams.worker import (
-    Outbox,
+    audit_outbox,
     new_app,
     prepare_topics,
     process_in_batches,
@@ -93,7 +93,7 @@ def create_matcher_app(
     )
     decode = codecs.deserializer(SOURCE_EVENT[Kind.ALPR_READ])
     read_alert = codecs.deserializer(HIT_ALERT)
-    outbox = Outbox(settings, log)
+    outbox = audit_outbox(settings, settings.matcher_id, log)
     recent = app.Table("recent", partitions=settings.partitions, key_type=str)
     reads = app.topic(
         *[source_topic(ori, Kind.ALPR_READ) for ori in registry.oris],

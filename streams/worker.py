@@ -14,6 +14,7 @@ from confluent_kafka import Producer
 from faust.types import Message
 
 from mutualaid.agencies import Registry, load_registry
+from mutualaid.auditlog import AuditSigner
 from mutualaid.configfile import ConfigError, yaml_files
 from mutualaid.disclosure import MissingKey
 from mutualaid.kafka import (
@@ -29,7 +30,7 @@ from mutualaid.lag import LAG_INTERVAL_SECONDS, show_lag
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
-from mutualaid.topics import TopicSpec, topics_for
+from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec, topics_for
 from streams.faust_compat import bound_fetch_wait, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
@@ -57,14 +58,40 @@ class Outbox:
     kept for what librdkafka does not give: group membership, rebalances and tables.
     """
 
-    def __init__(self, settings: Settings, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log: logging.Logger,
+        signer: AuditSigner | None = None,
+        audit_topics: frozenset[str] = frozenset(),
+    ) -> None:
         self._producer = Producer(stage_producer_config(settings))
         self._acks = DeliveryTracker()
         self._log = log
+        self._signer, self._audit_topics = signer, audit_topics
+        self._audit: list[Sendable] = []  # this batch's audit records, sealed at its end
 
     def send(self, out: Sendable) -> None:
+        if self._signer is not None and out.topic in self._audit_topics:
+            self._audit.append(out)
+            return
         produce(self._producer, out.topic, out.key, out.value, self._acks, out.partition)
         self._producer.poll(0)  # serve delivery reports as they come, keeping the queue short
+
+    def _send_audit(self) -> None:
+        """Chain every audit record of the batch and sign the last one per topic, whose
+        signature vouches for the batch through the chain: one Ed25519 signature per batch
+        rather than per record. Sealed in the order sent, which the idempotent producer keeps
+        on the writer's partition. A record sealed but never delivered makes the worker exit
+        (``delivered``); the restart links on from the last record that arrived."""
+        assert self._signer is not None
+        pending, self._audit = self._audit, []
+        last = {out.topic: n for n, out in enumerate(pending)}
+        for n, out in enumerate(pending):
+            partition, headers = self._signer.seal(
+                out.topic, out.key, out.value or b"", sign=last[out.topic] == n
+            )
+            produce(self._producer, out.topic, out.key, out.value, self._acks, partition, headers)
 
     async def delivered(self, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
         """Wait, off the event loop, until the broker acknowledged everything sent so far.
@@ -73,6 +100,8 @@ class Outbox:
         commit: the batch is consumed again after restart, and since outputs are keyed and
         versioned (or carry deterministic ids), consumers see at worst a duplicate they ignore.
         """
+        if self._audit:
+            self._send_audit()
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._acks.wait, self._producer, timeout)
@@ -83,6 +112,15 @@ class Outbox:
                 exc_info=True,
             )
             os._exit(EXIT_DELIVERY_FAILED)
+
+
+def audit_outbox(settings: Settings, stage: str, log: logging.Logger) -> Outbox:
+    """An Outbox that signs the stage's audit.dissemination records as ``stage`` (its key
+    loaded now: no key, no start), unless ``audit_signing`` is off."""
+    if not settings.audit_signing:
+        log.warning("audit_signing is off: audit records are written unsigned")
+        return Outbox(settings, log)
+    return Outbox(settings, log, AuditSigner(settings, stage), frozenset({AUDIT_DISSEMINATION}))
 
 
 async def process_in_batches(

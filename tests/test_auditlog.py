@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Message, Producer
 
-from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify
+from mutualaid.auditlog import SEQ, AuditWriter, generate_stage_key, verify, worker_instance
 from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec
 from support.brokers import read_topic
 from support.processes import mutualaid_cli
@@ -34,7 +36,7 @@ def written(region: Region, count: int, writer: str = "router") -> tuple[str, li
     """A scratch topic holding ``count`` genuine records of ``writer`` (written as for
     audit.dissemination), and those records."""
     topic = new_topic(region, partitions=2)
-    audit = AuditWriter(region.settings, topic, writer, AUDIT_DISSEMINATION)
+    audit = AuditWriter(region.settings, topic, writer, AUDIT_DISSEMINATION, instance="w1")
     for n in range(1, count + 1):
         audit.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
     audit.close()
@@ -70,14 +72,13 @@ def test_genuine_records_verify_and_the_chain_continues_after_a_restart(
     topic, _ = written(region, 5)
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert (report.records, report.problems, report.gaps) == (5, [], [])
-    assert report.writers == {"router": 5}
+    assert report.writers == {"router@w1": 5}
     # A restarted writer reads its last record back and links on from it.
-    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION)
-    assert again.chain.seq == 5
+    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
     again.write(b"CA0990100/R-6", b"decision 6")
     again.close()
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
-    assert (report.records, report.problems, report.writers) == (6, [], {"router": 6})
+    assert (report.records, report.problems, report.writers) == (6, [], {"router@w1": 6})
 
 
 def as_writer(record: Message, writer: bytes) -> list[tuple[str, bytes]]:
@@ -107,10 +108,10 @@ def tampered(records: list[Message], case: str) -> list[Message | tuple]:
     ("case", "named"),
     [
         ("forged", "partition 0 offset 2: forged: not signed by any stage"),
-        ("altered", "partition 0 offset 1: altered or forged: router seq 2 does not match"),
+        ("altered", "partition 0 offset 1: altered or forged: router@w1 seq 2 does not match"),
         ("unknown writer", "offset 5: forged: signed as 'intruder', whose key is unknown"),
-        ("missing", "missing: router seq 3 is not on the topic"),
-        ("reordered", "partition 0 offset 3: reordered: router seq 3 comes after seq 4"),
+        ("missing", "missing: router@w1 seq 3 is not on the topic"),
+        ("reordered", "partition 0 offset 3: reordered: router@w1 seq 3 comes after seq 4"),
     ],
 )
 def test_each_kind_of_tampering_is_named(region: Region, keys: None, case: str, named: str) -> None:
@@ -132,12 +133,12 @@ def test_a_gap_at_the_start_is_reported_as_retention_would_leave_it(
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert report.intact  # nothing inside the chain is wrong...
     assert report.gaps == [  # ...but its start is gone, and verify says so
-        "router: the topic starts at seq 3 (partition 0 offset 0); seq 1 to 2 are gone: "
-        "deleted by retention, or removed"
+        f"router@w1: the topic starts at seq 3 ({topic} partition 0 offset 0); seq 1 to 2 are "
+        "gone: deleted by retention, or removed"
     ]
     result = mutualaid_cli(region, "audit", "verify", "--topic", topic, "--as", AUDIT_DISSEMINATION)
     assert result.returncode == 0, result.stderr
-    assert "gap: router: the topic starts at seq 3" in result.stdout
+    assert "gap: router@w1: the topic starts at seq 3" in result.stdout
 
 
 def test_keys_stage_writes_a_private_key_and_the_public_key_verify_reads(
@@ -151,3 +152,47 @@ def test_keys_stage_writes_a_private_key_and_the_public_key_verify_reads(
     assert private.stat().st_mode & 0o777 == 0o600
     again = mutualaid_cli(region, "keys", "stage", "--stage", "projector-ca0990100")
     assert again.returncode == 1 and "not overwritten" in again.stderr
+
+
+def test_a_rotated_key_leaves_the_records_it_signed_verifiable(region: Region, keys: None) -> None:
+    topic, _ = written(region, 3)
+    private = region.settings.private_keys_dir / "stages" / "router.pem"
+    before = private.read_bytes()
+    rotated = mutualaid_cli(region, "keys", "stage", "--stage", "router", "--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rotated; verifiers need" in rotated.stdout and "and keep" in rotated.stdout
+    assert private.read_bytes() != before and private.stat().st_mode & 0o777 == 0o600
+    # The restarted writer signs with the new key; its chain runs on across the change.
+    after = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
+    after.write(b"CA0990100/R-4", b"decision 4")
+    after.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems, report.writers) == (4, [], {"router@w1": 4})
+    # Without the retired public key, what the old key signed no longer verifies.
+    for retired in (region.settings.public_keys_dir / "stages").glob("router.*.pub"):
+        retired.unlink()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert len(report.problems) == 3 and "does not match its signature" in report.problems[0]
+
+
+def test_each_worker_keeps_its_own_chain(region: Region, keys: None, tmp_path: Path) -> None:
+    """Two workers of one stage write the same topic at once, as two routers in one group do:
+    each is its own writer (the instance kept in its data directory), so neither chain is
+    broken by the other's records."""
+    own = [
+        Settings(**{**region.settings.model_dump(), "data_dir": tmp_path / f"worker-{n}"})
+        for n in (1, 2)
+    ]
+    instances = [worker_instance(s) for s in own]
+    assert instances == [worker_instance(s) for s in own]  # kept: a restart continues
+    assert instances[0] != instances[1]
+    topic = new_topic(region, partitions=2)
+    workers = [AuditWriter(s, topic, "router", AUDIT_DISSEMINATION) for s in own]
+    for n in range(3):
+        for worker in workers:
+            worker.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
+    for worker in workers:
+        worker.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.records, report.problems) == (6, [])
+    assert report.writers == {f"router@{i}": 3 for i in instances}

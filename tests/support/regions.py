@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from confluent_kafka import Producer
 
+from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.serde import (
@@ -124,6 +125,8 @@ def configured_region(
     config_file = tmp_path / "mutualaid.yaml"
     config_file.write_text(yaml.safe_dump(values))
     region = Region(Settings(**values), config_file, *oris)
+    # Every stage signs its audit records and refuses to start without its key.
+    ensure_stage_keys(region.settings, audit_stages(region.settings, list(oris)))
     topics = topics_for(list(oris), region.settings.partitions, region.settings.retention)
     rf = region.settings.replication_factor
     ensure_topics(wait_for_broker(region.settings), topics, rf)  # with its kafka: credentials
