@@ -361,6 +361,10 @@ class _Verdict(NamedTuple):
         return label in c.allow_labels or (label in c.exclude_labels and self.outcome == "POINTER")
 
 
+# Decisions remembered by Policy at most (see _decide_for); a few hundred are common.
+_DECISIONS_KEPT = 4096
+
+
 def _ref(agreement: Agreement) -> str:
     return f"{agreement.id} v{agreement.version}"
 
@@ -429,6 +433,16 @@ class Policy:
             tuple[Any, ...],
             tuple[dict[str, FieldAction], dict[str, tuple[str, ...]], tuple[str, ...]],
         ] = {}
+        # The hot path's caches (see decide): what an event's owner, kind, labels and partner
+        # alone settle is worked out once, not per event. Keys hold every input of what they
+        # cache, so a cached answer is the one computed afresh.
+        self._named: dict[tuple[str, str], list[tuple[str, list[Agreement]]]] = {}
+        for key, entries in self._covering.items():
+            covered = sorted({p for _, named in entries for p in named})
+            self._named[key] = [(p, [a for a, named in entries if p in named]) for p in covered]
+        self._verdicts: dict[tuple[str, str, str, frozenset[str]], _Verdict] = {}
+        self._governing: dict[tuple[str, str, frozenset[str]], tuple[Rule, ...]] = {}
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
 
     def partners_of(self, agreement: Agreement) -> list[str]:
         named = list(agreement.partners)
@@ -461,11 +475,8 @@ class Policy:
         if not covering:
             return []
         now = now or datetime.now(UTC)
-        partners = sorted({p for _, named in covering for p in named})
-        return [
-            self._decide_for(partner, [a for a, named in covering if partner in named], event, now)
-            for partner in partners
-        ]
+        named = self._named[(envelope["source_ori"], str(envelope["kind"]))]
+        return [self._decide_for(partner, agreements, event, now) for partner, agreements in named]
 
     def partners(self) -> set[str]:
         return {p for entries in self._covering.values() for _, ps in entries for p in ps}
@@ -496,15 +507,78 @@ class Policy:
         kind, record_labels = envelope["kind"], frozenset(envelope["labels"])
         owner = self._agencies[envelope["source_ori"]]
         partner = self._agencies[partner_ori]
-        verdicts = [self._evaluate(a, partner_ori, event, now) for a in agreements]
+        verdicts = [self._verdict(a, partner_ori, event, record_labels, now) for a in agreements]
+        rule_key = (kind, owner.ori, record_labels)
+        governing = self._governing.get(rule_key)
+        if governing is None:
+            governing = tuple(
+                r for r in self._rules.get(kind, ()) if r.governs_record(owner, kind, record_labels)
+            )
+            self._governing[rule_key] = governing
+        # Rules are judged per event (an assurance can lapse at any moment); what follows from
+        # the verdicts, the refusals and the labels is the same for every event that has them.
+        refusals = tuple(rule.refuses(owner, partner, now) for rule in governing)
+        key = (
+            partner_ori,
+            owner.ori,
+            kind,
+            record_labels,
+            refusals,
+            tuple((v.agreement.id, v.outcome, v.steps, v.last) for v in verdicts),
+        )
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._combine(
+                partner_ori, kind, record_labels, agreements, verdicts, governing, refusals
+            )
+            if len(self._decisions) >= _DECISIONS_KEPT:
+                # Steps that quote an event's contents (its age, its distance) make new keys;
+                # starting afresh bounds the memory, and the common keys come straight back.
+                self._decisions.clear()
+            self._decisions[key] = decision
+        return decision
+
+    def _verdict(
+        self,
+        a: Agreement,
+        partner_ori: str,
+        event: dict[str, Any],
+        record_labels: frozenset[str],
+        now: datetime,
+    ) -> _Verdict:
+        """``_evaluate``, remembered per (agreement, kind, partner, labels) for an agreement
+        whose conditions never look at a record's contents or age: those are all it reads."""
+        c = a.conditions
+        if (
+            c.offenses_include
+            or c.offenses_exclude
+            or c.max_age_days is not None
+            or c.within_km is not None
+            or c.within_partner_jurisdiction
+        ):
+            return self._evaluate(a, partner_ori, event, now)
+        key = (a.id, str(event["envelope"]["kind"]), partner_ori, record_labels)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._verdicts[key] = self._evaluate(a, partner_ori, event, now)
+        return verdict
+
+    def _combine(
+        self,
+        partner_ori: str,
+        kind: str,
+        record_labels: frozenset[str],
+        agreements: list[Agreement],
+        verdicts: list[_Verdict],
+        governing: tuple[Rule, ...],
+        refusals: tuple[str | None, ...],
+    ) -> Decision:
+        """The partner's decision from each agreement's verdict and the governing rules."""
         steps: list[str] = []
         for verdict in verdicts:
             steps += verdict.steps
             if len(verdicts) > 1:
                 steps.append(f"{verdict.agreement.id}: {verdict.last}")
-        governing = tuple(
-            r for r in self._rules.get(kind, ()) if r.governs_record(owner, kind, record_labels)
-        )
 
         def denied(reason: str) -> Decision:
             return Decision(
@@ -515,8 +589,7 @@ class Policy:
                 rules=governing,
             )
 
-        for rule in governing:
-            refusal = rule.refuses(owner, partner, now)
+        for rule, refusal in zip(governing, refusals, strict=True):
             if refusal is not None:
                 steps.append(f"rule {rule.ref} ({rule.citation}) forbids it: {refusal}")
                 return denied(f"rule {rule.id} forbids it: {refusal}")

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from mutualaid.crypto import generate_keypair, newest_public_key
 from mutualaid.disclosure import keyed_hash, mask
 from mutualaid.labels import PROTECTED
-from mutualaid.policy import PROTECTION_ORDER, load_policy
+from mutualaid.policy import PROTECTION_ORDER, Policy, load_policy
 from mutualaid.serde import Codecs
 from streams.router import Router
 from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, rms_event
@@ -271,3 +271,35 @@ def test_partners_get_the_most_protective_combination_in_any_order(
             ]
             strongest = max(wanted, key=STRENGTH.__getitem__)
             assert received_protection(event, shared, path) == strongest, (partner, path)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    all_agreements=agreements(),
+    generated_rules=rules(),
+    max_age=st.none() | st.integers(1, 20),
+    events=st.lists(
+        st.tuples(st.lists(st.sampled_from(LABELS), unique=True, max_size=2), st.integers(0, 40)),
+        min_size=2,
+        max_size=6,
+    ),
+)
+def test_a_policy_that_decided_other_events_decides_each_as_a_fresh_one(
+    all_agreements: list[dict],
+    generated_rules: list[dict],
+    max_age: int | None,
+    events: list[tuple[list[str], int]],
+) -> None:
+    """Policy remembers what an event's owner, kind, labels and partner settle (the hot path's
+    caches): whatever it decided before, each event's decisions are the ones a policy that
+    never decided anything makes. Some records are older than an agreement's age limit, so
+    verdicts that quote an event's contents pass through the caches too."""
+    if max_age is not None:
+        all_agreements[0]["conditions"]["max_age_days"] = max_age
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write(Path(tmp), all_agreements, generated_rules, [0] * 4)
+        warm = load_policy(folder, REGISTRY, rules_dir=Path(tmp) / "rules")
+        for labels, days in events + events[::-1]:
+            event = rms_event(labels=tuple(labels), at=NOW - timedelta(days=days))
+            fresh = Policy(warm.agreements, REGISTRY, warm.rules, store=STORE)
+            assert warm.decide(event, NOW) == fresh.decide(event, NOW)
