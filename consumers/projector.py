@@ -1,4 +1,5 @@
-"""The projector: one agency's share topics into the search index that agency holds.
+"""The projector: one agency's share topics, and its own source topics (``consumers.own``),
+into the search index that agency holds.
 
 Offsets are committed only after the index transaction holding the batch has committed, and
 the index ignores any version it already has, so a crash at any point replays at most one
@@ -21,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from consumers.index import open_index
 from consumers.opening import open_shared
+from consumers.own import NotOwn, own_copy
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import DeadLetters
 from mutualaid.kafka import DeliveryTracker, consumer_config, producer_config
@@ -28,6 +30,7 @@ from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PUR
 from mutualaid.serde import (
     SEARCH_AUDIT,
     SHARED_EVENT,
+    SOURCE_EVENT,
     DeserializationError,
     SerializationContext,
     codecs_for,
@@ -39,6 +42,7 @@ from mutualaid.topics import (
     Stage,
     check_ori,
     share_topic,
+    source_topic,
 )
 
 log = logging.getLogger("mutualaid.projector")
@@ -66,8 +70,11 @@ class Projector:
             layout = self.index.reset(self.keep_sealed)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
+        # Its own records: no agreement needed (consumers.own).
+        self._own_topics = {source_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
         codecs = codecs_for(settings)
         self._decode = {kind: codecs.deserializer(SHARED_EVENT[kind]) for kind in RECORD_KINDS}
+        self._decode_own = {kind: codecs.deserializer(SOURCE_EVENT[kind]) for kind in RECORD_KINDS}
         self._dead_letters = DeadLetters(self._send, codecs, Stage.CONSUMERS)
         self._encode_search = codecs.serializer(SEARCH_AUDIT)
         group = f"mutualaid-projector-{self.agency_ori.lower()}-{layout.epoch}"
@@ -76,8 +83,9 @@ class Projector:
         self._delivery = DeliveryTracker()
 
     def subscribe(self) -> None:
-        """Join the agency's consumer group for its share topics (the join completes in step)."""
-        self._consumer.subscribe(list(self._topics))
+        """Join the agency's consumer group for its share and own source topics (the join
+        completes in step)."""
+        self._consumer.subscribe([*self._topics, *self._own_topics])
 
     def run(self, stop: threading.Event) -> None:
         self.subscribe()
@@ -149,6 +157,8 @@ class Projector:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s: %s", msg.topic(), msg.error())
             return None
+        if msg.topic() in self._own_topics:
+            return self._own(msg)
         kind = self._topics[msg.topic()]
         EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
         if msg.value() is None:
@@ -169,6 +179,21 @@ class Projector:
             )
             return None
         return self._opened(msg, event)
+
+    def _own(self, msg: Message) -> dict | None:
+        """One of the agency's own source events as its index keeps it (``consumers.own``)."""
+        kind = self._own_topics[msg.topic()]
+        EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
+        if msg.value() is None:
+            return None
+        ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
+        try:
+            return own_copy(self._decode_own[kind](msg.value(), ctx), self.agency_ori)
+        except DeserializationError as exc:
+            self._dead(msg, "undecodable", str(exc))
+        except NotOwn as exc:
+            self._dead(msg, "wrong_owner", f"{exc}; not indexed")
+        return None
 
     def _opened(self, msg: Message, event: dict) -> dict | None:
         """The event with its sealed fields decrypted back into the body (or, keeping them
