@@ -5,6 +5,8 @@
 - ``own/<kind>.avro`` and ``.ndjson``: every event its connectors published (``src.<ori>.*``),
 - ``received/<kind>.avro`` and ``.ndjson``: every record partners shared with it
   (``share.<ori>.*``), as received: fields a partner sealed stay sealed to the agency's own keys,
+- ``own/rms.record.nibrs/``: its own RMS records also as NIBRS IEPD 4.2 submissions, one file per
+  event (``consumers.nibrs_xml``), with a ``SHA256SUMS`` file,
 - ``audit/dissemination.*``: every sharing decision about its own records,
 - ``audit/search.*``: every search of its index (who, why, what, how many results),
 - ``agreements.yaml`` (every agreement it is owner or partner of) and ``registry.yaml`` (its own
@@ -40,6 +42,7 @@ import yaml
 from confluent_kafka import Message
 
 from consumers.index import open_index
+from consumers.nibrs_xml import NotNibrs, submission
 from mutualaid.agencies import Registry
 from mutualaid.kafka import TopicFollower
 from mutualaid.policy import Policy
@@ -58,6 +61,7 @@ from mutualaid.topics import (
     AUDIT_DISSEMINATION,
     AUDIT_SEARCH,
     RECORD_KINDS,
+    Kind,
     check_ori,
     share_topic,
     source_topic,
@@ -77,6 +81,7 @@ class Part:
     schema: str
     keep: Callable[[dict], bool]
     when: Callable[[dict], datetime]
+    nibrs: bool = False  # also one NIBRS XML submission per record
 
 
 @dataclass
@@ -105,9 +110,9 @@ def _occurred(event: dict) -> datetime:
 def parts(ori: str) -> list[Part]:
     out = []
     for kind in RECORD_KINDS:
-        out.append(
-            Part(f"own/{kind}", source_topic(ori, kind), SOURCE_EVENT[kind], _always, _occurred)
-        )
+        own = source_topic(ori, kind)
+        nibrs = kind == Kind.RMS_RECORD
+        out.append(Part(f"own/{kind}", own, SOURCE_EVENT[kind], _always, _occurred, nibrs))
         out.append(
             Part(f"received/{kind}", share_topic(ori, kind), SHARED_EVENT[kind], _always, _occurred)
         )
@@ -189,6 +194,7 @@ class Exporter:
         self._store = SchemaStore()
         self._registry_client = registry_client(settings.schema_registry_url)
         self.written: list[Written] = []
+        self.nibrs_skipped: dict[str, int] = {}  # reason -> records NIBRS cannot carry
 
     def run(self) -> Path:
         started = time.monotonic()
@@ -208,6 +214,7 @@ class Exporter:
                 "received/: fields partners sealed stay sealed to this agency's keys.",
             ],
             "files": [vars(w) for w in self.written],
+            "nibrs_skipped": self.nibrs_skipped,
         }
         path = self.out / "manifest.json"
         path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -227,6 +234,7 @@ class Exporter:
         avro_path.parent.mkdir(parents=True, exist_ok=True)
         avro_out = Written(str(avro_path.relative_to(self.out)), "avro", part.schema)
         json_out = Written(str(json_path.relative_to(self.out)), "ndjson", part.schema)
+        nibrs = _NibrsFiles(self, part.path) if part.nibrs else None
         with avro_path.open("wb") as avro_file, json_path.open("wb") as json_file:
 
             def records() -> Iterator[dict]:
@@ -242,6 +250,8 @@ class Exporter:
                     line = json.dumps(to_json(record), separators=(",", ":")) + "\n"
                     json_file.write(line.encode())
                     json_out.records += 1
+                    if nibrs is not None:
+                        nibrs.write(record)
                     if json_out.records % PROGRESS_EVERY == 0:
                         print(f"  {part.path}: {json_out.records:,}", file=self.progress)
                     yield record
@@ -251,6 +261,8 @@ class Exporter:
         for w, path in ((avro_out, avro_path), (json_out, json_path)):
             w.bytes, w.sha256 = _checksum(path)
             self.written.append(w)
+        if nibrs is not None:
+            self.written.append(nibrs.close())
         print(f"  {part.path}: {json_out.records:,} records", file=self.progress)
 
     def _policy_files(self) -> None:
@@ -280,6 +292,41 @@ class Exporter:
             self.written.append(
                 Written(name, "yaml", None, 0, len(data), hashlib.sha256(data).hexdigest())
             )
+
+
+class _NibrsFiles:
+    """One part's records as NIBRS submissions, numbered in the order read. The manifest lists
+    the directory by its ``SHA256SUMS`` (size and SHA-256 of that file, the number of
+    submissions as records), which names every submission with its own SHA-256."""
+
+    def __init__(self, exporter: Exporter, path: str) -> None:
+        self.exporter, self.at = exporter, datetime.now(UTC)
+        self.relative = f"{path}.nibrs"
+        self.directory = exporter.out / self.relative
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.sums = (self.directory / "SHA256SUMS").open("w")
+        self.written = Written(
+            f"{self.relative}/SHA256SUMS", "nibrs-xml", "NIBRS IEPD 4.2 nibrs:Submission"
+        )
+
+    def write(self, event: dict) -> None:
+        envelope = event["envelope"]
+        try:
+            data = submission(event, self.exporter.ori, self.at)
+        except NotNibrs as exc:
+            skipped = self.exporter.nibrs_skipped
+            skipped[str(exc)] = skipped.get(str(exc), 0) + 1
+            return
+        self.written.records += 1
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in envelope["record_id"])
+        name = f"{self.written.records:08d}-{safe}.v{envelope['version']}.xml"
+        (self.directory / name).write_bytes(data)
+        self.sums.write(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+
+    def close(self) -> Written:
+        self.sums.close()
+        self.written.bytes, self.written.sha256 = _checksum(self.directory / "SHA256SUMS")
+        return self.written
 
 
 def read_received(directory: Path) -> Iterator[dict]:
