@@ -70,6 +70,10 @@ from mutualaid.topics import (
 log = logging.getLogger("mutualaid.export")
 FORMAT = "mutualaid-export/1"
 PROGRESS_EVERY = 50_000
+# librdkafka prefetches up to 100,000 records or 64 MiB per partition by default: reading a
+# topic whole, the export's memory would grow with the record count up to that. A few MiB
+# per partition keeps it flat and still ahead of the writing.
+BOUNDED_PREFETCH = {"queued.min.messages": 2000, "queued.max.messages.kbytes": 4096}
 
 
 @dataclass(frozen=True)
@@ -141,17 +145,20 @@ def _always(_: dict) -> bool:
     return True
 
 
-def to_json(value: Any) -> Any:
-    """An Avro-decoded value as JSON: times as ISO 8601, bytes as base64."""
+def _json_value(value: Any) -> str:
+    """What JSON has no type for, as NDJSON writes it: times as ISO 8601, bytes as base64.
+    (Given to json.dumps as ``default``: the encoder walks the record in C, and calls this only
+    for those values.)"""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    return value
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def to_ndjson(record: dict) -> bytes:
+    """One record as a line of NDJSON."""
+    return (json.dumps(record, separators=(",", ":"), default=_json_value) + "\n").encode()
 
 
 def _checksum(path: Path) -> tuple[int, str]:
@@ -166,7 +173,7 @@ def _checksum(path: Path) -> tuple[int, str]:
 def topic_records(settings: Settings, topic: str) -> Iterator[Message]:
     """Every record on ``topic`` from its beginning to the end it had when reading began."""
     arrived: deque[Message] = deque()
-    follower = TopicFollower(settings, [topic], arrived.append)
+    follower = TopicFollower(settings, [topic], arrived.append, config=BOUNDED_PREFETCH)
     try:
         while True:
             follower.poll(0.5)
@@ -247,8 +254,7 @@ class Exporter:
                         continue
                     if not self.window.holds(part.when(record)):
                         continue
-                    line = json.dumps(to_json(record), separators=(",", ":")) + "\n"
-                    json_file.write(line.encode())
+                    json_file.write(to_ndjson(record))
                     json_out.records += 1
                     if nibrs is not None:
                         nibrs.write(record)

@@ -14,6 +14,7 @@ agency's own shared search as it reaches its partners' (the record stays in the 
 
 from __future__ import annotations
 
+from mutualaid.disclosure import new_disclosure
 from mutualaid.labels import WITHDRAWING
 
 # The agreement_id of an own record: parentheses keep it apart from every agreement's id.
@@ -34,18 +35,6 @@ def own_copy(event: dict, agency_ori: str) -> dict:
     body = event["body"]
     if set(envelope["labels"]) & WITHDRAWING:
         envelope, body = {**envelope, "op": "DELETE"}, None
-    disclosure = {
-        "partner_ori": agency_ori,
-        "agreement_id": OWN_RECORDS,
-        "agreement_version": 0,
-        "tier": "FULL",
-        "contact": None,
-        "withheld_fields": [],
-        "masked_fields": [],
-        "hashed_fields": [],
-        "sealed": None,
-        "retain_until": None,
-        "revision": 0,
-        "match_keys": [],
-    }
+    # Version 0: no agreement stands behind it (the agency's own data needs none).
+    disclosure = new_disclosure(agency_ori, (OWN_RECORDS, 0))
     return {"envelope": envelope, "disclosure": disclosure, "body": body}

@@ -157,19 +157,20 @@ class Projector:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s: %s", msg.topic(), msg.error())
             return None
-        if msg.topic() in self._own_topics:
-            return self._own(msg)
-        kind = self._topics[msg.topic()]
+        own = msg.topic() in self._own_topics  # one of its own source topics
+        kind = (self._own_topics if own else self._topics)[msg.topic()]
         EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
         if msg.value() is None:
             # Withdrawals travel as DELETE events; a null value only lets compaction drop the key.
             return None
         ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
         try:
-            event = self._decode[kind](msg.value(), ctx)
+            event = (self._decode_own if own else self._decode)[kind](msg.value(), ctx)
         except DeserializationError as exc:
             self._dead(msg, "undecodable", str(exc))
             return None
+        if own:
+            return self._own(msg, event)
         if event["disclosure"]["partner_ori"] != self.agency_ori:
             self._dead(
                 msg,
@@ -180,20 +181,13 @@ class Projector:
             return None
         return self._opened(msg, event)
 
-    def _own(self, msg: Message) -> dict | None:
+    def _own(self, msg: Message, event: dict) -> dict | None:
         """One of the agency's own source events as its index keeps it (``consumers.own``)."""
-        kind = self._own_topics[msg.topic()]
-        EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
-        if msg.value() is None:
-            return None
-        ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
         try:
-            return own_copy(self._decode_own[kind](msg.value(), ctx), self.agency_ori)
-        except DeserializationError as exc:
-            self._dead(msg, "undecodable", str(exc))
+            return own_copy(event, self.agency_ori)
         except NotOwn as exc:
             self._dead(msg, "wrong_owner", f"{exc}; not indexed")
-        return None
+            return None
 
     def _opened(self, msg: Message, event: dict) -> dict | None:
         """The event with its sealed fields decrypted back into the body (or, keeping them

@@ -314,6 +314,7 @@ class TopicFollower:
         topics: list[str],
         on_message: Callable[[Message], None],
         start: Mapping[tuple[str, int], int] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.caught_up = threading.Event()
         self._on_message = on_message
@@ -323,6 +324,7 @@ class TopicFollower:
                 "group.id": "mutualaid-follower",  # required by librdkafka; never joined
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                **(config or {}),
             }
         )
         self._pending: set[tuple[str, int]] = set()
