@@ -126,6 +126,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
                         "body": hit.body,
                         "encrypted_fields": list(hit.encrypted_fields),
                         "pointer": hit.pointer_message(),
+                        "own": hit.own,
                     }
                 )
             )
@@ -143,7 +144,7 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
             continue
         print(
             f"  {hit.occurred_at:%Y-%m-%d %H:%M:%S %Z}  {hit.kind:<12} from {hit.source_ori} "
-            f"{names.get(hit.source_ori, '')}: {_summary(hit)}"
+            f"{names.get(hit.source_ori, '')}{' (own)' if hit.own else ''}: {_summary(hit)}"
         )
     return 0
 

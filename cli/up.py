@@ -41,6 +41,8 @@ from mutualaid.topics import topics_for
 DEMO_SEED = 2411
 DEMO_REASON = "case 24-001"
 DEMO_DISPATCHER = "demo.dispatcher"
+DEMO_ANALYST = "demo.analyst"
+DEMO_AGENCY = "CA0990100"  # whose search the demo suggests, and whose search page it serves
 STATUS_EVERY_SECONDS = 1.0
 
 
@@ -142,6 +144,12 @@ def run_up(
         for ori in _webhook_agencies(settings, registry.oris):
             start(f"webhooks-{ori.lower()}", ["webhooks", "--agency", ori])
         login = _demo_login(settings, consoles) if demo and consoles else ""
+        if demo and DEMO_AGENCY in registry.oris:
+            port = settings.api_port
+            start(
+                f"api-{DEMO_AGENCY.lower()}", ["api", "--agency", DEMO_AGENCY, "--port", str(port)]
+            )
+            login += _demo_search_login(settings, DEMO_AGENCY, f"http://127.0.0.1:{port}")
         expected = 0
         hot_plate = None
         if data is not None:
@@ -244,13 +252,14 @@ def _watch(
             and done_at is None
             and connectors_done
             and totals.routed_in >= totals.published
-            and totals.projected >= totals.shared
+            # Each agency's projector indexes its own records as well as what was shared.
+            and totals.projected >= totals.shared + totals.published
         ):
             done_at = elapsed
             print(
                 f"\nDemo data indexed after {done_at:.1f}s; first read searchable after "
                 f"{first_searchable or done_at:.1f}s. Try (in another terminal):\n"
-                f"  {_command()} search --agency CA0990100 --plate {hot_plate} "
+                f"  {_command()} search --agency {DEMO_AGENCY} --plate {hot_plate} "
                 f'--reason "{DEMO_REASON}"\n'
                 f"An agency without an agreement sees nothing:\n"
                 f"  {_command()} search --agency DC0990400 --plate {hot_plate} "
@@ -359,6 +368,18 @@ def _demo_login(settings: Settings, consoles: dict[str, str]) -> str:
     return (
         f"Live hit alerts for {ori}: open {url} and log in as {DEMO_DISPATCHER} with token\n"
         f"  {token}\n"
+    )
+
+
+def _demo_search_login(settings: Settings, ori: str, url: str) -> str:
+    """A fresh search-page sign-in for the demo agency, as words to print."""
+    from mutualaid import tokens
+
+    tokens.revoke(settings.api_users_file, ori, DEMO_ANALYST)
+    token = tokens.issue(settings.api_users_file, ori, DEMO_ANALYST)
+    return (
+        f"Search page for {ori} (its own records and its partners'): open {url} and sign in "
+        f"as {DEMO_ANALYST} with token\n  {token}\n"
     )
 
 

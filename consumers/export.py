@@ -7,6 +7,8 @@
   (``share.<ori>.*``), as received: fields a partner sealed stay sealed to the agency's own keys
   (records the router sealed whole are opened with them; one that does not open is left out
   and counted),
+- ``own/rms.record.nibrs/``: its own RMS records also as NIBRS IEPD 4.2 submissions, one file per
+  event (``consumers.nibrs_xml``), with a ``SHA256SUMS`` file,
 - ``audit/dissemination.*``: every sharing decision about its own records,
 - ``audit/search.*``: every search of its index (who, why, what, how many results),
 - ``agreements.yaml`` (every agreement it is owner or partner of) and ``registry.yaml`` (its own
@@ -42,6 +44,7 @@ import yaml
 from confluent_kafka import Message
 
 from consumers.index import open_index
+from consumers.nibrs_xml import NotNibrs, submission
 from consumers.opening import ShareReader
 from mutualaid.agencies import Registry
 from mutualaid.crypto import load_keyring
@@ -70,6 +73,10 @@ from mutualaid.topics import (
 log = logging.getLogger("mutualaid.export")
 FORMAT = "mutualaid-export/1"
 PROGRESS_EVERY = 50_000
+# librdkafka prefetches up to 100,000 records or 64 MiB per partition by default: reading a
+# topic whole, the export's memory would grow with the record count up to that. A few MiB
+# per partition keeps it flat and still ahead of the writing.
+BOUNDED_PREFETCH = {"queued.min.messages": 2000, "queued.max.messages.kbytes": 4096}
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Part:
     keep: Callable[[dict], bool]
     when: Callable[[dict], datetime]
     shared: Kind | None = None  # a share topic of this kind: records sealed whole are opened
+    nibrs: bool = False  # also one NIBRS XML submission per record
 
 
 @dataclass
@@ -110,9 +118,9 @@ def _occurred(event: dict) -> datetime:
 def parts(ori: str) -> list[Part]:
     out = []
     for kind in RECORD_KINDS:
-        out.append(
-            Part(f"own/{kind}", source_topic(ori, kind), SOURCE_EVENT[kind], _always, _occurred)
-        )
+        own = source_topic(ori, kind)
+        nibrs = kind == Kind.RMS_RECORD
+        out.append(Part(f"own/{kind}", own, SOURCE_EVENT[kind], _always, _occurred, nibrs=nibrs))
         out.append(
             Part(
                 f"received/{kind}",
@@ -148,17 +156,20 @@ def _always(_: dict) -> bool:
     return True
 
 
-def to_json(value: Any) -> Any:
-    """An Avro-decoded value as JSON: times as ISO 8601, bytes as base64."""
+def _json_value(value: Any) -> str:
+    """What JSON has no type for, as NDJSON writes it: times as ISO 8601, bytes as base64.
+    (Given to json.dumps as ``default``: the encoder walks the record in C, and calls this only
+    for those values.)"""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_json(v) for v in value]
-    return value
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+def to_ndjson(record: dict) -> bytes:
+    """One record as a line of NDJSON."""
+    return (json.dumps(record, separators=(",", ":"), default=_json_value) + "\n").encode()
 
 
 def _checksum(path: Path) -> tuple[int, str]:
@@ -173,7 +184,7 @@ def _checksum(path: Path) -> tuple[int, str]:
 def topic_records(settings: Settings, topic: str) -> Iterator[Message]:
     """Every record on ``topic`` from its beginning to the end it had when reading began."""
     arrived: deque[Message] = deque()
-    follower = TopicFollower(settings, [topic], arrived.append)
+    follower = TopicFollower(settings, [topic], arrived.append, config=BOUNDED_PREFETCH)
     try:
         while True:
             follower.poll(0.5)
@@ -201,6 +212,7 @@ class Exporter:
         self._codecs = codecs_for(settings)
         self.written: list[Written] = []
         self.unopened = 0  # sealed share records that did not open with the agency's keys
+        self.nibrs_skipped: dict[str, int] = {}  # reason -> records NIBRS cannot carry
 
     def run(self) -> Path:
         started = time.monotonic()
@@ -220,6 +232,7 @@ class Exporter:
                 "received/: fields partners sealed stay sealed to this agency's keys.",
             ],
             "files": [vars(w) for w in self.written],
+            "nibrs_skipped": self.nibrs_skipped,
         }
         path = self.out / "manifest.json"
         path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -262,6 +275,7 @@ class Exporter:
         avro_path.parent.mkdir(parents=True, exist_ok=True)
         avro_out = Written(str(avro_path.relative_to(self.out)), "avro", part.schema)
         json_out = Written(str(json_path.relative_to(self.out)), "ndjson", part.schema)
+        nibrs = _NibrsFiles(self, part.path) if part.nibrs else None
         with avro_path.open("wb") as avro_file, json_path.open("wb") as json_file:
 
             def records() -> Iterator[dict]:
@@ -275,9 +289,10 @@ class Exporter:
                         continue
                     if not self.window.holds(part.when(record)):
                         continue
-                    line = json.dumps(to_json(record), separators=(",", ":")) + "\n"
-                    json_file.write(line.encode())
+                    json_file.write(to_ndjson(record))
                     json_out.records += 1
+                    if nibrs is not None:
+                        nibrs.write(record)
                     if json_out.records % PROGRESS_EVERY == 0:
                         print(f"  {part.path}: {json_out.records:,}", file=self.progress)
                     yield record
@@ -287,6 +302,8 @@ class Exporter:
         for w, path in ((avro_out, avro_path), (json_out, json_path)):
             w.bytes, w.sha256 = _checksum(path)
             self.written.append(w)
+        if nibrs is not None:
+            self.written.append(nibrs.close())
         print(f"  {part.path}: {json_out.records:,} records", file=self.progress)
 
     def _policy_files(self) -> None:
@@ -316,6 +333,41 @@ class Exporter:
             self.written.append(
                 Written(name, "yaml", None, 0, len(data), hashlib.sha256(data).hexdigest())
             )
+
+
+class _NibrsFiles:
+    """One part's records as NIBRS submissions, numbered in the order read. The manifest lists
+    the directory by its ``SHA256SUMS`` (size and SHA-256 of that file, the number of
+    submissions as records), which names every submission with its own SHA-256."""
+
+    def __init__(self, exporter: Exporter, path: str) -> None:
+        self.exporter, self.at = exporter, datetime.now(UTC)
+        self.relative = f"{path}.nibrs"
+        self.directory = exporter.out / self.relative
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.sums = (self.directory / "SHA256SUMS").open("w")
+        self.written = Written(
+            f"{self.relative}/SHA256SUMS", "nibrs-xml", "NIBRS IEPD 4.2 nibrs:Submission"
+        )
+
+    def write(self, event: dict) -> None:
+        envelope = event["envelope"]
+        try:
+            data = submission(event, self.exporter.ori, self.at)
+        except NotNibrs as exc:
+            skipped = self.exporter.nibrs_skipped
+            skipped[str(exc)] = skipped.get(str(exc), 0) + 1
+            return
+        self.written.records += 1
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in envelope["record_id"])
+        name = f"{self.written.records:08d}-{safe}.v{envelope['version']}.xml"
+        (self.directory / name).write_bytes(data)
+        self.sums.write(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+
+    def close(self) -> Written:
+        self.sums.close()
+        self.written.bytes, self.written.sha256 = _checksum(self.directory / "SHA256SUMS")
+        return self.written
 
 
 def read_received(directory: Path) -> Iterator[dict]:

@@ -1,4 +1,5 @@
-"""The projector: one agency's share topics into the search index that agency holds.
+"""The projector: one agency's share topics, and its own source topics (``consumers.own``),
+into the search index that agency holds.
 
 Offsets are committed only after the index transaction holding the batch has committed, and
 the index ignores any version it already has, so a crash at any point replays at most one
@@ -23,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from consumers.index import open_index
 from consumers.opening import ShareReader, open_shared
+from consumers.own import NotOwn, own_copy
 from mutualaid.auditlog import AuditSigner, search_audit_stage
 from mutualaid.crypto import DecryptionError, load_keyring
 from mutualaid.deadletter import DeadLetters
@@ -37,6 +39,7 @@ from mutualaid.metrics import DECRYPT_FAILURES, END_TO_END, EVENTS_IN, INDEX_PUR
 from mutualaid.sealing import UnsealError
 from mutualaid.serde import (
     SEARCH_AUDIT,
+    SOURCE_EVENT,
     DeserializationError,
     SerializationContext,
     codecs_for,
@@ -48,6 +51,7 @@ from mutualaid.topics import (
     Stage,
     check_ori,
     share_topic,
+    source_topic,
 )
 
 log = logging.getLogger("mutualaid.projector")
@@ -75,8 +79,11 @@ class Projector:
             layout = self.index.reset(self.keep_sealed)
         self._next_purge = 0.0  # at start, then every PURGE_EVERY_SECONDS
         self._topics = {share_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
+        # Its own records: no agreement needed (consumers.own).
+        self._own_topics = {source_topic(self.agency_ori, kind): kind for kind in RECORD_KINDS}
         codecs = codecs_for(settings)
         self._reader = ShareReader(codecs, self.keyring)  # opens records sealed whole
+        self._decode_own = {kind: codecs.deserializer(SOURCE_EVENT[kind]) for kind in RECORD_KINDS}
         self._dead_letters = DeadLetters(self._send, codecs, Stage.CONSUMERS)
         self._encode_search = codecs.serializer(SEARCH_AUDIT)
         group = f"mutualaid-projector-{self.agency_ori.lower()}-{layout.epoch}"
@@ -91,8 +98,9 @@ class Projector:
         )
 
     def subscribe(self) -> None:
-        """Join the agency's consumer group for its share topics (the join completes in step)."""
-        self._consumer.subscribe(list(self._topics))
+        """Join the agency's consumer group for its share and own source topics (the join
+        completes in step)."""
+        self._consumer.subscribe([*self._topics, *self._own_topics])
 
     def run(self, stop: threading.Event) -> None:
         self.subscribe()
@@ -175,14 +183,18 @@ class Projector:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s: %s", msg.topic(), msg.error())
             return None
-        kind = self._topics[msg.topic()]
+        own = msg.topic() in self._own_topics  # one of its own source topics
+        kind = (self._own_topics if own else self._topics)[msg.topic()]
         EVENTS_IN.labels(stage="consumers", kind=str(kind)).inc()
         if msg.value() is None:
             # Withdrawals travel as DELETE events; a null value only lets compaction drop the key.
             return None
         ctx = SerializationContext(msg.topic(), msg.partition(), msg.offset())
         try:
-            event = self._reader.decode(kind, msg.value(), ctx)
+            if own:
+                event = self._decode_own[kind](msg.value(), ctx)
+            else:
+                event = self._reader.decode(kind, msg.value(), ctx)
         except DeserializationError as exc:
             self._dead(msg, "undecodable", str(exc))
             return None
@@ -190,6 +202,8 @@ class Projector:
             DECRYPT_FAILURES.labels(agency=self.agency_ori).inc()
             self._dead(msg, "unseal_failed", f"sealed record not indexed: {exc}")
             return None
+        if own:
+            return self._own(msg, event)
         if event["disclosure"]["partner_ori"] != self.agency_ori:
             self._dead(
                 msg,
@@ -199,6 +213,14 @@ class Projector:
             )
             return None
         return self._opened(msg, event)
+
+    def _own(self, msg: Message, event: dict) -> dict | None:
+        """One of the agency's own source events as its index keeps it (``consumers.own``)."""
+        try:
+            return own_copy(event, self.agency_ori)
+        except NotOwn as exc:
+            self._dead(msg, "wrong_owner", f"{exc}; not indexed")
+            return None
 
     def _opened(self, msg: Message, event: dict) -> dict | None:
         """The event with its sealed fields decrypted back into the body (or, keeping them

@@ -5,7 +5,8 @@ with an authorizer (Apache Kafka's StandardAuthorizer) can hold each to what its
 
 - ``connector-<ori>``: write (and read back after a crash) ``src.<ori>.*`` and its hotlist;
   write producer dead letters.
-- ``projector-<ori>``: read ``share.<ori>.*`` in its own consumer groups; write
+- ``projector-<ori>``: read ``share.<ori>.*`` and its own ``src.<ori>.*`` (an agency searches
+  its own records too) in its own consumer groups; write
   ``audit.search`` (the search-log outbox) and consumer dead letters.
 - ``console-<ori>``: read ``alerts.<ori>``; read and write ``alerts.<ori>.acks``.
 - ``webhooks-<ori>``: read ``alerts.<ori>`` in its own group; write consumer dead letters.
@@ -112,6 +113,7 @@ def agency_acls(ori: str, *, dispatch_center: bool) -> list[Acl]:
         *_topic(connector, hotlist_topic(ori), *RW),
         *_topic(connector, dlq_topic(Stage.PRODUCERS), Op.WRITE),
         *(a for kind in RECORD_KINDS for a in _topic(projector, share_topic(ori, kind), Op.READ)),
+        *(a for kind in RECORD_KINDS for a in _topic(projector, source_topic(ori, kind), Op.READ)),
         _group(projector, f"mutualaid-projector-{low}-", prefixed=True),
         *_topic(projector, AUDIT_SEARCH, Op.WRITE),
         *_topic(projector, dlq_topic(Stage.CONSUMERS), Op.WRITE),

@@ -358,6 +358,7 @@ class TopicFollower:
         topics: list[str],
         on_message: Callable[[Message], None],
         start: Mapping[tuple[str, int], int] | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.caught_up = threading.Event()
         self._on_message = on_message
@@ -368,6 +369,7 @@ class TopicFollower:
                     "group.id": "mutualaid-follower",  # required by librdkafka; never joined
                     "enable.auto.commit": False,
                     "enable.partition.eof": True,
+                    **(config or {}),
                 },
             )
         )

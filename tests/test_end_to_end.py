@@ -105,15 +105,16 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
         "the county's index to hold both agencies' reads of 7ABC123",
     )
     assert found(region, county, "8XYZ999") == [(local, "C2/L-3")]
-    # The city receives the neighbour's reads; its own stay in its own systems.
+    # The city receives the neighbour's reads, beside its own (from its own topics).
     wait_for(
-        lambda: found(region, local, "7ABC123") == [(neighbour, "D1/N-1")],
+        lambda: found(region, local, "7ABC123") == everything,
         30,
-        "the city's index to hold the neighbour's read",
+        "the city's index to hold the neighbour's read and its own",
     )
-    # Nobody shares with the federal task force or with the neighbour: default deny.
+    # Nobody shares with the federal task force or with the neighbour: default deny. The
+    # neighbour holds only its own read.
     assert found(region, region.federal, "7ABC123") == []
-    assert found(region, neighbour, "7ABC123") == []
+    assert found(region, neighbour, "7ABC123") == [(neighbour, "D1/N-1")]
 
     # The row without a plate is in the dead-letter topic, with its line; the rest flowed.
     bootstrap = region.settings.bootstrap_servers
@@ -123,6 +124,8 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     for stage, topic_name in (
         (Stage.STREAMS, source_topic(region.local, Kind.ALPR_READ)),
         (Stage.CONSUMERS, share_topic(region.county, Kind.ALPR_READ)),
+        # The city's projector reads its own source topic too, poison included.
+        (Stage.CONSUMERS, source_topic(region.local, Kind.ALPR_READ)),
     ):
         parked = dead_letters(bootstrap, stage, lambda d, t=topic_name: d["source"] == t)
         assert [d["error_type"] for d in parked] == ["undecodable"]
@@ -131,17 +134,20 @@ def test_reads_reach_exactly_the_partners_their_agreements_name(
     # Searching is audited in the agency's own store, and refused without a reason.
     audit = index_rows(region.settings, county, 'select "user", reason from search_audit')
     assert ("det.rivera", "case 24-001") in audit
-    # Whatever the backend, the indexes hold exactly what was shared with their agency.
+    # Whatever the backend, the indexes hold exactly what was shared with their agency, and
+    # each agency's own records.
     held = "select source_ori, record_id from records where deleted = false order by record_id"
-    assert index_rows(region.settings, county, held) == [
-        (local, "C1/L-1"),
-        (local, "C2/L-2"),
-        (local, "C2/L-3"),
-        (neighbour, "D1/N-1"),
-    ]
-    assert index_rows(region.settings, region.local, held) == [(neighbour, "D1/N-1")]
-    for nobody in (neighbour, region.federal):
-        assert index_rows(region.settings, nobody, held) == []
+    city_reads = [(local, "C1/L-1"), (local, "C2/L-2"), (local, "C2/L-3")]
+    assert index_rows(region.settings, county, held) == [*city_reads, (neighbour, "D1/N-1")]
+    wait_for(
+        lambda: (
+            index_rows(region.settings, region.local, held) == [*city_reads, (neighbour, "D1/N-1")]
+        ),
+        30,
+        "the city's index to hold its own reads and the neighbour's",
+    )
+    assert index_rows(region.settings, neighbour, held) == [(neighbour, "D1/N-1")]
+    assert index_rows(region.settings, region.federal, held) == []
     # ... and published from there to audit.search by the county's projector.
     decode_search = AvroDeserializer(SchemaStore(), SEARCH_AUDIT)
 

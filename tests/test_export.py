@@ -13,17 +13,26 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import fastavro
 import pytest
+import xmlschema
 
+from consumers.export import Exporter, Window
 from consumers.index import open_index
 from consumers.index.query import Criteria
+from mutualaid.agencies import load_registry
 from mutualaid.crypto import generate_keypair
+from mutualaid.events import new_envelope
+from mutualaid.policy import load_policy
 from mutualaid.settings import Settings
+from mutualaid.topics import Kind
 from producers import samples
+from producers.contract import Skipped, SourceItem
+from producers.rms import RmsAdapter
 from support.processes import mutualaid_cli, running_stages, wait_for
-from support.regions import Region
+from support.regions import Region, publish_source
 
 HEADER = ",".join(samples.HEADER)
 LOCAL_ROWS = [
@@ -33,6 +42,11 @@ LOCAL_ROWS = [
 NEIGHBOUR_ROWS = [
     "N-1,7ABC123,CA,2026-11-24T23:30:00-08:00,0.95,D1,Stateline,38.96,-119.94,W,Toyota,Camry,",
 ]
+
+
+DATA = Path(__file__).parent / "data"
+NIBRS_XSD = DATA / "nibrs-iepd-4.2" / "base-xsd" / "nibrs" / "4.2" / "nibrs.xsd"
+FIXTURE_ORI = "ZZ0000001"  # tests/data/rms/conformance/ is of this agency
 
 
 def plate_answers(settings: Settings, ori: str, plate: str) -> list[tuple[str, str, str]]:
@@ -164,3 +178,79 @@ def test_import_refuses_a_folder_that_is_not_an_export(region: Region, tmp_path:
     done = mutualaid_cli(region, "import", "--agency", region.county, "--from", str(tmp_path))
     assert done.returncode == 2
     assert "not an export" in done.stderr
+
+
+def rms_events(ori: str) -> list[dict]:
+    """The NIBRS conformance reports (insert, replace, juvenile, delete, arrests) as the RMS
+    connector of ``ori`` publishes them, the zero report skipped as it skips it."""
+    adapter, events = RmsAdapter(ori), []
+    for path in sorted((DATA / "rms" / "conformance").glob("*.xml")):
+        raw = path.read_bytes().replace(FIXTURE_ORI.encode(), ori.encode())
+        try:
+            events.append(adapter.to_event(SourceItem(raw, 1, None, where=path.name)))  # type: ignore[arg-type]
+        except Skipped:
+            continue
+    return events
+
+
+@pytest.mark.broker
+def test_own_rms_records_are_exported_as_nibrs_xml_that_validates(
+    region: Region, tmp_path: Path
+) -> None:
+    ori = region.local
+    events = rms_events(ori)
+    # An RMS row polled from SQL without an incident number: no NIBRS report can carry it.
+    unnumbered = {
+        "envelope": new_envelope(
+            source_ori=ori,
+            source_system="sql",
+            kind=Kind.RMS_RECORD,
+            record_id="row-9",
+            version=1,
+            occurred_at=events[0]["envelope"]["occurred_at"],
+        ),
+        "body": {"narrative": "found property"},
+    }
+    publish_source(region, Kind.RMS_RECORD, [*events, unnumbered], partition=0)
+    settings = region.settings
+    registry = load_registry(settings.agencies_file)
+    out = tmp_path / "export"
+
+    def exported() -> dict | None:
+        manifest_path = Exporter(
+            settings, registry, load_policy(settings.agreements_dir, registry), ori, out, Window()
+        ).run()
+        manifest = json.loads(manifest_path.read_text())
+        files = {f["path"]: f for f in manifest["files"]}
+        done = files["own/rms.record.avro"]["records"] == len(events) + 1
+        return manifest if done else None
+
+    manifest = wait_for(exported, 30, "the export to hold every RMS event")
+    assert isinstance(manifest, dict)
+    files = {f["path"]: f for f in manifest["files"]}
+    entry = files["own/rms.record.nibrs/SHA256SUMS"]
+    assert entry["format"] == "nibrs-xml"
+    assert entry["records"] == len(events)
+    assert manifest["nibrs_skipped"] == {
+        "an incident report needs its incident number (NIBRS element 2)": 1
+    }
+    directory = out / "own" / "rms.record.nibrs"
+    sums = [line.split("  ") for line in (directory / "SHA256SUMS").read_text().splitlines()]
+    assert sorted(name for _, name in sums) == sorted(p.name for p in directory.glob("*.xml"))
+    schema = xmlschema.XMLSchema(str(NIBRS_XSD))
+    actions = []
+    for (digest, name), event in zip(sums, events, strict=True):
+        data = (directory / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == digest
+        errors = [str(e) for e in schema.iter_errors(data.decode())]
+        assert errors == [], f"{name} does not validate: {errors[0] if errors else ''}"
+        # Read back by the RMS connector: the same record, every NIBRS data element kept.
+        again = RmsAdapter(ori).to_event(SourceItem(data, 1, None, where=name))  # type: ignore[arg-type]
+        assert again["envelope"]["record_id"] == event["envelope"]["record_id"]
+        assert again["envelope"]["op"] == event["envelope"]["op"]
+        assert again["body"] == event["body"], name
+        header = ElementTree.fromstring(data).find(".//{*}ReportActionCategoryCode")
+        assert header is not None
+        actions.append(header.text)
+    # Insert, replace, insert, delete; arrest report, its deletion (as the fixtures are).
+    assert actions == ["I", "R", "I", "D", "A", "D"]

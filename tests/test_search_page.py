@@ -1,6 +1,7 @@
 """The analyst's search page, served by `mutualaid api`, in real headless Chromium: sign in with
 the API token, a search refused without a reason, results with a detail view, the plate's path
-on a plot and a time line, a CSV download that is itself logged, another agency refused."""
+on a plot and a time line, a CSV download that is itself logged, a pointer result saying whom
+to call, the agency's own records marked as its own, another agency refused."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from consumers.index import open_index
+from consumers.own import own_copy
+from mutualaid.crypto import generate_hash_key, load_hash_key
 from mutualaid.disclosure import new_disclosure
 from mutualaid.events import new_envelope
+from mutualaid.pointers import FoundBy, match_keys
 from mutualaid.topics import Kind
 from support.browser import needs_chromium, sign_in
 from support.indexes import index_rows
@@ -58,11 +62,46 @@ def shared_read(region: Region, owner: str, record_id: str, lat: float, lon: flo
     }
 
 
+def pointer_read(region: Region, hash_key: bytes) -> dict:
+    """A read the neighbour shares as a pointer only: found by its exact plate, no body."""
+    read = shared_read(region, "neighbour", "P-1", 38.95, -119.95, "Hwy 50", hours=4)
+    keys = match_keys(read["body"], [FoundBy("plate")], hash_key)
+    contact = "Next State PD records, 555-0300"
+    disclosure = new_disclosure(region.county, ("a", 1), "POINTER")
+    return {
+        **read,
+        "body": None,
+        "disclosure": disclosure | {"contact": contact, "match_keys": keys},
+    }
+
+
+def own_incident(region: Region) -> dict:
+    """A CAD incident of the county's own, as its projector indexes it from its own topic."""
+    event = {
+        "envelope": new_envelope(
+            source_ori=region.county,
+            source_system="t",
+            kind=Kind.CAD_INCIDENT,
+            record_id="C-7",
+            version=1,
+            occurred_at=START,
+            now=START,
+        ),
+        "body": {"incident_number": "26-0007", "narrative": "silver Kia Rio 7ABC123 fled"},
+    }
+    return own_copy(event, region.county)
+
+
 def test_analyst_searches_sees_the_path_and_downloads_from_the_page(
     region: Region, tmp_path: Path, browser
 ) -> None:
+    # A pointer is found through keyed hashes: the region's hash key, before the index opens.
+    generate_hash_key(region.settings.hash_key_file)
+    hash_key = load_hash_key(region.settings.hash_key_file)
+    assert hash_key is not None
     index = open_index(region.settings, region.county)
     index.apply([shared_read(region, *r, hours=i) for i, r in enumerate(READS)])
+    index.apply([pointer_read(region, hash_key), own_incident(region)])
     index.close()
     okafor = token_for(region, "api-user", region.county, "analyst.okafor")
     outsider = token_for(region, "api-user", region.local, "analyst.lee")
@@ -119,6 +158,35 @@ def test_analyst_searches_sees_the_path_and_downloads_from_the_page(
         queries = [(u, r, json.loads(q)) for u, r, q in logged]
         assert [q.get("download") for _, _, q in queries] == [None, "csv"]
         assert all(u == "analyst.okafor" and r == "case 24-007" for u, r, _ in queries)
+
+        # The exact plate also finds the pointer: whom to call, nothing of the record.
+        page.fill("input[name=plate]", "7ABC123")
+        page.click("form#search button[type=submit]")
+        page.wait_for_selector("#count:has-text('4 record(s)')", timeout=10_000)
+        pointer = page.locator("[data-testid=result].pointer")
+        assert pointer.count() == 1
+        assert "Next State PD holds a matching alpr.read record: call Next State PD records, " \
+            "555-0300" in pointer.inner_text()  # fmt: skip
+        assert page.locator("[data-testid=read-point]").count() == 3  # a pointer has no place
+        pointer.focus()
+        page.keyboard.press("Enter")
+        detail = page.locator("#detail dl").inner_text()
+        assert "POINTER" in detail and "555-0300" in detail and "Hwy 50" not in detail
+
+        # Its own records come in the same search, marked as its own; the owner filter keeps
+        # only them.
+        page.fill("input[name=plate]", "")
+        page.fill("input[name=text]", "7ABC123")
+        page.select_option("select[name=from_agency]", region.county)
+        page.click("form#search button[type=submit]")
+        page.wait_for_selector("#count:has-text('1 record(s)')", timeout=10_000)
+        own = page.locator("[data-testid=result]")
+        assert "Test County SO (own)" in own.inner_text()
+        assert "26-0007" in own.inner_text()
+        page.select_option("select[name=from_agency]", "")
+        page.click("form#search button[type=submit]")
+        page.wait_for_selector("#count:has-text('4 record(s)')", timeout=10_000)
+        assert page.locator("td.own").count() == 1
 
         # Another agency's user cannot sign in here, and nothing is served without a session.
         intruder = browser.new_page()

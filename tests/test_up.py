@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -54,6 +55,7 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
         # per dispatch center.
         "MUTUALAID_METRICS_PORT": str(free_port(span=20)),
         "MUTUALAID_CONSOLE_PORT": str(free_port(span=5)),
+        "MUTUALAID_API_PORT": str(free_port()),
         "MUTUALAID_DATA_DIR": str(tmp_path / "var"),
         "PYTHONUNBUFFERED": "1",
     }
@@ -98,14 +100,17 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
         count = int(search.stdout.split()[0])
         assert count > 0, search.stdout
         assert " from CA0990200 " in search.stdout or " from NV0990300 " in search.stdout
-        assert " from CA0990100 " not in search.stdout  # own reads are not shared to itself
+        # Its own reads are not shared to itself: it holds them from its own topic, marked.
+        own = [line for line in search.stdout.splitlines() if " from CA0990100 " in line]
+        assert all("(own)" in line for line in own), search.stdout
         assert re.search(r"published 1,200/1,200 {2}dead letters 0", text)
-        # Each CA agency receives the other's 400 reads and Desert Springs' 400; nobody else.
+        # Each CA agency receives the other's 400 reads and Desert Springs' 400, and every
+        # agency with cameras holds its own 400; nobody else holds anything.
         counts = {}
         for ori in ("ca0990100", "ca0990200", "nv0990300", "dc0990400"):
             with sqlite3.connect(tmp_path / "var" / "index" / f"{ori}.sqlite") as db:
                 counts[ori] = db.execute("select count(*) from records").fetchone()[0]
-        assert counts == {"ca0990100": 800, "ca0990200": 800, "nv0990300": 0, "dc0990400": 0}
+        assert counts == {"ca0990100": 1200, "ca0990200": 1200, "nv0990300": 400, "dc0990400": 0}
 
         # Each agency's transparency report is written, and says what its agreements share.
         report = re.search(r"CA0990100: (\S+index\.html)", text)
@@ -131,6 +136,22 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert json.load(response) == {"user": user, "agency": "CA0990100"}
+
+        # The printed search-page sign-in works: the page, and a search with own and partner
+        # records in one answer.
+        page = re.search(r"open (http://\S+) and sign in as (\S+) with token\n\s+(\S+)", text)
+        assert page, text
+        url, user, token = page.groups()
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert '<form id="search"' in response.read().decode()
+        query = urllib.parse.urlencode({"plate": command.group(1), "reason": "case 24-001"})
+        request = urllib.request.Request(
+            f"{url}/search?{query}", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.load(response)
+        assert answer["user"] == user == "demo.analyst"
+        assert answer["count"] == count
     except AssertionError:
         print(log_tails(tmp_path / "var" / "logs"))  # pytest shows it beside the failure
         raise
@@ -140,8 +161,8 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
     output = log.read_text()
     pids = [int(p) for p in re.findall(r"pid (\d+)", output)]
     # router, matcher, a projector per agency, a console per dispatch center, a connector per
-    # agency with cameras; Apache Kafka's JVM
-    assert len(pids) == 1 + 1 + 4 + 3 + 3 + (local_broker == "kafka")
+    # agency with cameras, the demo agency's search API; Apache Kafka's JVM
+    assert len(pids) == 1 + 1 + 4 + 3 + 3 + 1 + (local_broker == "kafka")
     assert code == 0, output
     assert "stopped: broker and all stages" in output
     deadline = time.monotonic() + 10

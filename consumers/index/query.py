@@ -20,6 +20,7 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from consumers.index.records import sealed_paths
+from consumers.own import OWN_RECORDS
 from mutualaid import fieldpaths, pointers
 from mutualaid.disclosure import keyed_hash
 from mutualaid.errors import Refused
@@ -83,6 +84,11 @@ class Hit:
     agreement_id: str
     encrypted_fields: tuple[str, ...] = ()
     sealed: str | None = None  # what ``consumers.index.records.open_kept`` opens
+
+    @property
+    def own(self) -> bool:
+        """One of the searching agency's own records (``consumers.own``), not a partner's."""
+        return self.agreement_id == OWN_RECORDS
 
     def pointer_message(self, owner_name: str = "") -> str | None:
         """For a pointer, all a searcher is told: who holds a matching record and whom to call

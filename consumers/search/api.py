@@ -51,6 +51,7 @@ class Result(BaseModel):
     contact: str | None
     body: dict | None
     encrypted_fields: list[str]  # held encrypted, null in body; reveal=true opens them
+    own: bool  # the agency's own record (its own source topics), not a partner's
 
 
 PAGE = Path(__file__).parent / "search_page.html"
@@ -83,7 +84,8 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
     api = FastAPI(
         lifespan=lifespan,
         title=f"mutualaid search: {agency.name} ({agency.ori})",
-        description="Search the records partner agencies share with this agency. Every search "
+        description="Search the agency's own records and those partner agencies share with it. "
+        "Every search "
         "needs a reason (a case or incident number) and is audited.",
         version="1",
     )
@@ -279,4 +281,5 @@ def _result(hit: Hit, names: dict[str, str]) -> Result:
         contact=hit.contact,
         body=hit.body,
         encrypted_fields=list(hit.encrypted_fields),
+        own=hit.own,
     )
