@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from policy_support import alpr_event
 
 from mutualaid.auditlog import SEQ, SIG, WRITER, AuditWriter, search_audit_stage, stage_of
 from mutualaid.kafka import ensure_topics, wait_for_broker
@@ -28,6 +27,7 @@ from mutualaid.serde import (
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, AUDIT_SEARCH, Kind, TopicSpec
 from support.brokers import Broker, read_topic
+from support.events import alpr_event
 from support.processes import mutualaid_cli, running_stages
 from support.regions import Region, publish_source
 
@@ -65,7 +65,9 @@ def reads(region: Region, count: int) -> None:
     """``count`` plate reads by the neighbour, which its agreement shares with both CA
     agencies: a decision, and so an audit record, per partner."""
     now = datetime.now(UTC)
-    events = [alpr_event(region.neighbour, f"N-{uuid.uuid4().hex[:6]}", now) for _ in range(count)]
+    events = [
+        alpr_event(region.neighbour, f"N-{uuid.uuid4().hex[:6]}", at=now) for _ in range(count)
+    ]
     publish_source(region, Kind.ALPR_READ, events, owner=region.neighbour)
 
 
