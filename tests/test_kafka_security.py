@@ -72,10 +72,8 @@ class Secured:
     def settings_file(self, name: str, props: dict[str, str], **values: object) -> Path:
         """The region's settings file with ``props`` as its kafka: setting (and ``values``),
         for a stage whose test harness takes a settings file rather than an environment."""
-        rest = {k: v for k, v in props.items() if k != "bootstrap.servers"}
         merged = yaml.safe_load(self.region.config_file.read_text()) | {
-            "bootstrap_servers": props["bootstrap.servers"],
-            "kafka": rest,
+            **as_settings(props),
             **values,
         }
         path = self.tmp / f"{name}.yaml"
@@ -93,14 +91,20 @@ class Secured:
         )
 
 
+def as_settings(props: dict[str, str]) -> dict[str, object]:
+    """librdkafka ``props`` as mutualaid settings: bootstrap_servers and the kafka: rest."""
+    rest = {k: v for k, v in props.items() if k != "bootstrap.servers"}
+    return {"bootstrap_servers": props["bootstrap.servers"], "kafka": rest}
+
+
 def stage_env(props: dict[str, str]) -> dict[str, str]:
     import os
 
-    rest = {k: v for k, v in props.items() if k != "bootstrap.servers"}
+    settings = as_settings(props)
     return {
         **os.environ,
         "MUTUALAID_BOOTSTRAP_SERVERS": props["bootstrap.servers"],
-        "MUTUALAID_KAFKA": json.dumps(rest),
+        "MUTUALAID_KAFKA": json.dumps(settings["kafka"]),
     }
 
 
@@ -431,8 +435,7 @@ def test_the_webhooks_process_posts_the_matchers_alert_with_only_its_own_acls(
             region,
             tmp,
             [{**endpoint, "secret_file": secret_file(tmp, receiver)}],
-            bootstrap_servers=webhooks["bootstrap.servers"],
-            kafka={k: v for k, v in webhooks.items() if k != "bootstrap.servers"},
+            **as_settings(webhooks),
             metrics_port=0,
         )
         argv = [sys.executable, "-m", "cli", "--config", str(config), "webhooks", "--agency", city]
