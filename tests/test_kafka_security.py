@@ -13,15 +13,18 @@ import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
 )
 
@@ -31,12 +34,14 @@ from mutualaid.acls import principal
 from mutualaid.kafka import TopicFollower
 from mutualaid.kafkaserver import ADMIN_PRINCIPAL, KafkaCluster, KafkaUnavailable, Security
 from mutualaid.processes import spawn, stop
+from mutualaid.serde import HIT_ALERT, AvroDeserializer, SchemaStore, SerializationContext
 from mutualaid.topics import Kind, alerts_topic, share_topic, source_topic
 from producers import samples
 from support.brokers import selected_brokers
 from support.indexes import index_rows
-from support.processes import wait_for
+from support.processes import serving, token_for, wait_for
 from support.regions import Region, make_region
+from support.webhooks import configure, receiving, secret_file
 
 pytestmark = pytest.mark.skipif(
     "kafka" not in selected_brokers(),
@@ -64,6 +69,17 @@ class Secured:
             **self.security.scram(user, password),
         }
 
+    def settings_file(self, name: str, props: dict[str, str], **values: object) -> Path:
+        """The region's settings file with ``props`` as its kafka: setting (and ``values``),
+        for a stage whose test harness takes a settings file rather than an environment."""
+        merged = yaml.safe_load(self.region.config_file.read_text()) | {
+            **as_settings(props),
+            **values,
+        }
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(merged))
+        return path
+
     def cli(self, props: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
         """A mutualaid command run with ``props`` as its kafka: setting."""
         return subprocess.run(
@@ -75,14 +91,20 @@ class Secured:
         )
 
 
+def as_settings(props: dict[str, str]) -> dict[str, object]:
+    """librdkafka ``props`` as mutualaid settings: bootstrap_servers and the kafka: rest."""
+    rest = {k: v for k, v in props.items() if k != "bootstrap.servers"}
+    return {"bootstrap_servers": props["bootstrap.servers"], "kafka": rest}
+
+
 def stage_env(props: dict[str, str]) -> dict[str, str]:
     import os
 
-    rest = {k: v for k, v in props.items() if k != "bootstrap.servers"}
+    settings = as_settings(props)
     return {
         **os.environ,
         "MUTUALAID_BOOTSTRAP_SERVERS": props["bootstrap.servers"],
-        "MUTUALAID_KAFKA": json.dumps(rest),
+        "MUTUALAID_KAFKA": json.dumps(settings["kafka"]),
     }
 
 
@@ -277,9 +299,19 @@ def test_a_group_free_reader_works_with_topic_acls_alone(applied: Secured) -> No
         follower.close()
 
 
-def test_the_matcher_alerts_with_only_its_own_acls(applied: Secured) -> None:
+@dataclass
+class Raised:
+    """The alert the matcher raised under its own ACLs, as the admin read it back."""
+
+    alert: dict
+    matcher_log: Path
+
+
+@pytest.fixture(scope="module")
+def raised(applied: Secured) -> Raised:
     """The city's connector (mTLS) loads its hotlist and publishes a read of a listed plate in
-    its jurisdiction; the matcher (mTLS, its own ACLs) alerts the city."""
+    its jurisdiction; the matcher (mTLS, its own ACLs) alerts the city. The console and the
+    webhooks process then serve that alert."""
     region, tmp = applied.region, applied.tmp
     city = region.local
     connector = applied.mtls(principal("connector", city))
@@ -290,35 +322,138 @@ def test_the_matcher_alerts_with_only_its_own_acls(applied: Secured) -> None:
     )
     loaded = applied.cli(connector, "hotlist", "load", "--agency", city, str(hotlist))
     assert loaded.returncode == 0, loaded.stderr
+    topic = alerts_topic(city)
+    admin = Consumer({**applied.mtls(ADMIN_PRINCIPAL), "group.id": "test-alerts-reader"})
     logs = tmp / "logs"
     logs.mkdir(exist_ok=True)
     base = [sys.executable, "-m", "cli", "--config", str(region.config_file)]
     log = logs / "matcher.log"
-    matcher = spawn([*base, "matcher"], log=log, env=stage_env(applied.mtls("matcher")))
     try:
-        wait_for(lambda: "hotlists loaded: 1 entries" in log.read_text(), 60, "the hotlists")
-        reads = tmp / "hot-reads.csv"
-        reads.write_text(
-            ",".join(samples.HEADER)
-            + "\n"
-            + "H-1,7HOT001,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main,38.94,-119.98,N,Toyota,,\n"
-        )
-        published = applied.cli(
-            connector, "connect", "alpr", "--agency", city, "--source", str(reads)
-        )
-        assert published.returncode == 0, published.stderr
-        admin = Consumer({**applied.mtls(ADMIN_PRINCIPAL), "group.id": "test-alerts-reader"})
+        # Joined and assigned before the matcher starts, so the minute below is the matcher's.
+        admin.subscribe([topic])
+        wait_for(lambda: admin.poll(0.2) is None and admin.assignment(), 30, "an assignment")
+        matcher = spawn([*base, "matcher"], log=log, env=stage_env(applied.mtls("matcher")))
         try:
-            admin.subscribe([alerts_topic(city)])
+            wait_for(lambda: "hotlists loaded: 1 entries" in log.read_text(), 60, "the hotlists")
+            reads = tmp / "hot-reads.csv"
+            reads.write_text(
+                ",".join(samples.HEADER)
+                + "\n"
+                + "H-1,7HOT001,CA,2026-11-24T21:14:03-08:00,0.93,C1,Main,38.94,-119.98,N,Toyota,,\n"
+            )
+            published = applied.cli(
+                connector, "connect", "alpr", "--agency", city, "--source", str(reads)
+            )
+            assert published.returncode == 0, published.stderr
 
-            def alerted() -> bool:
+            def alerted() -> Message | None:
                 assert matcher.poll() is None, log.read_text()[-3000:]
                 msg = admin.poll(0.5)
-                return msg is not None and msg.error() is None
+                return msg if msg is not None and msg.error() is None else None
 
-            wait_for(alerted, 60, "an alert for the city")
+            msg = wait_for(alerted, 60, "an alert for the city")
         finally:
-            admin.close()
+            stop(matcher, timeout=10)
     finally:
-        stop(matcher, timeout=10)
-    assert "AUTHORIZATION_FAILED" not in log.read_text()
+        admin.close()
+    alert = AvroDeserializer(SchemaStore(), HIT_ALERT)(msg.value(), SerializationContext(topic))
+    return Raised(alert, log)
+
+
+def test_the_matcher_alerts_with_only_its_own_acls(raised: Raised) -> None:
+    assert (raised.alert["read"]["plate"], raised.alert["entry_id"]) == ("7HOT001", "V1")
+    assert "AUTHORIZATION_FAILED" not in raised.matcher_log.read_text()
+
+
+def session_cookie(url: str, user: str, token: str) -> str:
+    """Sign in on a web page's login API; the session cookie it sets."""
+    request = urllib.request.Request(
+        f"{url}/login",
+        data=json.dumps({"user": user, "token": token}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return answer.headers["set-cookie"].split(";")[0]
+
+
+def streamed_alert(url: str, cookie: str, alert_id: str, timeout: float = 20.0) -> dict:
+    """The console's view of ``alert_id``, from its live stream (the snapshot, or an update)."""
+    request = urllib.request.Request(f"{url}/events", headers={"Cookie": cookie})
+    deadline = time.monotonic() + timeout
+    with urllib.request.urlopen(request, timeout=timeout) as stream:
+        while time.monotonic() < deadline:
+            line = stream.readline().decode()
+            if not line.startswith("data: "):
+                continue
+            data = json.loads(line.removeprefix("data: "))
+            for view in data if isinstance(data, list) else [data]:
+                if view.get("alert_id") == alert_id:
+                    return view
+    raise AssertionError(f"the console did not stream alert {alert_id} in {timeout:.0f}s")
+
+
+def test_the_console_serves_the_matchers_alert_with_only_its_own_acls(
+    applied: Secured, raised: Raised
+) -> None:
+    """`mutualaid console` as console-<city> (mTLS): a dispatcher signs in, the alert streams,
+    the acknowledgement is written; forging an alert on the alerts topic is refused."""
+    region, city = applied.region, applied.region.local
+    alert_id = raised.alert["alert_id"]
+    kim = token_for(region, "console-user", city, "dispatcher.kim")
+    console = applied.mtls(principal("console", city))
+    config = applied.settings_file("console", console, metrics_port=0)
+    log = applied.tmp / "logs" / "console.log"
+    with serving(config, ["console", "--agency", city], log) as url:
+        cookie = session_cookie(url, "dispatcher.kim", kim)
+        view = streamed_alert(url, cookie, alert_id)
+        shown = (view["plate"], view["reason"], view["entry_id"])
+        assert shown == ("7HOT001", "stolen_vehicle", "V1")
+        ack = urllib.request.Request(
+            f"{url}/alerts/{alert_id}/ack", method="POST", headers={"Cookie": cookie}
+        )
+        with urllib.request.urlopen(ack, timeout=15) as answer:  # 503 if the write were refused
+            assert json.load(answer) == {"alert_id": alert_id, "user": "dispatcher.kim"}
+    assert "AUTHORIZATION_FAILED" not in log.read_text(), log.read_text()[-3000:]
+    forged = refusal(console, "write", alerts_topic(city))
+    assert forged.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, forged
+
+
+def test_the_webhooks_process_posts_the_matchers_alert_with_only_its_own_acls(
+    applied: Secured, raised: Raised
+) -> None:
+    """`mutualaid webhooks` as webhooks-<city> (mTLS) reads the alerts in its own group and
+    POSTs the alert, signed, to a receiver on loopback; another agency's alerts are refused."""
+    region, city = applied.region, applied.region.local
+    alert_id = raised.alert["alert_id"]
+    webhooks = applied.mtls(principal("webhooks", city))
+    tmp = applied.tmp / "webhooks"
+    tmp.mkdir()
+    log = applied.tmp / "logs" / "webhooks.log"
+    with receiving() as receiver:
+        endpoint = {"agency": city, "url": f"{receiver.url}/hits"}
+        config = configure(
+            region,
+            tmp,
+            [{**endpoint, "secret_file": secret_file(tmp, receiver)}],
+            **as_settings(webhooks),
+            metrics_port=0,
+        )
+        argv = [sys.executable, "-m", "cli", "--config", str(config), "webhooks", "--agency", city]
+        sender = spawn(argv, log=log)
+        try:
+
+            def posted() -> list[dict]:
+                assert sender.poll() is None, log.read_text()[-3000:]
+                with receiver.lock:
+                    return [r for r in receiver.requests if r["alert_id"] == alert_id]
+
+            [request] = wait_for(posted, 30, "the alert POSTed to the receiver")
+        finally:
+            stop(sender, timeout=10)
+    assert (request["verified"], request["status"]) == (True, 200)
+    assert request["body"]["read"]["plate"] == "7HOT001"
+    assert "AUTHORIZATION_FAILED" not in log.read_text(), log.read_text()[-3000:]
+    # In its own group (the sender has stopped), but another agency's alerts topic: refused.
+    group = f"mutualaid-webhooks-{city.lower()}"
+    other = refusal(webhooks, "read", alerts_topic(region.county), group=group)
+    assert other.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, other
