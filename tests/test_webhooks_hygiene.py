@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_webhooks import configure
 
 from consumers.alerts.webhooks import load_endpoints
 from mutualaid.configfile import ConfigError
 from mutualaid.processes import spawn, stop
 from support.processes import mutualaid_cli, wait_for
 from support.regions import Region
+from support.webhooks import configure
 
 
 def secret(tmp_path: Path, name: str, mode: int) -> str:
