@@ -26,7 +26,6 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import Region, index_rows, make_region, wait_for
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.crypto import generate_keypair
 from mutualaid.events import new_envelope, record_key
@@ -39,6 +38,9 @@ from mutualaid.serde import (
     codecs_for,
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic, source_topic
+from support.indexes import index_rows
+from support.processes import wait_for
+from support.regions import Region, make_region
 
 EVENTS = int(os.environ.get("MUTUALAID_CRASH_EVENTS", "1500"))
 WITHDRAW_EVERY = 10  # every tenth read is deleted at the source at the end

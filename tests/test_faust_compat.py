@@ -66,3 +66,28 @@ def test_tables_write_their_changelog_to_the_event_set_as_current(tmp_path: Path
         return sent
 
     assert asyncio.run(changelog_partitions()) == [5, 5, 2, 2]
+
+
+def test_the_consumer_methods_the_commit_gate_wraps_still_exist() -> None:
+    from faust.transport.consumer import Consumer
+
+    from streams.faust_compat import commit_gate
+
+    commit_gate(faust.App("compat-gate"))
+    # The wrappers call the originals with exactly these arguments.
+    expected = {
+        "perform_seek": ["self"],
+        "on_partitions_revoked": ["self", "revoked"],
+        "_filter_committable_offsets": ["self", "tps"],
+    }
+    for name, parameters in expected.items():
+        wrapped = getattr(Consumer, name)
+        original = inspect.unwrap(wrapped)
+        assert original is not wrapped, name
+        assert list(inspect.signature(original).parameters) == parameters, name
+    # perform_seek still leaves the committed offsets in _read_offset, which the gate starts
+    # from, and the ack bookkeeping the gate prunes is still there.
+    assert "read_offset.update" in inspect.getsource(inspect.unwrap(Consumer.perform_seek))
+    init = inspect.getsource(Consumer.__init__)
+    for attribute in ("_acked", "_acked_index", "_gap", "_read_offset"):
+        assert f"self.{attribute} =" in init, attribute
