@@ -35,6 +35,7 @@ class _Partition:
     expected: int  # the next offset to route
     committable: int  # every offset below it was routed and delivered
     gap: tuple[int, int] = (-1, 0)  # (offset seen above `expected`, times seen in a row)
+    warned: int = -1  # the expected offset last warned about: one warning per episode
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,13 @@ class CommitGate:
             times = times + 1 if seen == offset else 1
             part.gap = (offset, times)
             if times < REAL_GAP_AFTER:
-                log.warning(
-                    "%s[%d]: got offset %d while %d was expected; seeking back to %d",
-                    tp.topic, tp.partition, offset, part.expected, part.expected,
-                )  # fmt: skip
+                if part.warned != part.expected:
+                    part.warned = part.expected
+                    log.warning(
+                        "%s[%d]: got offset %d while %d was expected (records the consumer "
+                        "skipped, e.g. across a rebalance); not routing it, seeking back to %d",
+                        tp.topic, tp.partition, offset, part.expected, part.expected,
+                    )  # fmt: skip
                 return Verdict(route=False, seek_to=part.expected)
             log.warning(
                 "%s[%d]: offsets %d-%d are not on the broker; going on from %d",
