@@ -10,7 +10,7 @@ fails when an upgrade changes what these rely on:
   for it, so the consumer's constructor is wrapped to pass ``FETCH_MAX_WAIT_MS`` instead.
 - ``commit_gate``: faust's consumer commits what its acks allow, which can skip records across
   a rebalance (see ``streams.commitgate``); for the topics a gate holds, the consumer's
-  ``perform_seek`` (run after each assignment), ``on_partitions_revoked`` and
+  ``seek_to_committed`` (run after each assignment), ``on_partitions_revoked`` and
   ``_filter_committable_offsets`` are wrapped so that the gate decides what is committed.
 """
 
@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import aiokafka
 from faust.streams import _current_event
 from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
 from faust.types import TP, AppT, EventT
 
 from mutualaid.kafka import FETCH_WAIT_MAX_MS
@@ -71,26 +73,24 @@ def _gate_of(consumer: Consumer) -> CommitGate | None:
 
 
 def _gate_commits() -> None:
-    if getattr(Consumer.perform_seek, "_mutualaid_gated", False):
+    if getattr(AiokafkaConsumer.seek_to_committed, "_mutualaid_gated", False):
         return
-    perform_seek = Consumer.perform_seek
+    seek_to_committed = AiokafkaConsumer.seek_to_committed
     revoked = Consumer.on_partitions_revoked
     committable = Consumer._filter_committable_offsets
 
-    @functools.wraps(perform_seek)
-    async def seek(self: Consumer) -> None:
-        await perform_seek(self)
+    @functools.wraps(seek_to_committed)
+    async def seek(self: AiokafkaConsumer) -> Mapping[TP, int]:
+        # Run after every assignment (perform_seek). The gate starts from what is returned,
+        # before anything else runs on the loop: faust's _read_offset moves on as soon as
+        # records flow. Nothing committed (None, or 0): aiokafka leaves the position where
+        # it was, so the gate expects offset 0 and seeks back there if a later one comes.
+        offsets = await seek_to_committed(self)
         gate = _gate_of(self)
-        if gate is None:
-            return
-        for tp in self.assignment():
-            # perform_seek left the committed offset here (None: nothing committed yet, so
-            # the consumer starts where auto_offset_reset put it).
-            offset = self._read_offset.get(tp)
-            if offset is None:
-                offset = await self.position(tp)
-            if offset is not None:
-                gate.start(tp, offset)
+        if gate is not None:
+            for tp, offset in offsets.items():
+                gate.start(TP(tp.topic, tp.partition), offset if offset and offset > 0 else 0)
+        return offsets
 
     @functools.wraps(revoked)
     async def on_revoked(self: Consumer, tps: set[TP]) -> None:
@@ -117,6 +117,6 @@ def _gate_commits() -> None:
         return offsets
 
     seek._mutualaid_gated = True  # type: ignore[attr-defined]
-    Consumer.perform_seek = seek  # type: ignore[method-assign]
+    AiokafkaConsumer.seek_to_committed = seek  # type: ignore[method-assign,assignment]
     Consumer.on_partitions_revoked = on_revoked  # type: ignore[method-assign]
     Consumer._filter_committable_offsets = filter_committable  # type: ignore[method-assign]
