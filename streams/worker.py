@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import faust
+from aiokafka.errors import IllegalStateError
 from confluent_kafka import Producer
-from faust.types import TP, Message
+from faust.types import TP, AppT, Message
 
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.auditlog import AuditSigner
@@ -157,8 +158,25 @@ async def process_in_batches(
         await outbox.delivered()
         gate.done()
         acknowledged(outputs)
-        for tp, offset in seeks.items():
-            await stream.app.consumer.seek(tp, offset)
+        if seeks:
+            await seek_back(stream.app, seeks)
+
+
+async def seek_back(app: AppT, offsets: dict[TP, int]) -> None:
+    """Seek the consumer back to the records the gate still expects. Through ``seek_wait``,
+    which runs on the consumer's own thread: ``seek`` from the event loop raced aiokafka's
+    fetcher (KeyError in ``fetched_records``, which stopped the worker). A partition revoked
+    meanwhile is left alone; if a seek fails, the next record ahead of the gap asks again."""
+    assigned = app.consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not offsets:
+        return
+    try:
+        await app.consumer.seek_wait(offsets)
+    except (TimeoutError, IllegalStateError) as exc:
+        logging.getLogger("mutualaid.commitgate").warning(
+            "seeking back to %s failed (%r); the next record ahead asks again", offsets, exc
+        )
 
 
 def new_app(settings: Settings, app_id: str) -> faust.App:
