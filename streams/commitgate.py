@@ -1,13 +1,17 @@
 """Which source offsets a worker may commit: only those whose record, and every record before it
 on that partition, was routed and delivered.
 
-Why not faust's own acks: across a rebalance faust 0.15.3 can commit past records it never
-handed to the agent. Records fetched before a revocation still reach the consumer's drain loop
-after faust has reset its read offset, and one of them moves that read offset far ahead: the
-records re-fetched from the committed offset are then dropped as already read ("DROPPED
-MESSAGE ROFF"), and the jump is filed as a gap that counts as acknowledged. The next commit
-then skips the dropped records (tests/test_crash_under_load.py on Apache Kafka lost a
-partition's worth of one owner's reads this way, lag 0).
+Why not faust's own acks: across a rebalance faust 0.15.3 with aiokafka 0.14.0 can commit past
+records it never handed to the agent (tests/test_crash_under_load.py on Apache Kafka lost a
+partition's worth of one owner's reads, never routed, lag 0). Seen with the gate in place:
+after a second worker joined, the first was handed offset 124 of a partition committed at 93,
+and offset 186 of partitions with nothing committed. How, read from their code (not traced
+record by record): records fetched before a revocation reach faust's drain loop after the seek
+to the committed offset and move its read offset ahead, so the records re-fetched below it are
+dropped as already read and the jump is filed as a gap that counts as acknowledged; and where
+nothing (or 0) is committed aiokafka does not seek at all, so the consumer goes on from its
+fetch position past the records faust cleared from the agent's queue at the revocation, and
+faust's check against the committed offset is skipped (``if committed_offset:``).
 
 So the gate keeps, per partition, the next offset it expects (from the committed offset faust
 seeks to at each assignment). A record at that offset is routed; one below it was routed
