@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 import faust
+from aiokafka.errors import IllegalStateError
 from confluent_kafka import Producer
-from faust.types import Message
+from faust.types import TP, AppT, Message
 
 from mutualaid.agencies import Registry, load_registry
 from mutualaid.auditlog import AuditSigner
@@ -31,7 +32,7 @@ from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec, topics_for
-from streams.faust_compat import bound_fetch_wait, set_current_event
+from streams.faust_compat import bound_fetch_wait, commit_gate, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
 EXIT_DELIVERY_FAILED = 70
@@ -133,18 +134,49 @@ async def process_in_batches(
 ) -> None:
     """Run ``handle`` on every consumed record and send what it returns, a batch at a time.
 
-    A batch's offsets become committable when the loop asks for the next batch, so its
-    outputs are acknowledged first (``Outbox.delivered``, which exits if the broker refuses).
+    A batch's offsets become committable (``CommitGate.done``) only once its outputs were
+    acknowledged (``Outbox.delivered``, which exits if the broker refuses), and only up to the
+    first record on each partition that was not routed: a record ahead of the one expected is
+    not routed, and the partition is sought back to the expected one (``streams.commitgate``).
     """
+    gate = commit_gate(stream.app)
+    gate.topics.update(stream.channel.topics)  # type: ignore[attr-defined]
     async for batch in stream.take_events(batch_size, within=within):
         outputs: list[Sendable] = []
+        seeks: dict[TP, int] = {}
         for event in batch:
+            message = event.message
+            verdict = gate.check(message.tp, message.offset)
+            if not verdict.route:
+                if verdict.seek_to is not None:
+                    seeks[message.tp] = verdict.seek_to
+                continue
             set_current_event(event)  # take_events does not, and tables need it
-            for out in handle(event.message):
+            for out in handle(message):
                 outbox.send(out)
                 outputs.append(out)
         await outbox.delivered()
+        gate.done()
         acknowledged(outputs)
+        if seeks:
+            await seek_back(stream.app, seeks)
+
+
+async def seek_back(app: AppT, offsets: dict[TP, int]) -> None:
+    """Seek the consumer back to the records the gate still expects. Through ``seek_wait``,
+    which runs on the consumer's own thread: ``seek`` from the event loop raced aiokafka's
+    fetcher (KeyError in ``fetched_records``, which stopped the worker). A partition revoked
+    meanwhile is left alone; if a seek fails, the next record ahead of the gap asks again."""
+    assigned = app.consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+    if not offsets:
+        return
+    try:
+        await app.consumer.seek_wait(offsets)
+    except (TimeoutError, IllegalStateError) as exc:
+        logging.getLogger("mutualaid.commitgate").warning(
+            "seeking back to %s failed (%r); the next record ahead asks again", offsets, exc
+        )
 
 
 def new_app(settings: Settings, app_id: str) -> faust.App:

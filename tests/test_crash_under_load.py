@@ -162,26 +162,10 @@ def holds_exactly(region: Region, ori: str, expected: set[str], timeout: float) 
         time.sleep(0.5)
 
 
-KAFKA_LOSS = pytest.mark.xfail(
-    strict=False,
-    reason="known bug, not fixed: on Apache Kafka 3 of 7 runs lost 233-392 of the city's reads "
-    "published just before the SIGKILL or the second worker's join (the missing reads of one "
-    "owner, one partition's worth, from some offset on). None of them reached the share topic "
-    "and the router group had committed past them (lag 0): the router's commit skipped records "
-    "it never routed, across a rebalance. Suspect: faust discards records fetched but not yet "
-    "taken when partitions are revoked while the consumer keeps its fetch position for those "
-    "it keeps, and commits the highest offset acked after. Of the other 4 runs 2 passed, in 1 "
-    "the router group was still behind 60 s after the indexes were complete, in 1 the second "
-    "worker did not exit within 30 s of SIGTERM. Tansu passed 3 of 3.",
-)
-
-
 @pytest.mark.broker
 def test_killed_and_rebalanced_stages_under_load_lose_leak_and_repeat_nothing(
-    broker: EmbeddedBroker, tmp_path: Path, request: pytest.FixtureRequest
+    broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    if request.node.callspec.params.get("broker") == "kafka":
-        request.applymarker(KAFKA_LOSS)
     tag = os.urandom(3).hex()
     region = make_region(tmp_path, broker, matcher_id=f"matcher-{tag}")
     s, city, county, neighbour = region.settings, region.local, region.county, region.neighbour

@@ -66,3 +66,32 @@ def test_tables_write_their_changelog_to_the_event_set_as_current(tmp_path: Path
         return sent
 
     assert asyncio.run(changelog_partitions()) == [5, 5, 2, 2]
+
+
+def test_the_consumer_methods_the_commit_gate_wraps_still_exist() -> None:
+    from faust.transport.consumer import Consumer
+    from faust.transport.drivers.aiokafka import Consumer as AiokafkaConsumer
+
+    from streams.faust_compat import commit_gate
+
+    commit_gate(faust.App("compat-gate"))
+    # The wrappers call the originals with exactly these arguments.
+    expected = {
+        (AiokafkaConsumer, "seek_to_committed"): ["self"],
+        (Consumer, "on_partitions_revoked"): ["self", "revoked"],
+        (Consumer, "_filter_committable_offsets"): ["self", "tps"],
+    }
+    for (cls, name), parameters in expected.items():
+        wrapped = getattr(cls, name)
+        original = inspect.unwrap(wrapped)
+        assert original is not wrapped, name
+        assert list(inspect.signature(original).parameters) == parameters, name
+    # perform_seek (after each assignment) still seeks through seek_to_committed, aiokafka
+    # still leaves a partition with nothing committed where it was (the gate expects 0 there),
+    # and the ack bookkeeping the gate prunes is still there.
+    assert "self.seek_to_committed()" in inspect.getsource(Consumer.perform_seek)
+    aiokafka_seek = inspect.getsource(aiokafka.AIOKafkaConsumer.seek_to_committed)
+    assert "if offset and offset > 0:" in aiokafka_seek
+    init = inspect.getsource(Consumer.__init__)
+    for attribute in ("_acked", "_acked_index", "_gap"):
+        assert f"self.{attribute} =" in init, attribute
