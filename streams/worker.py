@@ -148,8 +148,8 @@ async def process_in_batches(
             message = event.message
             verdict = gate.check(message.tp, message.offset)
             if not verdict.route:
-                if verdict.seek_to is not None:
-                    seeks[message.tp] = verdict.seek_to
+                if verdict.seek_to is not None:  # the lowest offset asked for, per partition
+                    seeks[message.tp] = min(seeks.get(message.tp, verdict.seek_to), verdict.seek_to)
                 continue
             set_current_event(event)  # take_events does not, and tables need it
             for out in handle(message):
