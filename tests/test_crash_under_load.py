@@ -26,6 +26,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumers.own import OWN_RECORDS
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.crypto import generate_keypair
 from mutualaid.events import new_envelope, record_key
@@ -135,8 +136,11 @@ def projector_group(bootstrap: str, ori: str) -> str:
 
 
 def indexed(region: Region, ori: str) -> set[str]:
+    """What partners shared with the agency and it holds (its own records, indexed from its own
+    topics, are left out: no agreement governs them)."""
+    query = f"select record_id from records where deleted = 0 and agreement_id <> '{OWN_RECORDS}'"
     try:
-        rows = index_rows(region.settings, ori, "select record_id from records where deleted = 0")
+        rows = index_rows(region.settings, ori, query)
     except Exception:  # no index file or table before the first record
         return set()
     return {r for (r,) in rows}
