@@ -30,6 +30,7 @@ import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench import percentile, save
+from mutualaid.auditlog import ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import ensure_topics, producer_config, wait_for_broker
@@ -198,6 +199,7 @@ def main(entries: int, rate: int, seconds: int) -> dict:
         config = tmp / "mutualaid.yaml"
         config.write_text(yaml.safe_dump(values))
         settings = Settings(**values)
+        ensure_stage_keys(settings, [settings.matcher_id])  # the matcher signs its audit records
         registry_oris = ["CA0990100", "CA0990200", "NV0990300", "DC0990400"]
         ensure_topics(wait_for_broker(broker.bootstrap_servers), topics_for(registry_oris, 4), 1)
         print(
