@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.etree.ElementTree import Element, SubElement, register_namespace, tostring
 
+from mutualaid.errors import MutualaidError
+
 NS = {
     "nibrs": "http://fbi.gov/cjis/nibrs/4.2",
     "cjis": "http://fbi.gov/cjis/1.0",
@@ -39,7 +41,7 @@ ROLE_ELEMENTS = {"VICTIM": "Victim", "OFFENDER": "Subject", "ARRESTEE": "Arreste
 MAX_RELATIONSHIPS = 10  # the XSD allows ten SubjectVictimAssociations per report
 
 
-class NotNibrs(ValueError):
+class NotNibrs(MutualaidError, ValueError):
     """An RMS record that no NIBRS report can carry; the message says what it lacks."""
 
 

@@ -15,13 +15,14 @@ agency's own shared search as it reaches its partners' (the record stays in the 
 from __future__ import annotations
 
 from mutualaid.disclosure import new_disclosure
+from mutualaid.errors import MutualaidError
 from mutualaid.labels import WITHDRAWING
 
 # The agreement_id of an own record: parentheses keep it apart from every agreement's id.
 OWN_RECORDS = "(own)"
 
 
-class NotOwn(ValueError):
+class NotOwn(MutualaidError, ValueError):
     """A source event on an agency's own topic that names another agency as its owner."""
 
 

@@ -20,6 +20,8 @@ import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mutualaid.errors import UsageError
+
 if TYPE_CHECKING:
     from mutualaid.settings import Settings
 
@@ -76,7 +78,7 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {"bootstrap.servers": settings.bootstrap_servers, **settings.kafka, **overrides}
 
 
-class FaustSecurityError(ValueError):
+class FaustSecurityError(UsageError, ValueError):
     """A ``kafka`` property the router and matcher (aiokafka) cannot honour."""
 
 
