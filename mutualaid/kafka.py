@@ -264,12 +264,9 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> 
     if not specs:
         return
     changes = []
-    for spec in specs:
-        try:
-            current = _describe(admin, spec.name, timeout)
-        except KafkaException as exc:
-            if exc.args[0].code() not in _NOT_ALLOWED:
-                raise
+    configs = _describe(admin, [s.name for s in specs], timeout)
+    for spec, current in zip(specs, configs, strict=True):
+        if current is None:
             continue  # a stage's principal may use a topic, not configure it: the operator's
         differ = {k: v for k, v in spec.config.items() if k not in current or current[k].value != v}
         if differ:
@@ -285,22 +282,34 @@ def _set_configs(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> 
             future.result(timeout)
 
 
-def _describe(admin: AdminClient, topic: str, timeout: float) -> dict[str, ConfigEntry]:
-    """The topic's configuration. A topic made a moment before (by hand, by another stage) can
-    be listed by one broker while the one answering DescribeConfigs does not know it yet
-    (Apache Kafka answers UNKNOWN_TOPIC_OR_PART): asked again until ``timeout``."""
+def _describe(
+    admin: AdminClient, topics: list[str], timeout: float
+) -> list[dict[str, ConfigEntry] | None]:
+    """Each topic's configuration, in one request per round; None for a topic this principal
+    may not describe. A topic made a moment before (by hand, by another stage) can be listed
+    by one broker while the one answering DescribeConfigs does not know it yet (Apache Kafka
+    answers UNKNOWN_TOPIC_OR_PART): those alone are asked again until ``timeout``."""
     deadline = time.monotonic() + timeout
-    resource = ConfigResource(ResourceType.TOPIC, topic)
-    while True:
-        future = admin.describe_configs([resource], request_timeout=timeout)[resource]
-        try:
-            result: dict[str, ConfigEntry] = future.result(timeout)
-            return result
-        except KafkaException as exc:
-            unknown = exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
-            if not unknown or time.monotonic() >= deadline:
-                raise
+    found: dict[str, dict[str, ConfigEntry] | None] = {}
+    asking = list(topics)
+    while asking:
+        resources = [ConfigResource(ResourceType.TOPIC, t) for t in asking]
+        unknown = []
+        for resource, future in admin.describe_configs(resources, request_timeout=timeout).items():
+            try:
+                found[resource.name] = future.result(timeout)
+            except KafkaException as exc:
+                code = exc.args[0].code()
+                if code in _NOT_ALLOWED:
+                    found[resource.name] = None
+                elif code == KafkaError.UNKNOWN_TOPIC_OR_PART and time.monotonic() < deadline:
+                    unknown.append(resource.name)
+                else:
+                    raise
+        asking = unknown
+        if asking:
             time.sleep(0.2)
+    return [found[t] for t in topics]
 
 
 # Errors of a partition whose leadership is moving (librdkafka does not flag all retriable).

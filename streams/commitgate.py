@@ -18,11 +18,19 @@ seeks to at each assignment). A record at that offset is routed; one below it wa
 already and is skipped; one above it means records are missing, and the worker seeks back to
 the expected offset instead of routing it. Offsets become committable only once the batch that
 routed them was delivered (``done``), and never for a partition revoked since.
+
+And a partition can stall: the consumer knows it goes past the expected offset, yet no record
+of it reaches the agent (records re-fetched after a seek that faust drops as already read, or a
+seek back that failed with nothing after it to ask again; seen in the crash test on Tansu as a
+partition 81 records short of committed, for good). ``stalled`` names the partitions fetched
+past what the gate expects that have shown it nothing for a while; the worker seeks them back.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from faust.types import TP
@@ -33,6 +41,12 @@ log = logging.getLogger("mutualaid.commitgate")
 # real: the broker has no records there (retention removed them, or a transaction marker).
 REAL_GAP_AFTER = 3
 
+# A partition fetched past its expected offset with no record of it checked for this long is
+# sought back. Longer than a full batch takes to pass through the agent under load, so a
+# partition merely queued behind others is not sought needlessly (a needless seek costs only
+# a re-fetch: what was routed is skipped, the rest goes on in order).
+STALL_SECONDS = 10.0
+
 
 @dataclass(eq=False)
 class _Partition:
@@ -40,6 +54,7 @@ class _Partition:
     committable: int  # every offset below it was routed and delivered
     gap: tuple[int, int] = (-1, 0)  # (offset seen above `expected`, times seen in a row)
     warned: int = -1  # the expected offset last warned about: one warning per episode
+    seen: float = 0.0  # when a record of the partition was last checked (or it started)
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class Verdict:
 @dataclass
 class CommitGate:
     topics: set[str] = field(default_factory=set)  # the topics whose commits the gate decides
+    clock: Callable[[], float] = time.monotonic
     _parts: dict[TP, _Partition] = field(default_factory=dict)
     _batch: list[tuple[TP, _Partition, int]] = field(default_factory=list)
 
@@ -61,7 +77,7 @@ class CommitGate:
 
     def start(self, tp: TP, offset: int) -> None:
         """Consumption of ``tp`` (re)starts at ``offset``: what was pending there is void."""
-        self._parts[tp] = _Partition(offset, offset)
+        self._parts[tp] = _Partition(offset, offset, seen=self.clock())
 
     def revoke(self, tp: TP) -> None:
         self._parts.pop(tp, None)
@@ -75,6 +91,7 @@ class CommitGate:
             # to it, so it comes again once the gate knows where the partition starts. A
             # partition not (or no longer) assigned here is left alone by the seek.
             return Verdict(route=False, seek_to=offset)
+        part.seen = self.clock()
         if offset < part.expected:  # a record routed already, read again
             return Verdict(route=False)
         if offset > part.expected:
@@ -105,6 +122,22 @@ class CommitGate:
         for tp, part, upto in batch:
             if self._parts.get(tp) is part and upto > part.committable:
                 part.committable = upto
+
+    def stalled(self, positions: Mapping[TP, int | None]) -> dict[TP, int]:
+        """The partitions to seek back, and where to: those the consumer knows go past the
+        expected offset (``positions``: per partition its next fetch offset or last high
+        watermark, None if unknown) that have had no record checked for ``STALL_SECONDS``.
+        Each is named again only after another such wait."""
+        now, found = self.clock(), {}
+        for tp, part in self._parts.items():
+            if not self.gates(tp):
+                continue  # a table's changelog, read by faust's recovery, not the agent
+            position = positions.get(tp)
+            silent = now - part.seen >= STALL_SECONDS
+            if position is not None and position > part.expected and silent:
+                part.seen = now
+                found[tp] = part.expected
+        return found
 
     def committable(self) -> dict[TP, int]:
         return {tp: part.committable for tp, part in self._parts.items()}

@@ -68,6 +68,32 @@ def commit_gate(app: AppT) -> CommitGate:
     return _gates.setdefault(app, CommitGate())
 
 
+def fetch_positions(app: AppT) -> dict[TP, int | None]:
+    """Per assigned partition, how far aiokafka knows the partition goes: the offset it will
+    fetch next, or the high watermark of its last fetch if that is further (a partition no
+    longer fetched still shows the records it was last told of); None while it knows neither.
+
+    Read from aiokafka's subscription state, which its consumer thread owns: a plain read of
+    values it replaces whole, for a heuristic that tolerates a stale answer (``stalled``).
+    """
+    thread = getattr(app.consumer, "_thread", None)
+    consumer = getattr(thread, "_consumer", None) if thread is not None else None
+    subscription = getattr(getattr(consumer, "_subscription", None), "subscription", None)
+    assignment = getattr(subscription, "assignment", None)
+    if assignment is None:
+        return {}
+    positions: dict[TP, int | None] = {}
+    for tp in list(assignment.tps):
+        state = assignment.state_value(tp)
+        if state is None:
+            continue
+        known = [state.position] if state.has_valid_position else []
+        if state.highwater is not None:
+            known.append(state.highwater)
+        positions[TP(tp.topic, tp.partition)] = max(known) if known else None
+    return positions
+
+
 def _gate_of(consumer: Consumer) -> CommitGate | None:
     return _gates.get(consumer.app)
 

@@ -32,7 +32,8 @@ from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy, load_policy_from
 from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec, topics_for
-from streams.faust_compat import bound_fetch_wait, commit_gate, set_current_event
+from streams.commitgate import STALL_SECONDS
+from streams.faust_compat import bound_fetch_wait, commit_gate, fetch_positions, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
 EXIT_DELIVERY_FAILED = 70
@@ -198,7 +199,30 @@ def new_app(settings: Settings, app_id: str) -> faust.App:
         **faust_options(settings),  # TLS and SASL from the kafka setting
     )
     export_lag(app)
+    unstall_gated_partitions(app)
     return app
+
+
+def unstall_gated_partitions(app: faust.App) -> None:
+    """Seek back any partition the commit gate sees stalled (``CommitGate.stalled``): fetched
+    past the record it expects, with nothing reaching the agent."""
+
+    @app.timer(STALL_SECONDS / 2)
+    async def unstall() -> None:
+        gate = commit_gate(app)
+        if not gate.topics:
+            return  # no agent has started gating yet
+        stalled = gate.stalled(fetch_positions(app))
+        if stalled:
+            logging.getLogger("mutualaid.commitgate").warning(
+                "no record reached the agent for %.0fs on %s though the consumer knows of "
+                "records there; seeking back",
+                STALL_SECONDS,
+                ", ".join(
+                    f"{tp.topic}[{tp.partition}] to {n}" for tp, n in sorted(stalled.items())
+                ),
+            )
+            await seek_back(app, stalled)
 
 
 def export_lag(app: faust.App) -> None:

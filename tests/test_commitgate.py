@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from faust.types import TP
 
-from streams.commitgate import REAL_GAP_AFTER, CommitGate, Verdict
+from streams.commitgate import REAL_GAP_AFTER, STALL_SECONDS, CommitGate, Verdict
 
 SRC = TP("src.ca0990100.alpr.read", 0)
 
@@ -69,3 +69,57 @@ def test_a_record_before_its_partition_started_is_sought_back_to_and_routed_afte
     assert gate.check(SRC, 0).route
     gate.done()
     assert gate.committable() == {SRC: 1}
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_partition_fetched_past_what_it_expects_and_silent_is_named_stalled() -> None:
+    # The crash test on Tansu: records routed in a batch voided by a rebalance, then re-fetched
+    # and dropped before the agent; the partition sat 81 records short of committed for good.
+    clock = FakeClock()
+    gate = CommitGate(topics={SRC.topic}, clock=clock)
+    gate.start(SRC, 100)
+    assert gate.stalled({SRC: 181}) == {}  # just started: records may be on their way
+    clock.now += STALL_SECONDS - 1
+    assert gate.stalled({SRC: 181}) == {}
+    clock.now += 1
+    assert gate.stalled({SRC: 181}) == {SRC: 100}
+    assert gate.stalled({SRC: 181}) == {}  # named again only after another wait
+    clock.now += STALL_SECONDS
+    assert gate.stalled({SRC: 181}) == {SRC: 100}
+
+
+def test_a_partition_caught_up_or_still_flowing_is_not_stalled() -> None:
+    clock = FakeClock()
+    other = TP(SRC.topic, 1)
+    gate = CommitGate(topics={SRC.topic}, clock=clock)
+    gate.start(SRC, 100)
+    gate.start(other, 0)
+    clock.now += STALL_SECONDS * 3
+    assert gate.check(SRC, 100).route  # a record arrives: the partition is alive
+    # `other` fetched no further than it expects, or its position is unknown: not stalled.
+    assert gate.stalled({SRC: 181, other: 0}) == {}
+    assert gate.stalled({SRC: 181, other: None}) == {}
+    clock.now += STALL_SECONDS
+    assert gate.stalled({SRC: 101, other: None}) == {}  # everything fetched was routed
+    gate.revoke(SRC)
+    assert gate.stalled({SRC: 181}) == {}  # not assigned here any more
+
+
+def test_only_the_gated_topics_can_stall() -> None:
+    # faust seeks every assigned partition, a table's changelog too; its recovery reads that
+    # changelog, not the agent, so it is never "stalled".
+    clock = FakeClock()
+    changelog = TP("router-holders-changelog", 0)
+    gate = CommitGate(topics={SRC.topic}, clock=clock)
+    gate.start(changelog, 0)
+    clock.now += STALL_SECONDS
+    assert gate.stalled({changelog: 500}) == {}

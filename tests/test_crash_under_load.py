@@ -150,6 +150,7 @@ def holds_exactly(region: Region, ori: str, expected: set[str], timeout: float) 
     """Wait until the agency's index holds exactly ``expected``; fail saying what differs
     (and whether the router sent what is missing, or still has records to consume)."""
     s = region.settings.bootstrap_servers
+    sources = [source_topic(ori, Kind.ALPR_READ) for ori in (region.local, region.neighbour)]
     deadline = time.monotonic() + timeout
     while (held := indexed(region, ori)) != expected:
         if time.monotonic() > deadline:
@@ -161,7 +162,7 @@ def holds_exactly(region: Region, ori: str, expected: set[str], timeout: float) 
                 f"{ori}'s index: {len(missing)} missing (first {missing[:5]}; "
                 f"{len(sent & set(missing))} of them on {topic}), "
                 f"{len(extra)} it should not hold (first {extra[:5]}); router behind on "
-                f"{lag(s, region.settings.router_id, [source_topic(region.local, Kind.ALPR_READ)])}"
+                f"{lag(s, region.settings.router_id, sources)}"
             )
         time.sleep(0.5)
 
