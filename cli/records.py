@@ -113,23 +113,8 @@ def _search(settings: Settings, args: argparse.Namespace) -> int:
     hits = run_search(settings, request)  # IndexUnavailable: main reports it
     if args.json:
         for hit in hits:
-            print(
-                json.dumps(
-                    {
-                        "source_ori": hit.source_ori,
-                        "kind": hit.kind,
-                        "record_id": hit.record_id,
-                        "version": hit.version,
-                        "occurred_at": hit.occurred_at.isoformat(),
-                        "tier": hit.tier,
-                        "contact": hit.contact,
-                        "body": hit.body,
-                        "encrypted_fields": list(hit.encrypted_fields),
-                        "pointer": hit.pointer_message(),
-                        "own": hit.own,
-                    }
-                )
-            )
+            shown = hit.shown() | {"occurred_at": hit.occurred_at.isoformat()}
+            print(json.dumps(shown | {"pointer": hit.pointer_message()}))
         return 0
     names = {a.ori: a.name for a in registry.agencies}
     print(

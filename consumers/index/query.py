@@ -85,6 +85,22 @@ class Hit:
     encrypted_fields: tuple[str, ...] = ()
     sealed: str | None = None  # what ``consumers.index.records.open_kept`` opens
 
+    def shown(self) -> dict[str, Any]:
+        """What a search shows of the hit, the same from the command line (``--json``) and the
+        API: everything but the agreement id and the sealed fields' ciphertext."""
+        return {
+            "source_ori": self.source_ori,
+            "kind": self.kind,
+            "record_id": self.record_id,
+            "version": self.version,
+            "occurred_at": self.occurred_at,
+            "tier": self.tier,
+            "contact": self.contact,
+            "body": self.body,
+            "encrypted_fields": list(self.encrypted_fields),
+            "own": self.own,
+        }
+
     @property
     def own(self) -> bool:
         """One of the searching agency's own records (``consumers.own``), not a partner's."""

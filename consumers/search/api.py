@@ -270,16 +270,7 @@ def create_api(settings: Settings, agency: Agency, registry: Registry) -> FastAP
 
 def _result(hit: Hit, names: dict[str, str]) -> Result:
     return Result(
-        source_ori=hit.source_ori,
+        **hit.shown(),
         source_agency=names.get(hit.source_ori, ""),
-        kind=hit.kind,
-        record_id=hit.record_id,
         record_ref=f"{hit.source_ori}/{hit.kind}/{hit.record_id}",
-        version=hit.version,
-        occurred_at=hit.occurred_at,
-        tier=hit.tier,
-        contact=hit.contact,
-        body=hit.body,
-        encrypted_fields=list(hit.encrypted_fields),
-        own=hit.own,
     )
