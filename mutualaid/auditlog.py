@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from mutualaid.errors import MutualaidError, UsageError
-from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config
+from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config, watermarks
 from mutualaid.kafkaclients import client_config
 from mutualaid.private import open_private, private_dir, private_file
 from mutualaid.settings import Settings
@@ -383,7 +383,7 @@ def _chain_head(
         )
     )
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = watermarks(consumer, TopicPartition(topic, partition), timeout=60)
         step = 100
         while True:
             start = max(low, high - step)

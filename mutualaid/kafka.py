@@ -334,21 +334,28 @@ def end_offsets(settings: Settings, topic: str, timeout: float = 30.0) -> dict[i
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         ends = {}
         for p in partitions:
-            while True:
-                try:
-                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[
-                        1
-                    ]
-                    break
-                except KafkaException as exc:
-                    error = exc.args[0]
-                    passing = error.retriable() or error.code() in _BETWEEN_LEADERS
-                    if not passing or time.monotonic() >= deadline:
-                        raise
-                    time.sleep(0.2)
+            left = max(1.0, deadline - time.monotonic())
+            ends[p] = watermarks(consumer, TopicPartition(topic, p), left)[1]
         return ends
     finally:
         consumer.close()
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """The partition's (low, high) watermarks. A partition between leaders (a new topic, a
+    broker just lost) is asked again until ``timeout``: a router writing audit records while a
+    node died crashed its agent on the first timed-out ask (tests/test_kafka_cluster.py)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return low, high
+        except KafkaException as exc:
+            error = exc.args[0]
+            passing = error.retriable() or error.code() in _BETWEEN_LEADERS
+            if not passing or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 class TopicFollower:

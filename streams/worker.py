@@ -36,6 +36,7 @@ from streams.commitgate import STALL_SECONDS
 from streams.faust_compat import bound_fetch_wait, commit_gate, fetch_positions, set_current_event
 
 AGREEMENTS_POLL_SECONDS = 2.0
+METADATA_MAX_AGE_MS = 10_000
 EXIT_DELIVERY_FAILED = 70
 DELIVERY_TIMEOUT_SECONDS = 45.0  # beyond stage_producer_config's delivery.timeout.ms
 
@@ -193,6 +194,12 @@ def new_app(settings: Settings, app_id: str) -> faust.App:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_ms / 6000),
         consumer_auto_offset_reset="earliest",
+        # aiokafka refreshes its metadata when a request fails for invalid metadata, but not on
+        # NodeNotReadyError: after a broker's death its producer kept sending the holders
+        # changelog to the dead leader until the 5-minute default age ran out, and the router
+        # stalled (tests/test_kafka_cluster.py). A refresh every 10 s finds the new leaders.
+        producer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         producer_acks=-1,
         web_enabled=False,
         datadir=str(datadir),

@@ -123,3 +123,19 @@ def test_only_the_gated_topics_can_stall() -> None:
     gate.start(changelog, 0)
     clock.now += STALL_SECONDS
     assert gate.stalled({changelog: 500}) == {}
+
+
+def test_nothing_is_stalled_while_a_batch_is_out_for_delivery() -> None:
+    # A broker node dying: the agent waits on its batch's delivery for longer than the stall
+    # wait, so its partitions are silent because it is busy, not because records went astray.
+    clock = FakeClock()
+    gate = CommitGate(topics={SRC.topic}, clock=clock)
+    gate.start(SRC, 100)
+    assert gate.check(SRC, 100).route  # routed; its batch is being delivered
+    clock.now += STALL_SECONDS * 2
+    assert gate.stalled({SRC: 300}) == {}
+    gate.done()  # delivered: the wait starts again from now
+    clock.now += STALL_SECONDS - 1
+    assert gate.stalled({SRC: 300}) == {}
+    clock.now += 1
+    assert gate.stalled({SRC: 300}) == {SRC: 101}
