@@ -128,7 +128,7 @@ class CommitGate:
         expected offset (``positions``: per partition its next fetch offset or last high
         watermark, None if unknown) that have had no record checked for ``STALL_SECONDS``.
         Each is named again only after another such wait."""
-        now, found = self.clock(), {}
+        now, found = self.clock(), dict[TP, int]()
         if self._batch:
             # A batch is out for delivery: the agent is not taking records, so a silent
             # partition says nothing (seen while a broker node died: delivery took 10 s+).
