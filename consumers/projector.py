@@ -20,14 +20,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from confluent_kafka import (
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from consumers.index import open_index
 from consumers.opening import ShareReader, open_shared
@@ -38,6 +31,7 @@ from mutualaid.deadletter import DeadLetters
 from mutualaid.kafka import (
     DeliveryFailed,
     DeliveryTracker,
+    commit_past,
     consumer_config,
     produce,
     producer_config,
@@ -255,7 +249,7 @@ class Projector:
         self._delivery.sent()
 
     def _commit(self, messages: list[Message]) -> None:
-        commit_batch(self._consumer, messages)
+        commit_past(self._consumer, messages, log)
 
     def _observe(self, events: list[dict], changed: int) -> None:
         now = datetime.now(UTC)
@@ -266,42 +260,3 @@ class Projector:
             )
         if changed:
             INDEX_WRITES.labels(agency=self.agency_ori).inc(changed)
-
-
-# A commit refused because this member is no longer the partitions' owner: its session expired
-# (a broker node's death moved the group coordinator) or the group rebalanced meanwhile.
-GROUP_MOVED_ON = {
-    KafkaError.UNKNOWN_MEMBER_ID,
-    KafkaError.ILLEGAL_GENERATION,
-    KafkaError.REBALANCE_IN_PROGRESS,
-    KafkaError.FENCED_INSTANCE_ID,
-    KafkaError._ASSIGNMENT_LOST,
-}
-
-
-def commit_batch(consumer: Consumer, messages: list[Message]) -> bool:
-    """Commit past ``messages``, whose batch the index holds already. If the group has moved on
-    without this member, say so and go on (False): whoever owns the partitions now reads the
-    batch again, which changes nothing in an index that keeps the highest version. Raising
-    there stopped a projector for good when a broker node died (tests/test_kafka_cluster.py)."""
-    last: dict[tuple[str, int], int] = {}
-    for msg in messages:
-        if msg.error() is None:
-            last[(msg.topic(), msg.partition())] = msg.offset()
-    if not last:
-        return True
-    offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-    try:
-        consumer.commit(offsets=offsets, asynchronous=False)
-    except KafkaException as exc:
-        error = exc.args[0]
-        if error.code() not in GROUP_MOVED_ON:
-            raise
-        log.warning(
-            "commit of %d partition(s) refused (%s): the group moved on without this member, "
-            "which rejoins; the batch, already indexed, will be read again",
-            len(offsets),
-            error.str(),
-        )
-        return False
-    return True

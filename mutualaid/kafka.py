@@ -431,3 +431,45 @@ class TopicFollower:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+# A commit refused because this member is no longer the partitions' owner: its session expired
+# (a broker node's death moved the group coordinator) or the group rebalanced meanwhile.
+GROUP_MOVED_ON = {
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.FENCED_INSTANCE_ID,
+    KafkaError._ASSIGNMENT_LOST,
+}
+
+
+def commit_past(consumer: Consumer, messages: list[Message], logger: logging.Logger) -> bool:
+    """Commit past ``messages``, whose work is done (indexed, delivered). If the group has moved
+    on without this member, say so on ``logger`` and go on (False): whoever owns the partitions
+    now reads them again, which the consumers' idempotence absorbs (the index keeps the
+    highest version, webhook receivers drop a repeated alert id). Raising there stopped a
+    projector for good when a broker node died (tests/test_kafka_cluster.py)."""
+    last: dict[tuple[str, int], int] = {}
+    for msg in messages:
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if msg.error() is not None or topic is None or partition is None or offset is None:
+            continue
+        last[(topic, partition)] = offset
+    if not last:
+        return True
+    offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if error.code() not in GROUP_MOVED_ON:
+            raise
+        logger.warning(
+            "commit of %d partition(s) refused (%s): the group moved on without this member, "
+            "which rejoins; what it finished will be read again",
+            len(offsets),
+            error.str(),
+        )
+        return False
+    return True

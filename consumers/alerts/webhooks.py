@@ -44,7 +44,13 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationInfo, fiel
 from mutualaid.configfile import load_model
 from mutualaid.deadletter import DeadLetters, Letter
 from mutualaid.errors import MutualaidError
-from mutualaid.kafka import DeliveryTracker, consumer_config, produce, producer_config
+from mutualaid.kafka import (
+    DeliveryTracker,
+    commit_past,
+    consumer_config,
+    produce,
+    producer_config,
+)
 from mutualaid.metrics import WEBHOOK_DELIVERIES, WEBHOOK_FAILED_ATTEMPTS, WEBHOOK_LATENCY
 from mutualaid.serde import (
     HIT_ALERT,
@@ -248,7 +254,7 @@ class WebhookSender:
                 if msg is None or msg.error() is not None:
                     continue
                 if self._handle(msg, stop):
-                    self._consumer.commit(message=msg, asynchronous=False)
+                    commit_past(self._consumer, [msg], log)
         finally:
             self._consumer.close()
 

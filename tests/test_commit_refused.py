@@ -1,18 +1,18 @@
-"""A projector whose group moved on without it (its session expired while a broker node died,
-or a rebalance came between) keeps running: its commit is refused, the batch it already
-indexed is read again by whoever owns the partition now. On the real brokers: a member that
+"""A projector (or the webhooks sender) whose group moved on without it (its session expired
+while a broker node died, or a rebalance came between) keeps running: its commit is refused,
+what it finished is read again by whoever owns the partition now. On the real brokers: a member that
 stops polling past max.poll.interval.ms is put out of the group, as a stalled one is."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from consumers.projector import commit_batch
-from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.kafka import commit_past, ensure_topics, wait_for_broker
 from mutualaid.topics import TopicSpec
 from support.brokers import Broker
 
@@ -44,8 +44,11 @@ def test_a_commit_refused_because_the_group_moved_on_is_reported_not_raised(
         while not batch and time.monotonic() < deadline:
             batch = [m for m in consumer.consume(10, 1.0) if m.error() is None]
         assert batch, "the record was never consumed"
-        assert commit_batch(consumer, batch)  # still a member: committed
+        log = logging.getLogger("test")
+        assert commit_past(consumer, batch, log)  # still a member: committed
         time.sleep(SESSION_MS / 1000 + 2)  # no poll: the member is put out of the group
-        assert commit_batch(consumer, batch) is False  # refused, said, not raised
+        assert (
+            commit_past(consumer, batch, logging.getLogger("test")) is False
+        )  # refused, said, not raised
     finally:
         consumer.close()
