@@ -58,21 +58,14 @@ def leader_of(cluster: KafkaCluster, topic: str, partition: int) -> int:
     return meta.topics[topic].partitions[partition].leader
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug: the faust router does not always ride out a node's death. Of four runs "
-    "here two passed; in one the router's worker died starting (aiokafka NodeNotReadyError), "
-    "in one its fetches recovered but its batch sends never completed, so it stalled. The "
-    "connector (after its delivery wait was raised to librdkafka's 120 s) and the projectors "
-    "recovered every time. Not the commit skip the router's commit gate fixed "
-    "(streams/commitgate.py): in one run with the gate the county's index still did not reach "
-    "4,000 in 240 s; the router's heartbeat session expired when the coordinator moved, its "
-    "holders-changelog sends retried NotLeaderForPartition, then it logged only overlapping "
-    "timers, and the gate reported no record out of order.",
-)
 def test_a_node_killed_at_load_loses_nothing_and_duplicates_nothing(
     cluster: KafkaCluster, tmp_path: Path
 ) -> None:
+    """Every stage rides out the death of the node leading the city's first partition. It
+    failed, until fixed, on: the router's changelog producer keeping the dead leader for
+    aiokafka's 5-minute metadata age (now 10 s), the router's agent crashing on one timed-out
+    watermark lookup for its audit chain (now asked again), and a projector exiting when its
+    commit was refused because its session had expired (now reported, and it goes on)."""
     region = make_region(tmp_path, cluster, replication_factor=3)
     rng = random.Random(16)
     generated = tmp_path / "generated.csv"
