@@ -150,7 +150,7 @@ def holds_exactly(region: Region, ori: str, expected: set[str], timeout: float) 
     """Wait until the agency's index holds exactly ``expected``; fail saying what differs
     (and whether the router sent what is missing, or still has records to consume)."""
     s = region.settings.bootstrap_servers
-    sources = [source_topic(ori, Kind.ALPR_READ) for ori in (region.local, region.neighbour)]
+    sources = [source_topic(owner, Kind.ALPR_READ) for owner in (region.local, region.neighbour)]
     deadline = time.monotonic() + timeout
     while (held := indexed(region, ori)) != expected:
         if time.monotonic() > deadline:
