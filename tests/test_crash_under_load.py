@@ -24,13 +24,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from consumers.own import OWN_RECORDS
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.crypto import generate_keypair
 from mutualaid.events import new_envelope, record_key
-from mutualaid.kafka import wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
@@ -39,6 +38,7 @@ from mutualaid.serde import (
     codecs_for,
 )
 from mutualaid.topics import AUDIT_DISSEMINATION, Kind, share_topic, source_topic
+from support.brokers import consumed_all, everything_on, lag, projector_group
 from support.indexes import index_rows
 from support.processes import wait_for
 from support.regions import Region, make_region
@@ -84,55 +84,6 @@ def publish(region: Region, events: list[dict]) -> None:
             topic, encode(event, SerializationContext(topic)), record_key(event["envelope"])
         )
     assert producer.flush(120) == 0, "the broker did not take the reads in 120 s"
-
-
-def everything_on(bootstrap: str, topic: str, quiet: float = 1.5) -> list:
-    """Every record on ``topic``, read until nothing new has come for ``quiet`` seconds."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-crash-reader"})
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        records, last = [], time.monotonic()
-        while time.monotonic() - last < quiet:
-            batch = [m for m in consumer.consume(500, 0.2) if m.error() is None]
-            if batch:
-                records += batch
-                last = time.monotonic()
-        return records
-    finally:
-        consumer.close()
-
-
-def lag(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
-    """Per partition, the records on ``topics`` past what ``group`` committed, where any
-    (ends from the records themselves: Tansu's watermarks run short after batched produces)."""
-    ends: Counter[tuple[str, int]] = Counter()
-    for topic in topics:
-        for m in everything_on(bootstrap, topic, quiet=0.5):
-            ends[(topic, m.partition())] = max(ends[(topic, m.partition())], m.offset() + 1)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
-    finally:
-        consumer.close()
-    done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
-    return {key: end - done[key] for key, end in ends.items() if end > done[key]}
-
-
-def consumed_all(bootstrap: str, group: str, topics: list[str], timeout: float) -> None:
-    """Wait until ``group`` has committed every record on ``topics``; fail saying where not."""
-    deadline = time.monotonic() + timeout
-    while behind := lag(bootstrap, group, topics):
-        assert time.monotonic() < deadline, f"{group} is behind on (topic, partition): {behind}"
-        time.sleep(0.5)
-
-
-def projector_group(bootstrap: str, ori: str) -> str:
-    admin = wait_for_broker(bootstrap)
-    prefix = f"mutualaid-projector-{ori.lower()}-"
-    groups = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
-    (group,) = [g for g in groups if g.startswith(prefix)]
-    return group
 
 
 def indexed(region: Region, ori: str) -> set[str]:

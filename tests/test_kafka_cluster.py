@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,14 +27,14 @@ from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster, KafkaUnavailable
 from mutualaid.processes import spawn, stop
 from mutualaid.settings import Settings
-from mutualaid.topics import Kind, TopicSpec, hotlist_topic, source_topic
+from mutualaid.topics import Kind, TopicSpec, hotlist_topic, share_topic, source_topic
 from producers import samples
 from producers.hotlist import HotlistPublisher, current_entries, entry_body, entry_event
 from streams.matcher_app import load_hotlists
-from support.brokers import read_topic
+from support.brokers import everything_on, lag, projector_group, read_topic
 from support.indexes import index_rows
 from support.processes import running_stages, wait_for
-from support.regions import make_region
+from support.regions import Region, make_region
 
 pytestmark = pytest.mark.slow
 
@@ -56,6 +57,33 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
 def leader_of(cluster: KafkaCluster, topic: str, partition: int) -> int:
     meta = wait_for_broker(cluster.bootstrap_servers).list_topics(topic, timeout=10)
     return meta.topics[topic].partitions[partition].leader
+
+
+def why_not_indexed(region: Region, stages: dict[str, subprocess.Popen[bytes]], logs: Path) -> str:
+    """Where the city's reads stopped on their way to the county's index: how many the
+    connector published, the router shared, the index holds, each group's lag, which stages
+    still run, and the last errors in their logs."""
+    s = region.settings.bootstrap_servers
+    source = source_topic(region.local, Kind.ALPR_READ)
+    share = share_topic(region.county, Kind.ALPR_READ)
+    published = {m.key() for m in everything_on(s, source)}
+    shared = {m.key() for m in everything_on(s, share)}
+    (held,) = index_rows(region.settings, region.county, "select count(*) from records")
+    behind = {
+        "router": lag(s, region.settings.router_id, [source]),
+        "county projector": lag(s, projector_group(s, region.county), [share]),
+    }
+    lines = [
+        f"{len(published)} reads published, {len(shared)} shared, {held[0]} indexed",
+        f"behind: {behind}",
+    ]
+    for name, proc in stages.items():
+        state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+        text = (logs / f"{name}.log").read_text(errors="replace").splitlines()
+        errors = [line for line in text if "ERROR" in line or "Error" in line or "WARN" in line]
+        lines.append(f"{name}: {state}; {len(errors)} error lines, the last:")
+        lines += ["    " + line[:300] for line in errors[-6:]]
+    return "\n".join(lines)
 
 
 def test_a_node_killed_at_load_loses_nothing_and_duplicates_nothing(
@@ -102,7 +130,11 @@ def test_a_node_killed_at_load_loses_nothing_and_duplicates_nothing(
             cluster.kill(victim)
             with export.open("ab") as grows:
                 grows.write(b"".join(lines[READS // 2 :]))
-            wait_for(lambda: indexed() >= READS, 240, f"all {READS} reads in the county's index")
+            try:
+                wait_for(lambda: indexed() >= READS, 240, f"all {READS} reads in the index")
+            except AssertionError as timeout:
+                why = why_not_indexed(region, stages, tmp_path / "logs")
+                raise AssertionError(f"{timeout}; {why}") from None
             for name, proc in stages.items():
                 assert proc.poll() is None, f"{name} exited with {proc.returncode}"
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from consumers.opening import ShareReader
 from mutualaid.broker import EmbeddedBroker
 from mutualaid.crypto import load_keyring
+from mutualaid.kafka import wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster
 from mutualaid.serde import (
     DEAD_LETTER,
@@ -106,3 +108,52 @@ def shared_events(
     reader = ShareReader(codecs_for(settings), load_keyring(partner, settings.private_keys_dir))
     ctx = SerializationContext(share_topic(partner, kind))
     return [None if m.value() is None else reader.decode(kind, m.value(), ctx) for m in records]
+
+
+def everything_on(bootstrap: str, topic: str, quiet: float = 1.5) -> list:
+    """Every record on ``topic``, read until nothing new has come for ``quiet`` seconds."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records, last = [], time.monotonic()
+        while time.monotonic() - last < quiet:
+            batch = [m for m in consumer.consume(500, 0.2) if m.error() is None]
+            if batch:
+                records += batch
+                last = time.monotonic()
+        return records
+    finally:
+        consumer.close()
+
+
+def lag(bootstrap: str, group: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Per partition, the records on ``topics`` past what ``group`` committed, where any
+    (ends from the records themselves: Tansu's watermarks run short after batched produces)."""
+    ends: Counter[tuple[str, int]] = Counter()
+    for topic in topics:
+        for m in everything_on(bootstrap, topic, quiet=0.5):
+            ends[(topic, m.partition())] = max(ends[(topic, m.partition())], m.offset() + 1)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        committed = consumer.committed([TopicPartition(t, p) for t, p in ends], timeout=10)
+    finally:
+        consumer.close()
+    done = {(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}
+    return {key: end - done[key] for key, end in ends.items() if end > done[key]}
+
+
+def consumed_all(bootstrap: str, group: str, topics: list[str], timeout: float) -> None:
+    """Wait until ``group`` has committed every record on ``topics``; fail saying where not."""
+    deadline = time.monotonic() + timeout
+    while behind := lag(bootstrap, group, topics):
+        assert time.monotonic() < deadline, f"{group} is behind on (topic, partition): {behind}"
+        time.sleep(0.5)
+
+
+def projector_group(bootstrap: str, ori: str) -> str:
+    admin = wait_for_broker(bootstrap)
+    prefix = f"mutualaid-projector-{ori.lower()}-"
+    groups = [g.group_id for g in admin.list_consumer_groups().result(10).valid]
+    (group,) = [g for g in groups if g.startswith(prefix)]
+    return group
