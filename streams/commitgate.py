@@ -123,6 +123,23 @@ class CommitGate:
             if self._parts.get(tp) is part and upto > part.committable:
                 part.committable = upto
 
+    def abort(self) -> dict[TP, int]:
+        """The batch routed since the last ``done`` will not be delivered (its handler raised):
+        void it, so that nothing of it becomes committable, and have every partition it
+        touched expect again its first record not committable. Returns those offsets, to
+        seek to: each record of the batch is routed again (the outputs already sent for some
+        repeat, which every index applies once), none is skipped. Without this, the record
+        whose handling raised counted as routed (seen on a three-node cluster: the router's
+        table raised for a changelog not yet in its metadata, faust restarted the agent, and
+        that read was committed and never shared)."""
+        batch, self._batch = self._batch, []
+        rewound: dict[TP, int] = {}
+        for tp, part, _ in batch:
+            if self._parts.get(tp) is part:
+                part.expected, part.gap = part.committable, (-1, 0)
+                rewound[tp] = part.committable
+        return rewound
+
     def stalled(self, positions: Mapping[TP, int | None]) -> dict[TP, int]:
         """The partitions to seek back, and where to: those the consumer knows go past the
         expected offset (``positions``: per partition its next fetch offset or last high

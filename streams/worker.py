@@ -146,17 +146,31 @@ async def process_in_batches(
     async for batch in stream.take_events(batch_size, within=within):
         outputs: list[Sendable] = []
         seeks: dict[TP, int] = {}
-        for event in batch:
-            message = event.message
-            verdict = gate.check(message.tp, message.offset)
-            if not verdict.route:
-                if verdict.seek_to is not None:  # the lowest offset asked for, per partition
-                    seeks[message.tp] = min(seeks.get(message.tp, verdict.seek_to), verdict.seek_to)
-                continue
-            set_current_event(event)  # take_events does not, and tables need it
-            for out in handle(message):
-                outbox.send(out)
-                outputs.append(out)
+        try:
+            for event in batch:
+                message = event.message
+                verdict = gate.check(message.tp, message.offset)
+                if not verdict.route:
+                    if verdict.seek_to is not None:  # the lowest offset asked, per partition
+                        lowest = min(seeks.get(message.tp, verdict.seek_to), verdict.seek_to)
+                        seeks[message.tp] = lowest
+                    continue
+                set_current_event(event)  # take_events does not, and tables need it
+                for out in handle(message):
+                    outbox.send(out)
+                    outputs.append(out)
+        except BaseException as exc:
+            # Not a bad record (those are dead-lettered inside ``handle``) but the stage's own
+            # fault, e.g. a table whose changelog is not in the metadata yet: faust restarts
+            # the agent, which must route this batch again from its first record.
+            rewound = gate.abort()
+            if rewound and isinstance(exc, Exception):
+                where = ", ".join(f"{t.topic}[{t.partition}] {n}" for t, n in rewound.items())
+                logging.getLogger("mutualaid.commitgate").warning(
+                    "routing a batch failed (%r); routing it again from %s", exc, where
+                )
+                await seek_back(stream.app, rewound)
+            raise
         await outbox.delivered()
         gate.done()
         acknowledged(outputs)

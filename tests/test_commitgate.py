@@ -3,9 +3,17 @@ delivered, in order per partition, whatever faust hands it across a rebalance.""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
 from faust.types import TP
 
 from streams.commitgate import REAL_GAP_AFTER, STALL_SECONDS, CommitGate, Verdict
+from streams.faust_compat import commit_gate
+from streams.worker import process_in_batches
 
 SRC = TP("src.ca0990100.alpr.read", 0)
 
@@ -139,3 +147,88 @@ def test_nothing_is_stalled_while_a_batch_is_out_for_delivery() -> None:
     assert gate.stalled({SRC: 300}) == {}
     clock.now += 1
     assert gate.stalled({SRC: 300}) == {SRC: 101}
+
+
+def test_a_batch_whose_handling_raised_is_routed_again_from_its_first_record() -> None:
+    # The router's table raised on the batch's third record: nothing of the batch may become
+    # committable, and all three records must reach the agent again (the one that raised too).
+    other = TP(SRC.topic, 1)
+    gate = gate_at(7)
+    gate.start(other, 3)
+    assert gate.check(SRC, 7).route and gate.check(other, 3).route and gate.check(SRC, 8).route
+    assert gate.abort() == {SRC: 7, other: 3}
+    gate.done()  # the next batch's delivery must not carry the aborted one with it
+    assert gate.committable() == {SRC: 7, other: 3}
+    assert gate.check(SRC, 9) == Verdict(route=False, seek_to=7)  # fetched on past it: seek
+    assert [gate.check(SRC, n).route for n in (7, 8, 9)] == [True, True, True]
+    gate.done()
+    assert gate.committable() == {SRC: 10, other: 3}
+    assert gate.abort() == {}  # nothing pending: nothing to route again
+
+
+class FakeApp:
+    """Stands in for a faust App and its consumer in process_in_batches: the loop's own logic
+    (what it routes, commits and seeks) is under test here, not faust; the real stages run it
+    on both brokers in tests/test_crash_under_load.py and tests/test_kafka_cluster.py."""
+
+    def __init__(self) -> None:
+        self.sought: list[dict[TP, int]] = []
+        self.consumer = self
+
+    def assignment(self) -> set[TP]:
+        return {SRC}
+
+    async def seek_wait(self, offsets: dict[TP, int]) -> None:
+        self.sought.append(offsets)
+
+
+class FakeEvent:  # a class, not a SimpleNamespace: tables keep a weak reference to the event
+    def __init__(self, offset: int) -> None:
+        self.message = SimpleNamespace(tp=SRC, offset=offset)
+
+
+class FakeStream:
+    def __init__(self, app: FakeApp, batches: list[list[int]]) -> None:
+        self.app, self.batches = app, batches
+        self.channel = SimpleNamespace(topics=[SRC.topic])
+
+    async def take_events(self, size: int, within: float) -> AsyncIterator[list[FakeEvent]]:
+        for offsets in self.batches:
+            yield [FakeEvent(n) for n in offsets]
+
+
+class FakeOutbox:
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def send(self, out: int) -> None:
+        self.sent.append(out)
+
+    async def delivered(self) -> None:
+        pass
+
+
+def test_the_batch_loop_routes_a_failed_batch_again_and_commits_only_what_was_delivered() -> None:
+    app = FakeApp()
+    gate = commit_gate(app)  # type: ignore[arg-type]
+    gate.start(SRC, 0)
+    outbox = FakeOutbox()
+    failures = [2]  # handling offset 2 raises once, as the table did for its changelog
+
+    def handle(message: Any) -> list[int]:
+        if message.offset in failures:
+            failures.remove(message.offset)
+            raise RuntimeError("changelog topic not in the metadata yet")
+        return [message.offset]
+
+    async def run(batches: list[list[int]]) -> None:
+        stream = FakeStream(app, batches)
+        await process_in_batches(outbox, stream, handle, 10, 0.1)  # type: ignore[arg-type]
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(run([[0, 1, 2, 3]]))
+    assert gate.committable() == {SRC: 0} and app.sought == [{SRC: 0}]
+    # faust restarts the agent: the consumer, sought back, hands the batch over again.
+    asyncio.run(run([[0, 1, 2, 3], [4]]))
+    assert gate.committable() == {SRC: 5}
+    assert outbox.sent == [0, 1, 0, 1, 2, 3, 4]  # 0 and 1 repeat; none is missing
