@@ -443,13 +443,27 @@ GROUP_MOVED_ON = {
     KafkaError._ASSIGNMENT_LOST,
 }
 
+# A commit not taken because the group's coordinator is moving or out of reach (a broker node
+# died): it was not stored, but this member may still own the partitions, and its next commit,
+# of offsets as high or higher, goes to the new coordinator and covers these.
+COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._WAIT_COORD,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
 
 def commit_past(consumer: Consumer, messages: list[Message], logger: logging.Logger) -> bool:
     """Commit past ``messages``, whose work is done (indexed, delivered). If the group has moved
     on without this member, say so on ``logger`` and go on (False): whoever owns the partitions
     now reads them again, which the consumers' idempotence absorbs (the index keeps the
-    highest version, webhook receivers drop a repeated alert id). Raising there stopped a
-    projector for good when a broker node died (tests/test_kafka_cluster.py)."""
+    highest version, webhook receivers drop a repeated alert id). The same if the group's
+    coordinator is moving (``COORDINATOR_MOVING``). Raising on either stopped a projector for
+    good when a broker node died (tests/test_kafka_cluster.py)."""
     last: dict[tuple[str, int], int] = {}
     for msg in messages:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -463,13 +477,13 @@ def commit_past(consumer: Consumer, messages: list[Message], logger: logging.Log
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
         error = exc.args[0]
-        if error.code() not in GROUP_MOVED_ON:
+        if error.code() in GROUP_MOVED_ON:
+            why = "the group moved on without this member, which rejoins; what it finished "
+            why += "will be read again"
+        elif error.code() in COORDINATOR_MOVING:
+            why = "the group's coordinator is moving; the next commit covers these offsets"
+        else:
             raise
-        logger.warning(
-            "commit of %d partition(s) refused (%s): the group moved on without this member, "
-            "which rejoins; what it finished will be read again",
-            len(offsets),
-            error.str(),
-        )
+        logger.warning("commit of %d partition(s) refused (%s): %s", len(offsets), error.str(), why)
         return False
     return True

@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from mutualaid.kafka import commit_past, ensure_topics, wait_for_broker
 from mutualaid.topics import TopicSpec
@@ -52,3 +53,50 @@ def test_a_commit_refused_because_the_group_moved_on_is_reported_not_raised(
         )  # refused, said, not raised
     finally:
         consumer.close()
+
+
+class CoordinatorGone:
+    """Stands in for a consumer whose group coordinator died: librdkafka's commit raises
+    NOT_COORDINATOR (seen when the node holding the coordinator was SIGKILLed in
+    tests/test_kafka_cluster.py, where the projector then exited). Only the error is faked,
+    because provoking it on demand takes killing the coordinator's node at the right moment."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        raise KafkaException(KafkaError(self.code))
+
+
+class Record:
+    """A consumed record as commit_past reads it."""
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return "share.ca0990100.alpr.read"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return 41
+
+
+@pytest.mark.parametrize(
+    "code",
+    [KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT],
+)
+def test_a_commit_not_taken_while_the_coordinator_moves_is_reported_not_raised(
+    code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    consumer: Any = CoordinatorGone(code)
+    assert commit_past(consumer, [Record()], logging.getLogger("test")) is False  # type: ignore[list-item]
+    assert "coordinator is moving" in caplog.text
+
+
+def test_any_other_commit_error_still_raises() -> None:
+    consumer: Any = CoordinatorGone(KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        commit_past(consumer, [Record()], logging.getLogger("test"))  # type: ignore[list-item]
