@@ -53,9 +53,9 @@ def confluent(bootstrap: str, source: str, dest: str, group: str) -> None:
 def faust_app(bootstrap: str, source: str, dest: str, group: str) -> None:
     import faust
 
-    from streams.worker import _bound_fetch_wait
+    from streams.faust_compat import bound_fetch_wait
 
-    _bound_fetch_wait()  # the same fetch setting the router runs with
+    bound_fetch_wait()  # the same fetch setting the router runs with
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",
