@@ -84,6 +84,13 @@ def router_control_topic(router_id: str) -> str:
     return f"{router_id}.control"
 
 
+def holders_changelog_topic(router_id: str) -> str:
+    """The changelog of the router's holders table, as faust names it (``<app>-<table>-
+    changelog``). The router creates it before faust starts: left to faust, a table on a
+    three-node cluster raised for a changelog not yet in its metadata."""
+    return f"{router_id}-holders-changelog"
+
+
 AUDIT_DISSEMINATION = "audit.dissemination"
 AUDIT_SEARCH = "audit.search"
 

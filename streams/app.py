@@ -26,6 +26,7 @@ from mutualaid.settings import Settings
 from mutualaid.topics import (
     RECORD_KINDS,
     TopicSpec,
+    holders_changelog_topic,
     router_control_topic,
     source_topic,
 )
@@ -147,5 +148,8 @@ def run_router(settings: Settings, registry: Registry, policy: Policy) -> None:
     """Create missing topics, then run the router until SIGTERM or Ctrl-C."""
     app = create_app(settings, registry, policy)  # refuses to start without the keys it needs
     control = TopicSpec(router_control_topic(settings.router_id), settings.partitions)
-    prepare_topics(settings, registry, [control])
+    changelog = TopicSpec(
+        holders_changelog_topic(settings.router_id), settings.partitions, compacted=True
+    )
+    prepare_topics(settings, registry, [control, changelog])
     run_worker(app, settings)

@@ -13,6 +13,7 @@ import aiokafka
 import faust
 
 from mutualaid.settings import Settings
+from mutualaid.topics import holders_changelog_topic
 from streams.faust_compat import FETCH_MAX_WAIT_MS, bound_fetch_wait, set_current_event
 from streams.worker import new_app
 
@@ -95,3 +96,9 @@ def test_the_consumer_methods_the_commit_gate_wraps_still_exist() -> None:
     init = inspect.getsource(Consumer.__init__)
     for attribute in ("_acked", "_acked_index", "_gap"):
         assert f"self.{attribute} =" in init, attribute
+
+
+def test_the_router_creates_the_changelog_faust_names_for_its_holders_table() -> None:
+    app = faust.App("mutualaid-router-ca0990100", broker="kafka://127.0.0.1:1", store="memory://")
+    table = app.Table("holders", partitions=4)
+    assert table.changelog_topic.get_topic_name() == holders_changelog_topic(app.conf.id)
