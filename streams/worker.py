@@ -38,7 +38,12 @@ from streams.faust_compat import bound_fetch_wait, commit_gate, fetch_positions,
 AGREEMENTS_POLL_SECONDS = 2.0
 METADATA_MAX_AGE_MS = 10_000
 EXIT_DELIVERY_FAILED = 70
-DELIVERY_TIMEOUT_SECONDS = 45.0  # beyond stage_producer_config's delivery.timeout.ms
+# How long a batch's outputs may take to be acknowledged before the worker gives up and exits.
+# librdkafka reports every record by then: a queued one fails after stage_producer_config's
+# delivery.timeout.ms (30 s), but one already sent waits for its request's timeout (another
+# 30 s) before it is retried or failed. At 45 s a worker exited on a record the broker was slow
+# to answer (Tansu, on two busy cores) that librdkafka had not given up on.
+DELIVERY_TIMEOUT_SECONDS = 75.0
 
 
 class Sendable(Protocol):
