@@ -6,6 +6,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.kafkaserver import KafkaCluster
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -22,3 +25,12 @@ def percentile(values: list[float], q: float) -> float:
     """The value ``q`` (0.5, 0.99) of the way through ``values`` sorted."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start_broker(kind: str, tmp: Path) -> EmbeddedBroker | KafkaCluster:
+    """A started broker of ``kind``: the embedded Tansu, or one Apache Kafka node (KRaft)."""
+    if kind == "tansu":
+        return EmbeddedBroker(free_port(), log=tmp / "tansu.log").start()
+    cluster = KafkaCluster(nodes=1, root=tmp / "kafka").start()
+    cluster.warm_up()  # production brokers are warm: leave the JVM's first produce out
+    return cluster

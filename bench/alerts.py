@@ -1,10 +1,11 @@
 """Read-to-alert latency at a steady read rate with a large hotlist loaded, and the matcher's
 memory.
 
-    python -m bench.alerts [--entries 1000000] [--rate 1000] [--seconds 30]
+    python -m bench.alerts [--entries 1000000] [--rate 1000] [--seconds 30] [--broker tansu|kafka]
 
-Runs the real path on the embedded broker: hotlist entries published with `hotlist load`'s
-publisher, a `mutualaid matcher` process, reads produced at a fixed rate to a source topic
+Runs the real path on the embedded broker (or one Apache Kafka node): hotlist entries
+published with `hotlist load`'s publisher, a `mutualaid matcher` process, reads produced at a
+fixed rate to a source topic
 (1% of them on the hotlist), and a consumer of the dispatch center's alert topic. Latency is
 from the read's ``ingested_at`` (when a connector would have published it) to the alert being
 consumed. The baseline, measured in the same run, is the same reads' own Kafka hop: from
@@ -29,9 +30,8 @@ from pathlib import Path
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from bench import percentile, save
+from bench import percentile, save, start_broker
 from mutualaid.auditlog import ensure_stage_keys
-from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.events import new_envelope, record_key
 from mutualaid.kafka import ensure_topics, producer_config, wait_for_broker
 from mutualaid.processes import spawn, stop
@@ -185,10 +185,9 @@ def send_reads(
     return ids, hit_ids
 
 
-def main(entries: int, rate: int, seconds: int) -> dict:
+def main(entries: int, rate: int, seconds: int, broker_kind: str = "tansu") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="mutualaid-bench-alerts-"))
-    broker = EmbeddedBroker(free_port(), log=tmp / "broker.log")
-    broker.start()
+    broker = start_broker(broker_kind, tmp)
     try:
         values = {
             "bootstrap_servers": broker.bootstrap_servers,
@@ -203,7 +202,8 @@ def main(entries: int, rate: int, seconds: int) -> dict:
         registry_oris = ["CA0990100", "CA0990200", "NV0990300", "DC0990400"]
         ensure_topics(wait_for_broker(broker.bootstrap_servers), topics_for(registry_oris, 4), 1)
         print(
-            f"mutualaid bench.alerts: {entries:,} hotlist entries, {rate:,} reads/s for {seconds}s"
+            f"mutualaid bench.alerts: {entries:,} hotlist entries, {rate:,} reads/s for "
+            f"{seconds}s on {broker_kind}"
         )
 
         empty, _ = start_matcher(config, tmp / "matcher-empty.log")
@@ -253,6 +253,7 @@ def main(entries: int, rate: int, seconds: int) -> dict:
         broker.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     figures = {
+        "broker": broker_kind,
         "entries": entries,
         "rate_per_second": rate,
         "seconds": seconds,
@@ -288,5 +289,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rate", type=int, default=1000, help="reads per second (1,000)")
     parser.add_argument("--seconds", type=int, default=30, help="how long to send reads (30)")
+    parser.add_argument(
+        "--broker",
+        choices=["tansu", "kafka"],
+        default="tansu",
+        help="the embedded Tansu (default) or one Apache Kafka node",
+    )
     options = parser.parse_args()
-    main(options.entries, options.rate, options.seconds)
+    main(options.entries, options.rate, options.seconds, options.broker)

@@ -25,9 +25,9 @@ from pathlib import Path
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench import save
+from bench import save, start_broker
 from mutualaid.auditlog import ensure_stage_keys
-from mutualaid.broker import EmbeddedBroker, free_port
+from mutualaid.broker import free_port
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.kafkaserver import KafkaCluster
 from mutualaid.processes import spawn, stop
@@ -56,16 +56,8 @@ def routed_in(port: int) -> float:
     )
 
 
-def start(kind: str, tmp: Path) -> EmbeddedBroker | KafkaCluster:
-    if kind == "tansu":
-        return EmbeddedBroker(free_port(), log=tmp / "tansu.log").start()
-    cluster = KafkaCluster(nodes=1, root=tmp / "kafka").start()
-    cluster.warm_up()  # production brokers are warm: leave the JVM's first produce out
-    return cluster
-
-
 def one_broker(kind: str, reads: int, csv: Path, tmp: Path) -> dict[str, float]:
-    broker = start(kind, tmp)
+    broker = start_broker(kind, tmp)
     try:
         port = free_port()
         values = {

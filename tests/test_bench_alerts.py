@@ -5,8 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-def test_alert_bench_measures_every_hit_and_saves() -> None:
+from support.brokers import selected_brokers
+
+
+@pytest.mark.parametrize("broker", selected_brokers())  # one Kafka node started by the bench
+def test_alert_bench_measures_every_hit_and_saves(broker: str) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -18,6 +23,8 @@ def test_alert_bench_measures_every_hit_and_saves() -> None:
             "200",
             "--seconds",
             "5",
+            "--broker",
+            broker,
         ],
         capture_output=True,
         text=True,
@@ -27,7 +34,7 @@ def test_alert_bench_measures_every_hit_and_saves() -> None:
     saved = Path(result.stdout.strip().splitlines()[-1].removeprefix("saved "))
     figures = json.loads(saved.read_text())
     saved.unlink()
-    assert figures["entries"] == 5000
+    assert figures["entries"] == 5000 and figures["broker"] == broker
     assert figures["hits_sent"] > 0
     assert figures["alerts_received"] == figures["hits_sent"]
     assert 0 < figures["read_to_alert_p50_ms"] <= figures["read_to_alert_p99_ms"]
