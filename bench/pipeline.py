@@ -35,13 +35,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from bench import save
 from bench.data import alpr_events, encoded, rms_events
 from consumers.index import index_path
+from consumers.opening import ShareReader
 from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
-from mutualaid.crypto import generate_keypair
+from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.events import record_key
 from mutualaid.kafka import ensure_topics, wait_for_broker
 from mutualaid.processes import spawn, stop
-from mutualaid.serde import SHARED_EVENT, AvroDeserializer, SchemaStore, SerializationContext
+from mutualaid.serde import Codecs, SchemaStore, SerializationContext
 from mutualaid.settings import Settings
 from mutualaid.topics import Kind, TopicSpec, share_topic, source_topic, topics_for
 
@@ -217,13 +218,21 @@ def timed_stage(
 
 def check_shares(records: list[Message], region: Region, kind: Kind, events: list[dict]) -> None:
     """Each record shared with each partner exactly once: the union of outputs is complete and
-    has no duplicate."""
-    decode = AvroDeserializer(SchemaStore(), SHARED_EVENT[kind])
-    seen = Counter(
-        (m.topic(), decode(m.value(), SerializationContext(m.topic()))["envelope"]["record_id"])
-        for m in records
-        if m.value() is not None
-    )
+    has no duplicate. Read as each partner reads its topic (sealing is on by default, so the
+    records open with the partner's own keys)."""
+    codecs = Codecs(SchemaStore())
+    keys = region.directory / "keys" / "private"
+    readers = {
+        share_topic(p, kind): ShareReader(codecs, load_keyring(p, keys)) for p in region.partners
+    }
+
+    def record_id(m: Message) -> str:
+        topic = m.topic()
+        assert topic is not None and m.value() is not None
+        event = readers[topic].decode(kind, m.value(), SerializationContext(topic))
+        return str(event["envelope"]["record_id"])
+
+    seen = Counter((m.topic(), record_id(m)) for m in records if m.value() is not None)
     expected = {
         (share_topic(p, kind), e["envelope"]["record_id"]) for p in region.partners for e in events
     }
