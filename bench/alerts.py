@@ -5,8 +5,8 @@ memory.
 
 Runs the real path on the embedded broker (or one Apache Kafka node): hotlist entries
 published with `hotlist load`'s publisher, a `mutualaid matcher` process, reads produced at a
-fixed rate to a source topic
-(1% of them on the hotlist), and a consumer of the dispatch center's alert topic. Latency is
+fixed rate to a source topic (1% of them on the hotlist), and a consumer of the dispatch
+center's alert topic. Latency is
 from the read's ``ingested_at`` (when a connector would have published it) to the alert being
 consumed. The baseline, measured in the same run, is the same reads' own Kafka hop: from
 ``ingested_at`` to a consumer of the source topic receiving them; the matcher's cost is the
