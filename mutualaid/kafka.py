@@ -113,30 +113,56 @@ def stage_producer_config(settings: Settings) -> dict[str, Any]:
 
 
 class DeliveryTracker:
-    """Counts acknowledgements for one producer, so a stage knows when its output is durable."""
+    """Counts acknowledgements for one producer, so a stage knows when its output is durable.
+
+    Safe to share between threads that produce and wait at once (a router's batch loop and its
+    rechecks after an agreement changed): a record is counted before it is handed to librdkafka,
+    so ``pending`` never drops below the records not yet acknowledged, and ``wait`` returns only
+    once it saw the count at zero, not merely the queue empty at the end of one flush."""
 
     def __init__(self) -> None:
         self.pending = 0
         self.errors: list[str] = []
+        # ``+=`` on an attribute is not atomic: two threads could lose a count between them.
+        self._lock = threading.Lock()
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        self.pending -= 1
-        if err is not None:
-            self.errors.append(f"{msg.topic()}: {err.str()}")
+        with self._lock:
+            self.pending -= 1
+            if err is not None:
+                self.errors.append(f"{msg.topic()}: {err.str()}")
 
     def sent(self) -> None:
-        self.pending += 1
+        with self._lock:
+            self.pending += 1
+
+    def unsent(self) -> None:
+        """A record counted by ``sent`` that librdkafka did not take after all."""
+        with self._lock:
+            self.pending -= 1
 
     def wait(self, producer: Producer, timeout: float = DELIVERY_TIMEOUT_SECONDS + 5) -> None:
-        """Block until every record produced so far is acknowledged, or raise DeliveryFailed."""
-        remaining = producer.flush(timeout)
-        if remaining or self.pending:
-            raise DeliveryFailed(
-                f"{max(remaining, self.pending)} records unacknowledged after "
-                f"{timeout:.0f}s; is the broker at bootstrap_servers up?"
-            )
+        """Block until every record produced so far is acknowledged, or raise DeliveryFailed.
+
+        One flush is not enough when another thread produces meanwhile: its records can arrive
+        between the flush's end and the count being read (a router once exited on "4 records
+        unacknowledged after 75s" 10 s after it started), so flush again until both agree."""
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            remaining = producer.flush(max(0.0, deadline - time.monotonic()))
+            if not remaining and not self.pending:
+                break
+            if time.monotonic() >= deadline:
+                raise DeliveryFailed(
+                    f"{max(remaining, self.pending)} records unacknowledged after "
+                    f"{time.monotonic() - started:.0f}s; is the broker at bootstrap_servers up?"
+                )
+            if not remaining:  # counted by another thread that is about to hand it over
+                time.sleep(0.001)
         if self.errors:
-            errors, self.errors = self.errors, []
+            with self._lock:
+                errors, self.errors = self.errors, []
             raise DeliveryFailed("broker refused records: " + "; ".join(errors[:5]))
 
 
@@ -156,12 +182,18 @@ def produce(
     if headers:
         extra["headers"] = headers
     while True:
+        # Counted first: another thread's poll may serve the acknowledgement before
+        # ``produce`` even returns here.
+        acks.sent()
         try:
             producer.produce(topic, value, key, on_delivery=acks, **extra)
-            acks.sent()
             return
         except BufferError:
+            acks.unsent()
             producer.poll(0.01)
+        except BaseException:
+            acks.unsent()
+            raise
 
 
 def wait_for_broker(target: str | Settings, timeout: float = 15.0) -> AdminClient:
