@@ -3,6 +3,7 @@ event for long-running stages, and ISO 8601 times as arguments."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from datetime import UTC, datetime
@@ -23,6 +24,14 @@ def registry_and_policy(settings: Settings):
 
     registry = load_registry(settings.agencies_file)
     return registry, load_policy_from(settings, registry)
+
+
+def log_warnings() -> None:
+    """Warnings and errors to stderr, with time, level and logger (a stage's log is its
+    stderr; faust configures its own for the matcher)."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def stop_event() -> threading.Event:

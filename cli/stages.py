@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from cli.common import agency, registry_and_policy, stop_event
+from cli.common import agency, log_warnings, registry_and_policy, stop_event
 from cli.tokens import token_commands
 from mutualaid.errors import UsageError
 from mutualaid.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    router = sub.add_parser("router", help="run the sharing router (faust)")
+    router = sub.add_parser("router", help="run the sharing router")
     router.set_defaults(handler=_router)
 
     matcher = sub.add_parser("matcher", help="match plate reads against hotlists (faust)")
@@ -50,8 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _router(settings: Settings, args: argparse.Namespace) -> int:
     from streams.app import run_router
 
+    log_warnings()
     registry, policy = registry_and_policy(settings)
-    run_router(settings, registry, policy)  # MissingKey, KeyFileError: main reports them
+    # MissingKey, KeyFileError: main reports them
+    run_router(settings, registry, policy, stop_event())
     return 0
 
 

@@ -33,6 +33,7 @@ from mutualaid.kafka import (
     DeliveryTracker,
     commit_past,
     consumer_config,
+    next_batch,
     produce,
     producer_config,
 )
@@ -116,7 +117,7 @@ class Projector:
         """Consume one batch, make it durable in the index, then commit. Returns rows changed."""
         self._publish_searches()
         self._purge_if_due()
-        messages = self._next_batch()
+        messages = next_batch(self._consumer, BATCH_SIZE, POLL_SECONDS)
         if not messages:
             return 0
         events = [e for e in (self._decoded(m) for m in messages) if e is not None]
@@ -125,16 +126,6 @@ class Projector:
         self._commit(messages)
         self._observe(events, changed)
         return changed
-
-    def _next_batch(self) -> list[Message]:
-        """Wait up to POLL_SECONDS for a first record, then take what else has already arrived,
-        up to BATCH_SIZE: a lone record is indexed as soon as it comes, never held for a batch
-        that is not coming (librdkafka's consume(n, timeout) waits the whole timeout for n),
-        while under load every batch is still full."""
-        first = self._consumer.poll(POLL_SECONDS)
-        if first is None:
-            return []
-        return [first, *self._consumer.consume(BATCH_SIZE - 1, 0)]
 
     def _purge_if_due(self) -> None:
         """Records past their agreement's retention leave the index on a schedule."""

@@ -133,8 +133,9 @@ def agency_acls(ori: str, *, dispatch_center: bool) -> list[Acl]:
 RW = (Op.READ, Op.WRITE)
 
 
-def faust_app_acls(p: str, app_id: str) -> list[Acl]:
-    """A faust app's consumer group and the internal topics it creates for its tables."""
+def stream_app_acls(p: str, app_id: str) -> list[Acl]:
+    """A stream stage's consumer group and the internal topics it creates for its tables
+    (``<app_id>-`` prefixed: the router's holders changelog, the matcher's faust tables)."""
     return [
         _group(p, app_id),
         *_topic(p, f"{app_id}-", Op.READ, Op.WRITE, Op.CREATE, prefixed=True),
@@ -154,7 +155,7 @@ def derive(registry: Registry, *, router_id: str, matcher_id: str) -> list[Acl]:
         *_topic(router, dlq_topic(Stage.STREAMS), Op.WRITE),
         # Its own control topic, which it creates at start like its tables' topics.
         *_topic(router, router_control_topic(router_id), *RW, Op.CREATE),
-        *faust_app_acls(router, router_id),
+        *stream_app_acls(router, router_id),
     ]
     for agency in registry.agencies:
         out += _topic(matcher, source_topic(agency.ori, Kind.ALPR_READ), Op.READ)
@@ -164,7 +165,7 @@ def derive(registry: Registry, *, router_id: str, matcher_id: str) -> list[Acl]:
     out += [
         *_topic(matcher, AUDIT_DISSEMINATION, Op.WRITE),
         *_topic(matcher, dlq_topic(Stage.STREAMS), Op.WRITE),
-        *faust_app_acls(matcher, matcher_id),
+        *stream_app_acls(matcher, matcher_id),
     ]
     return sorted(set(out))
 

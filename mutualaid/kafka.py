@@ -489,6 +489,17 @@ COORDINATOR_MOVING = {
 }
 
 
+def next_batch(consumer: Consumer, size: int, wait: float) -> list[Message]:
+    """Wait up to ``wait`` seconds for a first record, then take what else has already
+    arrived, up to ``size``: a lone record goes on as soon as it comes, never held for a batch
+    that is not coming (librdkafka's ``consume(n, timeout)`` waits the whole timeout for n),
+    while under load every batch is still full."""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(size - 1, 0)]
+
+
 def commit_past(consumer: Consumer, messages: list[Message], logger: logging.Logger) -> bool:
     """Commit past ``messages``, whose work is done (indexed, delivered). If the group has moved
     on without this member, say so on ``logger`` and go on (False): whoever owns the partitions

@@ -45,7 +45,7 @@ REDACTED = "<redacted>"
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # What faust's aiokafka driver can be given (faust.auth): anything else that bears on the
-# connection stops the router and matcher at start rather than connecting without it.
+# connection stops the matcher at start rather than connecting without it.
 FAUST_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 _FAUST_UNSUPPORTED = (
     "ssl.keystore.location",
@@ -79,7 +79,7 @@ def client_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 
 class FaustSecurityError(UsageError, ValueError):
-    """A ``kafka`` property the router and matcher (aiokafka) cannot honour."""
+    """A ``kafka`` property the matcher (aiokafka) cannot honour."""
 
 
 def ssl_context(props: Mapping[str, str | int | bool]) -> ssl.SSLContext:
@@ -109,7 +109,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
     for name in props:
         if any(name.startswith(p) for p in _FAUST_UNSUPPORTED):
             raise FaustSecurityError(
-                f"kafka: {name} is not supported by the router and matcher (aiokafka); "
+                f"kafka: {name} is not supported by the matcher (aiokafka); "
                 "give PEM files with ssl.ca.location, ssl.certificate.location, ssl.key.location"
             )
     protocol = str(props.get("security.protocol", "PLAINTEXT")).upper()
@@ -118,8 +118,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         mechanism = str(props.get("sasl.mechanism", props.get("sasl.mechanisms", "GSSAPI")))
         if mechanism.upper() not in FAUST_MECHANISMS:
             raise FaustSecurityError(
-                f"kafka: sasl.mechanism {mechanism} is not supported by the router and matcher "
-                f"(aiokafka); use one of {', '.join(FAUST_MECHANISMS)}"
+                f"kafka: sasl.mechanism {mechanism} is not supported by the matcher (aiokafka)"
+                f"; use one of {', '.join(FAUST_MECHANISMS)}"
             )
         credentials = SASLCredentials(
             username=str(props.get("sasl.username", "")),

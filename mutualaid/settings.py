@@ -36,8 +36,8 @@ class Settings(BaseSettings):
         repr=False,
         description="librdkafka client properties for every Kafka client (security.protocol, "
         "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
-        "ssl.certificate.location, ssl.key.location, ...); the router and matcher (faust) get "
-        "what aiokafka understands of them",
+        "ssl.certificate.location, ssl.key.location, ...); the matcher (faust) gets what "
+        "aiokafka understands of them",
     )
     schema_registry_url: str | None = Field(
         None,
@@ -131,8 +131,10 @@ class Settings(BaseSettings):
     )
     router_store: str = Field(
         "memory://",
-        description="faust table store: memory:// rebuilds from the changelog at start; "
-        "rocksdict:// keeps it on disk (pip install rocksdict) for large deployments",
+        description="the matcher's faust table store (its repeat window; the name is older "
+        "than the router's own table): memory:// rebuilds from the changelog at start, "
+        "rocksdict:// keeps it on disk (pip install rocksdict). The router keeps its holders "
+        "table in memory, read back from its changelog when assigned a partition",
     )
     matcher_id: str = Field(
         "mutualaid-matcher",

@@ -1,5 +1,6 @@
-"""What the router and the matcher share: how a faust app is configured, started and kept on
-the current agreements."""
+"""How a stream stage sends its outputs (``Outbox``) and follows edited agreements
+(``PolicyWatcher``), which the router and the matcher share; and how the matcher's faust app
+is configured, started and kept from committing what it has not processed."""
 
 from __future__ import annotations
 
@@ -101,15 +102,21 @@ class Outbox:
             )
             produce(self._producer, out.topic, out.key, out.value, self._acks, partition, headers)
 
-    async def delivered(self, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
-        """Wait, off the event loop, until the broker acknowledged everything sent so far.
-
-        If it refused a record or did not answer, exit at once, skipping faust's shutdown
-        commit: the batch is consumed again after restart, and since outputs are keyed and
-        versioned (or carry deterministic ids), consumers see at worst a duplicate they ignore.
-        """
+    def flush(self, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+        """Block until the broker acknowledged everything sent so far, or raise DeliveryFailed."""
         if self._audit:
             self._send_audit()
+        self._acks.wait(self._producer, timeout)
+
+    async def delivered(self, timeout: float = DELIVERY_TIMEOUT_SECONDS) -> None:
+        """``flush``, off the event loop (for a faust worker).
+
+        If the broker refused a record or did not answer, exit at once, skipping faust's
+        shutdown commit: the batch is consumed again after restart, and since outputs are keyed
+        and versioned (or carry deterministic ids), consumers see at worst a duplicate they
+        ignore."""
+        if self._audit:
+            self._send_audit()  # on the loop, which alone appends to the batch's audit
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self._acks.wait, self._producer, timeout)
@@ -359,13 +366,16 @@ def watch_agreements(
         except MissingKey as exc:
             watcher.refused(exc)
             return
-        log.warning(
-            "agreements reloaded: %s; rules: %s",
-            ", ".join(f"{a.id} v{a.version}" for a in policy.agreements),
-            ", ".join(r.ref for r in policy.rules) or "none",
-        )
+        log.warning(reloaded(policy))
 
     return watcher
+
+
+def reloaded(policy: Policy) -> str:
+    """What a stage logs when it starts deciding with a reloaded policy."""
+    agreements = ", ".join(f"{a.id} v{a.version}" for a in policy.agreements)
+    rules = ", ".join(r.ref for r in policy.rules) or "none"
+    return f"agreements reloaded: {agreements}; rules: {rules}"
 
 
 def prepare_topics(settings: Settings, registry: Registry, extra: list[TopicSpec]) -> None:

@@ -24,7 +24,9 @@ from support.processes import wait_for
 from support.regions import FAR_AWAY, IN_CITY, Region, dispatch_region, publish_source
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-BATCH = 4000  # enough that the router is still on the first batch when stopped
+# Enough that the router is still on them when stopped (it stops first, as soon as the county
+# holds 100 of them): it routed all of 4,000 before a SIGTERM reached it.
+BATCH = 20_000
 HIT_PLATE = "7ABC123"
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import fastavro
 import pytest
 from fastavro.schema import fingerprint
 from fastavro.utils import generate_one
@@ -14,6 +16,8 @@ from fastavro.utils import generate_one
 from mutualaid.events import new_envelope
 from mutualaid.serde import (
     AVRO_DIR,
+    SHARED_EVENT,
+    SINGLE_OBJECT_MAGIC,
     SOURCE_EVENT,
     AvroDeserializer,
     AvroSerializer,
@@ -135,6 +139,27 @@ def test_encoding_a_wrong_shape_is_a_typed_error(store: SchemaStore) -> None:
     event["body"]["plate"] = 1234
     with pytest.raises(SerializationError, match=r"cannot encode as mutualaid\.alpr\.ReadEvent"):
         AvroSerializer(store, NAME)(event, CTX)
+
+
+@pytest.mark.parametrize("kind", list(SHARED_EVENT))
+def test_a_shared_event_naming_its_body_branch_encodes_as_fastavro_alone_does(
+    store: SchemaStore, kind: Kind
+) -> None:
+    """The serializer names the branch of the optional body for fastavro (a third of the
+    cost of a shared event); the bytes are the ones fastavro writes finding it itself."""
+    name = SHARED_EVENT[kind]
+    schema = store.get(name)
+    event = generate_one(schema)
+    for body in (event["body"], None):
+        event["body"] = body
+        plain = io.BytesIO()
+        fastavro.schemaless_writer(plain, schema, event)
+        assert AvroSerializer(store, name)(event, CTX) == SINGLE_OBJECT_MAGIC + (
+            schema_fingerprint(schema) + plain.getvalue()
+        )
+    event["body"] = "not a record"
+    with pytest.raises(SerializationError, match=f"cannot encode as {name}"):
+        AvroSerializer(store, name)(event, CTX)
 
 
 def test_evolution_old_writer_new_reader(tmp_path: Path) -> None:

@@ -1,0 +1,113 @@
+"""The router's holders table (streams/holders.py): per partition, written to its changelog
+only as a batch's last state per key, and read back by the worker newly assigned a partition,
+including what the faust table of earlier routers wrote."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import faust
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from mutualaid.kafka import (
+    DeliveryTracker,
+    ensure_topics,
+    produce,
+    producer_config,
+    wait_for_broker,
+)
+from mutualaid.kafkaclients import client_config
+from mutualaid.settings import Settings
+from mutualaid.topics import TopicSpec
+from streams.holders import HoldersTable
+from streams.router import HoldersEntry
+from support.brokers import Broker
+
+
+def entry(partition: int, *partners: str) -> HoldersEntry:
+    return {
+        "partition": partition,
+        "offset": 1,
+        "version": 1,
+        "labels": [],
+        "policy": "p",
+        "partners": {p: ["a", 1] for p in partners},
+    }
+
+
+def test_a_partition_not_loaded_cannot_be_routed() -> None:
+    table = HoldersTable("t")
+    with pytest.raises(KeyError, match="partition 3 is not loaded"):
+        table.at(3)
+
+
+def test_a_batch_writes_only_the_last_state_of_each_key_on_its_partition() -> None:
+    table = HoldersTable("t")
+    table._parts.update({0: {}, 1: {}})  # as ``load`` leaves two empty partitions
+    table.at(0)
+    table["alpr.read/A/1"] = entry(0, "X")
+    table["alpr.read/A/1"] = entry(0, "X", "Y")
+    table["alpr.read/A/2"] = entry(0, "X")
+    table.at(1)
+    table["alpr.read/A/3"] = entry(1, "Y")
+    table.at(0)
+    table.pop("alpr.read/A/2")
+    assert table.get("alpr.read/A/3") is None  # lives on partition 1
+    written = {(p, json.loads(k)): v and json.loads(v) for p, k, v in table.changes()}
+    assert written == {
+        (0, "alpr.read/A/1"): entry(0, "X", "Y"),
+        (0, "alpr.read/A/2"): None,
+        (1, "alpr.read/A/3"): entry(1, "Y"),
+    }
+    assert table.changes() == []
+    assert sorted(table) == ["alpr.read/A/1", "alpr.read/A/3"]
+    table.keep_only({1})
+    assert sorted(table) == ["alpr.read/A/3"] and table.partitions == {1}
+
+
+def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_faust_keys(
+    broker: Broker,
+) -> None:
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers)
+    topic = f"holders-{uuid.uuid4().hex[:8]}"
+    ensure_topics(wait_for_broker(settings), [TopicSpec(topic, 4, compacted=True)], 1)
+    producer, acks = Producer(producer_config(settings)), DeliveryTracker()
+    first = HoldersTable(topic)
+    first._parts.update({p: {} for p in range(4)})
+    for n in range(200):
+        first.at(n % 4)
+        first[f"alpr.read/A/{n}"] = entry(n % 4, "X")
+    for n in range(0, 200, 10):
+        first.at(n % 4)
+        del first[f"alpr.read/A/{n}"]
+    for partition, key, value in first.changes():
+        produce(producer, topic, key, value, acks, partition)
+    # What the faust table of an earlier router wrote, through faust's own serializers.
+    faust_table = faust.App("compat", broker="kafka://127.0.0.1:1").Table("h", key_type=str)
+    key, _ = faust_table.changelog_topic.prepare_key("alpr.read/A/faust", None)
+    value, _ = faust_table.changelog_topic.prepare_value(entry(2, "Z"), None)
+    # This router writes a record's entry byte for byte as faust did: one key per record in
+    # the compacted topic across the upgrade.
+    probe = HoldersTable(topic)
+    probe._parts[2] = {}
+    probe.at(2)
+    probe["alpr.read/A/faust"] = entry(2, "Z")
+    assert probe.changes() == [(2, key, value)]
+    produce(producer, topic, key, value, acks, 2)
+    acks.wait(producer)
+
+    reader = Consumer(client_config(settings, **{"group.id": "r", "auto.offset.reset": "earliest"}))
+    try:
+        second = HoldersTable(topic)
+        second.load(reader, {1, 2})
+        assert second.partitions == {1, 2}
+        expected = {f"alpr.read/A/{n}" for n in range(200) if n % 4 in (1, 2) and n % 10}
+        assert set(second) == expected | {"alpr.read/A/faust"}
+        second.at(2)
+        assert second["alpr.read/A/faust"]["partners"] == {"Z": ["a", 1]}
+        second.load(reader, {0, 1, 2, 3})  # only the two not loaded yet are read
+        assert len(second) == 180 + 1
+    finally:
+        reader.close()
