@@ -97,13 +97,6 @@ class HoldersTable(MutableMapping[str, HoldersEntry]):
             for (partition, key), entry in changed.items()
         ]
 
-    def discard_changes(self) -> None:
-        """Forget unwritten changes (the batch will be routed again, by this worker or the
-        partition's next owner, from what the changelog holds)."""
-        for partition, _ in self._changed:
-            self._parts.pop(partition, None)  # reloaded before it is routed again
-        self._changed = {}
-
     def keep_only(self, partitions: set[int]) -> None:
         for partition in set(self._parts) - partitions:
             del self._parts[partition]
