@@ -90,17 +90,21 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
 
         audit_decode = AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)
 
-        def audits(records: list) -> list[dict]:
-            decoded = (
-                audit_decode(m.value(), SerializationContext(AUDIT_DISSEMINATION)) for m in records
-            )
-            return [a for a in decoded if a["source_ori"] == local]
+        def audit_trail(enough: int, timeout: float) -> list[dict]:
+            """The local agency's audit records, once there are ``enough``. The topic holds
+            every earlier test's too (tens of thousands): each record is decoded once, not at
+            every poll, which made this wait time out in CI."""
+            decoded: list[dict] = []
 
-        trail = audits(
-            read_topic(
-                s.bootstrap_servers, AUDIT_DISSEMINATION, lambda r: len(audits(r)) >= 9, timeout=60
-            )
-        )
+            def audits(records: list) -> list[dict]:
+                ctx = SerializationContext(AUDIT_DISSEMINATION)
+                decoded.extend(audit_decode(m.value(), ctx) for m in records[len(decoded) :])
+                return [a for a in decoded if a["source_ori"] == local]
+
+            done = lambda r: len(audits(r)) >= enough  # noqa: E731
+            return audits(read_topic(s.bootstrap_servers, AUDIT_DISSEMINATION, done, timeout))
+
+        trail = audit_trail(9, timeout=60)
         decisions = Counter((a["record_id"], a["partner_ori"], a["decision"]) for a in trail)
         assert decisions == Counter(
             {
@@ -181,11 +185,7 @@ def test_agreements_decide_protect_and_audit(region: Region, tmp_path: Path) -> 
             )
             == "gone"
         )
-        trail = audits(
-            read_topic(
-                s.bootstrap_servers, AUDIT_DISSEMINATION, lambda r: len(audits(r)) >= 11, timeout=30
-            )
-        )
+        trail = audit_trail(11, timeout=30)
         withdrawn = sorted(a["partner_ori"] for a in trail if a["decision"] == "WITHDRAWN")
         assert withdrawn == sorted([county, neighbour])
 
