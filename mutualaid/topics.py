@@ -85,9 +85,9 @@ def router_control_topic(router_id: str) -> str:
 
 
 def holders_changelog_topic(router_id: str) -> str:
-    """The changelog of the router's holders table, as faust names it (``<app>-<table>-
-    changelog``). The router creates it before faust starts: left to faust, a table on a
-    three-node cluster raised for a changelog not yet in its metadata."""
+    """The changelog of the router's holders table (``streams.holders``), named as faust named
+    it (``<app>-<table>-changelog``) when the router ran on faust, so its entries carry over.
+    The router creates it with the other topics at start."""
     return f"{router_id}-holders-changelog"
 
 

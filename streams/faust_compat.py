@@ -5,7 +5,7 @@ fails when an upgrade changes what these rely on:
 
 - ``set_current_event``: faust's tables write their changelog to the partition of the event
   being processed, found through the private context variable ``faust.streams._current_event``.
-  ``Stream.take_events`` does not set it per item of a batch; the router and the matcher do.
+  ``Stream.take_events`` does not set it per item of a batch; the matcher does.
 - ``bound_fetch_wait``: faust passes aiokafka ``fetch_max_wait_ms=1500`` and has no setting
   for it, so the consumer's constructor is wrapped to pass ``FETCH_MAX_WAIT_MS`` instead.
 - ``commit_gate``: faust's consumer commits what its acks allow, which can skip records across

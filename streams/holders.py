@@ -142,7 +142,7 @@ class HoldersTable(MutableMapping[str, HoldersEntry]):
                     [TopicPartition(self.changelog_topic, p) for p in sorted(unread)]
                 )
                 unread -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        if todo:
+        if ends:
             consumer.unassign()
         log.info(
             "holders: %d changelog record(s) of partition(s) %s read back in %.1fs",

@@ -134,7 +134,7 @@ def test_killed_and_rebalanced_stages_under_load_lose_leak_and_repeat_nothing(
     agreements = yaml.safe_load((tmp_path / "agreements" / "test.yaml").read_text())
     agreements["agreements"][1]["fields"] = {"camera_name": "encrypt"}
     (tmp_path / "agreements" / "test.yaml").write_text(yaml.safe_dump(agreements))
-    # A second router worker in the same group: its own faust data directory, the same keys.
+    # A second router worker in the same group: its own data directory, the same keys.
     config = yaml.safe_load(region.config_file.read_text())
     second = tmp_path / "worker-2.yaml"
     config |= {

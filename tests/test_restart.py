@@ -1,6 +1,7 @@
 """The router and the matcher stopped mid-stream and started again, on the real broker: their
-faust tables come back from the changelogs (a delete after the restart still reaches every
-holder; a repeat read inside the window stays quiet), hotlists still match, nothing is lost."""
+tables (the router's holders, the matcher's faust table) come back from the changelogs (a
+delete after the restart still reaches every holder; a repeat read inside the window stays
+quiet), hotlists still match, nothing is lost."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The router's holders table, written through its librdkafka producer, is read back by faust."""
+"""The router's holders table, written to its changelog by one router, is read back by the next."""
 
 from __future__ import annotations
 
