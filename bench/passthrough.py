@@ -51,11 +51,19 @@ def confluent(bootstrap: str, source: str, dest: str, group: str) -> None:
 
 
 def faust_app(bootstrap: str, source: str, dest: str, group: str) -> None:
+    import aiokafka
     import faust
 
-    from streams.faust_compat import bound_fetch_wait
+    from mutualaid.kafka import FETCH_WAIT_MAX_MS
 
-    bound_fetch_wait()  # the same fetch setting the router runs with
+    # faust passes aiokafka fetch_max_wait_ms=1500 and has no setting for it; the embedded
+    # broker holds every fetch that long, so the baseline gets the stages' own fetch wait.
+    init = aiokafka.AIOKafkaConsumer.__init__
+
+    def bounded(self: aiokafka.AIOKafkaConsumer, *args: object, **kwargs: object) -> None:
+        init(self, *args, **{**kwargs, "fetch_max_wait_ms": FETCH_WAIT_MAX_MS})  # type: ignore[arg-type]
+
+    aiokafka.AIOKafkaConsumer.__init__ = bounded  # type: ignore[method-assign]
     app = faust.App(
         group,
         broker=f"kafka://{bootstrap}",

@@ -60,8 +60,9 @@ def _router(settings: Settings, args: argparse.Namespace) -> int:
 def _matcher(settings: Settings, args: argparse.Namespace) -> int:
     from streams.matcher_app import run_matcher
 
+    log_warnings()
     registry, policy = registry_and_policy(settings)
-    run_matcher(settings, registry, policy)
+    run_matcher(settings, registry, policy, stop_event())
     return 0
 
 

@@ -68,13 +68,27 @@ def keyed_hash(key: bytes, text: str) -> str:
 
 def clear_paths(value: Any, prefix: str = "") -> list[str]:
     """Concrete paths of every non-empty value left in a body."""
+    found: list[str] = []
+    _collect_clear(value, prefix, found)
+    return found
+
+
+def _collect_clear(value: Any, prefix: str, found: list[str]) -> None:
+    # Scalars are appended here, not by a call each: a body is mostly scalars, and this runs
+    # for every share.
     if isinstance(value, dict):
-        return [
-            p for k, v in value.items() for p in clear_paths(v, f"{prefix}.{k}" if prefix else k)
-        ]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in clear_paths(v, f"{prefix}[{i}]")]
-    return [] if value is None else [prefix]
+        items: Any = ((f"{prefix}.{k}" if prefix else k, v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{prefix}[{i}]", v) for i, v in enumerate(value))
+    else:
+        if value is not None:
+            found.append(prefix)
+        return
+    for path, item in items:
+        if isinstance(item, (dict, list)):
+            _collect_clear(item, path, found)
+        elif item is not None:
+            found.append(path)
 
 
 def new_disclosure(
@@ -191,9 +205,8 @@ def disclose(
     disclosure["withheld_fields"] = report.withheld
     disclosure["masked_fields"] = report.masked
     disclosure["hashed_fields"] = report.hashed
-    report.in_clear = [
-        p for p in clear_paths(body) if p not in set(report.masked) | set(report.hashed)
-    ]
+    shown_otherwise = set(report.masked) | set(report.hashed)
+    report.in_clear = [p for p in clear_paths(body) if p not in shown_otherwise]
     return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
 
 
@@ -218,7 +231,8 @@ def clear_view(
             else:
                 holder[key] = [] if isinstance(value, list) else None
                 report.withheld.append(concrete)
-    report.in_clear = [p for p in clear_paths(view) if p not in set(report.masked)]
+    masked = set(report.masked)
+    report.in_clear = [p for p in clear_paths(view) if p not in masked]
     return view, report
 
 

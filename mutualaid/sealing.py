@@ -78,7 +78,8 @@ def clear_part(shared: Mapping) -> dict:
 def _body_aad(record: Mapping) -> bytes:
     # Each value length-prefixed, so no two different clear parts give the same bytes (a record
     # id may hold any character), and cheaper than JSON on every record.
-    bound = "".join(f"{len(v)}:{v}" for v in (str(record[k]) for k in _BOUND))
+    values = [str(record[k]) for k in _BOUND]
+    bound = "".join([f"{len(v)}:{v}" for v in values])
     return VERSION + b"|body|" + bound.encode()
 
 

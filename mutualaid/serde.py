@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from mutualaid.avrowriter import AvroWriteError, compile_writer
 from mutualaid.errors import MutualaidError
 from mutualaid.topics import Kind
 
@@ -151,17 +152,6 @@ def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(dict(schema)), "CRC-64-AVRO"))
 
 
-def _optional_records(schema: Schema) -> tuple[tuple[str, str], ...]:
-    """(field, record name) of each top-level field typed ``["null", <record>]``."""
-    found = []
-    for field in schema["fields"]:
-        branches = field["type"] if isinstance(field["type"], list) else []
-        records = [b for b in branches if isinstance(b, dict) and b.get("type") == "record"]
-        if len(branches) == 2 and "null" in branches and len(records) == 1:
-            found.append((field["name"], records[0]["name"]))
-    return tuple(found)
-
-
 class AvroSerializer:
     """Encodes dicts shaped like one schema; ``None`` becomes a Kafka null."""
 
@@ -171,27 +161,19 @@ class AvroSerializer:
         self._registry = registry
         self._header = SINGLE_OBJECT_MAGIC + schema_fingerprint(self._schema)
         self._ids: dict[str, int] = {}
-        self._tagged = _optional_records(self._schema)
-
-    def _tag(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Name the branch of each optional record field (fastavro's tuple notation). Left to
-        find it, fastavro validates the value against the record first: a third of the cost
-        of encoding a shared event (35 µs, 23 with the branch named)."""
-        tagged = {f: (name, obj[f]) for f, name in self._tagged if obj.get(f) is not None}
-        return {**obj, **tagged} if tagged else obj
+        # Compiled once: a shared event encodes in ~10 µs, against fastavro's ~33-44.
+        self._write = compile_writer(self._schema)
 
     def __call__(self, obj: Mapping[str, Any] | None, ctx: SerializationContext) -> bytes | None:
         if obj is None:
             return None
-        out = io.BytesIO()
-        out.write(self._header if self._registry is None else self._confluent_header(ctx))
+        header = self._header if self._registry is None else self._confluent_header(ctx)
         try:
-            fastavro.schemaless_writer(out, self._schema, self._tag(obj) if self._tagged else obj)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return header + self._write(obj)
+        except AvroWriteError as exc:
             raise SerializationError(
                 f"cannot encode as {schema_name(self._schema)} for {ctx.topic}: {exc}"
             ) from exc
-        return out.getvalue()
 
     def _confluent_header(self, ctx: SerializationContext) -> bytes:
         subject = f"{ctx.topic}-value"

@@ -36,8 +36,7 @@ class Settings(BaseSettings):
         repr=False,
         description="librdkafka client properties for every Kafka client (security.protocol, "
         "sasl.mechanism, sasl.username, sasl.password, ssl.ca.location, "
-        "ssl.certificate.location, ssl.key.location, ...); the matcher (faust) gets what "
-        "aiokafka understands of them",
+        "ssl.certificate.location, ssl.key.location, ...), as librdkafka takes them",
     )
     schema_registry_url: str | None = Field(
         None,
@@ -129,12 +128,11 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9-]*$",
         description="the router's consumer group and table prefix; one per independent router",
     )
-    router_store: str = Field(
-        "memory://",
-        description="the matcher's faust table store (its repeat window; the name is older "
-        "than the router's own table): memory:// rebuilds from the changelog at start, "
-        "rocksdict:// keeps it on disk (pip install rocksdict). The router keeps its holders "
-        "table in memory, read back from its changelog when assigned a partition",
+    router_store: str | None = Field(
+        None,
+        description="no longer used (accepted so that older config files still load): the "
+        "router's and the matcher's tables are kept in memory and read back from their "
+        "changelogs when a partition is assigned",
     )
     matcher_id: str = Field(
         "mutualaid-matcher",

@@ -84,11 +84,11 @@ def router_control_topic(router_id: str) -> str:
     return f"{router_id}.control"
 
 
-def holders_changelog_topic(router_id: str) -> str:
-    """The changelog of the router's holders table (``streams.holders``), named as faust named
-    it (``<app>-<table>-changelog``) when the router ran on faust, so its entries carry over.
-    The router creates it with the other topics at start."""
-    return f"{router_id}-holders-changelog"
+def changelog_topic(app_id: str, table: str) -> str:
+    """The changelog of a stream stage's table (``streams.table``: the router's ``holders``,
+    the matcher's ``recent``), named as faust named it (``<app>-<table>-changelog``) when the
+    stages ran on faust, so their entries carry over. Each stage creates its own at start."""
+    return f"{app_id}-{table}-changelog"
 
 
 AUDIT_DISSEMINATION = "audit.dissemination"

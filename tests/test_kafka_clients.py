@@ -1,10 +1,9 @@
 """The kafka: setting: checked, never shown with its secrets, passed to every confluent-kafka
-client, and translated for faust (aiokafka); and the certificates mutualaid.certs makes.
+client; and the certificates mutualaid.certs makes.
 (Logins against a real broker: tests/test_kafka_security.py.)"""
 
 from __future__ import annotations
 
-import ssl
 import stat
 import subprocess
 import sys
@@ -13,12 +12,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from faust.auth import SASLCredentials, SSLCredentials
 
 from mutualaid import certs
 from mutualaid.configfile import ConfigError
 from mutualaid.kafka import consumer_config, producer_config
-from mutualaid.kafkaclients import REDACTED, FaustSecurityError, faust_options
+from mutualaid.kafkaclients import REDACTED
 from mutualaid.settings import Settings, load_settings
 
 SECRET = "correct-horse-battery-staple"
@@ -70,34 +68,6 @@ def test_a_bad_kafka_setting_names_the_property_and_the_fix_without_the_password
         Settings(kafka={"security.protocol": "TLS"})
     with pytest.raises(ValueError, match="bootstrap_servers"):
         Settings(kafka={"bootstrap.servers": "elsewhere:9092"})
-
-
-def test_faust_gets_scram_over_tls_verifying_the_cluster_ca(tls: Path) -> None:
-    credentials = faust_options(Settings(kafka=scram(tls)))["broker_credentials"]
-    assert isinstance(credentials, SASLCredentials)
-    assert credentials.mechanism.value == "SCRAM-SHA-512"
-    assert (credentials.username, credentials.password) == ("router", SECRET)
-    assert SECRET not in repr(credentials)
-    context = credentials.ssl_context
-    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
-    assert context.check_hostname
-    assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "mutualaid CA"),),)]
-
-
-def test_faust_gets_a_client_certificate_for_mtls_and_refuses_what_aiokafka_lacks(
-    tls: Path,
-) -> None:
-    mtls = certs.client_properties(tls, "projector-ca0990100")
-    credentials = faust_options(Settings(kafka=mtls))["broker_credentials"]
-    assert isinstance(credentials, SSLCredentials)
-    assert credentials.protocol.value == "SSL"
-    assert faust_options(Settings()) == {}
-    with pytest.raises(FaustSecurityError, match="GSSAPI"):
-        faust_options(Settings(kafka={**scram(tls), "sasl.mechanism": "GSSAPI"}))
-    with pytest.raises(FaustSecurityError, match=r"ssl\.keystore\.location"):
-        faust_options(Settings(kafka={"security.protocol": "SSL", "ssl.keystore.location": "k"}))
-    with pytest.raises(FaustSecurityError, match="go together"):
-        faust_options(Settings(kafka={**mtls, "ssl.key.location": ""}))
 
 
 def test_certificates_name_their_principal_and_keys_are_private(tls: Path) -> None:

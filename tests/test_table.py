@@ -1,6 +1,7 @@
-"""The router's holders table (streams/holders.py): per partition, written to its changelog
-only as a batch's last state per key, and read back by the worker newly assigned a partition,
-including what the faust table of earlier routers wrote."""
+"""A stage's changelog table (streams/table.py, the router's holders and the matcher's recent
+alerts): per partition, written to its changelog only as a batch's last state per key, and read
+back by the worker newly assigned a partition, including what the faust tables of earlier
+versions wrote; a record that is not a table entry stops the read, naming where it is."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from mutualaid.kafka import (
 from mutualaid.kafkaclients import client_config
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
-from streams.holders import HoldersTable
 from streams.router import HoldersEntry
+from streams.table import ChangelogTable, ChangelogUnreadable
 from support.brokers import Broker
 
 
@@ -38,13 +39,13 @@ def entry(partition: int, *partners: str) -> HoldersEntry:
 
 
 def test_a_partition_not_loaded_cannot_be_routed() -> None:
-    table = HoldersTable("t")
+    table = ChangelogTable("t")
     with pytest.raises(KeyError, match="partition 3 is not loaded"):
         table.at(3)
 
 
 def test_a_batch_writes_only_the_last_state_of_each_key_on_its_partition() -> None:
-    table = HoldersTable("t")
+    table = ChangelogTable("t")
     table._parts.update({0: {}, 1: {}})  # as ``load`` leaves two empty partitions
     table.at(0)
     table["alpr.read/A/1"] = entry(0, "X")
@@ -74,7 +75,7 @@ def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_fau
     topic = f"holders-{uuid.uuid4().hex[:8]}"
     ensure_topics(wait_for_broker(settings), [TopicSpec(topic, 4, compacted=True)], 1)
     producer, acks = Producer(producer_config(settings)), DeliveryTracker()
-    first = HoldersTable(topic)
+    first = ChangelogTable(topic)
     first._parts.update({p: {} for p in range(4)})
     for n in range(200):
         first.at(n % 4)
@@ -90,7 +91,7 @@ def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_fau
     value, _ = faust_table.changelog_topic.prepare_value(entry(2, "Z"), None)
     # This router writes a record's entry byte for byte as faust did: one key per record in
     # the compacted topic across the upgrade.
-    probe = HoldersTable(topic)
+    probe = ChangelogTable(topic)
     probe._parts[2] = {}
     probe.at(2)
     probe["alpr.read/A/faust"] = entry(2, "Z")
@@ -100,7 +101,7 @@ def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_fau
 
     reader = Consumer(client_config(settings, **{"group.id": "r", "auto.offset.reset": "earliest"}))
     try:
-        second = HoldersTable(topic)
+        second = ChangelogTable(topic)
         second.load(reader, {1, 2})
         assert second.partitions == {1, 2}
         expected = {f"alpr.read/A/{n}" for n in range(200) if n % 4 in (1, 2) and n % 10}
@@ -109,5 +110,27 @@ def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_fau
         assert second["alpr.read/A/faust"]["partners"] == {"Z": ["a", 1]}
         second.load(reader, {0, 1, 2, 3})  # only the two not loaded yet are read
         assert len(second) == 180 + 1
+    finally:
+        reader.close()
+
+
+def test_a_record_that_is_no_entry_stops_the_read_naming_where_it_is(broker: Broker) -> None:
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers)
+    topic = f"holders-{uuid.uuid4().hex[:8]}"
+    ensure_topics(wait_for_broker(settings), [TopicSpec(topic, 2, compacted=True)], 1)
+    producer, acks = Producer(producer_config(settings)), DeliveryTracker()
+    produce(producer, topic, b"alpr.read/A/bare", json.dumps(entry(0, "X")).encode(), acks, 0)
+    produce(producer, topic, b'"alpr.read/A/2"', json.dumps(entry(1, "X")).encode(), acks, 1)
+    produce(producer, topic, b'"alpr.read/A/3"', b"{not json", acks, 1)
+    acks.wait(producer)
+    reader = Consumer(client_config(settings, **{"group.id": "r", "auto.offset.reset": "earliest"}))
+    try:
+        table: ChangelogTable[HoldersEntry] = ChangelogTable(topic)
+        table.load(reader, {0})  # a bare UTF-8 key (not JSON) is read as the key it spells
+        table.at(0)
+        assert table["alpr.read/A/bare"]["partners"] == {"X": ["a", 1]}
+        with pytest.raises(ChangelogUnreadable, match=rf"{topic} partition 1 offset 1: not a"):
+            table.load(reader, {0, 1})
+        assert table.partitions == {0}  # partition 1 is not half loaded
     finally:
         reader.close()

@@ -1,0 +1,196 @@
+"""A stream stage's state: a table kept in memory per partition and in a compacted changelog
+topic, so a restarted or rebalanced worker carries on from where the last one left.
+
+Two tables use it: the router's holders (which partners hold each shared record, so a delete,
+a seal or a narrowing reaches them: ``<router_id>-holders-changelog``) and the matcher's recent
+alerts (its repeat window: ``<matcher_id>-recent-changelog``).
+
+Partition ``p`` of a table holds the state of the records on partition ``p`` of the stage's
+input topics (co-partitioned: ``streams.batchloop`` assigns them with the ``range``
+assignor), and its changelog is partition ``p`` of the changelog topic. A worker reads a
+partition's changelog back when it is assigned that partition (``load``), writes what a batch
+changed at the end of the batch (``changes``), through the same producer as the batch's
+outputs, and commits the batch's offsets only once both were acknowledged: the changelog is
+never behind what is committed.
+
+Keys and values are written as faust wrote them (the key as a JSON string, the value as
+compact JSON, a deletion as a tombstone), so a stage upgraded from its faust table recovers
+its entries, and a key keeps one form in the compacted topic across the upgrade (a delete
+written under another key than faust's would leave faust's entry to outlive it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+from confluent_kafka import Consumer, TopicPartition
+
+from mutualaid.errors import MutualaidError
+from mutualaid.kafka import watermarks
+
+log = logging.getLogger("mutualaid.table")
+V = TypeVar("V")
+
+READ_BATCH = 10_000
+
+
+class ChangelogUnreadable(MutualaidError):
+    """A partition of a changelog could not be read back to its end, or holds a record that
+    is not a table entry."""
+
+
+class ChangelogTable(MutableMapping[str, V], Generic[V]):
+    """The entries of the partitions assigned to this worker.
+
+    ``at(p)`` says which partition the record being processed is on: reads and writes go to
+    that partition's entries (a record's events are all on one partition). Iteration covers
+    every assigned partition (the router's rechecks walk them all). Values must be JSON."""
+
+    def __init__(self, changelog_topic: str) -> None:
+        self.changelog_topic = changelog_topic
+        self._parts: dict[int, dict[str, V]] = {}
+        self._current = -1
+        self._changed: dict[tuple[int, str], V | None] = {}
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._parts)
+
+    def at(self, partition: int) -> None:
+        if partition not in self._parts:
+            # Routing a record of a partition whose table is not loaded would decide it as if
+            # nobody held it, and write that to the changelog: never.
+            raise KeyError(f"{self.changelog_topic} partition {partition} is not loaded")
+        self._current = partition
+
+    # MutableMapping, on the current partition (iteration: on all of them)
+    def __getitem__(self, key: str) -> V:
+        return self._parts[self._current][key]
+
+    def __setitem__(self, key: str, entry: V) -> None:
+        self._parts[self._current][key] = entry
+        self._changed[(self._current, key)] = entry
+
+    def __delitem__(self, key: str) -> None:
+        del self._parts[self._current][key]
+        self._changed[(self._current, key)] = None
+
+    def __iter__(self) -> Iterator[str]:
+        for entries in list(self._parts.values()):
+            yield from list(entries)
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._parts.values())
+
+    def items(self) -> Iterator[tuple[str, V]]:  # type: ignore[override]
+        for entries in list(self._parts.values()):
+            yield from list(entries.items())
+
+    def get(self, key: str, default: V | None = None) -> V | None:  # type: ignore[override]
+        return self._parts[self._current].get(key, default)
+
+    def changes(self) -> list[tuple[int, bytes, bytes | None]]:
+        """What changed since the last call, as changelog records (partition, key, value);
+        only the last state of each key, so a record changed twice in a batch is written once."""
+        changed, self._changed = self._changed, {}
+        return [
+            (partition, json.dumps(key).encode(), None if entry is None else _dumps(entry))
+            for (partition, key), entry in changed.items()
+        ]
+
+    def keep_only(self, partitions: set[int]) -> None:
+        for partition in set(self._parts) - partitions:
+            del self._parts[partition]
+
+    def load(self, consumer: Consumer, partitions: set[int], timeout: float = 120.0) -> None:
+        """Read the changelog of each partition not loaded yet from its start to its end; on
+        failure none of them is loaded (ChangelogUnreadable)."""
+        todo = sorted(partitions - set(self._parts))
+        if not todo:
+            return
+        started = time.monotonic()
+        try:
+            count = self._read_back(consumer, todo, started + timeout)
+        except BaseException:
+            for partition in todo:
+                self._parts.pop(partition, None)
+            raise
+        log.info(
+            "%s: %d record(s) of partition(s) %s read back in %.1fs",
+            self.changelog_topic,
+            count,
+            todo,
+            time.monotonic() - started,
+        )
+
+    def _read_back(self, consumer: Consumer, todo: list[int], deadline: float) -> int:
+        ends: dict[int, int] = {}
+        for partition in todo:
+            low, high = watermarks(consumer, TopicPartition(self.changelog_topic, partition))
+            self._parts[partition] = {}
+            if high > low:
+                ends[partition] = high
+        unread = set(ends)
+        if not unread:
+            return 0
+        consumer.assign([TopicPartition(self.changelog_topic, p, 0) for p in sorted(unread)])
+        count = 0
+        try:
+            while unread:
+                if time.monotonic() > deadline:
+                    raise ChangelogUnreadable(
+                        f"{self.changelog_topic}: partitions {sorted(unread)} not read to their "
+                        "end in time; is the broker up?"
+                    )
+                messages = consumer.consume(READ_BATCH, 0.5)
+                for msg in messages:
+                    number, offset = msg.partition(), msg.offset()
+                    if msg.error() is not None or number is None or offset is None:
+                        continue
+                    self._apply(number, offset, msg.key(), msg.value())
+                    count += 1
+                    if offset + 1 >= ends[number]:
+                        unread.discard(number)
+                if not messages:
+                    # The last records before the end can be gone (a compacted-away
+                    # tombstone): then the fetch position, not a record, says the end is reached.
+                    positions = consumer.position(
+                        [TopicPartition(self.changelog_topic, p) for p in sorted(unread)]
+                    )
+                    unread -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+        finally:
+            consumer.unassign()
+        return count
+
+    def _apply(
+        self, partition: int, offset: int, raw_key: bytes | None, value: bytes | None
+    ) -> None:
+        if raw_key is None:
+            return
+        try:
+            key = raw_key.decode()
+            if key.startswith('"'):  # as written; a bare UTF-8 key is read too
+                key = json.loads(key)
+            entry = None if value is None else json.loads(value)
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            # Skipping it would forget whom a record was shared with (the router could no
+            # longer withdraw it): stop, and say where the record is.
+            raise ChangelogUnreadable(
+                f"{self.changelog_topic} partition {partition} offset {offset}: not a table "
+                f"entry ({exc}); something other than this stage wrote to its changelog. "
+                "Find who (the topic's ACLs should let only this stage write it), then delete "
+                "the record's key with a tombstone or restore the topic"
+            ) from None
+        entries = self._parts[partition]
+        if entry is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = entry
+
+
+def _dumps(entry: Any) -> bytes:
+    return json.dumps(entry, separators=(",", ":")).encode()

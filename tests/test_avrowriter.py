@@ -1,0 +1,177 @@
+"""The compiled Avro writer writes fastavro's bytes, for every schema mutualaid writes.
+
+Records are generated from the schemas themselves (hypothesis), so a field added to a schema
+is covered without touching this file; fastavro, the reference writer, must produce the same
+bytes, and fastavro's reader must read them back to the same record.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from typing import Any
+
+import fastavro
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mutualaid.avrowriter import AvroWriteError, UnsupportedSchema, compile_writer
+from mutualaid.serde import AvroSerializer, SchemaStore, SerializationContext, SerializationError
+
+STORE = SchemaStore()
+UTC = datetime.timezone.utc
+# Avro timestamp-millis keeps milliseconds: generated times are whole milliseconds so the
+# read-back compares equal.
+TIMES = st.integers(min_value=-(10**12), max_value=10**13).map(
+    lambda ms: datetime.datetime(1970, 1, 1, tzinfo=UTC) + datetime.timedelta(milliseconds=ms)
+)
+LONGS = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
+INTS = st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1)
+
+
+def values(schema: Any, named: dict[str, Any]) -> st.SearchStrategy[Any]:
+    """Any value ``schema`` admits (as mutualaid's Python values: datetimes for timestamps)."""
+    if isinstance(schema, str) and schema in named:
+        schema = named[schema]
+    if isinstance(schema, list):
+        return st.one_of([values(branch, named) for branch in schema])
+    kind = schema if isinstance(schema, str) else schema["type"]
+    if isinstance(schema, dict) and schema.get("logicalType") == "timestamp-millis":
+        return TIMES
+    simple = {
+        "null": st.none(),
+        "boolean": st.booleans(),
+        "int": INTS,
+        "long": LONGS,
+        "float": st.floats(width=32, allow_nan=False),
+        "double": st.floats(allow_nan=False),
+        "bytes": st.binary(max_size=40),
+        "string": st.text(max_size=20),
+    }
+    if kind in simple:
+        return simple[kind]
+    if kind == "enum":
+        return st.sampled_from(schema["symbols"])
+    if kind == "fixed":
+        return st.binary(min_size=schema["size"], max_size=schema["size"])
+    if kind == "array":
+        return st.lists(values(schema["items"], named), max_size=3)
+    if kind == "map":
+        return st.dictionaries(st.text(max_size=8), values(schema["values"], named), max_size=3)
+    assert kind == "record", kind
+    return st.fixed_dictionaries({f["name"]: values(f["type"], named) for f in schema["fields"]})
+
+
+def fastavro_bytes(schema: dict, record: Any) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("name", STORE.names)
+def test_every_schema_writes_fastavros_bytes(name: str) -> None:
+    schema = STORE.get(name)
+    write = compile_writer(schema)
+    named = dict(schema.get("__named_schemas", {}))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values(schema, named))
+    def check(record: dict) -> None:
+        written = write(record)
+        assert written == fastavro_bytes(schema, record)
+        assert fastavro.schemaless_reader(io.BytesIO(written), schema, None) == record
+
+    check()
+
+
+def test_defaults_fill_missing_fields_as_fastavro_does() -> None:
+    schema = STORE.get("mutualaid.Disclosure")
+    record = {"partner_ori": "CA0000000", "agreement_id": "a", "agreement_version": 1}
+    record |= {"tier": "FULL", "revision": 3}
+    assert compile_writer(schema)(record) == fastavro_bytes(schema, record)
+
+
+def test_a_naive_datetime_is_utc() -> None:
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "T",
+            "fields": [{"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+        }
+    )
+    write = compile_writer(schema)
+    aware = datetime.datetime(2026, 12, 3, 7, 0, 0, 123000, tzinfo=UTC)
+    assert write({"t": aware.replace(tzinfo=None)}) == write({"t": aware})
+    assert write({"t": 1_796_281_200_123}) == write({"t": aware})
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"plate": 42}, "plate"),  # an int where a string goes
+        ({"confidence": "high"}, "confidence"),  # a string where a float goes
+    ],
+)
+def test_a_value_that_does_not_fit_names_its_field(change: dict, named: str) -> None:
+    schema = STORE.get("mutualaid.alpr.Read")
+    good = {
+        "plate": "6GDZ405",
+        "plate_state": "CA",
+        "confidence": 0.98,
+        "camera_id": "CAM05",
+        "camera_name": None,
+        "latitude": None,
+        "longitude": None,
+        "heading": None,
+    }
+    compile_writer(schema)(good)
+    with pytest.raises(AvroWriteError, match=named):
+        compile_writer(schema)(good | change)
+
+
+ENVELOPE = {
+    "event_id": "e",
+    "source_ori": "NV0000000",
+    "source_system": "s",
+    "kind": "alpr.read",
+    "op": "UPSERT",
+    "record_id": "r",
+    "version": 1,
+    "occurred_at": 0,
+    "ingested_at": 0,
+    "labels": [],
+}
+
+
+def test_null_in_a_required_field_is_named() -> None:
+    with pytest.raises(AvroWriteError, match="record_id"):
+        compile_writer(STORE.get("mutualaid.Envelope"))(ENVELOPE | {"record_id": None})
+
+
+def test_a_string_is_not_written_as_an_array_of_its_characters() -> None:
+    schema = STORE.get("mutualaid.Envelope")
+    envelope = ENVELOPE | {"labels": "SEALED"}
+    with pytest.raises(AvroWriteError, match="labels"):
+        compile_writer(schema)(envelope)
+    assert compile_writer(schema)(envelope | {"labels": ["SEALED"]}) == fastavro_bytes(
+        schema, envelope | {"labels": ["SEALED"]}
+    )
+
+
+def test_a_missing_required_field_is_named() -> None:
+    envelope = {k: v for k, v in ENVELOPE.items() if k != "record_id"}
+    with pytest.raises(AvroWriteError, match="record_id"):
+        compile_writer(STORE.get("mutualaid.Envelope"))(envelope)
+
+
+def test_unsupported_schemas_are_refused_when_compiled() -> None:
+    union = {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["int", "string"]}]}
+    with pytest.raises(UnsupportedSchema, match="optional unions"):
+        compile_writer(fastavro.parse_schema(union))
+
+
+def test_the_serializer_reports_the_topic_and_the_field() -> None:
+    encode = AvroSerializer(STORE, "mutualaid.alpr.Read")
+    with pytest.raises(SerializationError, match="for share.x.alpr.read.*plate"):
+        encode({"plate": 42}, SerializationContext("share.x.alpr.read"))
