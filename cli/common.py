@@ -28,7 +28,7 @@ def registry_and_policy(settings: Settings):
 
 def log_warnings() -> None:
     """Warnings and errors to stderr, with time, level and logger (a stage's log is its
-    stderr; faust configures its own for the matcher)."""
+    stderr)."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     router = sub.add_parser("router", help="run the sharing router")
     router.set_defaults(handler=_router)
 
-    matcher = sub.add_parser("matcher", help="match plate reads against hotlists (faust)")
+    matcher = sub.add_parser("matcher", help="match plate reads against hotlists")
     matcher.set_defaults(handler=_matcher)
 
     project = sub.add_parser("project", help="project an agency's share topics into its index")

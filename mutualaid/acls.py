@@ -135,7 +135,7 @@ RW = (Op.READ, Op.WRITE)
 
 def stream_app_acls(p: str, app_id: str) -> list[Acl]:
     """A stream stage's consumer group and the internal topics it creates for its tables
-    (``<app_id>-`` prefixed: the router's holders changelog, the matcher's faust tables)."""
+    (``<app_id>-`` prefixed: the router's holders changelog, the matcher's recent alerts)."""
     return [
         _group(p, app_id),
         *_topic(p, f"{app_id}-", Op.READ, Op.WRITE, Op.CREATE, prefixed=True),

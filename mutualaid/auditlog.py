@@ -194,7 +194,7 @@ INSTANCE_FILE = "audit-instance"
 
 def worker_instance(settings: Settings) -> str:
     """This worker's instance: ``audit_instance`` if set, else an id made on first start and
-    kept in the data directory (one per worker, as faust needs anyway), so a restarted worker
+    kept in the data directory (one per worker), so a restarted worker
     continues its own chain and two workers never share one."""
     if settings.audit_instance:
         return settings.audit_instance

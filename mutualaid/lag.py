@@ -2,7 +2,7 @@
 stage has still to finish, and what a restart would read again.
 
 The end of each partition is taken from the fetch responses a consumer receives anyway
-(librdkafka's statistics, faust's monitor), not from a ListOffsets request: the embedded Tansu
+(librdkafka's statistics), not from a ListOffsets request: the embedded Tansu
 broker answers that one short after batched produces (see the project's ENVIRONMENT notes),
 while every Kafka-protocol broker reports the fetch high watermark right.
 """

@@ -58,7 +58,8 @@ def spawn(
 def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     """SIGTERM the child's group, wait up to ``timeout``, then SIGKILL it. Returns the exit code.
 
-    The deadline matters: a faust worker stuck starting can ignore SIGTERM.
+    The deadline matters: a process stuck starting (a broker that does not answer) can sit
+    past its SIGTERM.
     """
     if proc.poll() is None:
         _signal_group(proc, signal.SIGTERM)

@@ -129,8 +129,8 @@ def topics_for(
 ) -> list[TopicSpec]:
     """The topics a deployment with these agencies needs, with explicit partition counts.
 
-    Auto-created topics get whatever the broker defaults to, and faust refuses a table whose
-    changelog does not match its source's partition count, so every topic is created up front.
+    Auto-created topics get whatever the broker defaults to, and a stage's table partitions
+    follow its input partitions (``streams.table``), so every topic is created up front.
     The audit and dead-letter topics keep their records ``retention`` long (a year unless
     set); hotlists are compacted, so the latest state of every entry stays.
     """

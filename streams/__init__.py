@@ -1,1 +1,2 @@
-"""Stream processors: the sharing router (and, later, the hit matcher), on faust-streaming."""
+"""Stream processors: the sharing router and the hit matcher, each a librdkafka batch loop
+(``streams.batchloop``) around pure logic (``streams.router``, ``streams.matcher``)."""

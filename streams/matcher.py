@@ -1,6 +1,6 @@
 """The hit matcher's logic: hotlists held in memory, each plate read matched against them.
 
-Pure and synchronous like the router, so the rules are tested without a broker; the faust app
+Pure and synchronous like the router, so the rules are tested without a broker; the worker
 (``streams.matcher_app``) feeds it reads and hotlist records and sends what it returns.
 
 Who gets an alert: a dispatch center that may see both halves of it. The read must be its own

@@ -5,7 +5,7 @@ bytes to the records to produce (shares, one audit record per decision, or one d
 so it can be tested and benchmarked without a broker. The worker in ``streams.app`` only
 moves bytes in and out and decides when offsets may be committed.
 
-What partners hold is kept per record in ``holders`` (``streams.holders``), so that whatever takes
+What partners hold is kept per record in ``holders`` (``streams.table``), so that whatever takes
 something away reaches it: a delete or seal (at the highest version sent, so it always takes
 effect), a new version that no longer qualifies, and a change of agreements (a recall: the
 record decided again in full, read back from its source position). An entry::
@@ -241,9 +241,10 @@ class Router:
     def route(self, record: Consumed, holders: Holders) -> list[Output]:
         """The records to produce for one consumed record.
 
-        ``holders`` remembers which partners hold each record (``streams.holders`` in the app), so a
-        later delete, seal or narrowing can be sent to exactly those partners. A record on the
-        control topic is a recheck (``rechecks``): the held record is decided again.
+        ``holders`` remembers which partners hold each record (a ``streams.table`` in the
+        worker), so a later delete, seal or narrowing can be sent to exactly those partners. A
+        record on the control topic is a recheck (``rechecks``): the held record is decided
+        again.
         """
         ctx = SerializationContext(record.topic, record.partition, record.offset)
         if record.topic == self.control_topic:

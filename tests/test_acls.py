@@ -86,11 +86,14 @@ def test_every_topic_of_the_layout_has_a_writer_and_a_reader() -> None:
         assert any(allowed(ACLS, p, T, topic, Op.READ) for p in everyone), topic
 
 
-def test_faust_apps_may_create_only_their_own_internal_topics() -> None:
+def test_stream_stages_may_create_only_their_own_internal_topics() -> None:
     changelog = "mutualaid-router-holders-changelog"
     assert allowed(ACLS, "router", T, changelog, Op.CREATE)
     assert not allowed(ACLS, "matcher", T, changelog, Op.CREATE)
     assert not allowed(ACLS, "router", T, "share.ca0990100.alpr.read", Op.CREATE)
+    recent = "mutualaid-matcher-recent-changelog"
+    assert allowed(ACLS, "matcher", T, recent, Op.CREATE)
+    assert not allowed(ACLS, "router", T, recent, Op.WRITE)
 
 
 def test_the_set_is_deterministic_and_converts_to_admin_bindings() -> None:

@@ -181,8 +181,8 @@ def test_killed_and_rebalanced_stages_under_load_lose_leak_and_repeat_nothing(
         publish(region, reads(neighbour, neighbour_reads)[third // 2 : third])
         before = len(indexed(region, county))
         wait_for(lambda: len(indexed(region, county)) > before, 120, "reads during the rebalance")
-        # Removed by SIGTERM; a faust worker caught in a rebalance can sit past the deadline
-        # and be SIGKILLed (seen once on Kafka): a removal all the same, so only reported.
+        # Removed by SIGTERM; a worker caught in a rebalance can sit past the deadline and be
+        # SIGKILLed (seen once on Kafka, with faust): a removal all the same, so only reported.
         left = stop(procs.pop("router-2"), timeout=30)
         print(f"second router worker exited with {left}")
         # The rest, and the withdrawals of every tenth read of both owners.

@@ -1,5 +1,5 @@
 """The router and the matcher stopped mid-stream and started again, on the real broker: their
-tables (the router's holders, the matcher's faust table) come back from the changelogs (a
+tables (the router's holders, the matcher's recent alerts) come back from the changelogs (a
 delete after the restart still reaches every holder; a repeat read inside the window stays
 quiet), hotlists still match, nothing is lost."""
 
