@@ -319,7 +319,8 @@ class AuditSigner:
         self._fresh = False
 
     def _open(self, topic: str, stream: str) -> tuple[int, AuditChain]:
-        probe = Consumer({"bootstrap.servers": self._settings.bootstrap_servers, "group.id": "-"})
+        # With the kafka: setting (TLS, SASL) like every other client of the stage.
+        probe = Consumer(client_config(self._settings, **{"group.id": "-"}))
         try:
             partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
         finally:

@@ -29,6 +29,8 @@ from typing import Any
 
 from fastavro.validation import ValidationError, validate
 
+from mutualaid.errors import MutualaidError
+
 Encoder = Callable[[Any], bytes]
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _EPOCH_NAIVE = datetime.datetime(1970, 1, 1)
@@ -37,11 +39,11 @@ _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "st
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
 
 
-class AvroWriteError(ValueError):
+class AvroWriteError(MutualaidError, ValueError):
     """A value that does not fit the schema; the message names the field."""
 
 
-class UnsupportedSchema(ValueError):
+class UnsupportedSchema(MutualaidError, ValueError):
     """A schema construct this writer does not compile (see the module docstring)."""
 
 
