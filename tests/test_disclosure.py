@@ -218,3 +218,18 @@ def test_retention_travels_with_the_record() -> None:
         hash_key=None,
     )
     assert shared["disclosure"]["retain_until"] == AT + timedelta(days=365)
+
+
+def test_copy_tree_copies_every_container_and_shares_only_immutable_leaves() -> None:
+    from datetime import UTC, datetime
+
+    from mutualaid.disclosure import copy_tree
+
+    when = datetime(2026, 12, 3, tzinfo=UTC)
+    body = {"persons": [{"name": "A", "aliases": ["B"], "dob": when}], "n": 1, "raw": b"x"}
+    copied = copy_tree(body)
+    assert copied == body
+    copied["persons"][0]["aliases"].append("C")
+    copied["persons"][0]["name"] = "Z"
+    copied["persons"].append({})
+    assert body == {"persons": [{"name": "A", "aliases": ["B"], "dob": when}], "n": 1, "raw": b"x"}
