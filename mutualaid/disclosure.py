@@ -270,7 +270,7 @@ def sealed_from_avro(record: dict[str, Any]) -> Sealed:
 
 def restore(body: dict[str, Any], values: dict[str, bytes]) -> dict[str, Any]:
     """Put decrypted values back at their concrete paths (the partner's side)."""
-    restored = copy_tree(body)
+    restored: dict[str, Any] = copy_tree(body)
     for path, raw in values.items():
         fieldpaths.set_concrete(restored, path, json.loads(raw))
     return restored
