@@ -311,6 +311,12 @@ def lone_read(root: Path, bootstrap: str, events: list[dict], tries: int = 5) ->
     return {"p50_ms": ordered[len(ordered) // 2], "max_ms": ordered[-1], "tries_ms": took}
 
 
+def _figure(value: float | list[float]) -> str:
+    if isinstance(value, list):
+        return "[" + " ".join(f"{v:.0f}" for v in value) + "]"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3f}"
+
+
 def index_path_for(settings: dict, ori: str) -> Path:
     return index_path(Settings(**settings), ori)
 
@@ -340,9 +346,7 @@ def main(events_count: int, scale: list[int]) -> None:
 
         def row(name: str, work: Callable[[], dict]) -> None:
             rows[name] = work()
-            shown = ", ".join(
-                f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.3f}" for k, v in rows[name].items()
-            )
+            shown = ", ".join(f"{k} {_figure(v)}" for k, v in rows[name].items())
             print(f"  {name:<36} {shown}")
 
         row("faust_passthrough", lambda: passthrough_row(root, bootstrap, "faust", raw))

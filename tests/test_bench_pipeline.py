@@ -29,3 +29,5 @@ def test_pipeline_bench_runs_every_row_and_saves() -> None:
         "lone_read_searchable",
     }
     assert figures["ratio"]["router_to_faust_passthrough"] > 0
+    lone = figures["rows"]["lone_read_searchable"]
+    assert len(lone["tries_ms"]) == 5 and max(lone["tries_ms"]) == lone["max_ms"]
