@@ -7,7 +7,13 @@ callers never handle nonces, associated data or raw keys.
   under it, with associated data binding the event id, the partner and the field's concrete path,
   so a ciphertext moved to another event, partner or field fails to open.
 - The data key is wrapped to the partner's X25519 public key (ephemeral-static ECDH, HKDF-SHA256,
-  AES-256-GCM), so the router holds only public keys and only the partner can unwrap.
+  AES-256-GCM, associated data binding the event), so the router holds only public keys and only
+  the partner can unwrap. The router (``KeyAgreements``) keeps one ephemeral agreement per
+  partner key for ``seal_key_rotation_seconds`` (and at most ``MAX_WRAPS_PER_AGREEMENT``
+  wraps), as the whole-record sealer keeps its data keys: the ECDH was a fifth of routing an
+  encrypted RMS record, and records look as before, so every reader opens them unchanged. The
+  partner (``PrivateKeyring``) remembers the key-encryption keys of the last agreements it
+  derived, so it too computes one ECDH per agreement instead of per record.
 - Keys carry ids. Rotation the MultiFernet way: the newest public key writes, every private key
   the partner still holds can read. Every failure to open is one opaque ``DecryptionError``.
 """
@@ -15,6 +21,10 @@ callers never handle nonces, associated data or raw keys.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +40,9 @@ from mutualaid.topics import check_ori
 
 VERSION = b"mutualaid-fle-v1"
 NONCE_BYTES = 12
+# Random 96-bit nonces under one key-encryption key stay far from collision well below 2^32.
+MAX_WRAPS_PER_AGREEMENT = 1 << 24
+KEKS_KEPT = 256
 
 
 class DecryptionError(MutualaidError):
@@ -86,16 +99,69 @@ def _raw(public: X25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def seal_fields(values: dict[str, bytes], *, event_id: str, partner: PublicKey) -> Sealed:
-    """Seal each (concrete path -> plaintext) for ``partner`` and this event only."""
-    data_key = AESGCM.generate_key(bit_length=256)
+def seal_fields(
+    values: dict[str, bytes],
+    *,
+    event_id: str,
+    partner: PublicKey,
+    agreements: KeyAgreements | None = None,
+) -> Sealed:
+    """Seal each (concrete path -> plaintext) for ``partner`` and this event only: a fresh data
+    key, wrapped under ``agreements``' current agreement with the partner's key (a new one if
+    none is given)."""
+    raw_key = AESGCM.generate_key(bit_length=256)
+    data_key = AESGCM(raw_key)
     fields = []
     for path, plaintext in values.items():
         nonce = os.urandom(NONCE_BYTES)
         aad = _field_aad(event_id, partner.agency_ori, path)
-        fields.append(SealedField(path, nonce, AESGCM(data_key).encrypt(nonce, plaintext, aad)))
-    wrap = wrap_key(data_key, partner, _wrap_aad(event_id, partner.agency_ori, partner.key_id))
+        fields.append(SealedField(path, nonce, data_key.encrypt(nonce, plaintext, aad)))
+    aad = _wrap_aad(event_id, partner.agency_ori, partner.key_id)
+    agreement = agreements.current(partner) if agreements is not None else None
+    wrap = wrap_key(raw_key, partner, aad, agreement)
     return Sealed(partner.key_id, wrap.ephemeral_public, wrap.nonce, wrap.wrapped, tuple(fields))
+
+
+@dataclass
+class _Agreement:
+    """One ephemeral-static ECDH with a partner's key: the key-encryption key it gives."""
+
+    key_id: str
+    ephemeral_public: bytes
+    kek: AESGCM
+    expires: float
+    uses: int = 0
+
+
+def _agree(partner: PublicKey, expires: float) -> _Agreement:
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = _raw(ephemeral.public_key())
+    kek = _kek(ephemeral.exchange(partner.key), ephemeral_public, partner.key_id)
+    return _Agreement(partner.key_id, ephemeral_public, AESGCM(kek), expires)
+
+
+class KeyAgreements:
+    """The router's agreements, one per partner: renewed after ``rotate_seconds``, after
+    MAX_WRAPS_PER_AGREEMENT wraps, and as soon as the partner's newest key is another. They
+    live only in memory; what travels is each record's ephemeral public key."""
+
+    def __init__(self, rotate_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rotate_seconds, self._clock = rotate_seconds, clock
+        self._current: dict[str, _Agreement] = {}
+
+    def current(self, partner: PublicKey) -> _Agreement:
+        agreement = self._current.get(partner.agency_ori)
+        now = self._clock()
+        if (
+            agreement is None
+            or agreement.key_id != partner.key_id
+            or now >= agreement.expires
+            or agreement.uses >= MAX_WRAPS_PER_AGREEMENT
+        ):
+            agreement = _agree(partner, now + self._rotate_seconds)
+            self._current[partner.agency_ori] = agreement
+        agreement.uses += 1
+        return agreement
 
 
 @dataclass(frozen=True)
@@ -108,14 +174,15 @@ class WrappedKey:
     wrapped: bytes
 
 
-def wrap_key(data_key: bytes, partner: PublicKey, aad: bytes) -> WrappedKey:
-    """``data_key`` wrapped to the partner's public key (one ECDH agreement), bound to ``aad``."""
-    ephemeral = X25519PrivateKey.generate()
-    ephemeral_public = _raw(ephemeral.public_key())
-    kek = _kek(ephemeral.exchange(partner.key), ephemeral_public, partner.key_id)
+def wrap_key(
+    data_key: bytes, partner: PublicKey, aad: bytes, agreement: _Agreement | None = None
+) -> WrappedKey:
+    """``data_key`` wrapped to the partner's public key, bound to ``aad``: under ``agreement``
+    (``KeyAgreements.current``), else under a new one (one ECDH)."""
+    agreement = agreement or _agree(partner, 0.0)
     nonce = os.urandom(NONCE_BYTES)
-    wrapped = AESGCM(kek).encrypt(nonce, data_key, aad)
-    return WrappedKey(partner.key_id, ephemeral_public, nonce, wrapped)
+    wrapped = agreement.kek.encrypt(nonce, data_key, aad)
+    return WrappedKey(partner.key_id, agreement.ephemeral_public, nonce, wrapped)
 
 
 class PrivateKeyring:
@@ -124,6 +191,11 @@ class PrivateKeyring:
     def __init__(self, agency_ori: str, keys: dict[str, X25519PrivateKey]) -> None:
         self.agency_ori = check_ori(agency_ori)
         self._keys = keys
+        # (key id, ephemeral public key) -> the KEK they derive: records of one agreement
+        # (``KeyAgreements``) cost one ECDH, not one each. Derived, so safe to remember; the
+        # search API opens records from several threads.
+        self._keks: OrderedDict[tuple[str, bytes], AESGCM] = OrderedDict()
+        self._keks_lock = threading.Lock()
 
     @property
     def key_ids(self) -> list[str]:
@@ -147,15 +219,28 @@ class PrivateKeyring:
 
     def unwrap_key(self, wrap: WrappedKey, aad: bytes) -> bytes:
         """The data key of ``wrap``, or DecryptionError (not our key, or altered)."""
+        try:
+            return self._kek_of(wrap).decrypt(wrap.nonce, wrap.wrapped, aad)
+        except (InvalidTag, ValueError):
+            raise DecryptionError("cannot open sealed fields") from None
+
+    def _kek_of(self, wrap: WrappedKey) -> AESGCM:
+        known = (wrap.key_id, bytes(wrap.ephemeral_public))
+        with self._keks_lock:
+            kek = self._keks.get(known)
+            if kek is not None:
+                self._keks.move_to_end(known)
+                return kek
         key = self._keys.get(wrap.key_id)
         if key is None:
             raise DecryptionError("cannot open sealed fields")
-        try:
-            peer = X25519PublicKey.from_public_bytes(wrap.ephemeral_public)
-            kek = _kek(key.exchange(peer), wrap.ephemeral_public, wrap.key_id)
-            return AESGCM(kek).decrypt(wrap.nonce, wrap.wrapped, aad)
-        except (InvalidTag, ValueError):
-            raise DecryptionError("cannot open sealed fields") from None
+        peer = X25519PublicKey.from_public_bytes(wrap.ephemeral_public)  # ValueError if bad
+        kek = AESGCM(_kek(key.exchange(peer), wrap.ephemeral_public, wrap.key_id))
+        with self._keks_lock:
+            self._keks[known] = kek
+            if len(self._keks) > KEKS_KEPT:
+                self._keks.popitem(last=False)
+        return kek
 
 
 # --- key files -------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
-from mutualaid.crypto import PublicKey, Sealed, SealedField, seal_fields
+from mutualaid.crypto import KeyAgreements, PublicKey, Sealed, SealedField, seal_fields
 from mutualaid.errors import UsageError
 from mutualaid.pointers import FoundBy, match_keys, record_ref
 from mutualaid.policy import Decision, FieldAction
@@ -145,6 +145,7 @@ def disclose(
     registry: Registry,
     public_key: PublicKey | None,
     hash_key: bytes | None,
+    key_agreements: KeyAgreements | None = None,
 ) -> tuple[dict[str, Any], FieldReport]:
     """The shared event for this decision, and the report of what happened to each field.
 
@@ -210,7 +211,12 @@ def disclose(
                 f"agreement {agreements} encrypts fields for "
                 f"{decision.partner_ori}, which has no public key installed"
             )
-        sealed = seal_fields(to_seal, event_id=envelope["event_id"], partner=public_key)
+        sealed = seal_fields(
+            to_seal,
+            event_id=envelope["event_id"],
+            partner=public_key,
+            agreements=key_agreements,
+        )
         disclosure["sealed"] = sealed_to_avro(sealed)
     disclosure["withheld_fields"] = report.withheld
     disclosure["masked_fields"] = report.masked

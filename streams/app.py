@@ -18,7 +18,7 @@ import logging
 import threading
 
 from mutualaid.agencies import Registry
-from mutualaid.crypto import load_hash_key, newest_public_key
+from mutualaid.crypto import KeyAgreements, load_hash_key, newest_public_key
 from mutualaid.disclosure import MissingKey
 from mutualaid.metrics import serve_metrics
 from mutualaid.policy import Policy
@@ -65,6 +65,7 @@ class RouterWorker:
             control_topic=router_control_topic(settings.router_id),
             read_source=SourceReader(settings, f"{settings.router_id}-recall"),
             sealer=sealer_for(settings),
+            key_agreements=KeyAgreements(settings.seal_key_rotation_seconds),
         )  # refuses to start without the keys it needs (MissingKey)
         unsealed = self.router.unsealed_partners()
         if settings.share_sealing != "off" and unsealed:

@@ -31,7 +31,7 @@ from typing import Any, NotRequired, TypedDict
 from mutualaid import labels
 from mutualaid.audit import dissemination_audit
 from mutualaid.clock import Clock
-from mutualaid.crypto import PublicKey
+from mutualaid.crypto import KeyAgreements, PublicKey
 from mutualaid.deadletter import DeadLetters
 from mutualaid.disclosure import (
     FieldReport,
@@ -142,9 +142,13 @@ class Router:
         clock: Clock = lambda: datetime.now(UTC),
         read_source: SourceReader = lambda topic, partition, offset: None,
         sealer: Sealer | None = None,
+        key_agreements: KeyAgreements | None = None,
     ) -> None:
         self.control_topic = control_topic
         self.sealer = sealer
+        # Field encryption's key agreements, one per partner for a while (the worker's); None:
+        # one per record.
+        self.key_agreements = key_agreements
         self.read_source = read_source
         self.public_keys = public_keys
         self.hash_key = hash_key
@@ -593,6 +597,7 @@ class Router:
             registry=self.policy.registry,
             public_key=self.public_keys.get(decision.partner_ori),
             hash_key=self.hash_key,
+            key_agreements=self.key_agreements,
         )
         if report.encrypted:
             child(FIELDS_ENCRYPTED, decision.partner_ori).inc(len(report.encrypted))

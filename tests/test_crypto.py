@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from mutualaid.crypto import (
+    MAX_WRAPS_PER_AGREEMENT,
     DecryptionError,
+    KeyAgreements,
     generate_hash_key,
     generate_keypair,
     load_hash_key,
@@ -92,6 +94,59 @@ def test_rotation_newest_writes_every_key_reads(keys: tuple[Path, Path]) -> None
     ring = load_keyring(A, private)
     assert ring.open_fields(old, event_id="e1") == {"ssn": b'"1"'}
     assert ring.open_fields(new, event_id="e2") == {"ssn": b'"2"'}
+
+
+def test_one_agreement_serves_many_records_each_bound_to_its_event(
+    keys: tuple[Path, Path],
+) -> None:
+    """The router's cached agreement: records share an ephemeral key but not a data key, and
+    each still opens only as its own event; the partner derives the agreement's KEK once."""
+    public, private = keys
+    now = [0.0]
+    agreements = KeyAgreements(rotate_seconds=3600, clock=lambda: now[0])
+    partner = newest_public_key(A, public)
+    sealed = [
+        seal_fields({"ssn": f'"{n}"'.encode()}, event_id=f"e{n}", partner=partner,
+                    agreements=agreements)
+        for n in range(3)
+    ]  # fmt: skip
+    assert len({s.ephemeral_public for s in sealed}) == 1
+    assert len({s.wrapped_key for s in sealed}) == 3  # a fresh data key per record
+    ring = load_keyring(A, private)
+    for n, record in enumerate(sealed):
+        assert ring.open_fields(record, event_id=f"e{n}") == {"ssn": f'"{n}"'.encode()}
+    assert len(ring._keks) == 1  # one ECDH for the three
+    with pytest.raises(DecryptionError):  # a whole sealed block moved to another event
+        ring.open_fields(sealed[0], event_id="e1")
+    with pytest.raises(DecryptionError):  # another record's wrap under the same agreement
+        ring.open_fields(replace(sealed[0], wrap_nonce=sealed[1].wrap_nonce,
+                                 wrapped_key=sealed[1].wrapped_key), event_id="e0")  # fmt: skip
+    # Renewed after the rotation period, and at once when the partner's newest key changes.
+    now[0] = 3600.0
+    later = seal_fields({"ssn": b'"x"'}, event_id="e9", partner=partner, agreements=agreements)
+    assert later.ephemeral_public != sealed[0].ephemeral_public
+    generate_keypair(A, public, private)
+    rotated = newest_public_key(A, public)
+    after = seal_fields({"ssn": b'"y"'}, event_id="e10", partner=rotated, agreements=agreements)
+    assert after.key_id == rotated.key_id != partner.key_id
+    assert after.ephemeral_public != later.ephemeral_public
+    assert load_keyring(A, private).open_fields(after, event_id="e10") == {"ssn": b'"y"'}
+    # And after MAX_WRAPS_PER_AGREEMENT wraps.
+    agreements.current(rotated).uses = MAX_WRAPS_PER_AGREEMENT
+    again = seal_fields({"ssn": b'"z"'}, event_id="e11", partner=rotated, agreements=agreements)
+    assert again.ephemeral_public != after.ephemeral_public
+
+
+def test_a_forged_ephemeral_key_is_refused_and_not_remembered(keys: tuple[Path, Path]) -> None:
+    public, private = keys
+    sealed = seal_fields({"ssn": b'"1"'}, event_id="e1", partner=newest_public_key(A, public))
+    ring = load_keyring(A, private)
+    with pytest.raises(DecryptionError):
+        ring.open_fields(replace(sealed, ephemeral_public=b"\x01" * 31), event_id="e1")
+    with pytest.raises(DecryptionError):
+        ring.open_fields(replace(sealed, ephemeral_public=bytes(32)), event_id="e1")
+    assert len(ring._keks) == 0
+    assert ring.open_fields(sealed, event_id="e1") == {"ssn": b'"1"'}
 
 
 def test_private_keys_are_owner_only_and_never_overwritten(
