@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fastavro
 from fastavro.schema import fingerprint, load_schema, to_parsing_canonical_form
 
+from mutualaid.avroreader import compile_reader
 from mutualaid.avrowriter import AvroWriteError, compile_writer
 from mutualaid.errors import MutualaidError
 from mutualaid.topics import Kind
@@ -196,15 +197,19 @@ class AvroDeserializer:
     def __init__(self, store: SchemaStore, name: str, registry: RegistryClient | None = None):
         self._store = store
         self._reader = store.get(name)
+        self._read = compile_reader(self._reader)
         self._registry = registry
         self._registry_schemas: dict[int, Schema] = {}
 
     def __call__(self, data: bytes | None, ctx: SerializationContext) -> dict[str, Any] | None:
         if data is None:
             return None
-        writer, body = self._writer_and_body(data, ctx)
+        writer, start = self._writer_and_start(data, ctx)
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(body), writer, self._reader)
+            if writer is self._reader:  # the common case, compiled: ~6 µs a read, not ~18
+                record = self._read(data, start)
+            else:  # an older (or the registry's) schema: fastavro resolves the two
+                record = fastavro.schemaless_reader(io.BytesIO(data[start:]), writer, self._reader)
         except Exception as exc:  # fastavro raises many types on corrupt input; one type for ours
             # fastavro's messages can embed whole schemas: keep what a log line can carry.
             detail = str(exc)[:MAX_DETAIL]
@@ -217,9 +222,10 @@ class AvroDeserializer:
 
     def writer_name(self, data: bytes, ctx: SerializationContext) -> str:
         """The full name of the schema ``data`` was written with (from its framing alone)."""
-        return schema_name(self._writer_and_body(data, ctx)[0])
+        return schema_name(self._writer_and_start(data, ctx)[0])
 
-    def _writer_and_body(self, data: bytes, ctx: SerializationContext) -> tuple[Schema, bytes]:
+    def _writer_and_start(self, data: bytes, ctx: SerializationContext) -> tuple[Schema, int]:
+        """The writer schema, and where the Avro body starts after the framing."""
         if data[:2] == SINGLE_OBJECT_MAGIC and len(data) >= 10:
             writer = self._store.by_fingerprint(data[2:10])
             if writer is None:
@@ -228,10 +234,10 @@ class AvroDeserializer:
                     "reader does not have (add it to avro/history/ to read it)",
                     ctx,
                 )
-            return writer, data[10:]
+            return writer, 10
         if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
             (schema_id,) = struct.unpack(">I", data[1:5])
-            return self._registry_schema(schema_id, ctx), data[5:]
+            return self._registry_schema(schema_id, ctx), 5
         raise DeserializationError(
             f"not an Avro event: starts with {data[:4].hex() or 'nothing'}, expected c301 "
             "(single-object) or 00 (schema registry)",
