@@ -20,7 +20,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mutualaid.avrowriter import UnsupportedSchema
+from mutualaid.avrowriter import SourceGenerator, UnsupportedSchema
 from mutualaid.errors import MutualaidError
 
 Decoder = Callable[[bytes, int], Any]
@@ -64,15 +64,15 @@ def compile_reader(schema: Mapping[str, Any]) -> Decoder:
             f"    return {result}",
         ]
     )
-    namespace: dict[str, Any] = {
+    helpers: dict[str, Any] = {
         "_long": _long,
         "_millis": _millis,
         "_double": struct.Struct("<d").unpack_from,
         "_float": struct.Struct("<f").unpack_from,
-        **generator.constants,
     }
-    exec(compile(source, f"<avro reader for {schema.get('name')}>", "exec"), namespace)
-    fast: Decoder = namespace["decode"]
+    fast: Decoder = generator.function(
+        source, "decode", f"avro reader for {schema.get('name')}", helpers
+    )
 
     def decode(data: bytes, start: int = 0) -> Any:
         try:
@@ -85,27 +85,8 @@ def compile_reader(schema: Mapping[str, Any]) -> Decoder:
     return decode
 
 
-class _Generator:
+class _Generator(SourceGenerator):
     """Emits the statements that read one value into a fresh local, and returns its name."""
-
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.lines: list[str] = []
-        self.constants: dict[str, Any] = {}
-        self._count = 0
-        self._open: set[str] = set()
-
-    def _name(self, prefix: str) -> str:
-        self._count += 1
-        return f"{prefix}{self._count}"
-
-    def _constant(self, value: Any) -> str:
-        name = self._name("_c")
-        self.constants[name] = value
-        return name
-
-    def _line(self, depth: int, text: str) -> None:
-        self.lines.append("    " * depth + text)
 
     def _read_long(self, target: str, depth: int) -> None:
         # One byte is most numbers (lengths, counts, small ints): read it inline.

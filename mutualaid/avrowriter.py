@@ -93,7 +93,7 @@ def compile_writer(schema: Mapping[str, Any]) -> Encoder:
     source = "\n".join(
         ["def encode(datum):", "    out = bytearray()", *generator.lines, "    return bytes(out)"]
     )
-    namespace: dict[str, Any] = {
+    helpers: dict[str, Any] = {
         "_long": _long,
         "_SMALL": _SMALL,
         "_varint": _varint,
@@ -102,10 +102,10 @@ def compile_writer(schema: Mapping[str, Any]) -> Encoder:
         "_not_a_list": _not_a_list,
         "_double": struct.Struct("<d").pack,
         "_float": struct.Struct("<f").pack,
-        **generator.constants,
     }
-    exec(compile(source, f"<avro writer for {schema.get('name')}>", "exec"), namespace)
-    fast: Encoder = namespace["encode"]
+    fast: Encoder = generator.function(
+        source, "encode", f"avro writer for {schema.get('name')}", helpers
+    )
 
     def encode(datum: Any) -> bytes:
         try:
@@ -128,8 +128,9 @@ def _why(datum: Any, schema: Mapping[str, Any], error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-class _Generator:
-    """Emits the statements that write one value; nested values get fresh local names."""
+class SourceGenerator:
+    """What both generated codecs need (this writer's, ``avroreader``'s): lines of source,
+    fresh local names, and constants the generated function sees by name."""
 
     def __init__(self, named: dict[str, Any]) -> None:
         self.named = named
@@ -149,6 +150,17 @@ class _Generator:
 
     def _line(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
+
+    def function(self, source: str, name: str, label: str, helpers: dict[str, Any]) -> Any:
+        """Function ``name`` of ``source``, seeing ``helpers`` and the constants by name;
+        ``label`` names its file in tracebacks."""
+        namespace = {**helpers, **self.constants}
+        exec(compile(source, f"<{label}>", "exec"), namespace)
+        return namespace[name]
+
+
+class _Generator(SourceGenerator):
+    """Emits the statements that write one value; nested values get fresh local names."""
 
     def emit(self, schema: Any, value: str, depth: int) -> None:
         """Write the value of expression ``value`` (a plain local name) as ``schema``."""
