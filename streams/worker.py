@@ -24,7 +24,6 @@ from mutualaid.settings import Settings
 from mutualaid.topics import AUDIT_DISSEMINATION, TopicSpec, topics_for
 
 AGREEMENTS_POLL_SECONDS = 2.0
-METADATA_MAX_AGE_MS = 10_000
 EXIT_DELIVERY_FAILED = 70
 # How long a batch's outputs may take to be acknowledged before the worker gives up and exits.
 # librdkafka reports every record by then: a queued one fails after stage_producer_config's
