@@ -40,7 +40,7 @@ from mutualaid.auditlog import audit_stages, ensure_stage_keys
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.crypto import generate_keypair, load_keyring
 from mutualaid.events import record_key
-from mutualaid.kafka import ensure_topics, wait_for_broker
+from mutualaid.kafka import ensure_topics, next_batch, wait_for_broker
 from mutualaid.processes import spawn, stop
 from mutualaid.serde import Codecs, SchemaStore, SerializationContext
 from mutualaid.settings import Settings
@@ -149,7 +149,7 @@ class Reader:
         while not done(self.records):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}: only {len(self.records)} records after {timeout}s")
-            for msg in self.consumer.consume(1000, 0.05):
+            for msg in next_batch(self.consumer, 1000, 0.05):  # not held for a full batch
                 if msg.error() is None:
                     self.records.append(msg)
         return time.monotonic()
@@ -158,8 +158,15 @@ class Reader:
         self.consumer.close()
 
 
-def publish(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+def publish(
+    bootstrap: str,
+    topic: str,
+    values: list[bytes],
+    keys: list[bytes],
+    producer: Producer | None = None,
+) -> None:
+    """Produce and wait for the acknowledgements, with ``producer`` or a new one."""
+    producer = producer or Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for key, value in zip(keys, values, strict=True):
         while True:
             try:
@@ -292,12 +299,15 @@ def lone_read(root: Path, bootstrap: str, events: list[dict], tries: int = 5) ->
     db = index_path_for(settings, partner)
     took = []
     argvs = [cli(region.config, "router"), cli(region.config, "project", "--agency", partner)]
+    # One producer for every try, as a connector keeps one: a new producer's first record
+    # waits for its connection and metadata, which is not the pipeline's latency.
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     with workers(argvs, region.directory):
         for n, event in enumerate(events[: tries + 1]):
             event = {**event, "envelope": {**event["envelope"], "source_ori": region.owner}}
             value = encoded(SchemaStore(), Kind.ALPR_READ, topic, [event])
             began = time.monotonic()
-            publish(bootstrap, topic, value, [record_key(event["envelope"])])
+            publish(bootstrap, topic, value, [record_key(event["envelope"])], producer)
             record_id = event["envelope"]["record_id"]
             deadline = began + 120
             while not indexed(db, record_id):
