@@ -102,7 +102,12 @@ class Projector:
     def subscribe(self) -> None:
         """Join the agency's consumer group for its share and own source topics (the join
         completes in step)."""
-        self._consumer.subscribe([*self._topics, *self._own_topics])
+        self._consumer.subscribe(
+            [*self._topics, *self._own_topics],
+            on_assign=lambda _, parts: log.info(
+                "assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in parts)
+            ),
+        )
 
     def run(self, stop: threading.Event) -> None:
         self.subscribe()
@@ -125,6 +130,7 @@ class Projector:
         self._delivery.wait(self._producer)
         self._commit(messages)
         self._observe(events, changed)
+        log.info("indexed %d of %d record(s) read; committed", changed, len(messages))
         return changed
 
     def _purge_if_due(self) -> None:

@@ -76,3 +76,14 @@ def test_an_existing_hash_key_is_refused_through_main(
     assert main(["keys", "hash-key"]) == 0
     assert main(["keys", "hash-key"]) == EXIT_FAILURE
     assert "not overwritten" in capsys.readouterr().err
+
+
+def test_a_mistyped_log_level_stops_a_stage_naming_the_variable_and_the_choices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MUTUALAID_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MUTUALAID_LOG_LEVEL", "verbose")
+    assert main(["router"]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "$MUTUALAID_LOG_LEVEL: 'verbose' is not a log level" in err
+    assert "debug, info, warning, error" in err and "Traceback" not in err

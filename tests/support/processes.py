@@ -37,12 +37,28 @@ def running_stages(
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
     logs.mkdir(parents=True, exist_ok=True)
-    procs = {name: spawn(base + argv, log=logs / f"{name}.log") for name, argv in argvs.items()}
+    # Info: a failure's message then tells which stage got how far (log_tails).
+    env = {"MUTUALAID_LOG_LEVEL": "info"}
+    procs = {
+        name: spawn(base + argv, log=logs / f"{name}.log", env=env) for name, argv in argvs.items()
+    }
     try:
         yield procs
+    except AssertionError as failed:
+        # CI shows a failure's message, not the stages' log files: carry their last lines.
+        raise AssertionError(f"{failed}\n{log_tails(logs)}") from failed
     finally:
         for proc in procs.values():
             stop(proc, timeout=10)
+
+
+def log_tails(logs: Path, lines: int = 12) -> str:
+    """The last ``lines`` of each stage log under ``logs``, headed by its name."""
+    parts = []
+    for log in sorted(logs.glob("*.log")):
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        parts.append("\n".join([f"--- {log.name} (last {len(tail)} lines)", *tail]))
+    return "\n".join(parts)
 
 
 def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
