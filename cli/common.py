@@ -4,13 +4,10 @@ event for long-running stages, and ISO 8601 times as arguments."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
-from mutualaid.configfile import ConfigError, Problem
 from mutualaid.settings import Settings
 
 
@@ -29,30 +26,14 @@ def registry_and_policy(settings: Settings):
     return registry, load_policy_from(settings, registry)
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def configure_logging() -> None:
+def configure_logging(settings: Settings) -> None:
     """Warnings and errors to stderr, with time, level and logger (a stage's log is its
-    stderr); ``MUTUALAID_LOG_LEVEL=info`` adds what a stage is doing (partitions assigned,
-    batches indexed), for someone finding out why a record has not arrived."""
-    level = os.environ.get("MUTUALAID_LOG_LEVEL", "WARNING").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError(
-            [
-                Problem(
-                    file=Path("$MUTUALAID_LOG_LEVEL"),
-                    line=None,
-                    field="",
-                    message=f"{level.lower()!r} is not a log level",
-                    fix=f"set it to one of {', '.join(n.lower() for n in LOG_LEVELS)}, or unset it",
-                )
-            ]
-        )
+    stderr); ``log_level: info`` adds what a stage is doing (partitions assigned, batches
+    indexed), for someone finding out why a record has not arrived."""
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("mutualaid").setLevel(level)  # not the libraries' chatter
+    logging.getLogger("mutualaid").setLevel(settings.log_level.upper())  # not the libraries'
 
 
 def stop_event() -> threading.Event:

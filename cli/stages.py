@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _router(settings: Settings, args: argparse.Namespace) -> int:
     from streams.app import run_router
 
-    configure_logging()
+    configure_logging(settings)
     registry, policy = registry_and_policy(settings)
     # MissingKey, KeyFileError: main reports them
     run_router(settings, registry, policy, stop_event())
@@ -60,7 +60,7 @@ def _router(settings: Settings, args: argparse.Namespace) -> int:
 def _matcher(settings: Settings, args: argparse.Namespace) -> int:
     from streams.matcher_app import run_matcher
 
-    configure_logging()
+    configure_logging(settings)
     registry, policy = registry_and_policy(settings)
     run_matcher(settings, registry, policy, stop_event())
     return 0
@@ -72,7 +72,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
     from mutualaid.kafka import wait_for_broker
     from mutualaid.metrics import serve_metrics
 
-    configure_logging()
+    configure_logging(settings)
     ori = load_registry(settings.agencies_file).get(args.agency).ori
     wait_for_broker(settings)
     serve_metrics(settings.metrics_port)

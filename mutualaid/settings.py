@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         "by an audited `search --reveal`); encrypt_indexed fields are then found by their keyed "
         "hash, which needs hash_key_file. Changing it empties and rebuilds the indexes",
     )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "warning",
+        description="what the router, matcher and projector log: warning and error only, or "
+        "also info (partitions assigned, tables read back, batches indexed) or debug",
+    )
     share_sealing: Literal["off", "keyed", "required"] = Field(
         "keyed",
         description="seal each record on a share topic whole to its partner's key (see Sealed "
@@ -201,6 +206,11 @@ class Settings(BaseSettings):
     @property
     def retention(self) -> Retention:
         return Retention(self.audit_retention_days, self.dead_letter_retention_days)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value  # INFO as logging spells it
 
     @field_validator("index_url")
     @classmethod

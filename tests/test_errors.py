@@ -85,5 +85,5 @@ def test_a_mistyped_log_level_stops_a_stage_naming_the_variable_and_the_choices(
     monkeypatch.setenv("MUTUALAID_LOG_LEVEL", "verbose")
     assert main(["router"]) == EXIT_CONFIG
     err = capsys.readouterr().err
-    assert "$MUTUALAID_LOG_LEVEL: 'verbose' is not a log level" in err
-    assert "debug, info, warning, error" in err and "Traceback" not in err
+    assert "$MUTUALAID_LOG_LEVEL: log_level: 'verbose' is not allowed" in err
+    assert "'debug', 'info', 'warning' or 'error'" in err and "Traceback" not in err

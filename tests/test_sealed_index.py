@@ -84,7 +84,7 @@ def test_fields_kept_encrypted_are_found_revealed_on_request_and_rebuilt(
     with running_stages(region, tmp_path / "logs", [county]):
         found = wait_for(
             lambda: "1 record(s)" in (out := search(region, "--name", "jordan ellis")) and out,
-            90,  # on a loaded machine; the stages log at info (log_tails on failure)
+            90,  # on a loaded machine; the stages log at info (stage_report on failure)
             "the county's projector to index the report",
         )
         assert "5 field(s) encrypted" in found and "Ellis" not in found

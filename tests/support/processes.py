@@ -37,7 +37,7 @@ def running_stages(
     for ori in projected:
         argvs[f"project-{ori}"] = ["project", "--agency", ori]
     logs.mkdir(parents=True, exist_ok=True)
-    # Info: a failure's message then tells which stage got how far (log_tails).
+    # Info: a failure's message then tells which stage got how far (stage_report).
     env = {"MUTUALAID_LOG_LEVEL": "info"}
     procs = {
         name: spawn(base + argv, log=logs / f"{name}.log", env=env) for name, argv in argvs.items()
@@ -46,18 +46,25 @@ def running_stages(
         yield procs
     except AssertionError as failed:
         # CI shows a failure's message, not the stages' log files: carry their last lines.
-        raise AssertionError(f"{failed}\n{log_tails(logs)}") from failed
+        raise AssertionError(f"{failed}\n{stage_report(procs, logs)}") from failed
     finally:
         for proc in procs.values():
             stop(proc, timeout=10)
 
 
-def log_tails(logs: Path, lines: int = 12) -> str:
-    """The last ``lines`` of each stage log under ``logs``, headed by its name."""
+def stage_report(procs: dict[str, subprocess.Popen[bytes]], logs: Path, lines: int = 6) -> str:
+    """Per stage in ``procs`` (its log is ``logs/<name>.log``): running or its exit code, its
+    last warning and error lines, and its last lines (a traceback, or how far it got)."""
     parts = []
-    for log in sorted(logs.glob("*.log")):
-        tail = log.read_text(errors="replace").splitlines()[-lines:]
-        parts.append("\n".join([f"--- {log.name} (last {len(tail)} lines)", *tail]))
+    for name, proc in procs.items():
+        state = "running" if proc.poll() is None else f"exited {proc.returncode}"
+        path = logs / f"{name}.log"
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        errors = [line for line in text if "ERROR" in line or "Error" in line or "WARN" in line]
+        parts.append(f"{name}: {state}; {len(errors)} error lines, the last:")
+        parts += ["    " + line[:300] for line in errors[-lines:]]
+        parts.append(f"  its last {min(lines, len(text))} lines:")
+        parts += ["    " + line[:300] for line in text[-lines:]]
     return "\n".join(parts)
 
 
