@@ -210,6 +210,13 @@ class PostgresIndex:
                 return
             # One lock for every agency: creating pg_trgm twice at once fails in the second.
             self._db.execute("select pg_advisory_xact_lock(%s)", (_SETUP_LOCK,))
+            # And this schema's, taken by every transaction that writes its tables: SCHEMA's
+            # CREATE INDEX takes the tables' locks in another order than a projector's TRUNCATE
+            # or batch, and the two deadlocked (a search opening the index as its projector
+            # started, tests/test_sealed_index.py in CI).
+            self._db.execute("select pg_advisory_xact_lock(%s)", (self._lock,))
+            if self._use_schema() and self._current():
+                return  # made while this one waited
             self._db.execute("reset search_path")  # pg_trgm goes where the server's default says
             self._db.execute("create extension if not exists pg_trgm")
             self._db.execute(
