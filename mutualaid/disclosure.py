@@ -33,6 +33,10 @@ from mutualaid.pointers import FoundBy, match_keys, record_ref
 from mutualaid.policy import Decision, FieldAction
 from mutualaid.text import blind_form
 
+# What json.dumps(value, default=str) gives, without building an encoder per call (as dumps
+# does for any argument besides the value).
+_FIELD_JSON = json.JSONEncoder(default=str)
+
 
 class MissingKey(UsageError):
     """An agreement encrypts or hashes, but the key it needs is not configured."""
@@ -146,12 +150,15 @@ def disclose(
     public_key: PublicKey | None,
     hash_key: bytes | None,
     key_agreements: KeyAgreements | None = None,
+    body_paths: list[str] | None = None,
 ) -> tuple[dict[str, Any], FieldReport]:
     """The shared event for this decision, and the report of what happened to each field.
 
     ``actions`` are the decision's combined field actions (``decision.actions`` on the router),
     applied in their order: deepest path first, so a field inside an encrypted one is treated
-    before the encrypted one is sealed.
+    before the encrypted one is sealed. ``body_paths`` is ``clear_paths(event["body"])`` if
+    the caller has it already (a router sharing one record unchanged with several partners
+    lists its paths once); it is used only when no action changes the body.
     """
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
     ref = decision.agreement_ref
@@ -199,7 +206,7 @@ def disclose(
                 holder[key] = keyed_hash(_need(hash_key, agreements, path), value)
                 report.hashed.append(concrete)
             elif action in (FieldAction.ENCRYPT, FieldAction.ENCRYPT_INDEXED):
-                to_seal[concrete] = json.dumps(value, default=str).encode()
+                to_seal[concrete] = _FIELD_JSON.encode(value).encode()
                 holder[key] = [] if isinstance(value, list) else None
                 report.encrypted.append(concrete)
                 if action == FieldAction.ENCRYPT_INDEXED:
@@ -222,7 +229,10 @@ def disclose(
     disclosure["masked_fields"] = report.masked
     disclosure["hashed_fields"] = report.hashed
     shown_otherwise = set(report.masked) | set(report.hashed)
-    report.in_clear = [p for p in clear_paths(body) if p not in shown_otherwise]
+    if not actions and body_paths is not None:
+        report.in_clear = list(body_paths)
+    else:
+        report.in_clear = [p for p in clear_paths(body) if p not in shown_otherwise]
     return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
 
 

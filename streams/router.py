@@ -36,6 +36,7 @@ from mutualaid.deadletter import DeadLetters
 from mutualaid.disclosure import (
     FieldReport,
     MissingKey,
+    clear_paths,
     disclose,
     new_disclosure,
     pointer_envelope,
@@ -161,6 +162,9 @@ class Router:
         self._encode_sealed = codecs.serializer(SEALED_SHARE)
         self._dead_letters = DeadLetters(Output, codecs, Stage.STREAMS)
         self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
+        # The last body listed by clear_paths, and its paths: one record shared unchanged with
+        # several partners is listed once. Holding the body keeps ``is`` a sound test.
+        self._listed: tuple[Any, list[str]] = (None, [])
         self.use_policy(policy)
 
     def use_policy(self, policy: Policy) -> None:
@@ -590,6 +594,9 @@ class Router:
         return self._encode_sealed(sealed, ctx)
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
+        body = event["body"]
+        if not decision.actions and body is not None and self._listed[0] is not body:
+            self._listed = (body, clear_paths(body))
         shared, report = disclose(
             event,
             decision,
@@ -598,6 +605,7 @@ class Router:
             public_key=self.public_keys.get(decision.partner_ori),
             hash_key=self.hash_key,
             key_agreements=self.key_agreements,
+            body_paths=self._listed[1] if self._listed[0] is body else None,
         )
         if report.encrypted:
             child(FIELDS_ENCRYPTED, decision.partner_ori).inc(len(report.encrypted))

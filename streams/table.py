@@ -192,5 +192,9 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
             entries[key] = entry
 
 
+# Built once: json.dumps builds an encoder per call when given separators.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(entry: Any) -> bytes:
-    return json.dumps(entry, separators=(",", ":")).encode()
+    return _COMPACT.encode(entry).encode()

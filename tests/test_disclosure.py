@@ -233,3 +233,36 @@ def test_copy_tree_copies_every_container_and_shares_only_immutable_leaves() -> 
     copied["persons"][0]["name"] = "Z"
     copied["persons"].append({})
     assert body == {"persons": [{"name": "A", "aliases": ["B"], "dob": when}], "n": 1, "raw": b"x"}
+
+
+def test_paths_listed_once_stand_only_for_an_unchanged_body() -> None:
+    # A router sharing one record with several partners lists its clear paths once
+    # (body_paths); a decision whose actions change the body lists its own.
+    event = rms_event([{"last_name": "Ellis", "ssn": "123-45-6789"}], "seen at the mall")
+    listed = ["incident_number", "persons[0].last_name", "persons[0].ssn", "narrative"]
+    plain, plain_actions = decision({})
+    _, report = disclose(
+        event, plain, plain_actions, registry=REGISTRY, public_key=None, hash_key=None
+    )
+    _, given_report = disclose(
+        event,
+        plain,
+        plain_actions,
+        registry=REGISTRY,
+        public_key=None,
+        hash_key=None,
+        body_paths=listed,
+    )
+    assert sorted(report.in_clear) == sorted(listed) == sorted(given_report.in_clear)
+    dropping, actions = decision({"persons[].ssn": "drop"})
+    _, dropped = disclose(
+        event,
+        dropping,
+        actions,
+        registry=REGISTRY,
+        public_key=None,
+        hash_key=None,
+        body_paths=listed,
+    )
+    assert "persons[0].ssn" not in dropped.in_clear
+    assert dropped.withheld == ["persons[0].ssn"]

@@ -290,3 +290,24 @@ def test_a_seal_with_a_lower_version_withdraws_at_the_version_partners_hold(
     )
     assert withdrawal["envelope"]["version"] == 5  # not 3, which the index would ignore
     assert holders == {}
+
+
+def test_each_audit_lists_what_its_own_record_left_in_clear() -> None:
+    # The router lists a body's clear paths once for all partners sharing it unchanged; a
+    # record routed after another must not inherit the other's list.
+    bare = alpr_event(DESERT, "r1", where=None, at=AT)
+    placed = alpr_event(DESERT, "r2", at=AT, camera_name="Main St EB")
+    listed = {}
+    for event in (bare, placed, bare):
+        outputs = ROUTER.route(consumed("src.nv0990300.alpr.read", encode(event)), {})
+        audits = [
+            AvroDeserializer(STORE, AUDIT_DISSEMINATION_SCHEMA)(
+                o.value, SerializationContext(o.topic)
+            )
+            for o in outputs
+            if o.topic == "audit.dissemination"
+        ]
+        assert len(audits) == 2
+        listed[event["envelope"]["record_id"]] = [a["fields_in_clear"] for a in audits]
+    assert listed["r1"] == [["plate"], ["plate"]]
+    assert listed["r2"] == [["plate", "camera_name", "latitude", "longitude"]] * 2
