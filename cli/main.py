@@ -9,7 +9,8 @@ command that needs them, so that starting one stage never imports the others.
 from __future__ import annotations
 
 import argparse
-import signal
+import os
+import select
 import sys
 from pathlib import Path
 
@@ -24,8 +25,6 @@ FAMILIES = (stack, sources, stages, records, admin)
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    # Piped into `head`, exit quietly like any Unix tool.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         settings = load_settings(args.config)
         result: int = args.handler(settings, args)
@@ -35,6 +34,25 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Piped into `head`, which has read enough: exit quietly like any Unix tool. Not by
+        # restoring SIGPIPE's default action, as this once did: that killed a long-running
+        # stage, with nothing in its log, whenever a client of its HTTP servers (metrics, API,
+        # console) hung up before the answer was written.
+        if not _stdout_gone():
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 128 + 13  # what a shell shows for a writer stopped by SIGPIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError):  # no descriptor (replaced, closed)
+        return True
 
 
 def _parser() -> argparse.ArgumentParser:

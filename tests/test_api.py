@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -43,11 +47,14 @@ def read(region: Region) -> dict:
 
 
 @pytest.fixture
-def api(region: Region, tmp_path: Path) -> Iterator[str]:
+def api_server(
+    region: Region, tmp_path: Path
+) -> Iterator[tuple[str, int, subprocess.Popen[bytes]]]:
+    """The API's base URL, the port of its metrics and its process."""
     index = open_index(region.settings, region.county)
     index.apply([read(region)])
     index.close()
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     proc = spawn(
         [
             sys.executable,
@@ -62,6 +69,7 @@ def api(region: Region, tmp_path: Path) -> Iterator[str]:
             str(port),
         ],
         log=tmp_path / "api.log",
+        env={"MUTUALAID_METRICS_PORT": str(metrics_port)},
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -72,8 +80,13 @@ def api(region: Region, tmp_path: Path) -> Iterator[str]:
             return False
 
     wait_for(up, 30, "the API to answer")
-    yield base
+    yield base, metrics_port, proc
     stop(proc)
+
+
+@pytest.fixture
+def api(api_server: tuple[str, int, subprocess.Popen[bytes]]) -> str:
+    return api_server[0]
 
 
 def get(url: str, token: str | None = None) -> tuple[int, dict]:
@@ -165,3 +178,34 @@ def test_fields_kept_encrypted_are_opened_only_when_a_search_asks(region: Region
     assert hit["encrypted_fields"] == []
     logged = index_rows(s, region.county, "select query_json from search_audit order by id")
     assert [json.loads(q).get("reveal", False) for (q,) in logged] == [False, True]
+
+
+def hang_up_mid_answer(port: int, path: str) -> None:
+    """Ask 127.0.0.1:``port`` for ``path`` and leave before the answer: closed (the answer's
+    first bytes make this side reset the connection) or reset at once."""
+    for reset in (False, True):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            if reset:  # linger on, zero seconds: close() resets the connection
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_clients_that_hang_up_do_not_stop_the_server(
+    api_server: tuple[str, int, subprocess.Popen[bytes]],
+) -> None:
+    # Every mutualaid command once restored SIGPIPE's default action (for `| head`): a stage
+    # then died, with nothing in its log, when a scraper of its metrics (or any client) left
+    # before the whole answer was written (a projector of `up` exited -13 that way).
+    base, metrics_port, proc = api_server
+    for _ in range(5):
+        try:
+            hang_up_mid_answer(metrics_port, "/metrics")
+            hang_up_mid_answer(int(base.rsplit(":", 1)[1]), "/openapi.json")
+        except ConnectionRefusedError:
+            time.sleep(0.5)
+            pytest.fail(f"the API stopped serving (exit status {proc.poll()})")
+    time.sleep(0.5)  # the server's writes after the resets
+    assert proc.poll() is None, f"the API exited with {proc.returncode}"
+    assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as got:
+        assert b"mutualaid_" in got.read()

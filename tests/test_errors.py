@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import inspect
+import os
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +91,20 @@ def test_a_mistyped_log_level_stops_a_stage_naming_the_variable_and_the_choices(
     err = capsys.readouterr().err
     assert "$MUTUALAID_LOG_LEVEL: log_level: 'verbose' is not allowed" in err
     assert "'debug', 'info', 'warning' or 'error'" in err and "Traceback" not in err
+
+
+def test_a_listing_piped_into_head_stops_quietly() -> None:
+    # The reader leaves after a few bytes: no traceback, and the status a shell shows for a
+    # writer stopped by SIGPIPE. The pipe holds one page, less than the listing, so the writer
+    # is still writing when the reader leaves.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
+    with subprocess.Popen(
+        [sys.executable, "-m", "cli", "acls"], stdout=write_end, stderr=subprocess.PIPE
+    ) as proc:
+        os.close(write_end)
+        assert os.read(read_end, 100).startswith(b"User:")
+        os.close(read_end)
+        errors = proc.stderr.read() if proc.stderr else b""
+    assert proc.returncode == 141
+    assert errors == b""
