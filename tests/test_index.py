@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from consumers.index import Index, IndexUnavailable, index_path, open_index
 from consumers.index.postgres import PostgresIndex
@@ -716,3 +718,29 @@ def test_a_file_another_process_is_creating_is_left_alone(tmp_path: Path) -> Non
     assert index.apply([shared("r1", "7ABC123")]) == 1
     index.close()
     assert [p.name for p in tmp_path.iterdir()] == ["ca0990100.sqlite"]
+
+
+def test_an_index_set_up_again_waits_for_the_writer_of_its_schema(postgres_url: str) -> None:
+    # A search opening an index that needs SCHEMA (again) while its projector resets it: SCHEMA
+    # must wait for the projector's lock on the schema, not take the tables' locks in another
+    # order beside its TRUNCATE (the two deadlocked, and the projector exited).
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    first = PostgresIndex(postgres_url, schema)
+    first._db.execute("drop table pointer_keys")  # as an index made by an older version
+    writer = psycopg.connect(postgres_url, autocommit=True)
+    writer.execute("select pg_advisory_lock(%s)", (first._lock,))  # a projector mid-reset
+    opened: list[PostgresIndex] = []
+    opener = threading.Thread(target=lambda: opened.append(PostgresIndex(postgres_url, schema)))
+    opener.start()
+    opener.join(1.0)
+    assert opener.is_alive() and not opened, "set up beside the schema's writer"
+    with writer.transaction():  # the projector's TRUNCATE goes through while the opener waits
+        writer.execute("set local lock_timeout = '5s'")
+        writer.execute(sql.SQL("set local search_path to {}").format(sql.Identifier(schema)))
+        writer.execute("truncate persons, records")
+    writer.execute("select pg_advisory_unlock(%s)", (first._lock,))
+    opener.join(30)
+    assert opened and opened[0]._current()  # set up once the writer was done
+    opened[0].close()
+    first.close()
+    writer.close()

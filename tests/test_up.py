@@ -19,7 +19,7 @@ import pytest
 
 from mutualaid.broker import EmbeddedBroker, free_port
 from mutualaid.kafkaserver import KafkaUnavailable, install, java_binary
-from support.processes import wait_for
+from support.processes import logs_report, wait_for
 
 
 def alive(pid: int) -> bool:
@@ -30,13 +30,6 @@ def alive(pid: int) -> bool:
     # A zombie has exited; only its parent's wait is missing.
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "State:\tZ" not in status.read_text()
-
-
-def log_tails(logs: Path, lines: int = 15) -> str:
-    return "\n".join(
-        f"--- {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        for path in sorted(logs.glob("*.log"))
-    )
 
 
 @pytest.mark.parametrize("local_broker", ["tansu", "kafka"])
@@ -153,7 +146,7 @@ def test_up_demo_flows_is_searchable_and_stops_without_orphans(
         assert answer["user"] == user == "demo.analyst"
         assert answer["count"] == count
     except AssertionError:
-        print(log_tails(tmp_path / "var" / "logs"))  # pytest shows it beside the failure
+        print(logs_report(tmp_path / "var" / "logs"))  # pytest shows it beside the failure
         raise
     finally:
         up.send_signal(signal.SIGINT)

@@ -58,14 +58,26 @@ def stage_report(procs: dict[str, subprocess.Popen[bytes]], logs: Path, lines: i
     parts = []
     for name, proc in procs.items():
         state = "running" if proc.poll() is None else f"exited {proc.returncode}"
-        path = logs / f"{name}.log"
-        text = path.read_text(errors="replace").splitlines() if path.exists() else []
-        errors = [line for line in text if "ERROR" in line or "Error" in line or "WARN" in line]
-        parts.append(f"{name}: {state}; {len(errors)} error lines, the last:")
-        parts += ["    " + line[:300] for line in errors[-lines:]]
-        parts.append(f"  its last {min(lines, len(text))} lines:")
-        parts += ["    " + line[:300] for line in text[-lines:]]
+        parts += _log_summary(f"{name}: {state}", logs / f"{name}.log", lines)
     return "\n".join(parts)
+
+
+def logs_report(logs: Path, lines: int = 6) -> str:
+    """``stage_report`` for every log in ``logs``, of stages another process started."""
+    parts = []
+    for path in sorted(logs.glob("*.log")):
+        parts += _log_summary(path.stem, path, lines)
+    return "\n".join(parts)
+
+
+def _log_summary(title: str, path: Path, lines: int) -> list[str]:
+    text = path.read_text(errors="replace").splitlines() if path.exists() else []
+    errors = [line for line in text if "ERROR" in line or "Error" in line or "WARN" in line]
+    parts = [f"{title}; {len(errors)} error lines, the last:"]
+    parts += ["    " + line[:300] for line in errors[-lines:]]
+    parts.append(f"  its last {min(lines, len(text))} lines:")
+    parts += ["    " + line[:300] for line in text[-lines:]]
+    return parts
 
 
 def mutualaid_cli(region: Region, *args: str) -> subprocess.CompletedProcess[str]:
