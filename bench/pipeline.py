@@ -109,7 +109,7 @@ def new_region(root: Path, bootstrap: str, kind: Kind, fields: dict[str, str]) -
 
 
 def worker_config(region: Region, n: int) -> Path:
-    """The region's settings with worker ``n``'s own data directory (faust keeps one each)."""
+    """The region's settings with worker ``n``'s own data directory, as separate hosts have."""
     settings = yaml.safe_load(region.config.read_text())
     settings["data_dir"] = str(region.directory / f"var-{n}")
     path = region.directory / f"worker-{n}.yaml"

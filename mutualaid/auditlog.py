@@ -31,6 +31,7 @@ is linked on from. The chain state lives nowhere but on the topic.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -70,6 +71,12 @@ class AuditKeyError(UsageError):
 
 class AuditTopicMissing(MutualaidError):
     """An audit topic a stage was to write that the broker does not have."""
+
+
+class InstanceInUse(UsageError):
+    """``audit_instance`` names a worker that another process on this host is running."""
+
+    prefix = "cannot start: "
 
 
 def stage_key_paths(settings: Settings, stage: str) -> tuple[Path, Path]:
@@ -190,12 +197,15 @@ def stage_of(writer: str) -> str:
 
 
 INSTANCE_FILE = "audit-instance"
+CLAIMS_DIR = "audit-claims"
+MAX_SLOTS = 1000
+# The claim files this process holds locked, open until it exits: one per writer it runs.
+_claimed: dict[Path, int] = {}
 
 
 def worker_instance(settings: Settings) -> str:
-    """This worker's instance: ``audit_instance`` if set, else an id made on first start and
-    kept in the data directory (one per worker), so a restarted worker
-    continues its own chain and two workers never share one."""
+    """The data directory's instance: ``audit_instance`` if set, else an id made on first
+    start and kept in the data directory, so a restarted worker continues its own chain."""
     if settings.audit_instance:
         return settings.audit_instance
     path = settings.data_dir / INSTANCE_FILE
@@ -206,6 +216,56 @@ def worker_instance(settings: Settings) -> str:
         instance = secrets.token_hex(4)
         private_file(path).write_text(instance + "\n")
         return instance
+
+
+def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
+    """(instance, fresh) for this process's worker of ``stage``: an instance no other running
+    process of the stage holds in this data directory, claimed until this process exits, and
+    whether its chain is new (nothing to read back).
+
+    Workers started with one settings file share its data directory (an operator adding a
+    router worker, a second projector of an agency during a rebalance); had they one
+    instance, they would interleave one chain and verify would call it replayed. So each takes
+    the first free one of the kept id, ``<id>-2``, ``<id>-3``, ...: a restarted worker takes up
+    a chain that a stopped one left. ``audit_instance`` is one fixed instance: if a running
+    process holds it, the stage does not start."""
+    if settings.audit_instance:
+        if not _claim(_claim_file(settings, stage, settings.audit_instance)):
+            raise InstanceInUse(
+                f"audit_instance {settings.audit_instance}: another {stage} worker using "
+                f"{settings.data_dir} runs as it; give each worker its own audit_instance, or "
+                "leave it unset and each worker takes an instance of its own"
+            )
+        return settings.audit_instance, False
+    new = not (settings.data_dir / INSTANCE_FILE).exists()
+    base = worker_instance(settings)
+    for slot in range(1, MAX_SLOTS + 1):
+        instance = base if slot == 1 else f"{base}-{slot}"
+        path = _claim_file(settings, stage, instance)
+        used_before = path.exists()  # the claim file stays: it marks a chain to continue
+        if _claim(path):
+            return instance, new if slot == 1 else not used_before
+    raise InstanceInUse(f"{MAX_SLOTS} {stage} workers already run using {settings.data_dir}")
+
+
+def _claim_file(settings: Settings, stage: str, instance: str) -> Path:
+    return settings.data_dir / CLAIMS_DIR / f"{stage}@{instance}"
+
+
+def _claim(path: Path) -> bool:
+    """Lock ``path`` for this process (an exclusive flock, released by the kernel when the
+    process ends, however it ends); False if another process holds it."""
+    if path in _claimed:  # a stage built again in this process (tests, a restarted loop)
+        return True
+    private_dir(path.parent)
+    fd = open_private(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _claimed[path] = fd
+    return True
 
 
 def _signed(
@@ -285,14 +345,12 @@ class AuditSigner:
     def __init__(self, settings: Settings, stage: str, instance: str | None = None) -> None:
         self._settings = settings
         self._key = load_stage_key(settings, stage)
-        # A worker whose instance is made now has written nothing: its chains start afresh,
-        # without reading back a year of other writers' records to find none of its own.
-        self._fresh = (
-            instance is None
-            and not settings.audit_instance
-            and not (settings.data_dir / INSTANCE_FILE).exists()
-        )
-        self.writer = f"{stage}@{instance or worker_instance(settings)}"
+        # A worker whose instance is new has written nothing: its chains start afresh, without
+        # reading back a year of other writers' records to find none of its own.
+        self._fresh = False
+        if instance is None:
+            instance, self._fresh = claim_instance(settings, stage)
+        self.writer = f"{stage}@{instance}"
         self._chains: dict[str, tuple[int, AuditChain]] = {}
 
     def seal(

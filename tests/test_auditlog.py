@@ -4,6 +4,8 @@ is a gap at the start that retention would leave."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -196,3 +198,51 @@ def test_each_worker_keeps_its_own_chain(region: Region, keys: None, tmp_path: P
     report = verify(region.settings, topic, AUDIT_DISSEMINATION)
     assert (report.records, report.problems) == (6, [])
     assert report.writers == {f"router@{i}": 3 for i in instances}
+
+
+WRITE_AS_ROUTER = """
+import sys, time
+from pathlib import Path
+from mutualaid.auditlog import AuditWriter
+from mutualaid.settings import load_settings
+from mutualaid.topics import AUDIT_DISSEMINATION
+writer = AuditWriter(load_settings(Path(sys.argv[1])), sys.argv[2], "router", AUDIT_DISSEMINATION)
+print(writer.signer.writer, flush=True)
+sys.stdin.readline()  # both started: write at once
+for n in range(5):
+    writer.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
+    time.sleep(0.01)
+writer.close()
+"""
+
+
+def test_workers_started_with_one_settings_file_keep_a_chain_each(
+    region: Region, keys: None
+) -> None:
+    """Two router processes started with the same settings (so one data directory), as an
+    operator adds a worker: each claims an instance of its own, and neither breaks the other's
+    chain. A restarted worker takes an instance no running worker holds."""
+    topic = new_topic(region, partitions=1)  # one partition: both chains on it
+    argv = [sys.executable, "-c", WRITE_AS_ROUTER, str(region.config_file), topic]
+
+    def run_two() -> list[str]:
+        procs = [
+            subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        names = [p.stdout.readline().strip() for p in procs if p.stdout]
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        for proc in procs:
+            assert proc.wait(60) == 0
+        return names
+
+    first = run_two()
+    assert len(set(first)) == 2, first
+    again = run_two()  # restarted: the same two instances, each chain continued
+    assert sorted(again) == sorted(first)
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert report.problems == []
+    assert report.writers == {name: 10 for name in first}

@@ -19,8 +19,10 @@ import producers
 import streams
 from cli.main import main
 from mutualaid.agencies import UnknownAgency
+from mutualaid.auditlog import INSTANCE_FILE, InstanceInUse, claim_instance
 from mutualaid.crypto import KeyFileError, generate_keypair, load_hash_key, load_keyring
 from mutualaid.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_REFUSED, MutualaidError
+from mutualaid.settings import Settings
 from mutualaid.topics import InvalidOri
 
 
@@ -108,3 +110,50 @@ def test_a_listing_piped_into_head_stops_quietly() -> None:
         errors = proc.stderr.read() if proc.stderr else b""
     assert proc.returncode == 141
     assert errors == b""
+
+
+HOLD_INSTANCE = """
+import sys
+from pathlib import Path
+from mutualaid.auditlog import claim_instance
+from mutualaid.settings import Settings
+settings = Settings(data_dir=Path(sys.argv[1]), audit_instance=sys.argv[2] or None)
+print(*claim_instance(settings, "router"), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_workers_of_one_data_directory_claim_instances_of_their_own(tmp_path: Path) -> None:
+    # Another process holds the kept instance: this one takes the next, new; once that process
+    # ends (however: the kernel releases its lock), its instance is free again and not new.
+    def holder(instance: str = "") -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_INSTANCE, str(tmp_path), instance],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        return proc
+
+    first = holder()
+    base = (tmp_path / INSTANCE_FILE).read_text().strip()
+    assert claim_instance(Settings(data_dir=tmp_path), "router") == (f"{base}-2", True)
+    assert claim_instance(Settings(data_dir=tmp_path), "matcher") == (base, False)  # own chain
+    first.kill()
+    first.wait()
+    again = subprocess.run(
+        [sys.executable, "-c", HOLD_INSTANCE, str(tmp_path), ""],
+        input="\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert again.stdout.split() == [base, "False"]
+    # A fixed audit_instance another process runs as: refused, saying what to do.
+    named = holder("w1")
+    with pytest.raises(InstanceInUse, match="give each worker its own audit_instance"):
+        claim_instance(Settings(data_dir=tmp_path, audit_instance="w1"), "router")
+    named.kill()
+    named.wait()
