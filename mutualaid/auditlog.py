@@ -31,7 +31,6 @@ is linked on from. The chain state lives nowhere but on the topic.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
@@ -47,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mutualaid.claims import claim, claimant
 from mutualaid.errors import MutualaidError, UsageError
 from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config, watermarks
 from mutualaid.kafkaclients import client_config
@@ -199,8 +199,6 @@ def stage_of(writer: str) -> str:
 INSTANCE_FILE = "audit-instance"
 CLAIMS_DIR = "audit-claims"
 MAX_SLOTS = 1000
-# The claim files this process holds locked, open until it exits: one per writer it runs.
-_claimed: dict[Path, int] = {}
 
 
 def worker_instance(settings: Settings) -> str:
@@ -225,16 +223,17 @@ def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
 
     Workers started with one settings file share its data directory (an operator adding a
     router worker, a second projector of an agency during a rebalance); had they one
-    instance, they would interleave one chain and verify would call it replayed. So each takes
-    the first free one of the kept id, ``<id>-2``, ``<id>-3``, ...: a restarted worker takes up
-    a chain that a stopped one left. ``audit_instance`` is one fixed instance: if a running
-    process holds it, the stage does not start."""
+    instance, they would interleave one chain and verify would call it replayed. So each claims
+    (``mutualaid.claims``) the first free one of the kept id, ``<id>-2``, ``<id>-3``, ...: a
+    restarted worker takes up a chain that a stopped one left. ``audit_instance`` is one fixed
+    instance: if a running process holds it, the stage does not start."""
     if settings.audit_instance:
-        if not _claim(_claim_file(settings, stage, settings.audit_instance)):
+        path = _claim_file(settings, stage, settings.audit_instance)
+        if not claim(path):
             raise InstanceInUse(
                 f"audit_instance {settings.audit_instance}: another {stage} worker using "
-                f"{settings.data_dir} runs as it; give each worker its own audit_instance, or "
-                "leave it unset and each worker takes an instance of its own"
+                f"{settings.data_dir} runs as it (pid {claimant(path)}); give each worker its "
+                "own audit_instance, or leave it unset and each worker takes one of its own"
             )
         return settings.audit_instance, False
     new = not (settings.data_dir / INSTANCE_FILE).exists()
@@ -243,29 +242,13 @@ def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
         instance = base if slot == 1 else f"{base}-{slot}"
         path = _claim_file(settings, stage, instance)
         used_before = path.exists()  # the claim file stays: it marks a chain to continue
-        if _claim(path):
+        if claim(path):
             return instance, new if slot == 1 else not used_before
     raise InstanceInUse(f"{MAX_SLOTS} {stage} workers already run using {settings.data_dir}")
 
 
 def _claim_file(settings: Settings, stage: str, instance: str) -> Path:
     return settings.data_dir / CLAIMS_DIR / f"{stage}@{instance}"
-
-
-def _claim(path: Path) -> bool:
-    """Lock ``path`` for this process (an exclusive flock, released by the kernel when the
-    process ends, however it ends); False if another process holds it."""
-    if path in _claimed:  # a stage built again in this process (tests, a restarted loop)
-        return True
-    private_dir(path.parent)
-    fd = open_private(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return False
-    _claimed[path] = fd
-    return True
 
 
 def _signed(

@@ -32,7 +32,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from mutualaid.claims import claim, claimant
 from mutualaid.deadletter import DeadLetters, Letter
+from mutualaid.errors import UsageError
 from mutualaid.events import record_key
 from mutualaid.kafka import (
     DELIVERY_TIMEOUT_SECONDS,
@@ -106,6 +108,12 @@ class _BatchAcks(DeliveryTracker):
             self.offsets[partition] = max(self.offsets.get(partition, 0), msg.offset() + 1)
 
 
+class ConnectorRunning(UsageError):
+    """The connector is running already: a second one would publish every record twice."""
+
+    prefix = "cannot start: "
+
+
 class Runner:
     """Runs one adapter over one source for one agency."""
 
@@ -145,6 +153,7 @@ class Runner:
     def run(self, stop: threading.Event | None = None, follow: bool = False) -> Progress:
         """Publish from the checkpoint to the end (or until ``stop`` is set, with follow)."""
         stop = stop or threading.Event()
+        self._claim()
         checkpoint = self.checkpoints.load(self.name)
         position = self.source.start(checkpoint)
         marks = self.checkpoints.topic_offsets(self.name)
@@ -182,6 +191,18 @@ class Runner:
         self._publish(batch)
         self._settle(everything=True)
         return self.progress
+
+    def _claim(self) -> None:
+        """Claim the connector's name on this host (``mutualaid.claims``) for as long as this
+        process runs: two connectors of one name read from one checkpoint and publish the
+        same records twice, and the slower one's checkpoint write failed under the other."""
+        path = self.checkpoints.directory / f"{self.name}.claim"
+        if not claim(path):
+            raise ConnectorRunning(
+                f"connector {self.name} is already running (pid {claimant(path)}, checkpoint "
+                f"{self.checkpoints.path(self.name)}); a second one would publish every record "
+                "again. Stop it first, or give this source its own --name"
+            )
 
     def _publish(self, batch: list[SourceItem]) -> None:
         """Produce a batch; checkpoint every earlier batch the broker has acknowledged since.

@@ -99,3 +99,41 @@ def test_sigkill_mid_file_then_restart_loses_nothing(region: Region, tmp_path: P
     )
     assert 0 < found <= (MAX_IN_FLIGHT + 1) * BATCH_SIZE
     print(f"killed at line {resumed_from:,}; {found:,} events found on the topic, not resent")
+
+
+@pytest.mark.broker
+def test_a_second_connector_on_the_same_source_is_refused(region: Region, tmp_path: Path) -> None:
+    """The same connector started twice (a cron run over a --follow one, a restart while the
+    old process hangs): both would read from one checkpoint and publish every record twice.
+    The second stops at once, naming the one running; the first publishes each record once."""
+    export = tmp_path / "reads.csv"
+    rng = random.Random(7)
+    cameras = samples.cameras_for(region.local, (38.94, -119.98), 4, rng)
+    plates = samples.plate_pool(["CA", "NV"], 500, rng)
+    rows = ROWS
+    samples.write_alpr_csv(
+        export, region.local, cameras, plates, rows, datetime(2026, 11, 24, tzinfo=UTC), rng
+    )
+    args = ["connect", "alpr", "--agency", region.local, "--source", str(export)]
+    argv = [sys.executable, "-m", "cli", "--config", str(region.config_file), *args]
+    first = spawn(argv, log=tmp_path / "first.log")
+    try:
+        checkpoint = (
+            region.settings.data_dir / "checkpoints" / f"{region.local.lower()}-reads.csv.json"
+        )
+        wait_for(checkpoint.exists, 60, "the first connector's checkpoint")
+        second = mutualaid_cli(region, *args)
+        running = first.poll() is None
+        assert first.wait(120) == 0, (tmp_path / "first.log").read_text()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert running, "the first connector finished before the second started: no overlap shown"
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert "is already running" in second.stderr and str(first.pid) in second.stderr
+    topic = source_topic(region.local, Kind.ALPR_READ)
+    # Read for a while past the expected count: a second copy would show.
+    records = read_topic(
+        region.settings.bootstrap_servers, topic, until=lambda r: len(r) > rows, timeout=15
+    )
+    assert len(records) == rows
