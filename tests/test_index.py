@@ -744,3 +744,32 @@ def test_an_index_set_up_again_waits_for_the_writer_of_its_schema(postgres_url: 
     opened[0].close()
     first.close()
     writer.close()
+
+
+def test_a_reset_beside_a_search_waits_for_it_without_deadlock(postgres_url: str) -> None:
+    # A search has read records and goes on to persons while a projector starting up resets
+    # the index: the reset waits for the search, and neither is aborted as a deadlock.
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    index = PostgresIndex(postgres_url, schema)
+    search = psycopg.connect(postgres_url)  # one transaction, as a search's cursor holds
+    search.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema)))
+    search.execute("select count(*) from records")
+    failed: list[BaseException] = []
+
+    def reset() -> None:
+        try:
+            index.reset(keeps_sealed=False)
+        except BaseException as exc:  # shown by the assertion below
+            failed.append(exc)
+
+    resetting = threading.Thread(target=reset)
+    resetting.start()
+    resetting.join(1.0)
+    assert resetting.is_alive(), "the reset did not wait for the search"
+    search.execute("select count(*) from persons")  # in the old order: a deadlock, here
+    search.execute("select count(*) from pointer_keys")
+    search.commit()
+    resetting.join(30)
+    assert not resetting.is_alive() and failed == []
+    search.close()
+    index.close()
