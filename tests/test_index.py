@@ -773,3 +773,35 @@ def test_a_reset_beside_a_search_waits_for_it_without_deadlock(postgres_url: str
     assert not resetting.is_alive() and failed == []
     search.close()
     index.close()
+
+
+def test_schema_set_up_beside_a_search_waits_for_it_without_deadlock(postgres_url: str) -> None:
+    # An index opened by a newer version runs SCHEMA again (ALTER TABLE takes each table
+    # exclusively) while a search that has read records goes on to persons: SCHEMA reaches
+    # records first, as the search did, so it waits instead of deadlocking.
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    first = PostgresIndex(postgres_url, schema)
+    first._db.execute("drop table pointer_keys")  # as an index made by an older version
+    search = psycopg.connect(postgres_url)  # one transaction, as a search's cursor holds
+    search.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema)))
+    search.execute("select count(*) from records")
+    opened: list[PostgresIndex] = []
+    failed: list[BaseException] = []
+
+    def open_again() -> None:
+        try:
+            opened.append(PostgresIndex(postgres_url, schema))
+        except BaseException as exc:  # shown by the assertion below
+            failed.append(exc)
+
+    opener = threading.Thread(target=open_again)
+    opener.start()
+    opener.join(1.0)
+    assert opener.is_alive(), "SCHEMA did not wait for the search"
+    search.execute("select count(*) from persons")
+    search.commit()
+    opener.join(30)
+    assert not opener.is_alive() and failed == [] and opened[0]._current()
+    opened[0].close()
+    search.close()
+    first.close()
