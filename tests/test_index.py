@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 import pytest
@@ -746,32 +748,45 @@ def test_an_index_set_up_again_waits_for_the_writer_of_its_schema(postgres_url: 
     writer.close()
 
 
+T = TypeVar("T")
+
+
+def beside_a_search(url: str, schema: str, what: str, work: Callable[[], T], reads: list[str]) -> T:
+    """Run ``work`` while a search (one transaction, as a search's cursor holds) that has read
+    records goes on to read ``reads``: ``work`` must wait for the search, and neither may be
+    aborted as a deadlock. Returns what ``work`` returned."""
+    search = psycopg.connect(url)
+    search.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema)))
+    search.execute("select count(*) from records")
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # shown by the assertion below
+            failed.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(1.0)
+    assert worker.is_alive(), f"{what} did not wait for the search"
+    for table in reads:  # in an order other than the search's: a deadlock, here
+        search.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(table)))
+    search.commit()
+    worker.join(30)
+    assert not worker.is_alive() and failed == []
+    search.close()
+    return done[0]
+
+
 def test_a_reset_beside_a_search_waits_for_it_without_deadlock(postgres_url: str) -> None:
     # A search has read records and goes on to persons while a projector starting up resets
     # the index: the reset waits for the search, and neither is aborted as a deadlock.
     schema = f"test_{uuid.uuid4().hex[:12]}"
     index = PostgresIndex(postgres_url, schema)
-    search = psycopg.connect(postgres_url)  # one transaction, as a search's cursor holds
-    search.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema)))
-    search.execute("select count(*) from records")
-    failed: list[BaseException] = []
-
-    def reset() -> None:
-        try:
-            index.reset(keeps_sealed=False)
-        except BaseException as exc:  # shown by the assertion below
-            failed.append(exc)
-
-    resetting = threading.Thread(target=reset)
-    resetting.start()
-    resetting.join(1.0)
-    assert resetting.is_alive(), "the reset did not wait for the search"
-    search.execute("select count(*) from persons")  # in the old order: a deadlock, here
-    search.execute("select count(*) from pointer_keys")
-    search.commit()
-    resetting.join(30)
-    assert not resetting.is_alive() and failed == []
-    search.close()
+    reset = partial(index.reset, keeps_sealed=False)
+    beside_a_search(postgres_url, schema, "the reset", reset, ["persons", "pointer_keys"])
     index.close()
 
 
@@ -782,26 +797,9 @@ def test_schema_set_up_beside_a_search_waits_for_it_without_deadlock(postgres_ur
     schema = f"test_{uuid.uuid4().hex[:12]}"
     first = PostgresIndex(postgres_url, schema)
     first._db.execute("drop table pointer_keys")  # as an index made by an older version
-    search = psycopg.connect(postgres_url)  # one transaction, as a search's cursor holds
-    search.execute(sql.SQL("set search_path to {}").format(sql.Identifier(schema)))
-    search.execute("select count(*) from records")
-    opened: list[PostgresIndex] = []
-    failed: list[BaseException] = []
-
-    def open_again() -> None:
-        try:
-            opened.append(PostgresIndex(postgres_url, schema))
-        except BaseException as exc:  # shown by the assertion below
-            failed.append(exc)
-
-    opener = threading.Thread(target=open_again)
-    opener.start()
-    opener.join(1.0)
-    assert opener.is_alive(), "SCHEMA did not wait for the search"
-    search.execute("select count(*) from persons")
-    search.commit()
-    opener.join(30)
-    assert not opener.is_alive() and failed == [] and opened[0]._current()
-    opened[0].close()
-    search.close()
+    opened = beside_a_search(
+        postgres_url, schema, "SCHEMA", lambda: PostgresIndex(postgres_url, schema), ["persons"]
+    )
+    assert opened._current()
+    opened.close()
     first.close()
