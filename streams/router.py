@@ -594,9 +594,11 @@ class Router:
         return self._encode_sealed(sealed, ctx)
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
-        body = event["body"]
-        if not decision.actions and body is not None and self._listed[0] is not body:
-            self._listed = (body, clear_paths(body))
+        body, paths = event["body"], None
+        if not decision.actions and body is not None:
+            if self._listed[0] is not body:
+                self._listed = (body, clear_paths(body))
+            paths = self._listed[1]
         shared, report = disclose(
             event,
             decision,
@@ -605,7 +607,7 @@ class Router:
             public_key=self.public_keys.get(decision.partner_ori),
             hash_key=self.hash_key,
             key_agreements=self.key_agreements,
-            body_paths=self._listed[1] if self._listed[0] is body else None,
+            body_paths=paths,
         )
         if report.encrypted:
             child(FIELDS_ENCRYPTED, decision.partner_ori).inc(len(report.encrypted))
