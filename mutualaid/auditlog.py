@@ -198,6 +198,7 @@ def stage_of(writer: str) -> str:
 
 INSTANCE_FILE = "audit-instance"
 CLAIMS_DIR = "audit-claims"
+CLAIMS_LEDGER = ".every-chain-claimed"
 MAX_SLOTS = 1000
 
 
@@ -207,13 +208,19 @@ def worker_instance(settings: Settings) -> str:
     if settings.audit_instance:
         return settings.audit_instance
     path = settings.data_dir / INSTANCE_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
+    if not path.exists():
         private_dir(path.parent)
-        instance = secrets.token_hex(4)
-        private_file(path).write_text(instance + "\n")
-        return instance
+        # Made whole beside it and linked in, which fails if another stage starting at the
+        # same moment got there first: then both take its id, not one each.
+        made = path.with_name(f".{INSTANCE_FILE}.{os.getpid()}")
+        private_file(made).write_text(secrets.token_hex(4) + "\n")
+        try:
+            os.link(made, path)
+        except FileExistsError:
+            pass
+        finally:
+            made.unlink()
+    return path.read_text().strip()
 
 
 def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
@@ -236,14 +243,22 @@ def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
                 "own audit_instance, or leave it unset and each worker takes one of its own"
             )
         return settings.audit_instance, False
-    new = not (settings.data_dir / INSTANCE_FILE).exists()
+    # Whether every chain written from this directory has its claim file, so a missing one
+    # means a chain never written: true of a directory made since claims were kept (the
+    # ledger is made before the instance file, so a stage that sees the one sees the other).
+    # In an older one, a stage may have written before claims were, so its first slot's
+    # chain is read back (slow on a large topic, never wrong), as it was then.
+    ledger = settings.data_dir / CLAIMS_DIR / CLAIMS_LEDGER
+    if not (settings.data_dir / INSTANCE_FILE).exists():
+        private_file(private_dir(ledger.parent) / CLAIMS_LEDGER)
+    every_chain_claimed = ledger.exists()
     base = worker_instance(settings)
     for slot in range(1, MAX_SLOTS + 1):
         instance = base if slot == 1 else f"{base}-{slot}"
         path = _claim_file(settings, stage, instance)
         used_before = path.exists()  # the claim file stays: it marks a chain to continue
         if claim(path):
-            return instance, new if slot == 1 else not used_before
+            return instance, not used_before and (slot > 1 or every_chain_claimed)
     raise InstanceInUse(f"{MAX_SLOTS} {stage} workers already run using {settings.data_dir}")
 
 

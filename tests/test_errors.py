@@ -140,7 +140,9 @@ def test_workers_of_one_data_directory_claim_instances_of_their_own(tmp_path: Pa
     first = holder()
     base = (tmp_path / INSTANCE_FILE).read_text().strip()
     assert claim_instance(Settings(data_dir=tmp_path), "router") == (f"{base}-2", True)
-    assert claim_instance(Settings(data_dir=tmp_path), "matcher") == (base, False)  # own chain
+    # The matcher's chain in that directory is its own, and it has written none: nothing to
+    # read back (`up` runs every stage on one data directory).
+    assert claim_instance(Settings(data_dir=tmp_path), "matcher") == (base, True)
     first.kill()
     first.wait()
     again = subprocess.run(
@@ -157,3 +159,11 @@ def test_workers_of_one_data_directory_claim_instances_of_their_own(tmp_path: Pa
         claim_instance(Settings(data_dir=tmp_path, audit_instance="w1"), "router")
     named.kill()
     named.wait()
+
+
+def test_a_data_directory_older_than_claims_reads_every_chain_back(tmp_path: Path) -> None:
+    # Made before claims were kept: its instance file, no claim files. A stage may have written
+    # from it then, so none of its first-slot chains is taken as new; a second slot is.
+    (tmp_path / INSTANCE_FILE).write_text("a1b2c3d4\n")
+    assert claim_instance(Settings(data_dir=tmp_path), "router") == ("a1b2c3d4", False)
+    assert claim_instance(Settings(data_dir=tmp_path), "matcher") == ("a1b2c3d4", False)
