@@ -48,7 +48,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from mutualaid.claims import claim, claimant
 from mutualaid.errors import MutualaidError, UsageError
-from mutualaid.kafka import DeliveryTracker, TopicFollower, produce, producer_config, watermarks
+from mutualaid.kafka import (
+    FETCH_WAIT_MAX_MS,
+    DeliveryTracker,
+    TopicFollower,
+    next_batch,
+    produce,
+    producer_config,
+    watermarks,
+)
 from mutualaid.kafkaclients import client_config
 from mutualaid.private import open_private, private_dir, private_file
 from mutualaid.settings import Settings
@@ -199,6 +207,8 @@ def stage_of(writer: str) -> str:
 INSTANCE_FILE = "audit-instance"
 CLAIMS_DIR = "audit-claims"
 CLAIMS_LEDGER = ".every-chain-claimed"
+READ_BACK_FIRST = 100  # records: a restarted worker's own last record is among the newest
+READ_BACK_BATCH = 1000
 MAX_SLOTS = 1000
 
 
@@ -427,8 +437,15 @@ def _headers(msg: Message) -> dict[str, bytes]:
 def _chain_head(
     settings: Settings, topic: str, stream: str, partition: int, writer: str
 ) -> tuple[int, str, bool]:
-    """(seq, link hash, whether it is unsigned) of the writer's last record on the partition,
-    read back from the end in growing steps; (0, GENESIS, False) if it has none there."""
+    """(seq, link hash, whether it is unsigned) of the writer's last record on the partition;
+    (0, GENESIS, False) if it has none there.
+
+    Read back from the end in windows that double and never overlap, so a writer whose last
+    record lies d records from the end reads about 2d records at most, and nothing is read
+    twice (the windows grew tenfold and each read on to the end: up to 11d, 311,000 records
+    and 6.1 s for d = 200,000 on the embedded broker). A writer stopped while others kept
+    writing to its partition still reads what they wrote since (README: Audit, Restarts).
+    """
     consumer = Consumer(
         client_config(
             settings,
@@ -436,24 +453,18 @@ def _chain_head(
                 "group.id": "mutualaid-audit-head",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
+                # Each window is a new fetch: not held the embedded broker's whole 500 ms.
+                "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             },
         )
     )
     try:
         low, high = watermarks(consumer, TopicPartition(topic, partition), timeout=60)
-        step = 100
-        while True:
-            start = max(low, high - step)
-            consumer.assign([TopicPartition(topic, partition, start)])
-            last = None
-            while True:
-                msg = consumer.poll(5)
-                # To the end-of-partition signal, not the high watermark, which the embedded
-                # broker can report short after batched produces.
-                if msg is None or msg.error() is not None:
-                    break  # end of the partition (or nothing more within the wait)
-                if _headers(msg).get(WRITER) == writer.encode():
-                    last = msg
+        end: int | None = None  # the newest window reads on to the end of the partition
+        start, size = high, READ_BACK_FIRST
+        while start > low or end is None:
+            start = max(low, start - size)
+            last = _last_by(consumer, TopicPartition(topic, partition, start), end, writer)
             if last is not None:
                 found = _headers(last)
                 signed = _signed(
@@ -466,11 +477,38 @@ def _chain_head(
                     RESTART in found,
                 )
                 return int(found[SEQ]), _link(signed), SIG not in found
-            if start == low:
-                return 0, GENESIS, False
-            step *= 10
+            end, size = start, size * 2
+        return 0, GENESIS, False
     finally:
         consumer.close()
+
+
+def _last_by(
+    consumer: Consumer, first: TopicPartition, end: int | None, writer: str
+) -> Message | None:
+    """The last record of ``writer`` from offset ``first`` up to ``end`` (not included), or
+    to the end of the partition if ``end`` is None: to its end-of-partition signal, not the
+    high watermark, which the embedded broker can report short after batched produces."""
+    consumer.assign([first])
+    wanted, last, inside = writer.encode(), None, False
+    while True:
+        batch = next_batch(consumer, READ_BACK_BATCH, 5)
+        if not batch:
+            return last  # nothing more within the wait
+        for msg in batch:
+            if msg.error() is not None:
+                return last  # the end of the partition
+            offset = msg.offset()
+            if end is not None and (offset is None or offset >= end):
+                if inside:
+                    return last  # the end of the window
+                # Read before any of the window's own (a fetch of the newer window still
+                # under way, or a window compacted empty): not this window's, and no reason
+                # to stop before the window has been read.
+                continue
+            inside = True
+            if _headers(msg).get(WRITER) == wanted:
+                last = msg
 
 
 @dataclass

@@ -83,6 +83,28 @@ def test_genuine_records_verify_and_the_chain_continues_after_a_restart(
     assert (report.records, report.problems, report.writers) == (6, [], {"router@w1": 6})
 
 
+def test_a_writer_whose_last_record_lies_far_back_continues_its_chain(
+    region: Region, keys: None
+) -> None:
+    # Another worker wrote 350 records on the partition since: the restarted writer's last
+    # record lies beyond the first two windows read back (100 records, then 200 more), and
+    # its first record further still; it links on from its last.
+    topic = new_topic(region)
+    first = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
+    for n in (1, 2):
+        first.write(f"CA0990100/R-{n}".encode(), f"decision {n}".encode())
+    first.close()
+    other = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w2")
+    for n in range(350):
+        other.write(f"CA0990200/R-{n}".encode(), b"decision")
+    other.close()
+    again = AuditWriter(region.settings, topic, "router", AUDIT_DISSEMINATION, instance="w1")
+    again.write(b"CA0990100/R-3", b"decision 3")
+    again.close()
+    report = verify(region.settings, topic, AUDIT_DISSEMINATION)
+    assert (report.problems, report.writers) == ([], {"router@w1": 3, "router@w2": 350})
+
+
 def as_writer(record: Message, writer: bytes) -> list[tuple[str, bytes]]:
     return [(n, writer if n.endswith("-writer") else v) for n, v in record.headers()]
 
