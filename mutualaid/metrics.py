@@ -25,6 +25,15 @@ RECALLS = Counter(
     "Held records decided again after the agreements changed that were re-sent or withdrawn.",
     ["kind"],
 )
+HOLDERS_ENTRIES = Gauge(
+    "mutualaid_holders_entries",
+    "Records the router remembers partners hold, on its assigned partitions (its memory grows "
+    "with them).",
+)
+HOLDERS_FORGOTTEN = Counter(
+    "mutualaid_holders_forgotten",
+    "Holders entries the router forgot a day after every copy passed its retention.",
+)
 STALE_EVENTS = Counter(
     "mutualaid_stale_events",
     "Source events older than the version partners already hold, so not shared again.",

@@ -20,7 +20,7 @@ import threading
 from mutualaid.agencies import Registry
 from mutualaid.crypto import KeyAgreements, load_hash_key, newest_public_key
 from mutualaid.disclosure import MissingKey
-from mutualaid.metrics import serve_metrics
+from mutualaid.metrics import HOLDERS_ENTRIES, HOLDERS_FORGOTTEN, serve_metrics
 from mutualaid.policy import Policy
 from mutualaid.sealing import Sealer
 from mutualaid.serde import codecs_for
@@ -33,7 +33,7 @@ from mutualaid.topics import (
     source_topic,
 )
 from streams.batchloop import BatchLoop
-from streams.router import HoldersEntry, Output, Router
+from streams.router import HoldersEntry, Output, Router, holders_expiry
 from streams.sourcereader import SourceReader
 from streams.table import ChangelogTable
 from streams.worker import (
@@ -77,7 +77,7 @@ class RouterWorker:
             )
         self.outbox: Outbox = audit_outbox(settings, settings.router_id, log)
         self.holders: ChangelogTable[HoldersEntry] = ChangelogTable(
-            changelog_topic(settings.router_id, "holders")
+            changelog_topic(settings.router_id, "holders"), expiry=holders_expiry
         )
         topics = [source_topic(ori, kind) for ori in registry.oris for kind in RECORD_KINDS]
         topics.append(self.router.control_topic)  # rechecks, co-partitioned
@@ -133,6 +133,13 @@ class RouterWorker:
         if due:
             self._post(due)
             log.warning("%d shared record(s) to recheck: a decision changed with time", len(due))
+        # Their tombstones go to the changelog with the next batch; lost in a crash, they are
+        # forgotten again after the restart.
+        forgotten = self.holders.expire(int(self.router.clock().timestamp() * 1000))
+        if forgotten:
+            HOLDERS_FORGOTTEN.inc(forgotten)
+            log.info("forgot %d holders entries: every copy past its retention", forgotten)
+        HOLDERS_ENTRIES.set(len(self.holders))
 
     def _post(self, rechecks: list[Output]) -> None:
         for out in rechecks:

@@ -130,6 +130,10 @@ class BatchLoop:
         if self._tick is not None and now >= self._next_tick:
             self._next_tick = now + self._tick_seconds
             self._tick()
+            # What the tick changed in the tables (entries expired) is written now, not held
+            # for a batch that may not come; it answers to no offset, so nothing is committed.
+            if self._send_table_changes():
+                self.outbox.flush()
         batch = [
             m
             for m in next_batch(self._consumer, self.batch_size, self.poll_seconds)
@@ -149,14 +153,20 @@ class BatchLoop:
                 self.outbox.send(out)
             if self._acknowledged is not None:
                 sent += outputs
-        for table in self.tables:
-            for partition, key, value in table.changes():
-                self.outbox.send(Output(table.changelog_topic, key, value, partition))
+        self._send_table_changes()
         self.outbox.flush()
         if self._acknowledged is not None:
             self._acknowledged(sent)
         commit_past(self._consumer, batch, self._log)
         return len(batch)
+
+    def _send_table_changes(self) -> int:
+        sent = 0
+        for table in self.tables:
+            for partition, key, value in table.changes():
+                self.outbox.send(Output(table.changelog_topic, key, value, partition))
+                sent += 1
+        return sent
 
     def _ours(self, msg: Message) -> bool:
         """A record to process: no error, and of a partition still assigned here."""

@@ -15,7 +15,12 @@ record decided again in full, read back from its source position). An entry::
      "labels": [...],
      "policy": "<16 hex>",                  # the agreements it was decided under
      "revision": 1796186591701,             # the last disclosure revision sent (ms)
+     "held_until": 1803962408000,           # the last copy's retain_until (ms); none: no limit
      "partners": {"CA0990200": ["agreement-id", 3, "<16 hex copy fingerprint>", "SHARED"]}}
+
+An entry is forgotten a day after ``held_until`` (``holders_expiry``): every partner's index
+has purged its copy by then, so there is nothing left to withdraw, and the table holds the
+records partners may still hold instead of every record ever shared.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NotRequired, TypedDict
 
 from mutualaid import labels
@@ -85,10 +90,35 @@ class HoldersEntry(TypedDict):
     labels: list[str]
     policy: str  # the fingerprint of the owner's agreements for the kind when shared
     revision: NotRequired[int]
+    held_until: NotRequired[int]  # absent: a copy is kept without limit (or written before)
     partners: dict[str, list[Any]]  # partner ORI -> the reference of its copy
 
 
 Holders = MutableMapping[str, HoldersEntry]
+
+# A partner's index purges a copy at its retain_until, looking every minute; the router forgets
+# whom it shared a record with a day later, so a clock running ahead of the partner's, or a
+# projector catching up after an outage, never holds a copy the router could not withdraw.
+FORGET_AFTER_MS = 24 * 3600 * 1000
+
+
+def holders_expiry(entry: HoldersEntry) -> int | None:
+    """When the holders table may forget ``entry`` (ms since the epoch), or None: never."""
+    held = entry.get("held_until")
+    return None if held is None else held + FORGET_AFTER_MS
+
+
+def held_until(occurred_at: datetime, decisions: list[Decision]) -> int | None:
+    """The latest ``retain_until`` of the copies these decisions share (ms), as ``disclose``
+    sets it; None if any copy is kept without limit."""
+    days = [d.retention_days for d in decisions]
+    if not days or any(n is None for n in days):
+        return None
+    return int(
+        (occurred_at + timedelta(days=max(n for n in days if n is not None))).timestamp() * 1000
+    )
+
+
 # (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
 SourceReader = Callable[[str, int, int], bytes | None]
 
@@ -368,6 +398,9 @@ class Router:
                 "revision": revision,
                 "partners": holding,
             }
+            until = held_until(envelope["occurred_at"], [d for d in decisions if d.shares])
+            if until is not None:
+                new_entry["held_until"] = until
             holders[key] = new_entry
         elif held:
             holders.pop(key, None)
@@ -509,12 +542,19 @@ class Router:
         if outputs:
             RECALLS.labels(kind=kind_name).inc()
         if keep:
-            holders[key] = {
+            kept: HoldersEntry = {
                 **entry,
                 "policy": self._policy_fingerprint(owner, kind_name),
                 "revision": revision if outputs else entry.get("revision", 0),
                 "partners": keep,
             }
+            # Each copy kept has the retention its decision says now (the copy fingerprint
+            # covers it: one shaped otherwise was re-sent, replacing the partner's old copy).
+            until = held_until(envelope["occurred_at"], [decisions[p] for p in keep])
+            kept.pop("held_until", None)
+            if until is not None:
+                kept["held_until"] = until
+            holders[key] = kept
         else:
             holders.pop(key, None)
         return outputs

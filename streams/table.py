@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
@@ -36,6 +36,7 @@ log = logging.getLogger("mutualaid.table")
 V = TypeVar("V")
 
 READ_BATCH = 10_000
+HOUR_MS = 3_600_000
 
 
 class ChangelogUnreadable(MutualaidError):
@@ -48,13 +49,26 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
 
     ``at(p)`` says which partition the record being processed is on: reads and writes go to
     that partition's entries (a record's events are all on one partition). Iteration covers
-    every assigned partition (the router's rechecks walk them all). Values must be JSON."""
+    every assigned partition (the router's rechecks walk them all). Values must be JSON.
 
-    def __init__(self, changelog_topic: str) -> None:
+    ``expiry`` gives the moment (milliseconds since the epoch) after which an entry is no
+    longer needed, or None for never; ``expire`` removes the entries past it, writing their
+    tombstones with the next batch, so the table (in memory, and its changelog) holds what
+    is still needed rather than everything ever written. Entries are filed by the hour they
+    expire in, so ``expire`` looks only at the hours that are due.
+    """
+
+    def __init__(
+        self, changelog_topic: str, expiry: Callable[[V], int | None] | None = None
+    ) -> None:
         self.changelog_topic = changelog_topic
         self._parts: dict[int, dict[str, V]] = {}
         self._current = -1
         self._changed: dict[tuple[int, str], V | None] = {}
+        self._expiry = expiry
+        # partition -> hour -> keys whose entry expired in that hour when written (an entry
+        # written again since is filed under its new hour too: looked at again when due).
+        self._due: dict[int, dict[int, set[str]]] = {}
 
     @property
     def partitions(self) -> set[int]:
@@ -74,6 +88,8 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
     def __setitem__(self, key: str, entry: V) -> None:
         self._parts[self._current][key] = entry
         self._changed[(self._current, key)] = entry
+        if self._expiry is not None:
+            self._file(self._current, key, entry)
 
     def __delitem__(self, key: str) -> None:
         del self._parts[self._current][key]
@@ -105,6 +121,37 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
     def keep_only(self, partitions: set[int]) -> None:
         for partition in set(self._parts) - partitions:
             del self._parts[partition]
+            self._due.pop(partition, None)
+
+    def expire(self, now_ms: int) -> int:
+        """Remove every entry whose expiry is at or before ``now_ms``; how many."""
+        if self._expiry is None:
+            return 0
+        removed, hour = 0, now_ms // HOUR_MS
+        for partition, hours in self._due.items():
+            entries = self._parts.get(partition, {})
+            for filed in sorted(h for h in hours if h <= hour):
+                later = set()
+                for key in hours.pop(filed):
+                    entry = entries.get(key)
+                    at = None if entry is None else self._expiry(entry)
+                    if entry is None or at is None or at // HOUR_MS != filed:
+                        continue  # gone, or written since and filed elsewhere (or kept)
+                    if at <= now_ms:
+                        del entries[key]
+                        self._changed[(partition, key)] = None
+                        removed += 1
+                    else:
+                        later.add(key)  # later in this hour
+                if later:
+                    hours[filed] = later
+        return removed
+
+    def _file(self, partition: int, key: str, entry: V) -> None:
+        assert self._expiry is not None
+        at = self._expiry(entry)
+        if at is not None:
+            self._due.setdefault(partition, {}).setdefault(at // HOUR_MS, set()).add(key)
 
     def load(self, consumer: Consumer, partitions: set[int], timeout: float = 120.0) -> None:
         """Read the changelog of each partition not loaded yet from its start to its end; on
@@ -118,6 +165,7 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
         except BaseException:
             for partition in todo:
                 self._parts.pop(partition, None)
+                self._due.pop(partition, None)
             raise
         log.info(
             "%s: %d record(s) of partition(s) %s read back in %.1fs",
@@ -132,6 +180,7 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
         for partition in todo:
             low, high = watermarks(consumer, TopicPartition(self.changelog_topic, partition))
             self._parts[partition] = {}
+            self._due.pop(partition, None)
             if high > low:
                 ends[partition] = high
         unread = set(ends)
@@ -190,6 +239,8 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
             entries.pop(key, None)
         else:
             entries[key] = entry
+            if self._expiry is not None:
+                self._file(partition, key, entry)
 
 
 # Built once: json.dumps builds an encoder per call when given separators.

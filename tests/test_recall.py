@@ -3,6 +3,7 @@ partner may hold reaches what it already holds, and its index no longer finds th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from mutualaid.serde import (
     SchemaStore,
     SerializationContext,
 )
-from mutualaid.topics import Kind, share_topic, source_topic
+from mutualaid.topics import Kind, changelog_topic, share_topic, source_topic
 from streams.sourcereader import SourceReader
 from support.brokers import read_topic, shared_events
 from support.events import SSN, rms_event
@@ -38,6 +39,18 @@ def write_agreements(region: Region, agreements: list[dict]) -> None:
     path.write_text(yaml.safe_dump({"agreements": agreements}))
 
 
+def rms_to_county(region: Region, **more: object) -> None:
+    """The local agency's reports shared with the county, under one agreement."""
+    agreement = {
+        "id": "rms-to-county",
+        "version": 1,
+        "owner": region.local,
+        "partners": [region.county],
+        "kinds": ["rms.record"],
+    }
+    write_agreements(region, [agreement | more])
+
+
 def by_ssn(region: Region, agency: str) -> list[Hit]:
     """What the agency's own audited search finds by the SSN (in clear or by blind index)."""
     request = SearchRequest(agency, "tester", "case 1", Criteria(identifier=SSN))
@@ -50,18 +63,7 @@ def test_a_seal_with_a_lower_version_still_removes_the_record(
 ) -> None:
     """Issue 11 case 5: the partner holds version 5; the owner seals with version 3."""
     local, county = region.local, region.county
-    write_agreements(
-        region,
-        [
-            {
-                "id": "rms-to-county",
-                "version": 1,
-                "owner": local,
-                "partners": [county],
-                "kinds": ["rms.record"],
-            }
-        ],
-    )
+    rms_to_county(region)
     with running_stages(region, tmp_path / "logs", [county]):
         publish_source(
             region,
@@ -375,3 +377,42 @@ def test_a_pointer_says_only_whom_to_call_and_is_found_by_what_the_owner_allows(
     # Logged like any other search: who, why, what, and that it found one.
     logged = index_rows(s, region.county, 'select "user", reason, result_count from search_audit')
     assert ("det.rivera", "case 7", 1) in logged
+
+
+@pytest.mark.broker
+def test_the_router_forgets_a_record_once_every_copy_is_past_its_retention(
+    region: Region, tmp_path: Path
+) -> None:
+    """The holders table keeps what partners may still hold, not everything ever shared: an
+    entry goes a day after its last copy's retain_until, its tombstone on the changelog."""
+    local, county = region.local, region.county
+    rms_to_county(region, retention_days=30)
+    changelog = changelog_topic(region.settings.router_id, "holders")
+    old, recent = f"rms.record/{local}/R-OLD", f"rms.record/{local}/R-NEW"
+
+    def written(records: list) -> dict[str, bytes | None]:
+        return {json.loads(m.key()): m.value() for m in records}  # the last state of each key
+
+    with running_stages(region, tmp_path / "logs", [county]):
+        publish_source(
+            region,
+            Kind.RMS_RECORD,
+            [
+                # Retained until 9 days ago, plus the day's grace: past.
+                rms_event(local, record_id="R-OLD", at=NOW - timedelta(days=40)),
+                rms_event(local, record_id="R-NEW", at=NOW),
+            ],
+        )
+        # Shared (the changelog exists, the router made it); the old copy is purged at once.
+        wait_for(lambda: by_ssn(region, county), 60, "the county to hold the recent report")
+        records = read_topic(
+            region.settings.bootstrap_servers,
+            changelog,
+            lambda r: written(r).get(old, b"") is None and recent in written(r),
+            60,
+        )
+    state = written(records)
+    assert state[old] is None  # forgotten: a tombstone
+    assert json.loads(state[recent] or b"{}")["held_until"] == int(
+        (NOW - timedelta(hours=1) + timedelta(days=30)).timestamp() * 1000
+    )

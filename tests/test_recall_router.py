@@ -3,7 +3,7 @@ and when time alone schedules one (an injected clock)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from test_router import AT, STORE, consumed, summary, version_of
@@ -15,6 +15,7 @@ from streams.router import Consumed, Router
 
 TOPIC = "src.nv0990300.rms.record"
 REGISTRY = load_registry(Path("deploy/agencies.yaml"))
+KEY = "rms.record/NV0990300/r1"
 
 
 def agreement(fields: str = "", tier: str = "full") -> str:
@@ -117,3 +118,30 @@ def test_time_alone_schedules_a_recheck_of_every_held_record(tmp_path: Path) -> 
     (control,) = router.due_rechecks(holders)
     assert control.key == b"rms.record/NV0990300/r1"
     assert router.due_rechecks(holders) == []  # once: the next moment is None
+
+
+def test_the_holders_entry_follows_the_retention_of_the_copies_resent(
+    tmp_path: Path,
+) -> None:
+    def kept_for(days: int) -> str:
+        return agreement() + f"    retention_days: {days}\n"
+
+    def held_until() -> datetime:
+        return datetime.fromtimestamp(holders[KEY]["held_until"] / 1000, UTC)
+
+    router, holders, _ = shared_once(tmp_path, [AT])
+    assert "held_until" not in holders[KEY]  # shared without limit
+    router.use_policy(policy(tmp_path, kept_for(30)))
+    assert summary(recheck(router, holders))[-1] == ("audit.dissemination", "CA0990200 SHARED")
+    assert held_until() == AT + timedelta(days=30)
+    router.use_policy(policy(tmp_path, kept_for(365)))
+    recheck(router, holders)
+    assert held_until() == AT + timedelta(days=365)
+    # Shortened again: the copy re-sent replaces the partner's, and the entry follows it.
+    router.use_policy(policy(tmp_path, kept_for(30)))
+    recheck(router, holders)
+    assert held_until() == AT + timedelta(days=30)
+    # Without limit: kept for good.
+    router.use_policy(policy(tmp_path, agreement()))
+    recheck(router, holders)
+    assert "held_until" not in holders[KEY]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mutualaid.agencies import load_registry
@@ -20,7 +20,7 @@ from mutualaid.serde import (
     SerializationContext,
 )
 from mutualaid.topics import Kind
-from streams.router import Consumed, Router
+from streams.router import Consumed, Router, holders_expiry
 from support.events import DESERT, FEDERAL, alpr_event
 
 STORE = SchemaStore()
@@ -311,3 +311,61 @@ def test_each_audit_lists_what_its_own_record_left_in_clear() -> None:
         listed[event["envelope"]["record_id"]] = [a["fields_in_clear"] for a in audits]
     assert listed["r1"] == [["plate"], ["plate"]]
     assert listed["r2"] == [["plate", "camera_name", "latitude", "longitude"]] * 2
+
+
+def retention_router(tmp_path: Path, county_days: int | None) -> Router:
+    """Reads shared with the city for 30 days and with the county for ``county_days`` (None:
+    no retention), under two agreements."""
+    county = "" if county_days is None else f"    retention_days: {county_days}\n"
+    (tmp_path / "a.yaml").write_text(
+        "agreements:\n"
+        "  - id: desert-to-city\n"
+        "    version: 1\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990100]\n"
+        "    kinds: [alpr.read]\n"
+        "    retention_days: 30\n"
+        "  - id: desert-to-county\n"
+        "    version: 1\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990200]\n"
+        "    kinds: [alpr.read]\n" + county
+    )
+    policy = load_policy(tmp_path, load_registry(Path("deploy/agencies.yaml")))
+    return Router(policy, Codecs(STORE), public_keys={}, hash_key=None, clock=lambda: AT)
+
+
+def test_the_holders_entry_is_kept_until_a_day_after_the_last_copy_passes_its_retention(
+    tmp_path: Path,
+) -> None:
+    holders: dict = {}
+    topic = "src.nv0990300.alpr.read"
+    outputs = retention_router(tmp_path, 90).route(
+        consumed(topic, version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])), holders
+    )
+    decode = AvroDeserializer(STORE, SHARED_EVENT[Kind.ALPR_READ])
+    retained = {
+        o.topic: decode(o.value, SerializationContext(o.topic))["disclosure"]["retain_until"]
+        for o in outputs
+        if o.topic.startswith("share.")
+    }
+    assert retained == {
+        "share.ca0990100.alpr.read": AT + timedelta(days=30),
+        "share.ca0990200.alpr.read": AT + timedelta(days=90),
+    }
+    entry = holders["alpr.read/NV0990300/r1"]
+    assert entry["held_until"] == int((AT + timedelta(days=90)).timestamp() * 1000)
+    assert holders_expiry(entry) == int((AT + timedelta(days=91)).timestamp() * 1000)
+
+
+def test_a_copy_kept_without_limit_keeps_the_holders_entry_for_good(tmp_path: Path) -> None:
+    holders: dict = {}
+    retention_router(tmp_path, None).route(
+        consumed(
+            "src.nv0990300.alpr.read", version_of("NV0990300", Kind.ALPR_READ, "UPSERT", 1, [])
+        ),
+        holders,
+    )
+    entry = holders["alpr.read/NV0990300/r1"]
+    assert "held_until" not in entry
+    assert holders_expiry(entry) is None

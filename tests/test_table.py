@@ -22,7 +22,7 @@ from mutualaid.kafka import (
 from mutualaid.kafkaclients import client_config
 from mutualaid.settings import Settings
 from mutualaid.topics import TopicSpec
-from streams.router import HoldersEntry
+from streams.router import FORGET_AFTER_MS, HoldersEntry, holders_expiry
 from streams.table import ChangelogTable, ChangelogUnreadable
 from support.brokers import Broker
 
@@ -68,6 +68,42 @@ def test_a_batch_writes_only_the_last_state_of_each_key_on_its_partition() -> No
     assert sorted(table) == ["alpr.read/A/3"] and table.partitions == {1}
 
 
+def test_entries_past_their_expiry_are_removed_and_their_tombstones_written() -> None:
+    hour = 3_600_000
+    table: ChangelogTable[HoldersEntry] = ChangelogTable("t", expiry=holders_expiry)
+    table._parts.update({0: {}, 1: {}})
+
+    def held(until: int | None, partition: int = 0) -> HoldersEntry:
+        made = entry(partition, "X")
+        if until is not None:
+            made["held_until"] = until - FORGET_AFTER_MS  # so it expires at ``until``
+        return made
+
+    table.at(0)
+    table["gone"] = held(10 * hour + 5)
+    table["later-that-hour"] = held(10 * hour + 50)
+    table["kept-longer"] = held(10 * hour + 5)
+    table["kept-longer"] = held(30 * hour)  # written again: filed under its new hour
+    table["no-limit"] = held(None)
+    table["deleted"] = held(9 * hour)
+    del table["deleted"]
+    table.at(1)
+    table["other-partition"] = held(2 * hour, partition=1)
+    table.changes()  # the batch that wrote them
+    assert table.expire(10 * hour + 10) == 2
+    assert sorted(table) == ["kept-longer", "later-that-hour", "no-limit"]
+    written = {(p, json.loads(k)): v for p, k, v in table.changes()}
+    assert written == {(0, "gone"): None, (1, "other-partition"): None}
+    assert table.expire(10 * hour + 10) == 0  # nothing more due yet
+    assert table.expire(10 * hour + 50) == 1
+    assert table.expire(40 * hour) == 1
+    assert sorted(table) == ["no-limit"]
+    # A table without an expiry keeps everything.
+    plain: ChangelogTable[HoldersEntry] = ChangelogTable("t")
+    plain._parts.update({0: {"a": held(hour)}})
+    assert plain.expire(100 * hour) == 0
+
+
 def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_faust_keys(
     broker: Broker,
 ) -> None:
@@ -110,6 +146,13 @@ def test_a_newly_assigned_worker_reads_back_every_partition_with_deletes_and_fau
         assert second["alpr.read/A/faust"]["partners"] == {"Z": ["a", 1]}
         second.load(reader, {0, 1, 2, 3})  # only the two not loaded yet are read
         assert len(second) == 180 + 1
+        # Read back with an expiry, entries are filed by it: those past it are removed.
+        third = ChangelogTable(topic, expiry=lambda e: 1000 if e["partition"] == 3 else None)
+        third.load(reader, {2, 3})
+        assert third.expire(999) == 0
+        assert third.expire(1000) == 50  # partition 3's
+        on_2 = {f"alpr.read/A/{n}" for n in range(200) if n % 4 == 2 and n % 10}
+        assert set(third) == on_2 | {"alpr.read/A/faust"}
     finally:
         reader.close()
 
