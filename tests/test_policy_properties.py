@@ -26,7 +26,7 @@ from mutualaid.disclosure import keyed_hash, mask
 from mutualaid.labels import PROTECTED
 from mutualaid.policy import PROTECTION_ORDER, Policy, load_policy
 from mutualaid.serde import Codecs
-from streams.router import Router
+from streams.router import Router, holders_expiry
 from support.events import DESERT, FEDERAL, MESA, NOW, RIVERBEND, rms_event
 from support.routing import REGISTRY, STORE, consumed, decoded
 
@@ -181,12 +181,12 @@ def received_protection(event: dict, shared: dict, path: str) -> str:
     return "mask"
 
 
-def route(folder: Path, rules_dir: Path, event: dict) -> list:
+def route(folder: Path, rules_dir: Path, event: dict, holders: dict | None = None) -> list:
     policy = load_policy(folder, REGISTRY, rules_dir=rules_dir)
     router = Router(
         policy, Codecs(STORE), public_keys=PUBLIC_KEYS, hash_key=HASH_KEY, clock=lambda: NOW
     )
-    return router.route(consumed(event), {})
+    return router.route(consumed(event), {} if holders is None else holders)
 
 
 def without_ciphertexts(outputs: list) -> list:
@@ -225,11 +225,13 @@ def test_partners_get_the_most_protective_combination_in_any_order(
 ) -> None:
     event = rms_event(labels=tuple(labels))
     all_rules = SHIPPED_RULES + generated_rules
+    holders: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         first = route(
             write(Path(tmp) / "a", all_agreements, generated_rules, [0] * 4),
             Path(tmp) / "a" / "rules",
             event,
+            holders,
         )
         permuted = data.draw(st.permutations(all_agreements))
         spread = data.draw(st.lists(st.integers(0, 9), min_size=4, max_size=4))
@@ -249,6 +251,16 @@ def test_partners_get_the_most_protective_combination_in_any_order(
         ]
 
     shares, audits = decoded(first)
+    # The router remembers who holds the record until every copy is past its retention: a
+    # withdrawal can reach each copy while it may still be held.
+    (entry,) = holders.values() if shares else [None]
+    if entry is not None:
+        kept = [s["disclosure"]["retain_until"] for s in shares.values()]
+        forgotten = holders_expiry(entry)
+        if None in kept:
+            assert forgotten is None
+        else:
+            assert forgotten == int((max(kept) + timedelta(days=1)).timestamp() * 1000)
     for partner in PARTNERS:
         tier, granting = expected(all_agreements, all_rules, partner, set(labels))
         if tier is None:
