@@ -30,7 +30,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 from mutualaid import labels
@@ -99,7 +99,8 @@ Holders = MutableMapping[str, HoldersEntry]
 # A partner's index purges a copy at its retain_until, looking every minute; the router forgets
 # whom it shared a record with a day later, so a clock running ahead of the partner's, or a
 # projector catching up after an outage, never holds a copy the router could not withdraw.
-FORGET_AFTER_MS = 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
+FORGET_AFTER_MS = DAY_MS
 
 
 def holders_expiry(entry: HoldersEntry) -> int | None:
@@ -111,12 +112,11 @@ def holders_expiry(entry: HoldersEntry) -> int | None:
 def held_until(occurred_at: datetime, decisions: list[Decision]) -> int | None:
     """The latest ``retain_until`` of the copies these decisions share (ms), as ``disclose``
     sets it; None if any copy is kept without limit."""
-    days = [d.retention_days for d in decisions]
-    if not days or any(n is None for n in days):
+    kept = [d.retention_days for d in decisions if d.shares]
+    limited = [n for n in kept if n is not None]
+    if not kept or len(limited) < len(kept):
         return None
-    return int(
-        (occurred_at + timedelta(days=max(n for n in days if n is not None))).timestamp() * 1000
-    )
+    return int(occurred_at.timestamp() * 1000) + max(limited) * DAY_MS
 
 
 # (topic, partition, offset) -> the record's bytes there, or None if it can no longer be read.
@@ -398,7 +398,7 @@ class Router:
                 "revision": revision,
                 "partners": holding,
             }
-            until = held_until(envelope["occurred_at"], [d for d in decisions if d.shares])
+            until = held_until(envelope["occurred_at"], decisions)
             if until is not None:
                 new_entry["held_until"] = until
             holders[key] = new_entry
