@@ -260,7 +260,8 @@ def claim_instance(settings: Settings, stage: str) -> tuple[str, bool]:
     # chain is read back (slow on a large topic, never wrong), as it was then.
     ledger = settings.data_dir / CLAIMS_DIR / CLAIMS_LEDGER
     if not (settings.data_dir / INSTANCE_FILE).exists():
-        private_file(private_dir(ledger.parent) / CLAIMS_LEDGER)
+        private_dir(ledger.parent)
+        private_file(ledger)
     every_chain_claimed = ledger.exists()
     base = worker_instance(settings)
     for slot in range(1, MAX_SLOTS + 1):

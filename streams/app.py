@@ -133,8 +133,8 @@ class RouterWorker:
         if due:
             self._post(due)
             log.warning("%d shared record(s) to recheck: a decision changed with time", len(due))
-        # Their tombstones go to the changelog with the next batch; lost in a crash, they are
-        # forgotten again after the restart.
+        # The batch loop writes their tombstones once the tick returns; lost in a crash, they
+        # are forgotten again after the restart.
         forgotten = self.holders.expire(int(self.router.clock().timestamp() * 1000))
         if forgotten:
             HOLDERS_FORGOTTEN.inc(forgotten)

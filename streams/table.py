@@ -52,8 +52,8 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
     every assigned partition (the router's rechecks walk them all). Values must be JSON.
 
     ``expiry`` gives the moment (milliseconds since the epoch) after which an entry is no
-    longer needed, or None for never; ``expire`` removes the entries past it, writing their
-    tombstones with the next batch, so the table (in memory, and its changelog) holds what
+    longer needed, or None for never; ``expire`` removes the entries past it, their
+    tombstones among the ``changes``, so the table (in memory, and its changelog) holds what
     is still needed rather than everything ever written. Entries are filed by the hour they
     expire in, so ``expire`` looks only at the hours that are due.
     """
@@ -88,8 +88,7 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
     def __setitem__(self, key: str, entry: V) -> None:
         self._parts[self._current][key] = entry
         self._changed[(self._current, key)] = entry
-        if self._expiry is not None:
-            self._file(self._current, key, entry)
+        self._file(self._current, key, entry)
 
     def __delitem__(self, key: str) -> None:
         del self._parts[self._current][key]
@@ -148,8 +147,7 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
         return removed
 
     def _file(self, partition: int, key: str, entry: V) -> None:
-        assert self._expiry is not None
-        at = self._expiry(entry)
+        at = None if self._expiry is None else self._expiry(entry)
         if at is not None:
             self._due.setdefault(partition, {}).setdefault(at // HOUR_MS, set()).add(key)
 
@@ -239,8 +237,7 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
             entries.pop(key, None)
         else:
             entries[key] = entry
-            if self._expiry is not None:
-                self._file(partition, key, entry)
+            self._file(partition, key, entry)
 
 
 # Built once: json.dumps builds an encoder per call when given separators.
