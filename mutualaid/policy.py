@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -337,13 +338,19 @@ class Decision:
         """The first contributing agreement (by id): what single-agreement fields record."""
         return self.agreements[0] if self.agreements else None
 
-    @property
+    # Worked out once per decision: the policy hands the same decision to every event that
+    # settles the same way, and the router reads these for each of them.
+    @cached_property
     def agreement_ref(self) -> tuple[str, int] | None:
         return (self.agreement.id, self.agreement.version) if self.agreement else None
 
-    @property
+    @cached_property
     def agreement_refs(self) -> list[tuple[str, int]]:
         return [(a.id, a.version) for a in self.agreements]
+
+    @cached_property
+    def rule_refs(self) -> list[str]:
+        return [r.ref for r in self.rules]
 
 
 class _Verdict(NamedTuple):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 from mutualaid.errors import UsageError
 
@@ -55,6 +56,7 @@ def source_topic(ori: str, kind: Kind) -> str:
     return f"src.{check_ori(ori).lower()}.{kind}"
 
 
+@lru_cache(maxsize=4096)  # the router names one per copy it sends
 def share_topic(partner_ori: str, kind: Kind) -> str:
     """What a partner may read: share.<partner-ori>.<kind>."""
     return f"share.{check_ori(partner_ori).lower()}.{kind}"
@@ -151,6 +153,7 @@ def topics_for(
     return specs
 
 
+@lru_cache(maxsize=4096)  # the router parses one per event it reads
 def parse_source_topic(name: str) -> tuple[str, Kind]:
     """'src.ca0990100.alpr.read' -> ('CA0990100', Kind.ALPR_READ); ValueError if not a source."""
     prefix, _, rest = name.partition(".")

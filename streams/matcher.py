@@ -280,7 +280,7 @@ class Matcher:
             agreement_id=grant.agreement.id,
             agreement_version=grant.agreement.version,
             agreements=[{"id": i, "version": v} for i, v in grant.agreement_refs],
-            rules=[r.ref for r in grant.rules],
+            rules=grant.rule_refs,
             reasons=[*grant.steps, hit_alert_reason(alert)],
             decided_at=now,
         )

@@ -29,9 +29,8 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from mutualaid import labels
 from mutualaid.audit import dissemination_audit
@@ -101,6 +100,9 @@ Holders = MutableMapping[str, HoldersEntry]
 # projector catching up after an outage, never holds a copy the router could not withdraw.
 DAY_MS = 24 * 3600 * 1000
 FORGET_AFTER_MS = DAY_MS
+# Decisions whose holders-entry part is remembered (``Router._holding``); as many as the policy
+# remembers decisions.
+HOLDINGS_KEPT = 4096
 
 
 def holders_expiry(entry: HoldersEntry) -> int | None:
@@ -142,16 +144,16 @@ def holder_key(envelope: dict) -> str:
     return f"{envelope['kind']}/{envelope['source_ori']}/{envelope['record_id']}"
 
 
-@dataclass(frozen=True)
-class Output:
+class Output(NamedTuple):
+    """A record to produce (a tuple: the router makes several per event it reads)."""
+
     topic: str
     key: bytes | None
     value: bytes | None
     partition: int | None = None  # None: the producer's partitioner decides
 
 
-@dataclass(frozen=True)
-class Consumed:
+class Consumed(NamedTuple):
     """A consumed record, exactly as the broker gave it."""
 
     topic: str
@@ -223,6 +225,7 @@ class Router:
             key: _digest([shapes, common]) for key, shapes in covering.items()
         }
         self._copy_fingerprints: dict[tuple, str] = {}
+        self._holdings: dict[tuple[int, Kind], tuple[Decision, list]] = {}
         self._next_change = policy.next_change(self.clock())
 
     def _check_keys(self, policy: Policy) -> None:
@@ -361,7 +364,7 @@ class Router:
                     list(decision.steps),
                     report,
                     contributors=decision.agreement_refs,
-                    rules=[r.ref for r in decision.rules],
+                    rules=decision.rule_refs,
                 )
             )
             child(SHARE_DECISIONS, decision.partner_ori, kind, decision.outcome.lower()).inc()
@@ -415,11 +418,21 @@ class Router:
 
     def _holding(self, kind: Kind, decision: Decision) -> list:
         """What the holders entry keeps of one partner's copy: the first agreement it cites,
-        and the fingerprint a recall compares to know whether that copy must be replaced."""
+        and the fingerprint a recall compares to know whether that copy must be replaced.
+
+        Worked out once per decision (the policy hands one decision to every event that
+        settles alike) and shared by the entries: not to be changed in place."""
+        known = self._holdings.get((id(decision), kind))
+        if known is not None and known[0] is decision:  # not another decision at that id
+            return known[1]
         agreement = decision.agreement
         assert agreement is not None
         fingerprint = self._copy_fingerprint(kind, decision)
-        return [agreement.id, agreement.version, fingerprint, decision.outcome]
+        holding = [agreement.id, agreement.version, fingerprint, decision.outcome]
+        if len(self._holdings) >= HOLDINGS_KEPT:
+            self._holdings.clear()  # the policy forgets its decisions likewise
+        self._holdings[(id(decision), kind)] = (decision, holding)
+        return holding
 
     def _copy_fingerprint(self, kind: Kind, decision: Decision) -> str:
         """A digest of everything that shapes a partner's copy besides the record itself: the
