@@ -12,8 +12,9 @@ It writes exactly the bytes fastavro writes for every schema in ``avro/``
 (``tests/test_avrowriter.py`` compares the two on generated records), and covers what those
 schemas use: records, enums, arrays, maps, optional unions (``null`` and one other branch),
 the primitive types, ``fixed`` and ``timestamp-millis`` (a naive datetime is taken as UTC;
-mutualaid's times are UTC). Any other schema raises ``UnsupportedSchema`` when compiled,
-never at write time. fastavro stays the reader, the parser and the fingerprinter.
+mutualaid's times are UTC). A record may also be given already written (``Encoded``). Any
+other schema raises ``UnsupportedSchema`` when compiled, never at write time. fastavro stays
+the reader, the parser and the fingerprinter.
 
 A value that does not fit raises ``AvroWriteError`` (a ``ValueError``) with fastavro's
 validation message, which names the field's path; the fast path does not look for the path,
@@ -37,6 +38,26 @@ _EPOCH_NAIVE = datetime.datetime(1970, 1, 1)
 _ONE_MS = datetime.timedelta(milliseconds=1)
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+
+
+class Encoded(bytes):
+    """A record already written as Avro, as the named type ``name``: a compiled writer puts it
+    in as it is wherever a record of that type goes, so a part several records share (the
+    router's copies of one event for several partners carry one envelope) is encoded once.
+    Bytes written as another type are refused."""
+
+    name: str
+
+    def __new__(cls, data: bytes, name: str) -> Encoded:
+        made = super().__new__(cls, data)
+        made.name = name
+        return made
+
+
+def _encoded(value: Encoded, name: str) -> Encoded:
+    if value.name != name:
+        raise ValueError(f"bytes written as {value.name} where a {name} goes")
+    return value
 
 
 class AvroWriteError(MutualaidError, ValueError):
@@ -100,6 +121,8 @@ def compile_writer(schema: Mapping[str, Any]) -> Encoder:
         "_millis": _millis,
         "_fixed_size": _fixed_size,
         "_not_a_list": _not_a_list,
+        "_Encoded": Encoded,
+        "_encoded": _encoded,
         "_double": struct.Struct("<d").pack,
         "_float": struct.Struct("<f").pack,
     }
@@ -234,16 +257,21 @@ class _Generator(SourceGenerator):
         if schema["name"] in self._open:
             raise UnsupportedSchema(f"recursive record {schema['name']!r}")
         self._open.add(schema["name"])
+        self._line(depth, f"if type({value}) is _Encoded:")
+        self._line(depth + 1, f"out += _encoded({value}, {schema['name']!r})")
+        self._line(depth, "else:")
+        if not schema["fields"]:
+            self._line(depth + 1, "pass")
         # Not a mapping: fastavro's validator says so (the subscripts below raise TypeError).
         for field in schema["fields"]:
             local = self._name("v")
             key = repr(field["name"])
             if "default" in field:
                 default = self._constant(field["default"])
-                self._line(depth, f"{local} = {value}.get({key}, {default})")
+                self._line(depth + 1, f"{local} = {value}.get({key}, {default})")
             else:
-                self._line(depth, f"{local} = {value}[{key}]")
-            self.emit(field["type"], local, depth)
+                self._line(depth + 1, f"{local} = {value}[{key}]")
+            self.emit(field["type"], local, depth + 1)
         self._open.discard(schema["name"])
 
     def _union(self, branches: list[Any], value: str, depth: int) -> None:

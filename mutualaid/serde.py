@@ -51,6 +51,14 @@ SHARED_EVENT = {
     Kind.CAD_INCIDENT: "mutualaid.cad.SharedIncidentEvent",
     Kind.RMS_RECORD: "mutualaid.rms.SharedRecordEvent",
 }
+# What a record of each kind holds (the body of its source and shared events), and the envelope
+# every event carries.
+BODY = {
+    Kind.ALPR_READ: "mutualaid.alpr.Read",
+    Kind.CAD_INCIDENT: "mutualaid.cad.Incident",
+    Kind.RMS_RECORD: "mutualaid.rms.Record",
+}
+ENVELOPE = "mutualaid.Envelope"
 DEAD_LETTER = "mutualaid.DeadLetter"
 HIT_ALERT = "mutualaid.alerts.Hit"
 ALERT_ACK = "mutualaid.alerts.Ack"

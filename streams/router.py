@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from mutualaid import labels
 from mutualaid.audit import dissemination_audit
+from mutualaid.avrowriter import Encoded, compile_writer
 from mutualaid.clock import Clock
 from mutualaid.crypto import KeyAgreements, PublicKey
 from mutualaid.deadletter import DeadLetters
@@ -61,6 +62,8 @@ from mutualaid.policy import Decision, FieldAction, Policy, Tier
 from mutualaid.sealing import SEALED_SHARE, Sealer
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
+    BODY,
+    ENVELOPE,
     SHARED_EVENT,
     SOURCE_EVENT,
     AvroSerializer,
@@ -197,6 +200,15 @@ class Router:
         # The last body listed by clear_paths, and its paths: one record shared unchanged with
         # several partners is listed once. Holding the body keeps ``is`` a sound test.
         self._listed: tuple[Any, list[str]] = (None, [])
+        # The last copy's envelope and body, and the bytes written for them (``_written``).
+        self._write_envelope = compile_writer(codecs.store.get(ENVELOPE))
+        self._write_body = {k: compile_writer(codecs.store.get(BODY[k])) for k in RECORD_KINDS}
+        self._last_written: tuple[Any, Encoded, Any, Encoded | None] = (
+            None,
+            Encoded(b"", ""),
+            None,
+            None,
+        )
         self.use_policy(policy)
 
     def use_policy(self, policy: Policy) -> None:
@@ -640,11 +652,25 @@ class Router:
         """A partner's record as it goes on its share topic: sealed whole to the partner's key
         when sealing is on and it has one, else as it is."""
         partner = shared["disclosure"]["partner_ori"]
+        written = self._written(kind, shared)
         if self.sealer is None or self.sealer.public_key(partner) is None:
-            return self._encode[kind](shared, ctx)
-        sealed = self.sealer.seal(shared, self._encode_body[kind](shared, ctx) or b"")
+            return self._encode[kind](written, ctx)
+        sealed = self.sealer.seal(shared, self._encode_body[kind](written, ctx) or b"")
         assert sealed is not None  # the partner's key was just there
         return self._encode_sealed(sealed, ctx)
+
+    def _written(self, kind: Kind, shared: dict) -> dict:
+        """``shared`` with its envelope and body already written as Avro, reusing the last
+        copy's bytes when this copy carries the same (one event to several partners): an event
+        shared with ten partners has its envelope and body encoded once, not ten times."""
+        envelope, body = shared["envelope"], shared["body"]
+        last_envelope, envelope_bytes, last_body, body_bytes = self._last_written
+        if envelope != last_envelope:  # each copy has its own envelope dict: equal ones
+            envelope_bytes = Encoded(self._write_envelope(envelope), ENVELOPE)
+        if body is not last_body:  # unchanged, a copy's body is the event's own (and held)
+            body_bytes = None if body is None else Encoded(self._write_body[kind](body), BODY[kind])
+        self._last_written = (envelope, envelope_bytes, body, body_bytes)
+        return {**shared, "envelope": envelope_bytes, "body": body_bytes}
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
         body, paths = event["body"], None

@@ -15,7 +15,7 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from mutualaid.avrowriter import AvroWriteError, UnsupportedSchema, compile_writer
+from mutualaid.avrowriter import AvroWriteError, Encoded, UnsupportedSchema, compile_writer
 from mutualaid.serde import AvroSerializer, SchemaStore, SerializationContext, SerializationError
 from support.avrovalues import UTC, values
 
@@ -134,3 +134,28 @@ def test_the_serializer_reports_the_topic_and_the_field() -> None:
     encode = AvroSerializer(STORE, "mutualaid.alpr.Read")
     with pytest.raises(SerializationError, match=r"for share\.x\.alpr\.read: .*plate"):
         encode({"plate": 42}, SerializationContext("share.x.alpr.read"))
+
+
+def test_a_record_already_written_goes_in_as_it_is_and_only_where_its_type_goes() -> None:
+    schema = STORE.get("mutualaid.alpr.SharedReadEvent")
+    named = dict(schema["__named_schemas"])
+    write = compile_writer(schema)
+    envelope = compile_writer(STORE.get("mutualaid.Envelope"))
+    body = compile_writer(STORE.get("mutualaid.alpr.Read"))
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(values(schema, named))
+    def check(record: dict) -> None:
+        given_written = {
+            **record,
+            "envelope": Encoded(envelope(record["envelope"]), "mutualaid.Envelope"),
+            "body": None
+            if record["body"] is None
+            else Encoded(body(record["body"]), "mutualaid.alpr.Read"),
+        }
+        assert write(given_written) == write(record)
+
+    check()
+    record = {"envelope": Encoded(b"\x00", "mutualaid.alpr.Read"), "disclosure": {}, "body": None}
+    with pytest.raises(AvroWriteError):
+        write(record)

@@ -369,3 +369,57 @@ def test_a_copy_kept_without_limit_keeps_the_holders_entry_for_good(tmp_path: Pa
     entry = holders["alpr.read/NV0990300/r1"]
     assert "held_until" not in entry
     assert holders_expiry(entry) is None
+
+
+def test_each_copy_carries_its_own_event_and_its_own_partners_fields(tmp_path: Path) -> None:
+    # The router writes an event's envelope and body once for all the copies that carry them
+    # unchanged; a copy whose agreement withholds a field, and the next event's copies, must
+    # not be given bytes written for another.
+    (tmp_path / "a.yaml").write_text(
+        "agreements:\n"
+        "  - id: desert-to-city\n"
+        "    version: 1\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990200]\n"
+        "    kinds: [alpr.read]\n"
+        "    fields:\n"
+        "      camera_name: drop\n"
+        "  - id: desert-to-county\n"
+        "    version: 1\n"
+        "    owner: NV0990300\n"
+        "    partners: [CA0990100, DC0990400]\n"
+        "    kinds: [alpr.read]\n"
+    )
+    policy = load_policy(tmp_path, load_registry(Path("deploy/agencies.yaml")))
+    router = Router(policy, Codecs(STORE), public_keys={}, hash_key=None, clock=lambda: AT)
+    decode = AvroDeserializer(STORE, SHARED_EVENT[Kind.ALPR_READ])
+    events = [
+        alpr_event(DESERT, "r1", at=AT, camera_name="Main St EB"),
+        alpr_event(DESERT, "r1", at=AT, camera_name="Main St EB") | {"body": None},
+        alpr_event(DESERT, "r2", at=AT + timedelta(minutes=1), camera_name="Elm St WB"),
+        alpr_event(DESERT, "r3", at=AT + timedelta(minutes=2), camera_name="Elm St WB"),
+    ]
+    events[1]["envelope"] |= {"version": 2}
+    read = AvroDeserializer(STORE, SOURCE_EVENT[Kind.ALPR_READ])
+    for published in events:
+        event = read(encode(published), SerializationContext("t"))  # every field, as routed
+        outputs = router.route(consumed("src.nv0990300.alpr.read", encode(event)), {})
+        copies = {
+            copy["disclosure"]["partner_ori"]: copy
+            for copy in (
+                decode(o.value, SerializationContext(o.topic))
+                for o in outputs
+                if o.topic.startswith("share.")
+            )
+        }
+        # In ORI order: the middle copy's body differs from the first's and the last's.
+        assert list(copies) == ["CA0990100", "CA0990200", "DC0990400"]
+        sent = {**event["envelope"], "source_position": None}
+        for partner, copy in copies.items():
+            assert copy["envelope"] == sent, partner
+            if event["body"] is None:
+                assert copy["body"] is None, partner
+            elif partner == "CA0990200":
+                assert copy["body"] == event["body"] | {"camera_name": None}
+            else:
+                assert copy["body"] == event["body"], partner
