@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 _PATH = re.compile(r"^[a-z_][a-z0-9_]*(\[\])?(\.[a-z_][a-z0-9_]*(\[\])?)*$")
 
 
-def parse(path: str) -> list[tuple[str, bool]]:
-    """'persons[].ssn' -> [('persons', True), ('ssn', False)]; ValueError if malformed."""
+@lru_cache(maxsize=1024)  # an agreement's few paths, walked for every record it shares
+def parse(path: str) -> tuple[tuple[str, bool], ...]:
+    """'persons[].ssn' -> (('persons', True), ('ssn', False)); ValueError if malformed."""
     if not _PATH.match(path):
         raise ValueError(f"{path!r} is not a field path such as caller_phone or persons[].ssn")
-    return [(part.removesuffix("[]"), part.endswith("[]")) for part in path.split(".")]
+    return tuple((part.removesuffix("[]"), part.endswith("[]")) for part in path.split("."))
 
 
 def leaves(body: dict, path: str) -> Iterator[tuple[str, dict, str]]:
@@ -29,7 +31,9 @@ def leaves(body: dict, path: str) -> Iterator[tuple[str, dict, str]]:
     yield from _walk(body, parse(path), "")
 
 
-def _walk(node: Any, parts: list[tuple[str, bool]], prefix: str) -> Iterator[tuple[str, dict, str]]:
+def _walk(
+    node: Any, parts: tuple[tuple[str, bool], ...], prefix: str
+) -> Iterator[tuple[str, dict, str]]:
     if not isinstance(node, dict) or not parts:
         return
     (name, is_list), rest = parts[0], parts[1:]
