@@ -110,7 +110,7 @@ def test_entries_past_their_expiry_are_removed_and_their_tombstones_written() ->
 def test_entries_are_kept_compact_and_a_read_is_a_copy() -> None:
     """A router holds one holders entry per record partners may still hold: kept as its
     changelog bytes, a two-partner entry takes about a quarter of what it takes as Python dicts
-    and lists (~1,960 bytes, measured the same way), which bounds how many reads one worker can
+    and lists (~2,090 bytes, measured the same way), which bounds how many reads one worker can
     remember in a given memory."""
     fingerprint = "f" * 64
 
