@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from mutualaid import fieldpaths
 from mutualaid.agencies import Registry
@@ -150,20 +150,20 @@ def disclose(
     public_key: PublicKey | None,
     hash_key: bytes | None,
     key_agreements: KeyAgreements | None = None,
-    body_paths: list[str] | None = None,
+    treated: Treated | None = None,
 ) -> tuple[dict[str, Any], FieldReport]:
     """The shared event for this decision, and the report of what happened to each field.
 
     ``actions`` are the decision's combined field actions (``decision.actions`` on the router),
     applied in their order: deepest path first, so a field inside an encrypted one is treated
-    before the encrypted one is sealed. ``body_paths`` is ``clear_paths(event["body"])`` if
-    the caller has it already (a router sharing one record unchanged with several partners
-    lists its paths once); it is used only when no action changes the body.
+    before the encrypted one is sealed. ``treated`` is the event's body already treated
+    (``treat``), if the caller has it: used only if it was made from this body with these
+    actions. What the disclosure says and what it seals are the partner's own either way.
     """
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
     ref = decision.agreement_ref
     assert ref is not None and decision.shares
-    agreements = ", ".join(a for a, _ in decision.agreement_refs)
+    agreements = agreement_names(decision)
     if decision.retention_days is not None:
         retain_until = envelope["occurred_at"] + timedelta(days=decision.retention_days)
     else:
@@ -174,7 +174,6 @@ def disclose(
         "FULL" if decision.outcome == "SHARED" else "POINTER",
     )
     disclosure["retain_until"] = retain_until
-    report = FieldReport()
     if decision.outcome == "POINTER":
         region_key = _need(hash_key, ref[0], "a pointer's reference")
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
@@ -183,13 +182,69 @@ def disclose(
             "envelope": pointer_envelope(envelope, region_key),
             "disclosure": disclosure,
         }
-        return shared | {"body": None}, report
+        return shared | {"body": None}, FieldReport()
     if event["body"] is None:
         disclosure["contact"] = registry.get(envelope["source_ori"]).contact or None
         shared = {"envelope": envelope, "disclosure": disclosure, "body": None}
-        return shared, report
-    # Only a body that field actions will change needs its own copy.
-    body = copy_tree(event["body"]) if actions else event["body"]
+        return shared, FieldReport()
+    if treated is None or not treated.fits(event["body"], actions):
+        treated = treat(event["body"], actions, hash_key=hash_key, agreements=agreements)
+    report = treated.report
+    if treated.to_seal:
+        if public_key is None:
+            raise MissingKey(
+                f"agreement {agreements} encrypts fields for "
+                f"{decision.partner_ori}, which has no public key installed"
+            )
+        sealed = seal_fields(
+            treated.to_seal,
+            event_id=envelope["event_id"],
+            partner=public_key,
+            agreements=key_agreements,
+        )
+        disclosure["sealed"] = sealed_to_avro(sealed)
+    disclosure["withheld_fields"] = report.withheld
+    disclosure["masked_fields"] = report.masked
+    disclosure["hashed_fields"] = report.hashed
+    return {"envelope": envelope, "disclosure": disclosure, "body": treated.body}, report
+
+
+class Treated(NamedTuple):
+    """A body after one set of field actions, before anything is sealed for a partner: the
+    same for every partner the same actions apply to, so a router sharing one record with
+    several treats it once (``disclose(treated=)``). Not to be changed: partners share it. (A
+    tuple: the router makes one per record it shares.)"""
+
+    source: dict[str, Any]  # the body treated (held, so ``is`` is a sound test)
+    actions: Mapping[str, FieldAction]
+    body: dict[str, Any]
+    report: FieldReport
+    to_seal: dict[str, bytes]  # concrete path -> the value, to seal for each partner
+
+    def fits(self, source: dict[str, Any] | None, actions: Mapping[str, FieldAction]) -> bool:
+        """Whether this is ``source`` treated with ``actions``."""
+        return source is self.source and actions == self.actions
+
+
+def agreement_names(decision: Decision) -> str:
+    """The agreements behind a decision, as errors name them."""
+    return ", ".join(a for a, _ in decision.agreement_refs)
+
+
+def treat(
+    source: dict[str, Any],
+    actions: Mapping[str, FieldAction],
+    *,
+    hash_key: bytes | None,
+    agreements: str,
+) -> Treated:
+    """Apply ``actions`` to a copy of the body ``source`` (no copy if there are none), in their
+    order; ``agreements`` names them in errors (a hash needs the hash key)."""
+    report = FieldReport()
+    if not actions:
+        report.in_clear = clear_paths(source)
+        return Treated(source, actions, source, report, {})
+    body = copy_tree(source)  # only a body actions change is copied
     to_seal: dict[str, bytes] = {}
     for path, action in actions.items():
         for concrete, holder, key in list(fieldpaths.leaves(body, path)):
@@ -212,28 +267,9 @@ def disclose(
                 if action == FieldAction.ENCRYPT_INDEXED:
                     holder[key] = keyed_hash(_need(hash_key, agreements, path), value)
                     report.hashed.append(concrete)
-    if to_seal:
-        if public_key is None:
-            raise MissingKey(
-                f"agreement {agreements} encrypts fields for "
-                f"{decision.partner_ori}, which has no public key installed"
-            )
-        sealed = seal_fields(
-            to_seal,
-            event_id=envelope["event_id"],
-            partner=public_key,
-            agreements=key_agreements,
-        )
-        disclosure["sealed"] = sealed_to_avro(sealed)
-    disclosure["withheld_fields"] = report.withheld
-    disclosure["masked_fields"] = report.masked
-    disclosure["hashed_fields"] = report.hashed
     shown_otherwise = set(report.masked) | set(report.hashed)
-    if not actions and body_paths is not None:
-        report.in_clear = list(body_paths)
-    else:
-        report.in_clear = [p for p in clear_paths(body) if p not in shown_otherwise]
-    return {"envelope": envelope, "disclosure": disclosure, "body": body}, report
+    report.in_clear = [p for p in clear_paths(body) if p not in shown_otherwise]
+    return Treated(source, actions, body, report, to_seal)
 
 
 def clear_view(

@@ -41,11 +41,13 @@ from mutualaid.deadletter import DeadLetters
 from mutualaid.disclosure import (
     FieldReport,
     MissingKey,
-    clear_paths,
+    Treated,
+    agreement_names,
     disclose,
     new_disclosure,
     pointer_envelope,
     pointer_found_by,
+    treat,
 )
 from mutualaid.events import new_envelope, record_key
 from mutualaid.metrics import (
@@ -197,9 +199,9 @@ class Router:
         self._encode_sealed = codecs.serializer(SEALED_SHARE)
         self._dead_letters = DeadLetters(Output, codecs, Stage.STREAMS)
         self._encode_audit = codecs.serializer(AUDIT_DISSEMINATION_SCHEMA)
-        # The last body listed by clear_paths, and its paths: one record shared unchanged with
-        # several partners is listed once. Holding the body keeps ``is`` a sound test.
-        self._listed: tuple[Any, list[str]] = (None, [])
+        # The last body treated with a decision's field actions: one record shared with several
+        # partners under the same actions is treated once (only the sealing is each partner's).
+        self._treated: Treated | None = None
         # The last copy's envelope and body, and the bytes written for them (``_written``).
         self._write_envelope = compile_writer(codecs.store.get(ENVELOPE))
         self._write_body = {k: compile_writer(codecs.store.get(BODY[k])) for k in RECORD_KINDS}
@@ -673,11 +675,12 @@ class Router:
         return {**shared, "envelope": envelope_bytes, "body": body_bytes}
 
     def _share(self, kind: Kind, event: dict, decision: Decision) -> tuple[dict, FieldReport]:
-        body, paths = event["body"], None
-        if not decision.actions and body is not None:
-            if self._listed[0] is not body:
-                self._listed = (body, clear_paths(body))
-            paths = self._listed[1]
+        body, treated = event["body"], self._treated
+        full = decision.outcome == "SHARED" and body is not None  # a pointer carries no body
+        if full and (treated is None or not treated.fits(body, decision.actions)):
+            treated = self._treated = treat(
+                body, decision.actions, hash_key=self.hash_key, agreements=agreement_names(decision)
+            )
         shared, report = disclose(
             event,
             decision,
@@ -686,7 +689,7 @@ class Router:
             public_key=self.public_keys.get(decision.partner_ori),
             hash_key=self.hash_key,
             key_agreements=self.key_agreements,
-            body_paths=paths,
+            treated=treated,
         )
         if report.encrypted:
             child(FIELDS_ENCRYPTED, decision.partner_ori).inc(len(report.encrypted))

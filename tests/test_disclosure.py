@@ -11,8 +11,15 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mutualaid.agencies import load_registry
-from mutualaid.crypto import generate_keypair, load_keyring, newest_public_key
-from mutualaid.disclosure import MissingKey, disclose, keyed_hash, restore, sealed_from_avro
+from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
+from mutualaid.disclosure import (
+    MissingKey,
+    disclose,
+    keyed_hash,
+    restore,
+    sealed_from_avro,
+    treat,
+)
 from mutualaid.events import new_envelope
 from mutualaid.pointers import identifier_key
 from mutualaid.policy import Agreement, Decision, FieldAction
@@ -235,15 +242,18 @@ def test_copy_tree_copies_every_container_and_shares_only_immutable_leaves() -> 
     assert body == {"persons": [{"name": "A", "aliases": ["B"], "dob": when}], "n": 1, "raw": b"x"}
 
 
-def test_paths_listed_once_stand_only_for_an_unchanged_body() -> None:
-    # A router sharing one record with several partners lists its clear paths once
-    # (body_paths); a decision whose actions change the body lists its own.
+def test_a_body_treated_once_stands_only_for_its_body_and_actions() -> None:
+    # A router sharing one record with several partners treats its body once per set of
+    # field actions (``treated``); other actions, or another body, are treated anew.
     event = rms_event([{"last_name": "Ellis", "ssn": "123-45-6789"}], "seen at the mall")
     listed = ["incident_number", "persons[0].last_name", "persons[0].ssn", "narrative"]
     plain, plain_actions = decision({})
+    untreated = treat(event["body"], plain_actions, hash_key=None, agreements="a")
+    assert untreated.body is event["body"]  # no action: no copy
     _, report = disclose(
         event, plain, plain_actions, registry=REGISTRY, public_key=None, hash_key=None
     )
+    assert sorted(report.in_clear) == sorted(listed) == sorted(untreated.report.in_clear)
     _, given_report = disclose(
         event,
         plain,
@@ -251,18 +261,66 @@ def test_paths_listed_once_stand_only_for_an_unchanged_body() -> None:
         registry=REGISTRY,
         public_key=None,
         hash_key=None,
-        body_paths=listed,
+        treated=untreated,
     )
-    assert sorted(report.in_clear) == sorted(listed) == sorted(given_report.in_clear)
+    assert given_report is untreated.report
     dropping, actions = decision({"persons[].ssn": "drop"})
-    _, dropped = disclose(
+    dropped_copy, dropped = disclose(
         event,
         dropping,
         actions,
         registry=REGISTRY,
         public_key=None,
         hash_key=None,
-        body_paths=listed,
+        treated=untreated,
     )
     assert "persons[0].ssn" not in dropped.in_clear
     assert dropped.withheld == ["persons[0].ssn"]
+    assert dropped_copy["body"]["persons"][0]["ssn"] is None
+    other = rms_event([{"last_name": "Ortiz"}], "n")
+    other_copy, other_report = disclose(
+        other,
+        plain,
+        plain_actions,
+        registry=REGISTRY,
+        public_key=None,
+        hash_key=None,
+        treated=untreated,
+    )
+    assert other_copy["body"] is other["body"]
+    assert other_report.in_clear == ["incident_number", "persons[0].last_name", "narrative"]
+
+
+def test_partners_sharing_a_treated_body_each_get_values_only_they_can_open(
+    tmp_path: Path,
+) -> None:
+    for partner in ("CA0990200", "CA0990100"):
+        generate_keypair(partner, tmp_path / "pub", tmp_path / "priv")
+    county, actions = decision({"persons[].ssn": "encrypt"})
+    city = Decision.under("CA0990100", county.agreements[0], actions)
+    event = rms_event([{"last_name": "Ellis", "ssn": "123-45-6789"}], "n")
+    treated = treat(event["body"], actions, hash_key=None, agreements="a")
+    copies = {
+        d.partner_ori: disclose(
+            event,
+            d,
+            actions,
+            registry=REGISTRY,
+            public_key=newest_public_key(d.partner_ori, tmp_path / "pub"),
+            hash_key=None,
+            treated=treated,
+        )[0]
+        for d in (county, city)
+    }
+    for partner, copy in copies.items():
+        assert copy["body"]["persons"][0]["ssn"] is None
+        sealed = sealed_from_avro(copy["disclosure"]["sealed"])
+        own = load_keyring(partner, tmp_path / "priv")
+        opened = own.open_fields(sealed, event_id=event["envelope"]["event_id"])
+        assert restore(copy["body"], opened)["persons"][0]["ssn"] == "123-45-6789"
+        other = "CA0990100" if partner == "CA0990200" else "CA0990200"
+        with pytest.raises(DecryptionError):
+            load_keyring(other, tmp_path / "priv").open_fields(
+                sealed, event_id=event["envelope"]["event_id"]
+            )
+    assert event["body"]["persons"][0]["ssn"] == "123-45-6789"  # the source is untouched
