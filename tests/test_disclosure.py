@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mutualaid.agencies import load_registry
 from mutualaid.crypto import DecryptionError, generate_keypair, load_keyring, newest_public_key
 from mutualaid.disclosure import (
+    FieldReport,
     MissingKey,
     disclose,
     keyed_hash,
@@ -254,39 +255,21 @@ def test_a_body_treated_once_stands_only_for_its_body_and_actions() -> None:
         event, plain, plain_actions, registry=REGISTRY, public_key=None, hash_key=None
     )
     assert sorted(report.in_clear) == sorted(listed) == sorted(untreated.report.in_clear)
-    _, given_report = disclose(
-        event,
-        plain,
-        plain_actions,
-        registry=REGISTRY,
-        public_key=None,
-        hash_key=None,
-        treated=untreated,
-    )
+
+    def given_untreated(event: dict, d: Decision, actions: dict) -> tuple[dict, FieldReport]:
+        return disclose(
+            event, d, actions, registry=REGISTRY, public_key=None, hash_key=None, treated=untreated
+        )
+
+    _, given_report = given_untreated(event, plain, plain_actions)
     assert given_report is untreated.report
     dropping, actions = decision({"persons[].ssn": "drop"})
-    dropped_copy, dropped = disclose(
-        event,
-        dropping,
-        actions,
-        registry=REGISTRY,
-        public_key=None,
-        hash_key=None,
-        treated=untreated,
-    )
+    dropped_copy, dropped = given_untreated(event, dropping, actions)
     assert "persons[0].ssn" not in dropped.in_clear
     assert dropped.withheld == ["persons[0].ssn"]
     assert dropped_copy["body"]["persons"][0]["ssn"] is None
     other = rms_event([{"last_name": "Ortiz"}], "n")
-    other_copy, other_report = disclose(
-        other,
-        plain,
-        plain_actions,
-        registry=REGISTRY,
-        public_key=None,
-        hash_key=None,
-        treated=untreated,
-    )
+    other_copy, other_report = given_untreated(other, plain, plain_actions)
     assert other_copy["body"] is other["body"]
     assert other_report.in_clear == ["incident_number", "persons[0].last_name", "narrative"]
 
