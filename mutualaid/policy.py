@@ -54,15 +54,8 @@ from mutualaid.agencies import Agency, AgencyType, Registry, check_state, start_
 from mutualaid.configfile import ConfigError, Problem, load_model, yaml_files
 from mutualaid.pointers import FoundBy
 from mutualaid.rules import Rule, RuleFile, checked_labels
-from mutualaid.serde import SchemaStore
+from mutualaid.serde import BODY_SCHEMA, SchemaStore
 from mutualaid.topics import Kind, check_ori
-
-BODY_SCHEMA = {
-    Kind.ALPR_READ: "mutualaid.alpr.Read",
-    Kind.CAD_INCIDENT: "mutualaid.cad.Incident",
-    Kind.RMS_RECORD: "mutualaid.rms.Record",
-    Kind.HOTLIST_ENTRY: "mutualaid.hotlist.Entry",
-}
 
 Outcome = Literal["SHARED", "POINTER", "DENIED"]
 

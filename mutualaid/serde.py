@@ -53,10 +53,11 @@ SHARED_EVENT = {
 }
 # What a record of each kind holds (the body of its source and shared events), and the envelope
 # every event carries.
-BODY = {
+BODY_SCHEMA = {
     Kind.ALPR_READ: "mutualaid.alpr.Read",
     Kind.CAD_INCIDENT: "mutualaid.cad.Incident",
     Kind.RMS_RECORD: "mutualaid.rms.Record",
+    Kind.HOTLIST_ENTRY: "mutualaid.hotlist.Entry",
 }
 ENVELOPE = "mutualaid.Envelope"
 DEAD_LETTER = "mutualaid.DeadLetter"

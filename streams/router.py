@@ -64,7 +64,7 @@ from mutualaid.policy import Decision, FieldAction, Policy, Tier
 from mutualaid.sealing import SEALED_SHARE, Sealer
 from mutualaid.serde import (
     AUDIT_DISSEMINATION_SCHEMA,
-    BODY,
+    BODY_SCHEMA,
     ENVELOPE,
     SHARED_EVENT,
     SOURCE_EVENT,
@@ -204,7 +204,9 @@ class Router:
         self._treated: Treated | None = None
         # The last copy's envelope and body, and the bytes written for them (``_written``).
         self._write_envelope = compile_writer(codecs.store.get(ENVELOPE))
-        self._write_body = {k: compile_writer(codecs.store.get(BODY[k])) for k in RECORD_KINDS}
+        self._write_body = {
+            k: compile_writer(codecs.store.get(BODY_SCHEMA[k])) for k in RECORD_KINDS
+        }
         self._last_written: tuple[Any, Encoded, Any, Encoded | None] = (
             None,
             Encoded(b"", ""),
@@ -670,7 +672,9 @@ class Router:
         if envelope != last_envelope:  # each copy has its own envelope dict: equal ones
             envelope_bytes = Encoded(self._write_envelope(envelope), ENVELOPE)
         if body is not last_body:  # unchanged, a copy's body is the event's own (and held)
-            body_bytes = None if body is None else Encoded(self._write_body[kind](body), BODY[kind])
+            body_bytes = (
+                None if body is None else Encoded(self._write_body[kind](body), BODY_SCHEMA[kind])
+            )
         self._last_written = (envelope, envelope_bytes, body, body_bytes)
         return {**shared, "envelope": envelope_bytes, "body": body_bytes}
 

@@ -60,9 +60,9 @@ class ChangelogTable(MutableMapping[str, V], Generic[V]):
     Each entry is kept as the bytes its changelog record holds (compact JSON) and decoded when
     read: a two-partner holders entry takes about 410 bytes so, with its key, against
     1,700-2,100 as Python dicts and lists, and a router holds one per record partners may
-    still hold. Reading one costs a ``json.loads``
-    (a few microseconds); a plate read, new to the table, is a miss and costs nothing. A value
-    read is a fresh copy: changing it changes nothing until it is written back.
+    still hold. Reading one costs a ``json.loads`` (a few microseconds); a plate read, new to
+    the table, is a miss and costs nothing. A value read is a fresh copy: changing it changes
+    nothing until it is written back.
     """
 
     def __init__(
