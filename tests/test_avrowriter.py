@@ -15,6 +15,7 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from mutualaid import avrowriter
 from mutualaid.avrowriter import AvroWriteError, Encoded, UnsupportedSchema, compile_writer
 from mutualaid.serde import AvroSerializer, SchemaStore, SerializationContext, SerializationError
 from support.avrovalues import UTC, values
@@ -159,3 +160,35 @@ def test_a_record_already_written_goes_in_as_it_is_and_only_where_its_type_goes(
     record = {"envelope": Encoded(b"\x00", "mutualaid.alpr.Read"), "disclosure": {}, "body": None}
     with pytest.raises(AvroWriteError):
         write(record)
+
+
+def test_arrays_of_strings_written_once_are_reused_only_for_the_same_items() -> None:
+    schema = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "Lists",
+            "fields": [{"name": "a", "type": {"type": "array", "items": "string"}}],
+        }
+    )
+    write = compile_writer(schema)
+    # Each written twice (the second time from what was kept), and none taken for another:
+    # the same characters split otherwise, a prefix, an empty string, a non-ASCII one.
+    lists = [["ab"], ["a", "b"], ["a"], ["a", ""], [""], ["é"], ["e"], ["ab"], ["a", "b"]]
+    for items in lists * 2:
+        assert write({"a": items}) == fastavro_bytes(schema, {"a": items}), items
+    # A list that does not hold strings is refused, the same items kept as strings or not.
+    with pytest.raises(AvroWriteError):
+        write({"a": [1, 2]})
+    with pytest.raises(AvroWriteError):
+        write({"a": ["a", None]})
+
+
+def test_what_is_kept_of_arrays_of_strings_is_bounded() -> None:
+    schema = fastavro.parse_schema({"type": "array", "items": "string"})
+    write = compile_writer(schema)
+    for n in range(avrowriter.STRINGS_KEPT + 50):
+        write([f"value {n}"])
+    assert 0 < len(avrowriter._STRINGS) <= avrowriter.STRINGS_KEPT
+    long = ["x" * avrowriter.STRINGS_LONGEST]
+    assert write(long) == fastavro_bytes(schema, long)
+    assert tuple(long) not in avrowriter._STRINGS
