@@ -359,9 +359,10 @@ class Router:
         # version any partner was sent, so no index keeps a newer copy over it.
         withdrawn_as = {**envelope, "version": max(envelope["version"], sent_version)}
         started = time.perf_counter()
-        decisions = [] if withdrawing else self.policy.decide(event, self.clock())
+        now = self.clock()  # one decision time for every partner's copy and audit record
+        decisions = [] if withdrawing else self.policy.decide(event, now)
         POLICY_SECONDS.observe(time.perf_counter() - started)
-        revision = self._next_revision(entry)
+        revision = self._next_revision(entry, now)
         outputs, holding = [], {}
         for decision in decisions:
             if decision.shares:
@@ -381,6 +382,7 @@ class Router:
                     report,
                     contributors=decision.agreement_refs,
                     rules=decision.rule_refs,
+                    at=now,
                 )
             )
             child(SHARE_DECISIONS, decision.partner_ori, kind, decision.outcome.lower()).inc()
@@ -426,11 +428,12 @@ class Router:
         child(EVENTS_OUT, "streams", kind).inc(len(holding))
         return outputs
 
-    def _next_revision(self, entry: Mapping[str, Any]) -> int:
+    def _next_revision(self, entry: Mapping[str, Any], now: datetime | None = None) -> int:
         """The revision of what is sent now: the decision time in milliseconds, and always
         above the last one sent for the record, so a recall's copy or withdrawal replaces the
         copy an index holds even if two routers' clocks disagree."""
-        return max(int(self.clock().timestamp() * 1000), entry.get("revision", 0) + 1)
+        now = now or self.clock()
+        return max(int(now.timestamp() * 1000), entry.get("revision", 0) + 1)
 
     def _holding(self, kind: Kind, decision: Decision) -> list:
         """What the holders entry keeps of one partner's copy: the first agreement it cites,
@@ -710,8 +713,10 @@ class Router:
         *,
         contributors: list[tuple[str, int]] | None = None,
         rules: list[str] | None = None,
+        at: datetime | None = None,
     ) -> Output:
-        """``agreement`` is the first of ``contributors`` (default: it alone)."""
+        """``agreement`` is the first of ``contributors`` (default: it alone); ``at`` is when
+        it was decided (default: now)."""
         if contributors is None:
             contributors = [agreement] if agreement else []
         record = dissemination_audit(
@@ -724,7 +729,7 @@ class Router:
             agreements=[{"id": i, "version": v} for i, v in contributors],
             rules=rules or [],
             reasons=reasons,
-            decided_at=self.clock(),
+            decided_at=at or self.clock(),
         )
         value = self._encode_audit(record, SerializationContext(AUDIT_DISSEMINATION))
         return Output(AUDIT_DISSEMINATION, record_key(envelope), value)
