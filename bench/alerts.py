@@ -102,12 +102,20 @@ def start_matcher(config: Path, log: Path) -> tuple[object, float]:
     raise SystemExit(f"the matcher did not load the hotlists in time; see {log}")
 
 
+Seen = dict[str, tuple[float, datetime]]  # record id -> (arrived, ingested_at)
+
+
+def latencies_ms(seen: Seen, ids: list[str]) -> list[float]:
+    """From ingestion to arrival, for each of ``ids`` that arrived."""
+    return [(seen[i][0] - seen[i][1].timestamp()) * 1000 for i in ids if i in seen]
+
+
 class Arrivals(threading.Thread):
     """Consumes one topic from the start and notes, per record id, when each arrived."""
 
     def __init__(self, settings: Settings, topic: str, schema: str, record_id: str) -> None:
         super().__init__(daemon=True)
-        self.seen: dict[str, tuple[float, datetime]] = {}  # id -> (arrived, ingested_at)
+        self.seen: Seen = {}
         self._done = threading.Event()
         self._decode = AvroDeserializer(SchemaStore(), schema)
         self._topic, self._id = topic, record_id
@@ -137,11 +145,6 @@ class Arrivals(threading.Thread):
                     self.seen[key] = (arrived, ingested)
         self._consumer.close()
 
-    def latencies_ms(self, ids: list[str]) -> list[float]:
-        return [
-            (self.seen[i][0] - self.seen[i][1].timestamp()) * 1000 for i in ids if i in self.seen
-        ]
-
     def close(self) -> None:
         self._done.set()
         self.join(10)
@@ -153,7 +156,7 @@ class ConsoleArrivals(AlertBoard):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(CENTER, {})
-        self.seen: dict[str, tuple[float, datetime]] = {}
+        self.seen: Seen = {}
         self._stop = threading.Event()
         self._follower = follow_alerts(settings, CENTER, self)
         self._thread = threading.Thread(target=self._follower.run, args=(self._stop,), daemon=True)
@@ -164,11 +167,6 @@ class ConsoleArrivals(AlertBoard):
 
     def start(self) -> None:
         self._thread.start()
-
-    def latencies_ms(self, ids: list[str]) -> list[float]:
-        return [
-            (self.seen[i][0] - self.seen[i][1].timestamp()) * 1000 for i in ids if i in self.seen
-        ]
 
     def close(self) -> None:
         self._stop.set()
@@ -305,9 +303,9 @@ def main(entries: int, rate: int, seconds: int, broker_kind: str = "tansu") -> d
                 and time.monotonic() < deadline
             ):
                 time.sleep(0.2)
-            alert_ms = alerts.latencies_ms(hit_ids)
-            read_ms = reads.latencies_ms(ids)
-            console_ms = console.latencies_ms(hit_ids)
+            alert_ms = latencies_ms(alerts.seen, hit_ids)
+            read_ms = latencies_ms(reads.seen, ids)
+            console_ms = latencies_ms(console.seen, hit_ids)
             alerts.close()
             reads.close()
             console.close()
