@@ -163,7 +163,7 @@ def disclose(
     envelope = {**event["envelope"], "source_position": None}  # positions are the owner's business
     ref = decision.agreement_ref
     assert ref is not None and decision.shares
-    agreements = agreement_names(decision)
+    agreements = decision.agreement_names
     if decision.retention_days is not None:
         retain_until = envelope["occurred_at"] + timedelta(days=decision.retention_days)
     else:
@@ -224,11 +224,6 @@ class Treated(NamedTuple):
     def fits(self, source: dict[str, Any] | None, actions: Mapping[str, FieldAction]) -> bool:
         """Whether this is ``source`` treated with ``actions``."""
         return source is self.source and actions == self.actions
-
-
-def agreement_names(decision: Decision) -> str:
-    """The agreements behind a decision, as errors name them."""
-    return ", ".join(a for a, _ in decision.agreement_refs)
 
 
 def treat(

@@ -345,6 +345,11 @@ class Decision:
     def rule_refs(self) -> list[str]:
         return [r.ref for r in self.rules]
 
+    @cached_property
+    def agreement_names(self) -> str:
+        """The agreements behind it, as errors name them."""
+        return ", ".join(a for a, _ in self.agreement_refs)
+
 
 class _Verdict(NamedTuple):
     """One agreement's answer for one partner, before the combination (a tuple: the hot path

@@ -42,7 +42,6 @@ from mutualaid.disclosure import (
     FieldReport,
     MissingKey,
     Treated,
-    agreement_names,
     disclose,
     new_disclosure,
     pointer_envelope,
@@ -686,7 +685,7 @@ class Router:
         full = decision.outcome == "SHARED" and body is not None  # a pointer carries no body
         if full and (treated is None or not treated.fits(body, decision.actions)):
             treated = self._treated = treat(
-                body, decision.actions, hash_key=self.hash_key, agreements=agreement_names(decision)
+                body, decision.actions, hash_key=self.hash_key, agreements=decision.agreement_names
             )
         shared, report = disclose(
             event,
