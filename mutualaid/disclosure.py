@@ -22,7 +22,6 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any, NamedTuple
 
 from mutualaid import fieldpaths
@@ -164,10 +163,8 @@ def disclose(
     ref = decision.agreement_ref
     assert ref is not None and decision.shares
     agreements = decision.agreement_names
-    if decision.retention_days is not None:
-        retain_until = envelope["occurred_at"] + timedelta(days=decision.retention_days)
-    else:
-        retain_until = None
+    retention = decision.retention
+    retain_until = None if retention is None else envelope["occurred_at"] + retention
     disclosure = new_disclosure(
         decision.partner_ori,
         ref,

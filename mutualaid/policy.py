@@ -346,6 +346,11 @@ class Decision:
         return [r.ref for r in self.rules]
 
     @cached_property
+    def retention(self) -> timedelta | None:
+        """How long the partner may keep its copy, from the record's time (None: no limit)."""
+        return None if self.retention_days is None else timedelta(days=self.retention_days)
+
+    @cached_property
     def agreement_names(self) -> str:
         """The agreements behind it, as errors name them."""
         return ", ".join(a for a, _ in self.agreement_refs)
