@@ -231,9 +231,9 @@ def main(entries: int, rate: int, seconds: int, broker_kind: str = "tansu") -> d
         config = tmp / "mutualaid.yaml"
         config.write_text(yaml.safe_dump(values))
         settings = Settings(**values)
-        # The empty-hotlist matcher, measured for memory only, is a group of its own: 3 of
-        # about 35 runs on Tansu, the measured matcher, joining the group the other had just
-        # left, got no partitions for the whole 120 s wait (not diagnosed further).
+        # The empty-hotlist matcher, measured for memory only, is a group of its own: stopped
+        # before its first join completed, it left Tansu's group unable to assign the measured
+        # matcher any partition (README, The embedded broker; 3 of about 35 runs).
         empty_config = tmp / "mutualaid-empty.yaml"
         empty_config.write_text(yaml.safe_dump({**values, "matcher_id": "bench-empty-matcher"}))
         # Each matcher signs its audit records, with its own stage key.
