@@ -55,6 +55,8 @@ CENTER = "CA0990100"  # Riverbend PD in deploy/agencies.yaml: owns the reads and
 CAMERA = (38.94, -119.98)
 HIT_SHARE = 0.01
 WARM_SECONDS = 5
+# The empty-hotlist matcher's own group and stage key (see ``main``).
+EMPTY_MATCHER = "bench-empty-matcher"
 
 
 def rss_mb(pid: int) -> float:
@@ -235,9 +237,9 @@ def main(entries: int, rate: int, seconds: int, broker_kind: str = "tansu") -> d
         # before its first join completed, it left Tansu's group unable to assign the measured
         # matcher any partition (README, The embedded broker; 3 of about 35 runs).
         empty_config = tmp / "mutualaid-empty.yaml"
-        empty_config.write_text(yaml.safe_dump({**values, "matcher_id": "bench-empty-matcher"}))
+        empty_config.write_text(yaml.safe_dump({**values, "matcher_id": EMPTY_MATCHER}))
         # Each matcher signs its audit records, with its own stage key.
-        ensure_stage_keys(settings, [settings.matcher_id, "bench-empty-matcher"])
+        ensure_stage_keys(settings, [settings.matcher_id, EMPTY_MATCHER])
         registry_oris = ["CA0990100", "CA0990200", "NV0990300", "DC0990400"]
         ensure_topics(wait_for_broker(broker.bootstrap_servers), topics_for(registry_oris, 4), 1)
         print(
